@@ -1,0 +1,89 @@
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+.DEFAULT_GOAL := help
+MAKEFLAGS += --warn-undefined-variables
+MAKEFLAGS += --no-builtin-rules
+
+# Tool versions live in pyproject.toml's `dev` extra (grpcio-tools, buf-bin, mypy-protobuf,
+# ruff, mypy); `make install` puts exactly those into the virtual environment.
+PYTHON_BOOT ?= python3
+VENV ?= .venv
+# When a virtual environment is already active (VIRTUAL_ENV set), use it instead of making one.
+ifdef VIRTUAL_ENV
+VENV := $(VIRTUAL_ENV)
+endif
+PY := $(VENV)/bin/python
+BUF := $(VENV)/bin/buf
+STAMP := $(VENV)/.installed
+PROTODEPS := build/protodeps
+# Generated code is imported by proto package (`from hplus.hospital.v1 import ...`).
+export PYTHONPATH := gen:.
+
+.PHONY: help
+help: ## List the targets.
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@[ -x $(PY) ] || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+.PHONY: install
+install: $(STAMP) ## Create the virtual environment and install hplus with its dev tools.
+
+.PHONY: protodeps
+protodeps: $(STAMP) ## Copy google/rpc and google/type protos from googleapis-common-protos for buf.
+	$(PY) -m tools.protobuild deps --out $(PROTODEPS)
+
+.PHONY: gen
+gen: $(STAMP) ## Regenerate gen/ from proto/ (deletes gen/ first).
+	$(PY) -m tools.protobuild gen --proto proto --out gen
+
+.PHONY: generate
+generate: gen ## Alias of gen.
+
+.PHONY: check-gen
+check-gen: gen ## Fail when gen/ differs from what proto/ generates.
+	@test -z "$$(git status --porcelain -- gen)" || { echo "gen/ is stale: run 'make gen' and commit"; git status --porcelain -- gen; exit 1; }
+
+.PHONY: lint
+lint: protodeps ## ruff, mypy, buf lint, buf format.
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+	$(BUF) lint proto
+	$(BUF) format -d --exit-code proto
+
+.PHONY: format
+format: $(STAMP) ## Format Python and proto sources in place.
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+	$(BUF) format -w proto
+
+.PHONY: breaking
+breaking: protodeps ## buf breaking (WIRE_JSON) against the latest frozen release.
+	latest=$$($(PY) -m tools.protobuild latest-release); \
+	echo "buf breaking against release $$latest"; \
+	$(BUF) breaking proto --against "$$latest"
+
+.PHONY: test
+test: $(STAMP) ## Run the test suite (integration tests run when PostgreSQL/Redis answer).
+	$(PY) -m pytest
+
+.PHONY: run
+run: $(STAMP) ## Start a cloud node on embedded defaults (SQLite and certificates under var/).
+	$(VENV)/bin/hplus cloud run --data-dir var
+
+.PHONY: bench
+bench: $(STAMP) ## Run the benchmarks under bench/.
+	@ls bench/*/__main__.py >/dev/null 2>&1 || { echo "no benchmarks yet"; exit 0; }
+	for b in bench/*/__main__.py; do mod=$$(dirname $$b | tr / .); $(PY) -m $$mod; done
+
+.PHONY: ci
+ci: lint check-gen breaking test ## What CI runs.
+
+.PHONY: clean
+clean: ## Remove build output and caches (keeps the virtual environment).
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache
