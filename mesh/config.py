@@ -1,0 +1,163 @@
+"""Reading configuration files with errors that name the file, the key and the line.
+
+Configuration is TOML (``tomllib``, standard library). Components describe their settings as
+frozen dataclasses; this module reads a file once, checks every key against what the
+component knows (an unknown key is an error: a typo must not pass silently), converts
+values, and reports ``file:line: [section] key: problem`` on anything wrong.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = ["ConfigError", "Section", "load_toml"]
+
+T = TypeVar("T")
+
+_TOML_POS = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+class ConfigError(Exception):
+    """A configuration file or value is wrong.
+
+    ``str(err)`` is one line: ``path:line: message`` when the place is known.
+    """
+
+    def __init__(self, message: str, *, path: Path | str | None = None, line: int | None = None):
+        self.message = message
+        self.path = str(path) if path is not None else None
+        self.line = line
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.path or ""
+        if where and self.line is not None:
+            where += f":{self.line}"
+        return f"{where}: {self.message}" if where else self.message
+
+
+def load_toml(path: Path) -> tuple[dict[str, Any], str]:
+    """Read and parse a TOML file.
+
+    Returns:
+        The parsed document and its text (kept to find the line of a key later).
+
+    Raises:
+        ConfigError: the file cannot be read or is not valid TOML (with line and column).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"cannot read config file: {err.strerror}", path=path) from None
+    except UnicodeDecodeError:
+        raise ConfigError("config file is not UTF-8 text", path=path) from None
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as err:
+        m = _TOML_POS.search(str(err))
+        msg = _TOML_POS.sub("", str(err)).strip()
+        line = int(m.group(1)) if m else None
+        if m:
+            msg += f" (column {m.group(2)})"
+        raise ConfigError(f"invalid TOML: {msg}", path=path, line=line) from None
+
+
+def _find_line(text: str, section: str, key: str | None) -> int | None:
+    """The 1-based line that defines ``key`` in ``[section]`` (or the section header)."""
+    current = ""
+    header_line: int | None = None
+    header = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]\s*(#.*)?$")
+    for no, raw in enumerate(text.splitlines(), start=1):
+        m = header.match(raw)
+        if m:
+            current = m.group(1)
+            if section == "" and key is not None and current.split(".")[0] == key:
+                return no  # a top-level key written as a table header
+            if current == section:
+                header_line = no
+            continue
+        assignment = rf"^\s*[\"']?{re.escape(key or '')}[\"']?\s*="
+        if current == section and key is not None and re.match(assignment, raw):
+            return no
+    return header_line
+
+
+class Section:
+    """Typed, checked access to one table of a configuration file.
+
+    Args:
+        data: the table's contents.
+        name: the table's name (``""`` for the top level), used in messages.
+        path: the file it came from, or ``None`` for built-in defaults.
+        text: the file's text, to find lines.
+    """
+
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        *,
+        name: str,
+        path: Path | None = None,
+        text: str = "",
+    ) -> None:
+        self._data = dict(data)
+        self._name = name
+        self._path = path
+        self._text = text
+
+    @classmethod
+    def of(cls, doc: Mapping[str, Any], name: str, *, path: Path | None, text: str) -> Section:
+        """The table ``name`` of ``doc`` (empty when absent).
+
+        Raises:
+            ConfigError: ``name`` is present but is not a table.
+        """
+        raw = doc.get(name, {})
+        if not isinstance(raw, Mapping):
+            raise ConfigError(
+                f"[{name}] must be a table", path=path, line=_find_line(text, "", name)
+            )
+        return cls(raw, name=name, path=path, text=text)
+
+    def error(self, key: str | None, message: str) -> ConfigError:
+        """A :class:`ConfigError` located at ``key`` of this section."""
+        if not self._name:
+            label = key or "top level"
+        else:
+            label = f"[{self._name}] {key}" if key else f"[{self._name}]"
+        return ConfigError(
+            f"{label}: {message}", path=self._path, line=_find_line(self._text, self._name, key)
+        )
+
+    def reject_unknown(self, known: Iterable[str]) -> None:
+        """Raise on the first key that is not in ``known`` (a typo must not pass silently)."""
+        allowed = set(known)
+        for key in self._data:
+            if key not in allowed:
+                raise self.error(key, f"unknown setting (known: {', '.join(sorted(allowed))})")
+
+    def get(self, key: str, kind: type[T], default: T) -> T:
+        """The value of ``key`` checked to be of ``kind``, or ``default`` when absent.
+
+        Raises:
+            ConfigError: the value has the wrong type.
+        """
+        if key not in self._data:
+            return default
+        value = self._data[key]
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            raise self.error(key, f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
+        return value  # type: ignore[no-any-return]
+
+    def check(self, key: str, value: T, ok: Callable[[T], bool], requirement: str) -> T:
+        """Return ``value`` if ``ok(value)``, else raise naming ``requirement``."""
+        if not ok(value):
+            raise self.error(key, f"{value!r} is invalid: {requirement}")
+        return value

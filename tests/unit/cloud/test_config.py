@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cloud.config import NodeConfig, TlsMode
+from mesh.config import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "node.toml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_without_file() -> None:
+    cfg = NodeConfig.load(env={})
+    assert cfg.listen == "127.0.0.1:50051"
+    assert cfg.tls_mode is TlsMode.DEV
+    assert cfg.data_dir == Path("var")
+
+
+def test_file_env_and_flags_in_order(tmp_path: Path) -> None:
+    path = write(tmp_path, '[node]\nlisten = "0.0.0.0:7000"\ndata_dir = "state"\nnode_id = "a"\n')
+    cfg = NodeConfig.load(path=path, env={})
+    assert (cfg.listen, cfg.node_id) == ("0.0.0.0:7000", "a")
+    assert cfg.data_dir == tmp_path / "state"  # relative to the file, not the cwd
+    cfg = NodeConfig.load(path=path, env={"HPLUS_NODE_ID": "b"})
+    assert cfg.node_id == "b"
+    cfg = NodeConfig.load(
+        path=path, env={"HPLUS_NODE_ID": "b"}, overrides={"node_id": "c", "listen": None}
+    )
+    assert (cfg.node_id, cfg.listen) == ("c", "0.0.0.0:7000")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[node]\nlisten = "nope"\n', ":2: [node] listen: expected HOST:PORT, got 'nope'"),
+        ("[node]\n\nlisten = 50051\n", ":3: [node] listen: expected str, got int 50051"),
+        ('[node]\nlisten = "h:1"\nlisen = "x"\n', ":3: [node] lisen: unknown setting"),
+        ('[tls]\nmode = "maybe"\n', ":2: [tls] mode: 'maybe' is not one of dev, files, off"),
+        ('[tls]\nmode = "files"\ncert = "c.pem"\n', ":1: [tls] key: required when mode"),
+        ("[node]\ngrace_seconds = -1\n", ":2: [node] grace_seconds: -1.0 is invalid"),
+        ('[node]\nlisten = "a:1"\n[node\n', ":3: invalid TOML"),
+        ("[nodes]\n", ":1: nodes: unknown setting (known: node, tls)"),
+    ],
+)
+def test_bad_file_names_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        NodeConfig.load(path=path, env={})
+    message = str(info.value)
+    assert message.startswith(str(path) + expected), message
+    assert "\n" not in message
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        NodeConfig.load(path=tmp_path / "missing.toml", env={})
+
+
+def test_bad_flag_value_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="port must be a number from 0 to 65535"):
+        NodeConfig.load(env={}, overrides={"listen": "localhost:99999"})

@@ -1,0 +1,67 @@
+"""The ``hplus`` console script.
+
+Each command group lives in its own module exposing ``register(subparsers)``; a command sets
+``func(args) -> int`` with :meth:`argparse.ArgumentParser.set_defaults`. Only groups that exist
+are registered, so ``hplus --help`` lists real commands only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from tools.cli._base import CliError, Parser
+
+__all__ = ["build_parser", "main"]
+
+Register = Callable[["argparse._SubParsersAction[Parser]"], None]
+
+
+def _groups() -> list[Register]:
+    # Imported here so that `hplus --help` stays fast and a group's heavy imports
+    # (grpc, SQLAlchemy) load only when that group runs.
+    from tools.cli import _cloud, _contracts
+
+    groups: list[Register] = [_cloud.register, _contracts.register]
+    try:
+        from tools.cli import _compat
+    except ImportError:  # the compat group is optional until compat/ ships its CLI
+        pass
+    else:
+        groups.append(_compat.register)
+    return groups
+
+
+def build_parser() -> Parser:
+    """Build the full ``hplus`` argument parser."""
+    parser = Parser(prog="hplus", description="Hospital+ platform: cloud, edge and contracts.")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity (default: INFO)",
+    )
+    sub = parser.add_subparsers(dest="group", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    for register in _groups():
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``hplus``; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except CliError as err:
+        print(f"hplus: error: {err.message}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130

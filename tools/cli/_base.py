@@ -1,0 +1,38 @@
+"""Shared plumbing of the ``hplus`` command line: the parser class and the error type."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "CliError", "Parser"]
+
+EXIT_OK = 0
+"""The command did what was asked."""
+EXIT_BAD_INPUT = 2
+"""A flag, argument, file or config was malformed; the one-line message says which."""
+
+
+class CliError(Exception):
+    """A command failed in a way the user can fix; printed as one line, no traceback.
+
+    Args:
+        message: what is wrong and where (flag, file and line).
+        exit_code: the process exit code; :data:`EXIT_BAD_INPUT` unless the command
+            documents another.
+    """
+
+    def __init__(self, message: str, *, exit_code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line naming the problem."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``<prog>: error: <message>`` and exit with :data:`EXIT_BAD_INPUT`."""
+        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        raise SystemExit(EXIT_BAD_INPUT)
