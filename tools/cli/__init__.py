@@ -8,6 +8,7 @@ are registered, so ``hplus --help`` lists real commands only.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -25,12 +26,13 @@ def _groups() -> list[Register]:
     from tools.cli import _cloud, _contracts
 
     groups: list[Register] = [_cloud.register, _contracts.register]
-    try:
-        from tools.cli import _compat
-    except ImportError:  # the compat group is optional until compat/ ships its CLI
-        pass
+    try:  # the compat group ships with compat/; absent, `hplus --help` does not list it
+        compat_cli = importlib.import_module("tools.cli._compat")
+    except ModuleNotFoundError as err:
+        if err.name != "tools.cli._compat":
+            raise
     else:
-        groups.append(_compat.register)
+        groups.append(compat_cli.register)
     return groups
 
 
