@@ -1,0 +1,7 @@
+"""Database plumbing shared by the cloud's stores: async engines and Alembic migrations."""
+
+from __future__ import annotations
+
+from cloud.db._engine import DatabaseError, create_engine, metadata, migrate, sqlite_url
+
+__all__ = ["DatabaseError", "create_engine", "metadata", "migrate", "sqlite_url"]

@@ -1,0 +1,107 @@
+"""Async SQLAlchemy engines and schema migration through Alembic.
+
+Every cloud database (fleet, registry, partitions) is reached through SQLAlchemy 2's
+``AsyncEngine``: SQLite files under the data directory by default (``aiosqlite``),
+PostgreSQL by URL in production (``asyncpg``). Each database's schema is owned by an Alembic
+migration environment inside the package that owns the tables; ``migrate`` brings a
+database to the newest revision when a node starts, so an embedded node needs no extra step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+__all__ = ["DatabaseError", "create_engine", "metadata", "migrate", "sqlite_url"]
+
+
+class DatabaseError(Exception):
+    """A database URL is malformed, its driver is missing, or the server cannot be reached."""
+
+
+def sqlite_url(path: Path) -> str:
+    """The SQLAlchemy URL of a SQLite file used through ``aiosqlite``."""
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """Create an async engine for ``url``.
+
+    SQLite gets a busy timeout so that a CLI command and a running node can share a file.
+
+    Raises:
+        DatabaseError: the URL is malformed or names a driver that is not installed.
+    """
+    try:
+        parsed = make_url(url)
+        kwargs: dict[str, Any] = {}
+        if parsed.get_backend_name() == "sqlite":
+            kwargs["connect_args"] = {"timeout": 30}
+        else:
+            kwargs["pool_pre_ping"] = True
+        return create_async_engine(parsed, **kwargs)
+    except (ArgumentError, NoSuchModuleError, ValueError) as err:
+        raise DatabaseError(f"bad database URL {_redact(url)!r}: {err}") from None
+
+
+def _redact(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<unparseable>"
+
+
+def migrate(engine: AsyncEngine, script_location: Path, *, version_table: str) -> Any:
+    """Return a coroutine that upgrades the database behind ``engine`` to the newest revision.
+
+    Args:
+        engine: the database to migrate.
+        script_location: the Alembic environment (folder with ``env.py`` and ``versions/``).
+        version_table: the table recording the revision; one per migration environment, so
+            several environments can share one PostgreSQL database.
+
+    Raises:
+        DatabaseError: the database cannot be reached.
+    """
+
+    def upgrade(conn: Connection) -> None:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(script_location))
+        cfg.attributes["connection"] = conn
+        cfg.attributes["version_table"] = version_table
+        command.upgrade(cfg, "head")
+
+    async def run() -> None:
+        if engine.url.get_backend_name() == "sqlite" and engine.url.database:
+            Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(upgrade)
+        except (OperationalError, OSError) as err:
+            raise DatabaseError(
+                f"cannot reach database {_redact(str(engine.url))}: {err}"
+            ) from None
+
+    return run()
+
+
+# Constraint names that are the same on SQLite and PostgreSQL, so migrations can name them.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def metadata() -> sa.MetaData:
+    """A ``MetaData`` with our constraint naming convention."""
+    return sa.MetaData(naming_convention=NAMING)

@@ -1,0 +1,178 @@
+"""Per-hospital credentials: issued once, stored hashed, checked on every tunnel, revocable.
+
+A credential is a bearer token ``hpc1.<credential id>.<secret>``. The id finds the row; only
+the SHA-256 of the 256-bit random secret is stored, so a leaked database does not leak
+credentials (a fast hash is right here: the secret is random, not a password, so there is
+nothing to brute-force). The token is shown once, when issued.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import hmac
+import re
+import secrets
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cloud.fleet._schema import CREDENTIALS
+
+__all__ = ["CredentialError", "CredentialInfo", "CredentialStore", "IssuedCredential"]
+
+_PREFIX = "hpc1"
+_HOSPITAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class CredentialError(Exception):
+    """A credential cannot be issued or revoked; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class IssuedCredential:
+    """A credential just issued; ``token`` is never stored and never shown again."""
+
+    credential_id: str
+    """The public id of the credential (safe to log)."""
+    hospital_id: str
+    """The hospital the credential authenticates."""
+    token: str = dataclasses.field(repr=False)
+    """The bearer token to give the hospital's front-end server."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CredentialInfo:
+    """What is known about a stored credential (no secret)."""
+
+    credential_id: str
+    """The public id."""
+    hospital_id: str
+    """The hospital it authenticates."""
+    label: str
+    """Free text given at issue time."""
+    created_at: dt.datetime
+    """When it was issued."""
+    revoked_at: dt.datetime | None
+    """When it was revoked, or ``None`` while valid."""
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    # SQLite hands back naive datetimes for timezone-aware columns; we always store UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+class CredentialStore:
+    """Issues, checks and revokes hospital credentials in the fleet database.
+
+    Args:
+        engine: the fleet database (migrated).
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def issue(self, hospital_id: str, *, label: str = "") -> IssuedCredential:
+        """Issue a new credential for ``hospital_id`` (earlier ones stay valid until revoked).
+
+        Raises:
+            CredentialError: ``hospital_id`` is not a valid hospital id.
+        """
+        if not _HOSPITAL_ID.match(hospital_id):
+            raise CredentialError(
+                f"invalid hospital id {hospital_id!r}: 1-64 characters of letters, digits, "
+                "'.', '_' or '-', starting with a letter or digit"
+            )
+        credential_id = secrets.token_hex(8)
+        secret = secrets.token_urlsafe(32)
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                CREDENTIALS.insert().values(
+                    credential_id=credential_id,
+                    hospital_id=hospital_id,
+                    secret_sha256=_hash(secret),
+                    label=label,
+                    created_at=dt.datetime.now(dt.UTC),
+                )
+            )
+        return IssuedCredential(
+            credential_id=credential_id,
+            hospital_id=hospital_id,
+            token=f"{_PREFIX}.{credential_id}.{secret}",
+        )
+
+    async def authenticate(self, token: str | None) -> str | None:
+        """The hospital a valid, unrevoked token belongs to, else ``None``."""
+        if not token:
+            return None
+        prefix, _, rest = token.partition(".")
+        credential_id, _, secret = rest.partition(".")
+        if prefix != _PREFIX or not credential_id or not secret:
+            return None
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(CREDENTIALS.c.hospital_id, CREDENTIALS.c.secret_sha256).where(
+                        CREDENTIALS.c.credential_id == credential_id,
+                        CREDENTIALS.c.revoked_at.is_(None),
+                    )
+                )
+            ).first()
+        if row is None or not hmac.compare_digest(row.secret_sha256, _hash(secret)):
+            return None
+        return str(row.hospital_id)
+
+    async def revoke(self, credential_id: str) -> CredentialInfo:
+        """Revoke a credential; tunnels opened with it are refused from now on.
+
+        Raises:
+            CredentialError: no credential has that id.
+        """
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                CREDENTIALS.update()
+                .where(
+                    CREDENTIALS.c.credential_id == credential_id,
+                    CREDENTIALS.c.revoked_at.is_(None),
+                )
+                .values(revoked_at=dt.datetime.now(dt.UTC))
+            )
+            if result.rowcount == 0:
+                exists = (
+                    await conn.execute(
+                        sa.select(CREDENTIALS.c.credential_id).where(
+                            CREDENTIALS.c.credential_id == credential_id
+                        )
+                    )
+                ).first()
+                if exists is None:
+                    raise CredentialError(f"no credential with id {credential_id!r}")
+        infos = [i for i in await self.list() if i.credential_id == credential_id]
+        return infos[0]
+
+    async def list(self, hospital_id: str | None = None) -> list[CredentialInfo]:
+        """Stored credentials, newest first, of one hospital or all."""
+        query = sa.select(CREDENTIALS).order_by(
+            CREDENTIALS.c.created_at.desc(), CREDENTIALS.c.credential_id
+        )
+        if hospital_id is not None:
+            query = query.where(CREDENTIALS.c.hospital_id == hospital_id)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            CredentialInfo(
+                credential_id=r.credential_id,
+                hospital_id=r.hospital_id,
+                label=r.label,
+                created_at=_aware(r.created_at) or dt.datetime.now(dt.UTC),
+                revoked_at=_aware(r.revoked_at),
+            )
+            for r in rows
+        ]
