@@ -1,0 +1,3 @@
+"""Tunnel benchmark: the same servicer directly over ``grpc.aio`` and through the tunnel."""
+
+from __future__ import annotations
