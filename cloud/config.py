@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mesh.config import ConfigError, Section, load_toml
+from mesh.net import parse_hostport
 
 __all__ = ["NodeConfig", "TlsMode", "parse_listen"]
 
@@ -25,19 +26,12 @@ class TlsMode(enum.StrEnum):
 
 
 def parse_listen(value: str) -> tuple[str, int]:
-    """Split ``HOST:PORT`` (``[::1]:50051`` for IPv6) and check both parts.
+    """Split a listen address ``HOST:PORT``; see `mesh.net.parse_hostport`.
 
     Raises:
         ValueError: the value is not ``HOST:PORT`` with a port in 0..65535.
     """
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"expected HOST:PORT, got {value!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"port must be a number from 0 to 65535, got {port_text!r}")
-    return host, int(port_text)
+    return parse_hostport(value)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -45,7 +39,11 @@ class NodeConfig:
     """Everything a cloud node needs to start."""
 
     listen: str = "127.0.0.1:50051"
-    """``HOST:PORT`` the node's gRPC server listens on (port 0 picks a free one)."""
+    """``HOST:PORT`` of the public endpoint: tunnels from edges, APIs (port 0: any free)."""
+    internal_listen: str = "127.0.0.1:50061"
+    """``HOST:PORT`` of the internal endpoint: node-to-node forwarding and operations.
+
+    Authenticated with the cluster secret; never expose it outside the cloud's network."""
     data_dir: Path = Path("var")
     """Where embedded state lives: SQLite files, development TLS material."""
     node_id: str = dataclasses.field(default_factory=socket.gethostname)
@@ -60,12 +58,31 @@ class NodeConfig:
     """CA certificate clients should trust (PEM), with ``tls_mode = files``."""
     grace_seconds: float = 10.0
     """How long in-flight calls may finish after SIGTERM before they are cancelled."""
+    fleet_database_url: str | None = None
+    """SQLAlchemy URL of the fleet database; default a SQLite file in ``data_dir``."""
+    redis_url: str | None = None
+    """Redis for tunnel presence shared by many nodes; ``None``: in-process (one node)."""
+    presence_ttl: float = 30.0
+    """Seconds a node's presence records live without a heartbeat (heartbeat: TTL/3)."""
+    redis_namespace: str = "hplus:"
+    """Prefix of every Redis key, so several environments can share one Redis."""
+    cluster_secret: str | None = dataclasses.field(default=None, repr=False)
+    """Shared secret of the cloud's nodes for the internal endpoint; ``None``: made once
+    under ``data_dir`` (fine for nodes that share a data directory, e.g. in development)."""
+
+    @property
+    def fleet_url(self) -> str:
+        """The fleet database URL, defaulted to ``<data_dir>/fleet.db``."""
+        return self.fleet_database_url or f"sqlite+aiosqlite:///{self.data_dir / 'fleet.db'}"
 
     def __post_init__(self) -> None:
-        try:
-            parse_listen(self.listen)
-        except ValueError as err:
-            raise ConfigError(f"listen: {err}") from None
+        for name in ("listen", "internal_listen"):
+            try:
+                parse_listen(getattr(self, name))
+            except ValueError as err:
+                raise ConfigError(f"{name}: {err}") from None
+        if self.presence_ttl <= 0:
+            raise ConfigError(f"presence_ttl: must be > 0, got {self.presence_ttl}")
         if not self.node_id:
             raise ConfigError("node_id: must not be empty")
         if self.grace_seconds < 0:
@@ -87,11 +104,14 @@ class NodeConfig:
 
         Precedence, lowest first: built-in defaults, the file, ``HPLUS_*`` environment
         variables, then ``overrides`` (command-line flags; ``None`` values are ignored).
+        Secrets (database passwords, the cluster secret) belong in the environment, not in
+        the file.
 
         Args:
-            path: a TOML file with ``[node]`` and ``[tls]`` tables, or ``None``.
-            env: the environment to read ``HPLUS_LISTEN``, ``HPLUS_DATA_DIR`` and
-                ``HPLUS_NODE_ID`` from; tests pass their own.
+            path: a TOML file with ``[node]``, ``[tls]``, ``[databases]`` and ``[redis]``
+                tables, or ``None``.
+            env: the environment to read the ``HPLUS_*`` variables of ``_ENV`` from; tests
+                pass their own.
             overrides: values from flags, by field name.
 
         Raises:
@@ -100,58 +120,105 @@ class NodeConfig:
         """
         values: dict[str, object] = {}
         if path is not None:
-            doc, text = load_toml(path)
-            top = Section(doc, name="", path=path, text=text)
-            top.reject_unknown(["node", "tls"])
-            node = Section.of(doc, "node", path=path, text=text)
-            node.reject_unknown(["listen", "data_dir", "node_id", "grace_seconds"])
-            listen = node.get("listen", str, cls.listen)
-            try:
-                parse_listen(listen)
-            except ValueError as err:
-                raise node.error("listen", str(err)) from None
-            values["listen"] = listen
-            if "data_dir" in doc.get("node", {}):
-                data_dir = Path(node.get("data_dir", str, "var"))
-                # Relative paths in a file are relative to the file, not to the cwd.
-                values["data_dir"] = data_dir if data_dir.is_absolute() else path.parent / data_dir
-            if "node_id" in doc.get("node", {}):
-                values["node_id"] = node.check(
-                    "node_id", node.get("node_id", str, ""), bool, "must not be empty"
-                )
-            if "grace_seconds" in doc.get("node", {}):
-                values["grace_seconds"] = node.check(
-                    "grace_seconds",
-                    node.get("grace_seconds", float, 10.0),
-                    lambda v: v >= 0,
-                    "must be >= 0",
-                )
-            tls = Section.of(doc, "tls", path=path, text=text)
-            tls.reject_unknown(["mode", "cert", "key", "ca"])
-            mode_text = tls.get("mode", str, TlsMode.DEV.value)
-            try:
-                values["tls_mode"] = TlsMode(mode_text)
-            except ValueError:
-                raise tls.error(
-                    "mode", f"{mode_text!r} is not one of {', '.join(m.value for m in TlsMode)}"
-                ) from None
-            for key in ("cert", "key", "ca"):
-                if key in doc.get("tls", {}):
-                    p = Path(tls.get(key, str, ""))
-                    values[f"tls_{key}"] = p if p.is_absolute() else path.parent / p
-            if values["tls_mode"] is TlsMode.FILES:
-                for key in ("cert", "key", "ca"):
-                    if f"tls_{key}" not in values:
-                        raise tls.error(key, "required when mode = 'files'")
+            values.update(_from_file(path))
         environ = env or {}
-        for var, field in (
-            ("HPLUS_LISTEN", "listen"),
-            ("HPLUS_DATA_DIR", "data_dir"),
-            ("HPLUS_NODE_ID", "node_id"),
-        ):
+        for var, field in _ENV.items():
             if environ.get(var):
                 values[field] = Path(environ[var]) if field == "data_dir" else environ[var]
         for key, value in (overrides or {}).items():
             if value is not None:
                 values[key] = value
         return cls(**values)  # type: ignore[arg-type]
+
+
+_ENV = {
+    "HPLUS_LISTEN": "listen",
+    "HPLUS_INTERNAL_LISTEN": "internal_listen",
+    "HPLUS_DATA_DIR": "data_dir",
+    "HPLUS_NODE_ID": "node_id",
+    "HPLUS_FLEET_DATABASE_URL": "fleet_database_url",
+    "HPLUS_REDIS_URL": "redis_url",
+    "HPLUS_REDIS_NAMESPACE": "redis_namespace",
+    "HPLUS_CLUSTER_SECRET": "cluster_secret",
+}
+"""Environment variables and the fields they set."""
+
+
+def _from_file(path: Path) -> dict[str, object]:
+    doc, text = load_toml(path)
+    values: dict[str, object] = {}
+    Section(doc, name="", path=path, text=text).reject_unknown(
+        ["node", "tls", "databases", "redis"]
+    )
+
+    def rel(p: str) -> Path:
+        # Relative paths in a file are relative to the file, not to the cwd.
+        return Path(p) if Path(p).is_absolute() else path.parent / p
+
+    node = Section.of(doc, "node", path=path, text=text)
+    node.reject_unknown(["listen", "internal_listen", "data_dir", "node_id", "grace_seconds"])
+    present = doc.get("node", {})
+    for key in ("listen", "internal_listen"):
+        if key in present:
+            value = node.get(key, str, "")
+            try:
+                parse_listen(value)
+            except ValueError as err:
+                raise node.error(key, str(err)) from None
+            values[key] = value
+    if "data_dir" in present:
+        values["data_dir"] = rel(node.get("data_dir", str, "var"))
+    if "node_id" in present:
+        values["node_id"] = node.check(
+            "node_id", node.get("node_id", str, ""), bool, "must not be empty"
+        )
+    if "grace_seconds" in present:
+        values["grace_seconds"] = node.check(
+            "grace_seconds",
+            node.get("grace_seconds", float, 10.0),
+            lambda v: v >= 0,
+            "must be >= 0",
+        )
+
+    tls = Section.of(doc, "tls", path=path, text=text)
+    tls.reject_unknown(["mode", "cert", "key", "ca"])
+    mode_text = tls.get("mode", str, TlsMode.DEV.value)
+    try:
+        values["tls_mode"] = TlsMode(mode_text)
+    except ValueError:
+        raise tls.error(
+            "mode", f"{mode_text!r} is not one of {', '.join(m.value for m in TlsMode)}"
+        ) from None
+    for key in ("cert", "key", "ca"):
+        if key in doc.get("tls", {}):
+            values[f"tls_{key}"] = rel(tls.get(key, str, ""))
+    if values["tls_mode"] is TlsMode.FILES:
+        for key in ("cert", "key", "ca"):
+            if f"tls_{key}" not in values:
+                raise tls.error(key, "required when mode = 'files'")
+
+    dbs = Section.of(doc, "databases", path=path, text=text)
+    dbs.reject_unknown(["fleet"])
+    if "fleet" in doc.get("databases", {}):
+        values["fleet_database_url"] = dbs.check(
+            "fleet", dbs.get("fleet", str, ""), bool, "must be a SQLAlchemy URL"
+        )
+
+    red = Section.of(doc, "redis", path=path, text=text)
+    red.reject_unknown(["url", "presence_ttl", "namespace"])
+    if "namespace" in doc.get("redis", {}):
+        values["redis_namespace"] = red.check(
+            "namespace", red.get("namespace", str, ""), bool, "must not be empty"
+        )
+    if "url" in doc.get("redis", {}):
+        values["redis_url"] = red.check(
+            "url",
+            red.get("url", str, ""),
+            lambda v: v.startswith(("redis://", "rediss://", "unix://")),
+            "must start with redis://, rediss:// or unix://",
+        )
+    if "presence_ttl" in doc.get("redis", {}):
+        values["presence_ttl"] = red.check(
+            "presence_ttl", red.get("presence_ttl", float, 30.0), lambda v: v > 0, "must be > 0"
+        )
+    return values

@@ -1,9 +1,8 @@
 """The cloud node's composition root: one ``serve(config)`` builds and runs everything.
 
-Today the node hosts gRPC health checking and server reflection; each later service
-(gateway, registry, patient API, operations) is built here from the one ``NodeConfig`` and
-registered with its generated ``add_*_to_server``. A service that is not implemented is not
-registered, so reflection lists only what really answers.
+Each service is built here from the one ``NodeConfig`` and registered with its generated
+``add_*_to_server``. A service that is not implemented is not registered, so reflection
+lists only what really answers.
 """
 
 from __future__ import annotations
@@ -11,15 +10,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cloud.config import NodeConfig, TlsMode, parse_listen
+from cloud.db import create_engine
+from cloud.fleet import CredentialStore, migrate_fleet
+from cloud.gateway import (
+    ForwardHandler,
+    HospitalRouter,
+    InternalAuthInterceptor,
+    PresenceSync,
+    load_or_create_secret,
+)
+from cloud.operations import OperationsServicer
+from cloud.presence import InProcessPresence, Presence, RedisPresence
+from hplus.cloud.v1 import operations_pb2_grpc
+from hplus.tunnel.v1 import tunnel_pb2, tunnel_pb2_grpc
 from mesh.tls import TlsFiles, ensure_dev_pki, load_server_credentials
+from mesh.tunnel import TunnelConfig, TunnelGateway, bearer_token
 
 __all__ = ["CloudNode", "serve"]
 
@@ -27,46 +42,80 @@ log = logging.getLogger(__name__)
 
 
 class CloudNode:
-    """A running cloud node: a ``grpc.aio`` server and the services registered on it.
+    """A running cloud node: its public and internal ``grpc.aio`` servers and services.
+
+    Public endpoint (``listen``): health, reflection and ``TunnelService`` (edges dial in).
+    Internal endpoint (``internal_listen``, cluster secret required): health, the
+    operations service and the forwarder through which peer nodes reach tunnels held here.
 
     Use as ``async with CloudNode(config) as node: await node.wait()``; ``shutdown()``
-    drains in-flight calls for ``config.grace_seconds``.
+    drains tunnels and in-flight calls for ``config.grace_seconds``.
 
     Args:
         config: the node's configuration.
+        tunnel_config: limits and timers of the tunnels this node accepts.
     """
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, *, tunnel_config: TunnelConfig | None = None) -> None:
         self.config = config
         self.port: int | None = None
+        self.internal_port: int | None = None
         self.tls: TlsFiles | None = None
+        self.gateway: TunnelGateway | None = None
+        self.router: HospitalRouter | None = None
+        self.presence: Presence | None = None
+        self.credentials: CredentialStore | None = None
+        self._tunnel_config = tunnel_config
         self._server: grpc.aio.Server | None = None
+        self._internal: grpc.aio.Server | None = None
+        self._starting: grpc.aio.Server | None = None
+        self._engine: AsyncEngine | None = None
+        self._sync: PresenceSync | None = None
         self._health = health.aio.HealthServicer()
         self._service_names: list[str] = []
         self._stopped = asyncio.Event()
 
     @property
     def service_names(self) -> list[str]:
-        """Full names of the services this node serves (health and reflection included)."""
+        """Full names of the services the public endpoint serves."""
         return list(self._service_names)
 
+    def _address(self, listen: str) -> tuple[str, str]:
+        host, port = parse_listen(listen)
+        return host, (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+
+    def _bind(self, server: grpc.aio.Server, listen: str) -> int:
+        _, address = self._address(listen)
+        try:
+            if self.tls is None:
+                bound = server.add_insecure_port(address)
+            else:
+                bound = server.add_secure_port(address, load_server_credentials(self.tls))
+        except RuntimeError as err:  # grpc reports a failed bind as RuntimeError
+            raise OSError(f"cannot listen on {listen}: {err}") from None
+        if bound == 0:
+            raise OSError(f"cannot listen on {listen}")
+        return bound
+
     async def start(self) -> None:
-        """Bind the listening port and start serving.
+        """Open the databases, bind both endpoints and start serving.
+
+        A failed start releases whatever it had opened (ports, engine, Redis pool).
 
         Raises:
-            OSError: the address cannot be bound.
+            OSError: an address cannot be bound.
             mesh.tls.TlsError: TLS material is missing or malformed.
+            cloud.db.DatabaseError: the fleet database cannot be reached.
         """
+        try:
+            await self._start()
+        except BaseException:
+            await self._abandon()
+            raise
+
+    async def _start(self) -> None:
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        self._service_names = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
-        self._service_names.append(reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(self._service_names, server)
-
-        host, port = parse_listen(cfg.listen)
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         if cfg.tls_mode is TlsMode.DEV:
             self.tls = ensure_dev_pki(cfg.data_dir / "tls")
         elif cfg.tls_mode is TlsMode.FILES:
@@ -77,29 +126,103 @@ class CloudNode:
             self.tls = TlsFiles(
                 ca_cert=cfg.tls_ca, server_cert=cfg.tls_cert, server_key=cfg.tls_key
             )
-        try:
-            if self.tls is None:
-                bound = server.add_insecure_port(address)
-            else:
-                bound = server.add_secure_port(address, load_server_credentials(self.tls))
-        except RuntimeError as err:  # grpc reports a failed bind as RuntimeError
-            raise OSError(f"cannot listen on {cfg.listen}: {err}") from None
-        if bound == 0:
-            raise OSError(f"cannot listen on {cfg.listen}")
-        self.port = bound
+
+        self._engine = create_engine(cfg.fleet_url)
+        await migrate_fleet(self._engine)
+        self.credentials = CredentialStore(self._engine)
+        self.presence = (
+            RedisPresence.from_url(
+                cfg.redis_url, ttl=cfg.presence_ttl, namespace=cfg.redis_namespace
+            )
+            if cfg.redis_url
+            else InProcessPresence()
+        )
+        secret = load_or_create_secret(cfg.cluster_secret, cfg.data_dir)
+        store = self.credentials
+
+        async def authenticate(metadata: Sequence[tuple[str, Any]]) -> str | None:
+            return await store.authenticate(bearer_token(list(metadata)))
+
+        # The internal endpoint binds first: its port goes into presence records.
+        internal = grpc.aio.server(
+            interceptors=[InternalAuthInterceptor(secret)], options=[("grpc.so_reuseport", 0)]
+        )
+        self._starting = internal
+        self.internal_port = self._bind(internal, cfg.internal_listen)
+        host, _ = self._address(cfg.internal_listen)
+        node_address = f"{host}:{self.internal_port}"
+        self._sync = PresenceSync(
+            self.presence,
+            node_id=cfg.node_id,
+            node_address=node_address,
+            interval=cfg.presence_ttl / 3,
+        )
+        self.gateway = TunnelGateway(
+            authenticate=authenticate,
+            node_id=cfg.node_id,
+            config=self._tunnel_config,
+            on_session=self._sync.on_session,
+            next_epoch=self.presence.next_epoch,
+        )
+        self._sync.attach(self.gateway)
+        peer_creds = (
+            None
+            if self.tls is None
+            else grpc.ssl_channel_credentials(root_certificates=self.tls.ca_cert.read_bytes())
+        )
+        self.router = HospitalRouter(
+            self.gateway,
+            self.presence,
+            node_id=cfg.node_id,
+            secret=secret,
+            peer_credentials=peer_creds,
+        )
+
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, internal)
+        operations_pb2_grpc.add_OperationsServiceServicer_to_server(
+            OperationsServicer(self.presence), internal
+        )
+        internal.add_generic_rpc_handlers([ForwardHandler(self.gateway, self.router)])
+
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0), *_KEEPALIVE])
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        tunnel_pb2_grpc.add_TunnelServiceServicer_to_server(self.gateway, server)
+        self._service_names = [
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            tunnel_pb2.DESCRIPTOR.services_by_name["TunnelService"].full_name,
+            reflection.SERVICE_NAME,
+        ]
+        reflection.enable_server_reflection(self._service_names, server)
+        self.port = self._bind(server, cfg.listen)
+
+        await internal.start()
         await server.start()
-        self._server = server
+        self._internal, self._server, self._starting = internal, server, None
+        await self._sync.__aenter__()
         for name in ["", *self._service_names]:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("node %s listening on %s:%d", cfg.node_id, host, bound)
+        log.info("node %s listening on %s (internal %s)", cfg.node_id, cfg.listen, node_address)
 
     async def shutdown(self) -> None:
-        """Stop taking calls, let in-flight ones finish within the grace period, then stop."""
+        """Drain: go-away to every edge, let calls finish within the grace period, stop."""
         if self._server is None:
             return
         server, self._server = self._server, None
+        grace = self.config.grace_seconds
         await self._health.enter_graceful_shutdown()
-        await server.stop(self.config.grace_seconds)
+        if self.gateway is not None:
+            await self.gateway.shutdown(grace)
+        await server.stop(grace)
+        if self._internal is not None:
+            await self._internal.stop(grace)
+        if self._sync is not None:
+            await self._sync.shutdown()
+        if self.router is not None:
+            await self.router.close()
+        if self.presence is not None:
+            await self.presence.close()
+        if self._engine is not None:
+            await self._engine.dispose()
         self._stopped.set()
         log.info("node %s stopped", self.config.node_id)
 
@@ -111,6 +234,19 @@ class CloudNode:
         await self.start()
         return self
 
+    async def _abandon(self) -> None:
+        # A failed start must not leave a bound port or an open engine behind.
+        for srv in (self._server, self._internal, self._starting):
+            if srv is not None:
+                await srv.stop(0)
+        self._server = self._internal = self._starting = None
+        if self._sync is not None:
+            await self._sync.shutdown()
+        if self.presence is not None:
+            await self.presence.close()
+        if self._engine is not None:
+            await self._engine.dispose()
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -118,6 +254,16 @@ class CloudNode:
         tb: TracebackType | None,
     ) -> None:
         await self.shutdown()
+
+
+# Edges hold idle tunnels for hours: accept their keepalive pings (every 20 s) without data.
+_KEEPALIVE = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+]
 
 
 async def serve(config: NodeConfig, *, on_ready: Callable[[CloudNode], None] | None = None) -> None:

@@ -16,7 +16,11 @@ import logging
 from collections.abc import Iterable
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cloud.presence._model import Presence, PresenceUnavailable, TunnelRecord
 
@@ -46,8 +50,14 @@ class RedisPresence(Presence):
         cls, url: str, *, ttl: float = 30.0, timeout: float = 2.0, namespace: str = "hplus:"
     ) -> RedisPresence:
         """Connect lazily to the Redis at ``url``; every call fails fast after ``timeout``."""
+        # A pooled connection broken by a Redis restart is retried once on a fresh one, so
+        # the first call after an outage does not fail for a stale socket.
         client = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
         return cls(client, ttl=ttl, namespace=namespace)
 

@@ -27,7 +27,17 @@ def env() -> dict[str, str]:
 @pytest.fixture
 def node(tmp_path: Path):
     proc = subprocess.Popen(
-        [*HPLUS, "cloud", "run", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path)],
+        [
+            *HPLUS,
+            "cloud",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--internal-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(tmp_path),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -23,9 +23,9 @@ Register = Callable[["argparse._SubParsersAction[Parser]"], None]
 def _groups() -> list[Register]:
     # Imported here so that `hplus --help` stays fast and a group's heavy imports
     # (grpc, SQLAlchemy) load only when that group runs.
-    from tools.cli import _cloud, _contracts
+    from tools.cli import _cloud, _contracts, _edge
 
-    groups: list[Register] = [_cloud.register, _contracts.register]
+    groups: list[Register] = [_cloud.register, _edge.register, _contracts.register]
     try:  # the compat group ships with compat/; absent, `hplus --help` does not list it
         compat_cli = importlib.import_module("tools.cli._compat")
     except ModuleNotFoundError as err:
@@ -59,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.log_level != "DEBUG":
+        # Alembic narrates every migration step at INFO; a no-op upgrade is not news.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

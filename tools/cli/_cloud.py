@@ -6,9 +6,21 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tools.cli._base import CliError, Parser
+
+if TYPE_CHECKING:
+    from cloud.config import NodeConfig
+
+T = TypeVar("T")
+
+
+def _config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML config file")
+    p.add_argument("--data-dir", type=Path, help="embedded state directory (default var)")
 
 
 def register(sub: argparse._SubParsersAction[Parser]) -> None:
@@ -20,15 +32,20 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     run = csub.add_parser(
         "run",
         help="run a cloud node (gRPC health checking and reflection; Ctrl-C drains and stops)",
-        description="Run a cloud node. Settings come from --config (TOML with [node] and "
-        "[tls] tables), then HPLUS_LISTEN / HPLUS_DATA_DIR / HPLUS_NODE_ID, then flags.",
+        description="Run a cloud node. Settings come from --config (TOML), then HPLUS_* "
+        "environment variables, then flags.",
     )
-    run.add_argument("--config", type=Path, help="TOML config file")
+    _config_flags(run)
     run.add_argument(
-        "--listen", metavar="HOST:PORT", help="listen address (default 127.0.0.1:50051)"
+        "--listen", metavar="HOST:PORT", help="public address (default 127.0.0.1:50051)"
     )
-    run.add_argument("--data-dir", type=Path, help="embedded state directory (default var)")
+    run.add_argument(
+        "--internal-listen",
+        metavar="HOST:PORT",
+        help="node-to-node address (default 127.0.0.1:50061)",
+    )
     run.add_argument("--node-id", help="this node's name (default: the host name)")
+    run.add_argument("--redis-url", help="Redis for presence shared by several nodes")
     run.add_argument(
         "--tls",
         choices=["dev", "files", "off"],
@@ -37,38 +54,323 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     )
     run.set_defaults(func=_run)
 
+    tun = csub.add_parser(
+        "tunnels",
+        help="list connected hospitals: edge version, contract release, since, RTT, calls",
+        description="Ask a node's internal endpoint (with the cluster secret) which hospitals "
+        "are connected. With Redis presence this covers every node.",
+    )
+    _config_flags(tun)
+    tun.add_argument("--node", metavar="HOST:PORT", help="internal endpoint (default: config)")
+    tun.add_argument("--hospital", help="only this hospital")
+    tun.set_defaults(func=_tunnels)
 
-def _run(args: argparse.Namespace) -> int:
-    # Heavy imports (grpc, cryptography) load only for this command.
-    from cloud.config import NodeConfig, TlsMode
-    from cloud.node import CloudNode, serve
+    call = csub.add_parser(
+        "call",
+        help="call any hospital RPC through the tunnel and print the JSON reply",
+        description="Invoke SERVICE/METHOD of a hospital's front-end server through a node's "
+        "internal endpoint (which forwards to whichever node holds the hospital's tunnel). "
+        "SERVICE may be short (AppointmentService) or full (hplus.hospital.v1.Appointment"
+        "Service). The request is proto3 JSON; server-streaming replies print one per line.",
+    )
+    call.add_argument("hospital_id", metavar="HOSPITAL")
+    call.add_argument("method", metavar="SERVICE/METHOD")
+    call.add_argument("request", metavar="JSON", nargs="?", default="{}")
+    call.add_argument("--node", metavar="HOST:PORT", help="internal endpoint (default: config)")
+    call.add_argument("--timeout", type=float, default=30.0, help="deadline in seconds")
+    _config_flags(call)
+    call.set_defaults(func=_call)
+
+    cred = csub.add_parser("credentials", help="issue, revoke and list hospital credentials")
+    cs = cred.add_subparsers(dest="cred_cmd", metavar="COMMAND", parser_class=Parser)
+    cs.required = True
+    issue = cs.add_parser(
+        "issue",
+        help="issue a credential for a hospital's front-end server (shown once)",
+        description="Issue a new credential. The token is printed once (or written to --out "
+        "with mode 0600); only its hash is stored.",
+    )
+    issue.add_argument("hospital_id", metavar="HOSPITAL_ID")
+    issue.add_argument("--label", default="", help="free text, e.g. which server it is for")
+    issue.add_argument("--out", type=Path, help="write the token to this file (mode 0600)")
+    _config_flags(issue)
+    issue.set_defaults(func=_issue)
+    revoke = cs.add_parser("revoke", help="revoke a credential by its id")
+    revoke.add_argument("credential_id", metavar="CREDENTIAL_ID")
+    _config_flags(revoke)
+    revoke.set_defaults(func=_revoke)
+    ls = cs.add_parser("list", help="list credentials (ids, hospitals, state; never secrets)")
+    ls.add_argument("--hospital", help="only this hospital's")
+    _config_flags(ls)
+    ls.set_defaults(func=_list)
+
+
+def _load(args: argparse.Namespace, **overrides: object) -> NodeConfig:
+    from cloud.config import NodeConfig
     from mesh.config import ConfigError
-    from mesh.tls import TlsError
 
     try:
-        config = NodeConfig.load(
+        return NodeConfig.load(
             path=args.config,
             env=os.environ,
-            overrides={
-                "listen": args.listen,
-                "data_dir": args.data_dir,
-                "node_id": args.node_id,
-                "tls_mode": TlsMode(args.tls) if args.tls else None,
-            },
+            overrides={"data_dir": args.data_dir, **overrides},
         )
     except ConfigError as err:
         raise CliError(str(err)) from None
+
+
+def _with_fleet(config: NodeConfig, action: Callable[..., Awaitable[T]]) -> T:
+    from cloud.db import DatabaseError, create_engine
+    from cloud.fleet import CredentialError, CredentialStore, migrate_fleet
+
+    async def go() -> T:
+        engine = create_engine(config.fleet_url)
+        try:
+            await migrate_fleet(engine)
+            return await action(CredentialStore(engine))
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(go())
+    except (DatabaseError, CredentialError) as err:
+        raise CliError(str(err)) from None
+
+
+def _issue(args: argparse.Namespace) -> int:
+    from cloud.fleet import CredentialStore, IssuedCredential
+
+    config = _load(args)
+
+    async def issue(store: CredentialStore) -> IssuedCredential:
+        return await store.issue(args.hospital_id, label=args.label)
+
+    if args.out is not None and args.out.exists():
+        raise CliError(f"{args.out} exists; refusing to overwrite a credential file")
+    issued = _with_fleet(config, issue)
+    if args.out is not None:
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(issued.token + "\n")
+        print(f"issued credential {issued.credential_id} for {issued.hospital_id}: {args.out}")
+    else:
+        print(f"issued credential {issued.credential_id} for {issued.hospital_id}")
+        print("token (shown once; give it to the hospital's front-end server):")
+        print(issued.token)
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    from cloud.fleet import CredentialInfo, CredentialStore
+
+    async def revoke(store: CredentialStore) -> CredentialInfo:
+        return await store.revoke(args.credential_id)
+
+    info = _with_fleet(_load(args), revoke)
+    print(f"revoked credential {info.credential_id} of {info.hospital_id} at {info.revoked_at}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from cloud.fleet import CredentialInfo, CredentialStore
+
+    async def ls(store: CredentialStore) -> list[CredentialInfo]:
+        return await store.list(args.hospital)
+
+    rows = _with_fleet(_load(args), ls)
+    print(f"{'CREDENTIAL':<18} {'HOSPITAL':<20} {'ISSUED':<26} {'STATE':<8} LABEL")
+    for c in rows:
+        state = "revoked" if c.revoked_at else "valid"
+        issued = c.created_at.isoformat(timespec="seconds")
+        print(f"{c.credential_id:<18} {c.hospital_id:<20} {issued:<26} {state:<8} {c.label}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    # Heavy imports (grpc, cryptography) load only for this command.
+    from cloud.config import TlsMode
+    from cloud.db import DatabaseError
+    from cloud.node import CloudNode, serve
+    from mesh.tls import TlsError
+
+    config = _load(
+        args,
+        listen=args.listen,
+        internal_listen=args.internal_listen,
+        node_id=args.node_id,
+        redis_url=args.redis_url,
+        tls_mode=TlsMode(args.tls) if args.tls else None,
+    )
 
     def ready(node: CloudNode) -> None:
         host = config.listen.rpartition(":")[0]
         scheme = "plaintext" if node.tls is None else f"TLS, CA {node.tls.ca_cert}"
         print(f"hplus cloud node {config.node_id} listening on {host}:{node.port} ({scheme})")
         print(f"  services: {', '.join(node.service_names)}")
+        internal_host = config.internal_listen.rpartition(":")[0]
+        print(f"  internal endpoint: {internal_host}:{node.internal_port}")
         print("  stop with Ctrl-C (SIGINT) or SIGTERM: in-flight calls drain first")
         sys.stdout.flush()
 
     try:
         asyncio.run(serve(config, on_ready=ready))
-    except (OSError, TlsError) as err:
+    except (OSError, TlsError, DatabaseError) as err:
         raise CliError(f"cannot start node: {err}") from None
+    return 0
+
+
+def _internal(args: argparse.Namespace) -> tuple[Callable[[], Any], str, str]:
+    """A factory of channels to a node's internal endpoint, its address, and the secret."""
+    import grpc
+
+    from cloud.config import TlsMode
+
+    config = _load(args)
+    secret = config.cluster_secret
+    secret_file = config.data_dir / "cluster-secret"
+    if not secret:
+        if not secret_file.exists():
+            raise CliError(
+                f"no cluster secret: set HPLUS_CLUSTER_SECRET or point --data-dir at the "
+                f"node's data directory ({secret_file} does not exist)"
+            )
+        secret = secret_file.read_text().strip()
+    target = args.node or config.internal_listen
+    creds: grpc.ChannelCredentials | None = None
+    if config.tls_mode is not TlsMode.OFF:
+        ca = config.tls_ca or config.data_dir / "tls" / "ca.pem"
+        try:
+            creds = grpc.ssl_channel_credentials(root_certificates=ca.read_bytes())
+        except OSError as err:
+            raise CliError(f"{ca}: cannot read CA certificate: {err.strerror}") from None
+
+    def channel() -> Any:
+        if creds is not None:
+            return grpc.aio.secure_channel(target, creds)
+        return grpc.aio.insecure_channel(target)
+
+    return channel, target, secret
+
+
+def _tunnels(args: argparse.Namespace) -> int:
+    import grpc
+
+    from cloud.gateway import INTERNAL_AUTH_KEY
+    from hplus.cloud.v1 import operations_pb2, operations_pb2_grpc
+
+    make_channel, target, secret = _internal(args)
+
+    async def fetch() -> list[operations_pb2.HospitalConnection]:
+        rows: list[operations_pb2.HospitalConnection] = []
+        async with make_channel() as channel:
+            stub = operations_pb2_grpc.OperationsServiceStub(channel)
+            token = ""
+            while True:
+                reply = await stub.ListConnectedHospitals(
+                    operations_pb2.ListConnectedHospitalsRequest(
+                        hospital_id=args.hospital or "", page_size=500, page_token=token
+                    ),
+                    metadata=((INTERNAL_AUTH_KEY, secret),),
+                    timeout=10,
+                )
+                rows.extend(reply.connections)
+                token = reply.next_page_token
+                if not token:
+                    return rows
+
+    try:
+        rows = asyncio.run(fetch())
+    except grpc.aio.AioRpcError as err:
+        raise CliError(f"node {target}: {err.code().name}: {err.details()}") from None
+    header = ("HOSPITAL", "EDGE", "VERSION", "CONTRACT", "NODE", "CONNECTED SINCE", "RTT", "CALLS")
+    print("{:<16} {:<22} {:<12} {:<9} {:<12} {:<26} {:>9} {:>5}".format(*header))
+    for c in rows:
+        rtt = f"{c.rtt.ToMicroseconds() / 1000:.1f}ms" if c.HasField("rtt") else "-"
+        since = c.connect_time.ToDatetime().isoformat(timespec="seconds") + "Z"
+        print(
+            f"{c.hospital_id:<16} {c.edge_id:<22} {c.edge_version:<12} {c.contract_release:<9} "
+            f"{c.gateway_node:<12} {since:<26} {rtt:>9} {c.in_flight_calls:>5}"
+        )
+    print(f"{len(rows)} tunnel(s), {len({c.hospital_id for c in rows})} hospital(s)")
+    return 0
+
+
+def _find_method(name: str) -> Any:
+    """The MethodDescriptor of a hospital RPC named ``Service/Method`` (short or full)."""
+    import importlib
+    import pkgutil
+
+    from google.protobuf import descriptor_pool
+
+    import hplus.hospital.v1 as hospital
+
+    for mod in pkgutil.iter_modules(hospital.__path__):
+        if mod.name.endswith("_pb2"):
+            importlib.import_module(f"hplus.hospital.v1.{mod.name}")
+    service, sep, method = name.strip("/").partition("/")
+    if not sep or not service or not method:
+        raise CliError(
+            f"method {name!r}: expected SERVICE/METHOD, e.g. EdgeAdminService/GetEdgeInfo"
+        )
+    full = service if "." in service else f"hplus.hospital.v1.{service}"
+    pool = descriptor_pool.Default()
+    try:
+        svc = pool.FindServiceByName(full)
+    except KeyError:
+        raise CliError(f"unknown service {full!r}") from None
+    found = svc.methods_by_name.get(method)
+    if found is None:
+        known = ", ".join(sorted(svc.methods_by_name))
+        raise CliError(f"service {full} has no method {method!r} (it has: {known})")
+    return found
+
+
+def _call(args: argparse.Namespace) -> int:
+    import grpc
+    from google.protobuf import json_format, message_factory
+
+    from cloud.gateway import INTERNAL_AUTH_KEY, ROUTE_KEY
+
+    method = _find_method(args.method)
+    if method.client_streaming:
+        raise CliError(f"{method.full_name} is client-streaming: not callable from the CLI")
+    request_cls = message_factory.GetMessageClass(method.input_type)
+    response_cls = message_factory.GetMessageClass(method.output_type)
+    try:
+        request = json_format.Parse(args.request, request_cls())
+    except json_format.ParseError as err:
+        raise CliError(f"request JSON for {method.input_type.full_name}: {err}") from None
+    make_channel, target, secret = _internal(args)
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    metadata = ((ROUTE_KEY, args.hospital_id), (INTERNAL_AUTH_KEY, secret))
+
+    def show(message: Any) -> None:
+        print(json_format.MessageToJson(message, indent=2, preserving_proto_field_name=True))
+
+    async def invoke() -> None:
+        async with make_channel() as channel:
+            if method.server_streaming:
+                stream = channel.unary_stream(
+                    path,
+                    request_serializer=request_cls.SerializeToString,
+                    response_deserializer=response_cls.FromString,
+                )
+                async for reply in stream(request, metadata=metadata, timeout=args.timeout):
+                    show(reply)
+            else:
+                unary = channel.unary_unary(
+                    path,
+                    request_serializer=request_cls.SerializeToString,
+                    response_deserializer=response_cls.FromString,
+                )
+                show(await unary(request, metadata=metadata, timeout=args.timeout))
+
+    try:
+        asyncio.run(invoke())
+    except grpc.aio.AioRpcError as err:
+        raise CliError(
+            f"{method.full_name} on {args.hospital_id} via {target}: "
+            f"{err.code().name}: {err.details()}",
+            exit_code=1,
+        ) from None
     return 0

@@ -44,7 +44,10 @@ def test_file_env_and_flags_in_order(tmp_path: Path) -> None:
         ('[tls]\nmode = "files"\ncert = "c.pem"\n', ":1: [tls] key: required when mode"),
         ("[node]\ngrace_seconds = -1\n", ":2: [node] grace_seconds: -1.0 is invalid"),
         ('[node]\nlisten = "a:1"\n[node\n', ":3: invalid TOML"),
-        ("[nodes]\n", ":1: nodes: unknown setting (known: node, tls)"),
+        ('[redis]\nurl = "http://x"\n', ":2: [redis] url: 'http://x' is invalid: must start"),
+        ('[databases]\nregistry = "x"\n', ":2: [databases] registry: unknown setting"),
+        ('[node]\ninternal_listen = "x"\n', ":2: [node] internal_listen: expected HOST:PORT"),
+        ("[nodes]\n", ":1: nodes: unknown setting (known: databases, node, redis, tls)"),
     ],
 )
 def test_bad_file_names_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -64,3 +67,19 @@ def test_unreadable_file(tmp_path: Path) -> None:
 def test_bad_flag_value_is_rejected() -> None:
     with pytest.raises(ConfigError, match="port must be a number from 0 to 65535"):
         NodeConfig.load(env={}, overrides={"listen": "localhost:99999"})
+
+
+def test_secrets_come_from_the_environment_and_stay_out_of_repr(tmp_path: Path) -> None:
+    cfg = NodeConfig.load(
+        env={"HPLUS_CLUSTER_SECRET": "s3cret", "HPLUS_REDIS_URL": "redis://r:6379/0"}
+    )
+    assert cfg.cluster_secret == "s3cret"
+    assert cfg.redis_url == "redis://r:6379/0"
+    assert "s3cret" not in repr(cfg)
+
+
+def test_fleet_database_defaults_to_sqlite_in_the_data_dir(tmp_path: Path) -> None:
+    cfg = NodeConfig.load(env={}, overrides={"data_dir": tmp_path})
+    assert cfg.fleet_url == f"sqlite+aiosqlite:///{tmp_path / 'fleet.db'}"
+    path = write(tmp_path, '[databases]\nfleet = "postgresql+asyncpg://u@h/db"\n')
+    assert NodeConfig.load(path=path, env={}).fleet_url == "postgresql+asyncpg://u@h/db"

@@ -18,7 +18,9 @@ def secure_channel(node: CloudNode) -> grpc.aio.Channel:
 
 
 async def test_node_serves_health_and_reflection_over_tls(tmp_path: Path) -> None:
-    cfg = NodeConfig(listen="127.0.0.1:0", data_dir=tmp_path, node_id="t1")
+    cfg = NodeConfig(
+        listen="127.0.0.1:0", internal_listen="127.0.0.1:0", data_dir=tmp_path, node_id="t1"
+    )
     async with CloudNode(cfg) as node, secure_channel(node) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
@@ -31,7 +33,11 @@ async def test_node_serves_health_and_reflection_over_tls(tmp_path: Path) -> Non
         ]
         replies = [r async for r in stub.ServerReflectionInfo(iter(requests), timeout=5)]
         listed = {s.name for s in replies[0].list_services_response.service}
-        assert listed == {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+        assert listed == {
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1alpha.ServerReflection",
+            "hplus.tunnel.v1.TunnelService",
+        }
         fd = descriptor_pb2.FileDescriptorProto.FromString(
             replies[1].file_descriptor_response.file_descriptor_proto[0]
         )
@@ -46,7 +52,9 @@ async def test_node_serves_health_and_reflection_over_tls(tmp_path: Path) -> Non
 
 
 async def test_dev_pki_is_made_once_and_reused(tmp_path: Path) -> None:
-    cfg = NodeConfig(listen="127.0.0.1:0", data_dir=tmp_path, node_id="t1")
+    cfg = NodeConfig(
+        listen="127.0.0.1:0", internal_listen="127.0.0.1:0", data_dir=tmp_path, node_id="t1"
+    )
     async with CloudNode(cfg):
         pass
     ca = (tmp_path / "tls/ca.pem").read_bytes()
@@ -57,7 +65,12 @@ async def test_dev_pki_is_made_once_and_reused(tmp_path: Path) -> None:
 
 
 async def test_plaintext_mode(tmp_path: Path) -> None:
-    cfg = NodeConfig(listen="127.0.0.1:0", data_dir=tmp_path, tls_mode=TlsMode.OFF)
+    cfg = NodeConfig(
+        listen="127.0.0.1:0",
+        internal_listen="127.0.0.1:0",
+        data_dir=tmp_path,
+        tls_mode=TlsMode.OFF,
+    )
     async with CloudNode(cfg) as node, grpc.aio.insecure_channel(f"127.0.0.1:{node.port}") as ch:
         reply = await health_pb2_grpc.HealthStub(ch).Check(
             health_pb2.HealthCheckRequest(), timeout=5
@@ -67,10 +80,18 @@ async def test_plaintext_mode(tmp_path: Path) -> None:
 
 
 async def test_port_in_use_is_an_error(tmp_path: Path) -> None:
-    cfg = NodeConfig(listen="127.0.0.1:0", data_dir=tmp_path, tls_mode=TlsMode.OFF)
+    cfg = NodeConfig(
+        listen="127.0.0.1:0",
+        internal_listen="127.0.0.1:0",
+        data_dir=tmp_path,
+        tls_mode=TlsMode.OFF,
+    )
     async with CloudNode(cfg) as first:
         taken = NodeConfig(
-            listen=f"127.0.0.1:{first.port}", data_dir=tmp_path, tls_mode=TlsMode.OFF
+            listen=f"127.0.0.1:{first.port}",
+            internal_listen="127.0.0.1:0",
+            data_dir=tmp_path,
+            tls_mode=TlsMode.OFF,
         )
         with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{first.port}"):
             await CloudNode(taken).start()

@@ -1,0 +1,241 @@
+"""Holds the edge's tunnels to the cloud: one supervisor per connection slot.
+
+Each slot dials a gateway, runs one `EdgeTunnel` until it ends, then decides: after a
+go-away (the node drains for a deploy) it reconnects at once to the next gateway; after a
+failure it waits a full-jitter backoff and tries the next gateway. With more than one
+gateway the edge holds two tunnels, starting on different nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+import time
+from types import TracebackType
+
+import grpc
+
+from frontend_server.dialer._backoff import Backoff
+from mesh.net import parse_hostport
+from mesh.tunnel import EdgeIdentity, EdgeTunnel, TunnelConfig, TunnelRefused, TunnelServer
+from mesh.version import CONTRACT_RELEASE, SOFTWARE_VERSION
+
+__all__ = ["Dialer", "DialerConfig", "SlotState"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DialerConfig:
+    """Where and how an edge dials out."""
+
+    gateways: tuple[str, ...]
+    """``HOST:PORT`` of the cloud gateway nodes; at least one."""
+    hospital_id: str
+    """The hospital this edge serves."""
+    edge_id: str
+    """This edge process among the hospital's edges."""
+    credential: str = dataclasses.field(repr=False)
+    """The hospital credential (bearer token)."""
+    tls: bool = True
+    """Dial with TLS (production always does)."""
+    ca_cert: bytes | None = None
+    """PEM of the CA to trust; ``None`` uses the system roots."""
+    connections: int | None = None
+    """Tunnels to hold; default 2 when more than one gateway is given, else 1."""
+    backoff_initial: float = 1.0
+    """First backoff window after a failure, seconds."""
+    backoff_max: float = 60.0
+    """Largest backoff window, seconds."""
+    stable_after: float = 60.0
+    """A tunnel that stayed up this long resets the backoff."""
+    keepalive_time: float = 20.0
+    """Seconds between gRPC (HTTP/2) keepalive pings on an idle connection."""
+    keepalive_timeout: float = 10.0
+    """Seconds to wait for a keepalive ack before the connection is considered dead."""
+    tunnel: TunnelConfig = dataclasses.field(default_factory=TunnelConfig)
+    """Tunnel limits and timers (ping interval: three silent intervals = dead peer)."""
+
+    def __post_init__(self) -> None:
+        if not self.gateways:
+            raise ValueError("at least one gateway (--cloud HOST:PORT) is required")
+        for g in self.gateways:
+            parse_hostport(g)
+        if not self.credential.strip():
+            raise ValueError("the credential is empty")
+        if self.connections is not None and self.connections < 1:
+            raise ValueError("connections must be >= 1")
+
+    @property
+    def slots(self) -> int:
+        """How many tunnels to hold."""
+        if self.connections is not None:
+            return self.connections
+        return 2 if len(self.gateways) > 1 else 1
+
+
+@dataclasses.dataclass
+class SlotState:
+    """What one connection slot is doing (for edge info and tests)."""
+
+    index: int
+    """The slot's connection index."""
+    gateway: str = ""
+    """The gateway it is connected or connecting to."""
+    connected: bool = False
+    """Whether its tunnel is up."""
+    connects: int = 0
+    """How many times its tunnel came up."""
+    failures: int = 0
+    """How many attempts failed."""
+    last_error: str = ""
+    """Why the last attempt failed or the last tunnel ended."""
+
+
+class Dialer:
+    """Dials out and keeps the edge's tunnels up until shut down.
+
+    Args:
+        config: gateways, identity, credential, timers.
+        server: the registrar the edge's servicers were added to.
+        rng: random source for jitter (tests pass a seeded one).
+    """
+
+    def __init__(
+        self, config: DialerConfig, server: TunnelServer, *, rng: random.Random | None = None
+    ) -> None:
+        self.config = config
+        self._server = server
+        self._rng = rng or random.Random()
+        self._stop = asyncio.Event()
+        self._tunnels: dict[int, EdgeTunnel] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.slots = [SlotState(index=i) for i in range(config.slots)]
+        self.connected = asyncio.Event()
+        """Set while at least one tunnel is up."""
+
+    def _channel(self, target: str) -> grpc.aio.Channel:
+        cfg = self.config
+        options = [
+            ("grpc.keepalive_time_ms", int(cfg.keepalive_time * 1000)),
+            ("grpc.keepalive_timeout_ms", int(cfg.keepalive_timeout * 1000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+            # Our own backoff decides when to redial; gRPC's must not add to it.
+            ("grpc.initial_reconnect_backoff_ms", 1000),
+            ("grpc.max_send_message_length", 8 * 1024 * 1024),
+            ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+        ]
+        if not cfg.tls:
+            return grpc.aio.insecure_channel(target, options=options)
+        creds = grpc.ssl_channel_credentials(root_certificates=cfg.ca_cert)
+        return grpc.aio.secure_channel(target, creds, options=options)
+
+    def _update_connected(self) -> None:
+        if any(s.connected for s in self.slots):
+            self.connected.set()
+        else:
+            self.connected.clear()
+
+    async def _slot(self, index: int) -> None:
+        cfg = self.config
+        state = self.slots[index]
+        backoff = Backoff(
+            initial=cfg.backoff_initial,
+            maximum=cfg.backoff_max,
+            stable_after=cfg.stable_after,
+            rng=self._rng,
+        )
+        gw = index % len(cfg.gateways)
+        while not self._stop.is_set():
+            target = cfg.gateways[gw]
+            state.gateway = target
+            identity = EdgeIdentity(
+                hospital_id=cfg.hospital_id,
+                edge_id=cfg.edge_id,
+                software_version=SOFTWARE_VERSION,
+                contract_release=CONTRACT_RELEASE,
+                connection_index=index,
+            )
+            channel = self._channel(target)
+            tunnel = EdgeTunnel(
+                channel,
+                self._server,
+                credential=cfg.credential,
+                identity=identity,
+                config=cfg.tunnel,
+            )
+            up_since: list[float] = []
+
+            def on_ready(_: object, up: list[float] = up_since, target: str = target) -> None:
+                up.append(time.monotonic())
+                state.connected = True
+                state.connects += 1
+                self._update_connected()
+                log.info("tunnel %d up to %s", index, target)
+
+            tunnel.session.on_ready.append(on_ready)
+            self._tunnels[index] = tunnel
+            drained = False
+            try:
+                status = await tunnel.run()
+                drained = status.code == 0
+                state.last_error = "" if drained else _describe(status.code, status.message)
+            except TunnelRefused as err:
+                state.last_error = _describe(err.status.code, err.status.message)
+                log.warning("tunnel %d to %s refused: %s", index, target, err)
+            except Exception as err:  # a bug or transport error must not kill the dialer
+                state.last_error = f"{type(err).__name__}: {err}"
+                log.exception("tunnel %d to %s failed", index, target)
+            finally:
+                self._tunnels.pop(index, None)
+                state.connected = False
+                self._update_connected()
+                await channel.close()
+            if self._stop.is_set():
+                break
+            gw = (gw + 1) % len(cfg.gateways)
+            if drained:
+                log.info("tunnel %d drained by %s: reconnecting elsewhere", index, target)
+                continue
+            state.failures += 1
+            connected_for = time.monotonic() - up_since[0] if up_since else None
+            delay = backoff.next_delay(connected_for)
+            log.info("tunnel %d: retrying in %.1fs (%s)", index, delay, state.last_error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+
+    async def run(self) -> None:
+        """Hold the tunnels until `shutdown`."""
+        async with asyncio.TaskGroup() as group:
+            for i in range(len(self.slots)):
+                group.create_task(self._slot(i), name=f"dialer-slot-{i}")
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Stop redialing and drain the tunnels (in-flight calls finish within ``grace``)."""
+        self._stop.set()
+        await asyncio.gather(
+            *(t.shutdown(grace) for t in list(self._tunnels.values())), return_exceptions=True
+        )
+        if self._task is not None:
+            await self._task
+
+    async def __aenter__(self) -> Dialer:
+        self._task = asyncio.get_running_loop().create_task(self.run(), name="dialer")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown(0.0 if exc is not None else None)
+
+
+def _describe(code: int, message: str) -> str:
+    name = next((c.name for c in grpc.StatusCode if c.value[0] == code), str(code))
+    return f"{name}: {message}"

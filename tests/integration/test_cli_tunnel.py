@@ -1,0 +1,236 @@
+"""The CLI as an operator uses it: a node, a credential, an edge, and `hplus cloud tunnels`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+HPLUS = [sys.executable, "-m", "tools.cli"]
+
+
+def env() -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("HPLUS_")}
+    e["PYTHONPATH"] = f"{REPO / 'gen'}{os.pathsep}{REPO}"
+    return e
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*HPLUS, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env(),
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture
+def node(tmp_path: Path):
+    proc = subprocess.Popen(
+        [
+            *HPLUS,
+            "cloud",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--internal-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(tmp_path),
+            "--node-id",
+            "n1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=env(),
+    )
+    assert proc.stdout is not None
+    lines = [proc.stdout.readline() for _ in range(3)]
+    public = re.search(r"listening on 127\.0\.0\.1:(\d+)", lines[0])
+    internal = re.search(r"internal endpoint: 127\.0\.0\.1:(\d+)", lines[2])
+    if public is None or internal is None:
+        proc.kill()
+        pytest.fail(f"unexpected output {lines!r}; stderr: {proc.communicate()[1]}")
+    yield proc, int(public.group(1)), int(internal.group(1))
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+
+
+def test_operator_connects_a_hospital_and_sees_its_tunnel(node, tmp_path: Path) -> None:
+    _, port, internal = node
+    cred = tmp_path / "h-001.credential"
+    res = cli(
+        "cloud",
+        "credentials",
+        "issue",
+        "h-001",
+        "--data-dir",
+        str(tmp_path),
+        "--out",
+        str(cred),
+        "--label",
+        "test edge",
+    )
+    assert res.returncode == 0, res.stderr
+    assert cred.stat().st_mode & 0o777 == 0o600
+    listed = cli("cloud", "credentials", "list", "--data-dir", str(tmp_path))
+    assert "h-001" in listed.stdout
+    assert cred.read_text().strip() not in listed.stdout  # secrets are never listed
+
+    edge = subprocess.Popen(
+        [
+            *HPLUS,
+            "edge",
+            "run",
+            "--cloud",
+            f"localhost:{port}",
+            "--hospital",
+            "h-001",
+            "--credential",
+            str(cred),
+            "--ca",
+            str(tmp_path / "tls/ca.pem"),
+            "--edge-id",
+            "e1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=env(),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        rows = ""
+        while time.monotonic() < deadline:  # the edge connects on its own schedule
+            res = cli(
+                "cloud", "tunnels", "--data-dir", str(tmp_path), "--node", f"localhost:{internal}"
+            )
+            assert res.returncode == 0, res.stderr
+            rows = res.stdout
+            if "h-001" in rows:
+                break
+        assert re.search(r"h-001\s+e1\s+\S+\s+1\.0\.0\s+n1\s", rows), rows
+        assert rows.strip().endswith("1 tunnel(s), 1 hospital(s)")
+        # Any hospital RPC, by hand, through the node: JSON in, JSON out.
+        res = cli(
+            "cloud",
+            "call",
+            "h-001",
+            "EdgeAdminService/GetEdgeInfo",
+            "{}",
+            "--data-dir",
+            str(tmp_path),
+            "--node",
+            f"localhost:{internal}",
+        )
+        assert res.returncode == 0, res.stderr
+        info = json.loads(res.stdout)
+        assert (info["hospital_id"], info["edge_id"]) == ("h-001", "e1")
+        res = cli(
+            "cloud",
+            "call",
+            "h-001",
+            "EdgeAdminService/GetConfig",
+            "{}",
+            "--data-dir",
+            str(tmp_path),
+            "--node",
+            f"localhost:{internal}",
+        )
+        assert res.returncode == 1
+        assert "UNIMPLEMENTED" in res.stderr
+        res = cli(
+            "cloud",
+            "call",
+            "h-404",
+            "EdgeAdminService/GetEdgeInfo",
+            "--data-dir",
+            str(tmp_path),
+            "--node",
+            f"localhost:{internal}",
+        )
+        assert res.returncode == 1
+        assert "UNAVAILABLE" in res.stderr
+        edge.send_signal(signal.SIGTERM)
+        _, err = edge.communicate(timeout=30)
+        assert edge.returncode == 0, err
+        assert "Traceback" not in err
+    finally:
+        if edge.poll() is None:
+            edge.kill()
+            edge.communicate()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (
+            ["edge", "run", "--hospital", "h", "--credential", "/nonexistent"],
+            "the following arguments are required: --cloud",
+        ),
+        (
+            ["edge", "run", "--cloud", "x:1", "--hospital", "h", "--credential", "/nonexistent"],
+            "/nonexistent: cannot read credential",
+        ),
+        (
+            ["edge", "run", "--cloud", "nohost", "--hospital", "h", "--credential", __file__],
+            "expected HOST:PORT, got 'nohost'",
+        ),
+        (
+            [
+                "edge",
+                "run",
+                "--cloud",
+                "x:1",
+                "--hospital",
+                "h",
+                "--credential",
+                __file__,
+                "--ca",
+                __file__,
+            ],
+            "CA certificate is not PEM",
+        ),
+        (
+            ["cloud", "credentials", "revoke", "nope", "--data-dir", "{tmp}"],
+            "no credential with id 'nope'",
+        ),
+        (["cloud", "tunnels", "--data-dir", "{tmp}/empty"], "no cluster secret"),
+        (
+            ["cloud", "call", "h", "NopeService/X", "--data-dir", "{tmp}"],
+            "unknown service 'hplus.hospital.v1.NopeService'",
+        ),
+        (
+            ["cloud", "call", "h", "EdgeAdminService/Nope", "--data-dir", "{tmp}"],
+            "has no method 'Nope'",
+        ),
+        (
+            ["cloud", "call", "h", "EdgeAdminService/GetEdgeInfo", "{bad", "--data-dir", "{tmp}"],
+            "request JSON for hplus.hospital.v1.GetEdgeInfoRequest",
+        ),
+        (["cloud", "call", "h", "GetEdgeInfo", "--data-dir", "{tmp}"], "expected SERVICE/METHOD"),
+    ],
+)
+def test_bad_edge_and_credential_input_is_one_line(
+    args: list[str], needle: str, tmp_path: Path
+) -> None:
+    res = cli(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert needle in lines[0]
