@@ -37,15 +37,30 @@ async def until(condition, limit: float = 10.0) -> None:
             await asyncio.sleep(0.01)
 
 
+HANGS: dict[str, asyncio.Event] = {}
+"""Per-test record of Hang calls: set when the edge servicer sees its call end."""
+
+
 def edge_server() -> TunnelServer:
-    """An edge serving /test.Edge/Echo (immediate) and /test.Edge/Hang (never answers)."""
+    """An edge serving /test.Edge/Echo (immediate), /test.Edge/Hang (never answers) and
+    /test.Edge/Count (streams N one-byte replies, N = first request byte)."""
     server = TunnelServer()
+
+    async def count(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]):
+        await context.send_initial_metadata((("x-edge", "counted"),))
+        for i in range(request[0]):
+            yield bytes([i])
+        context.set_trailing_metadata((("x-total-bin", bytes([request[0]])),))
 
     async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         return request
 
     async def hang(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-        await asyncio.Event().wait()
+        ended = HANGS.setdefault(request.decode(), asyncio.Event())
+        try:
+            await asyncio.Event().wait()
+        finally:
+            ended.set()  # cancelled: the caller gave up or its deadline passed
         raise AssertionError("unreachable")
 
     server.add_generic_rpc_handlers(
@@ -55,6 +70,7 @@ def edge_server() -> TunnelServer:
                 {
                     "Echo": grpc.unary_unary_rpc_method_handler(echo),
                     "Hang": grpc.unary_unary_rpc_method_handler(hang),
+                    "Count": grpc.unary_stream_rpc_method_handler(count),
                 },
             )
         ]
@@ -220,3 +236,45 @@ async def test_go_away_moves_the_edge_to_the_other_node_and_both_tunnels_carry_c
                 assert all(x > y for x, y in zip(after, before, strict=True)), (before, after)
         finally:
             await a.shutdown()
+
+
+async def test_forwarding_between_nodes_keeps_streaming_deadlines_and_cancellation(
+    tmp_path: Path,
+) -> None:
+    """B has no tunnel of h-1: its calls go through A's internal endpoint to A's tunnel."""
+    async with (
+        CloudNode(config(tmp_path, "a"), tunnel_config=FAST) as a,
+        CloudNode(config(tmp_path, "b"), tunnel_config=FAST) as b,
+    ):
+        assert a.router is not None
+        assert b.router is not None
+        assert b.presence is not None
+        async with dialer(a, "h-1", a.port or 0) as d:
+            await asyncio.wait_for(d.connected.wait(), 10)
+            # B learns where h-1 is, as shared presence (Redis) would tell it.
+            (session,) = a.gateway.sessions("h-1")
+            assert a._sync is not None
+            await b.presence.put(a._sync.record(session))
+            assert b.gateway.sessions("h-1") == []
+            channel = await b.router.channel_for("h-1")
+
+            # Server streaming, headers and binary trailers arrive intact through A.
+            stream = channel.unary_stream("/test.Edge/Count")(bytes([5]), timeout=10)
+            got = [m async for m in stream]
+            assert got == [bytes([i]) for i in range(5)]
+            assert ("x-edge", "counted") in tuple(await stream.initial_metadata())
+            assert ("x-total-bin", bytes([5])) in tuple(await stream.trailing_metadata())
+
+            # The caller's deadline reaches the edge servicer through both hops.
+            started = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await channel.unary_unary("/test.Edge/Hang")(b"deadline", timeout=0.5)
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert time.monotonic() - started < 2.0
+            await asyncio.wait_for(HANGS["deadline"].wait(), 5)
+
+            # Cancelling at B cancels the servicer at the edge behind A.
+            call = channel.unary_unary("/test.Edge/Hang")(b"cancel", timeout=30)
+            await until(lambda: "cancel" in HANGS)
+            call.cancel()
+            await asyncio.wait_for(HANGS["cancel"].wait(), 5)
