@@ -1,0 +1,197 @@
+"""Two gateway processes, several edge processes, real Redis: calls entering either node
+reach every hospital (the arrangement the tunnel issue is checked with)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+HPLUS = [sys.executable, "-m", "tools.cli"]
+HOSPITALS = ["h-101", "h-102", "h-103"]
+
+pytestmark = pytest.mark.integration
+
+
+def env(**extra: str) -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("HPLUS_")}
+    e["PYTHONPATH"] = f"{REPO / 'gen'}{os.pathsep}{REPO}"
+    e.update(extra)
+    return e
+
+
+def start(args: list[str], environ: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*HPLUS, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=environ,
+    )
+
+
+def stop(procs: list[subprocess.Popen[str]]) -> list[str]:
+    errors = []
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            _, err = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+        errors.append(err)
+    return errors
+
+
+def test_calls_entering_either_node_process_reach_every_hospital(
+    tmp_path: Path, redis_url: str
+) -> None:
+    ns = f"test-{uuid.uuid4().hex}:"
+    node_env = env(HPLUS_REDIS_URL=redis_url, HPLUS_REDIS_NAMESPACE=ns)
+    nodes: list[subprocess.Popen[str]] = []
+    edges: list[subprocess.Popen[str]] = []
+    ports: dict[str, tuple[int, int]] = {}
+    try:
+        for name in ("node-a", "node-b"):
+            proc = start(
+                [
+                    "cloud",
+                    "run",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--internal-listen",
+                    "127.0.0.1:0",
+                    "--data-dir",
+                    str(tmp_path),
+                    "--node-id",
+                    name,
+                ],
+                node_env,
+            )
+            nodes.append(proc)
+            assert proc.stdout is not None
+            lines = [proc.stdout.readline() for _ in range(3)]
+            public = re.search(r"listening on 127\.0\.0\.1:(\d+)", lines[0])
+            internal = re.search(r"internal endpoint: 127\.0\.0\.1:(\d+)", lines[2])
+            assert public is not None, lines
+            assert internal is not None, lines
+            ports[name] = (int(public.group(1)), int(internal.group(1)))
+        # Each hospital's edge dials one node (h-103 dials both and holds two tunnels).
+        plan = {"h-101": ["node-a"], "h-102": ["node-b"], "h-103": ["node-a", "node-b"]}
+        for hospital, targets in plan.items():
+            cred = tmp_path / f"{hospital}.cred"
+            res = subprocess.run(
+                [
+                    *HPLUS,
+                    "cloud",
+                    "credentials",
+                    "issue",
+                    hospital,
+                    "--data-dir",
+                    str(tmp_path),
+                    "--out",
+                    str(cred),
+                ],
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+                env=env(),
+                timeout=60,
+                check=False,
+            )
+            assert res.returncode == 0, res.stderr
+            clouds = [a for t in targets for a in ("--cloud", f"localhost:{ports[t][0]}")]
+            edges.append(
+                start(
+                    [
+                        "edge",
+                        "run",
+                        *clouds,
+                        "--hospital",
+                        hospital,
+                        "--credential",
+                        str(cred),
+                        "--ca",
+                        str(tmp_path / "tls/ca.pem"),
+                        "--edge-id",
+                        f"edge-{hospital}",
+                    ],
+                    env(),
+                )
+            )
+
+        def call(node: str, hospital: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [
+                    *HPLUS,
+                    "cloud",
+                    "call",
+                    hospital,
+                    "EdgeAdminService/GetEdgeInfo",
+                    "--data-dir",
+                    str(tmp_path),
+                    "--node",
+                    f"localhost:{ports[node][1]}",
+                    "--timeout",
+                    "10",
+                ],
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+                env=env(),
+                timeout=60,
+                check=False,
+            )
+
+        deadline = time.monotonic() + 60
+        pending = {(n, h) for n in ports for h in HOSPITALS}
+        while pending and time.monotonic() < deadline:  # edges connect on their own time
+            for node, hospital in sorted(pending):
+                res = call(node, hospital)
+                if res.returncode == 0:
+                    assert json.loads(res.stdout)["hospital_id"] == hospital
+                    pending.discard((node, hospital))
+        assert not pending, f"never reached: {sorted(pending)}"
+
+        tunnels = subprocess.run(
+            [
+                *HPLUS,
+                "cloud",
+                "tunnels",
+                "--data-dir",
+                str(tmp_path),
+                "--node",
+                f"localhost:{ports['node-b'][1]}",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env(),
+            timeout=60,
+            check=False,
+        )
+        assert tunnels.returncode == 0, tunnels.stderr
+        assert tunnels.stdout.strip().endswith("4 tunnel(s), 3 hospital(s)"), tunnels.stdout
+    finally:
+        errors = stop(edges + nodes)
+        for err in errors:
+            assert "Traceback" not in err, err
+        import redis
+
+        r = redis.Redis.from_url(redis_url)
+        keys = list(r.scan_iter(match=f"{ns}*"))
+        if keys:
+            r.delete(*keys)
+        r.close()
