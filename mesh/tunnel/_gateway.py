@@ -53,6 +53,8 @@ class TunnelGateway(tunnel_pb2_grpc.TunnelServiceServicer):
         on_session: Called as ``on_session(session, ended)``: with ``False`` once a
             session's handshake succeeded, with ``True`` when it ends; presence tracking
             plugs in here.
+        check_hello: Further checks of an authenticated edge's hello (e.g. its contract
+            release against the registry); returns a refusal status, or ``None`` to accept.
         next_epoch: Returns a connection epoch for a hospital that is higher than every
             earlier one on any node (shared presence); when absent or failing, a per-node
             counter is used. The result never goes below this node's own counter.
@@ -67,6 +69,8 @@ class TunnelGateway(tunnel_pb2_grpc.TunnelServiceServicer):
         hooks: Sequence[CallHook] = (),
         on_session: Callable[[Session, bool], None] | None = None,
         next_epoch: Callable[[str], Awaitable[int]] | None = None,
+        check_hello: Callable[[tunnel_pb2.Hello], Awaitable[status_pb2.Status | None]]
+        | None = None,
     ) -> None:
         self._authenticate = authenticate
         self._node_id = node_id
@@ -74,6 +78,7 @@ class TunnelGateway(tunnel_pb2_grpc.TunnelServiceServicer):
         self._hooks = tuple(hooks)
         self._on_session = on_session
         self._next_epoch = next_epoch
+        self._check_hello = check_hello
         self._sessions: dict[str, list[Session]] = {}
         self._epochs: dict[str, int] = {}
         self._round_robin = itertools.count()
@@ -96,12 +101,14 @@ class TunnelGateway(tunnel_pb2_grpc.TunnelServiceServicer):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or bad credential")
         assert isinstance(hospital, str)
 
-        def accept(hello: tunnel_pb2.Hello) -> status_pb2.Status | None:
+        async def accept(hello: tunnel_pb2.Hello) -> status_pb2.Status | None:
             if hello.hospital_id != hospital:
                 return make_status(
                     grpc.StatusCode.PERMISSION_DENIED,
                     f"credential is not for hospital {hello.hospital_id!r}",
                 )
+            if self._check_hello is not None:
+                return await self._check_hello(hello)
             return None
 
         epoch = self._epochs.get(hospital, 0) + 1

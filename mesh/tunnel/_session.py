@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import inspect
 import itertools
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import google.rpc.status_pb2 as status_pb2
@@ -96,7 +97,10 @@ class Session:
         role: Role,
         config: TunnelConfig | None = None,
         hello: tunnel_pb2.Hello | None = None,
-        accept_hello: Callable[[tunnel_pb2.Hello], status_pb2.Status | None] | None = None,
+        accept_hello: Callable[
+            [tunnel_pb2.Hello], Awaitable[status_pb2.Status | None] | status_pb2.Status | None
+        ]
+        | None = None,
         on_open: Callable[[ServerStream], None] | None = None,
         welcome: tunnel_pb2.Welcome | None = None,
     ) -> None:
@@ -399,6 +403,8 @@ class Session:
         if hello.initial_window_bytes < 1 or hello.max_message_bytes < 1:
             raise ProtocolViolation("hello needs initial_window_bytes and max_message_bytes")
         refusal = self._accept_hello(hello) if self._accept_hello is not None else None
+        if inspect.isawaitable(refusal):
+            refusal = await refusal
         if refusal is not None:
             await self._send_quietly([self._go_away(refusal)])
             raise _End(refusal)
