@@ -245,6 +245,9 @@ class _Call:
         self._done_writing = False
         self._callbacks: list[Callable[[Any], None]] = []
         self._hooks = channel.hooks
+        self._message_hooks = tuple(
+            h for h in self._hooks if type(h).on_message is not CallHook.on_message
+        )
         pairs: MetadataPairs = list(metadata) if metadata else []
         session = channel.pick()
         self._info = CallInfo(
@@ -255,6 +258,7 @@ class _Call:
             session=session.name if session is not None else "",
             started=loop.time(),
             timeout=timeout,
+            contract_release=session.hello.contract_release if session is not None else "",
         )
         unary_request = request is not _NO_REQUEST
         try:
@@ -268,6 +272,8 @@ class _Call:
         except HookRejection as rejection:
             self._fail(rejection.code, rejection.details)
             return
+        if data is not None and self._message_hooks:
+            self._observe(True, data)
         if session is None or not session.accepting_calls:
             self._fail(grpc.StatusCode.UNAVAILABLE, "no tunnel to the edge is accepting calls")
             return
@@ -346,7 +352,16 @@ class _Call:
             raise asyncio.CancelledError
         raise self._error(final)
 
+    def _observe(self, outgoing: bool, data: bytes) -> None:
+        for hook in self._message_hooks:
+            try:
+                hook.on_message(self._info, outgoing, data)
+            except Exception:  # an observer must never break a call
+                _log.exception("call hook failed on a message")
+
     def _deserialize(self, data: bytes) -> Any:
+        if self._message_hooks:
+            self._observe(False, data)
         try:
             return self._deserializer(data)
         except Exception:
@@ -456,6 +471,8 @@ class _Call:
                 f"Sent message larger than max ({len(data)} vs. {session.peer_max_message})",
                 "request message too large",
             )
+        if self._message_hooks:
+            self._observe(True, data)
         try:
             await stream.send_data(data)
         except StreamEnded:

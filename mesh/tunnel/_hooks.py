@@ -30,6 +30,8 @@ class CallInfo:
     """Event-loop time when the call started."""
     timeout: float | None = None
     """Seconds the caller had left when the call started, if it had a deadline."""
+    contract_release: str = ""
+    """The contract release the edge announced in its hello (cloud side)."""
     extra: dict[str, object] = field(default_factory=dict)
     """Free slot for a hook to keep per-call state between ``on_start`` and ``on_end``."""
 
@@ -60,3 +62,11 @@ class CallHook:
 
     def on_end(self, call: CallInfo, code: grpc.StatusCode, details: str) -> None:
         """Runs once the call has ended, with its final status."""
+
+    def on_message(self, call: CallInfo, outgoing: bool, data: bytes) -> None:
+        """Sees each serialized message of the call (cloud side).
+
+        Requests as they are sent (``outgoing``), responses as they arrive. Called only for
+        hooks that override it, so hooks that do not care cost nothing per message. Must not
+        raise, and should sample before doing anything costly.
+        """
