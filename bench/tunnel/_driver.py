@@ -18,11 +18,12 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-from google.protobuf import wrappers_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool, wrappers_pb2
 
 from bench.tunnel._edge import CREDENTIAL_PREFIX, SERVICE
+from cloud.census import FieldCensus
 from hplus.tunnel.v1 import tunnel_pb2_grpc
-from mesh.tunnel import TunnelGateway, bearer_token
+from mesh.tunnel import TunnelChannel, TunnelGateway, bearer_token
 
 Unary = Callable[..., Any]
 
@@ -107,6 +108,62 @@ async def _streaming(stubs: _Stubs, seconds: float) -> dict[str, float]:
         async for _ in stubs.stream(wrappers_pb2.Int32Value(value=2000), timeout=30):
             count += 1
     return {"messages_per_s": count / (loop.time() - began)}
+
+
+CENSUS_RATE = 0.01
+"""The field census sampling rate measured (the node's default)."""
+
+
+def _census_pool() -> descriptor_pool.DescriptorPool:
+    # The bench service is not a contract; describe it so the census really decodes it.
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
+    package, _, name = SERVICE.rpartition(".")
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="bench_census.proto", package=package, dependency=[wrappers_pb2.DESCRIPTOR.name]
+    )
+    svc = fdp.service.add(name=name)
+    svc.method.add(
+        name="Unary",
+        input_type=".google.protobuf.BytesValue",
+        output_type=".google.protobuf.BytesValue",
+    )
+    pool.Add(fdp)
+    return pool
+
+
+async def _census_cost(gateway: TunnelGateway, seconds: float) -> dict[str, Any]:
+    """Unary c64 through the tunnel with and without the field census, interleaved."""
+    census = FieldCensus(rate=CENSUS_RATE, pool=_census_pool())
+    plain = _Stubs(gateway.channel("h0"))
+    counted = _Stubs(TunnelChannel(lambda: gateway.pick("h0"), hooks=[census]))
+    stop = asyncio.Event()
+
+    async def drainer() -> None:  # the node drains on the same loop, so it is measured
+        while not stop.is_set():
+            census.drain()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.05)
+
+    task = asyncio.get_running_loop().create_task(drainer())
+    runs: dict[str, list[float]] = {"plain": [], "census": []}
+    try:
+        for _ in range(3):
+            runs["plain"].append((await _unary_cn(plain, seconds, 64))["calls_per_s"])
+            runs["census"].append((await _unary_cn(counted, seconds, 64))["calls_per_s"])
+    finally:
+        stop.set()
+        await task
+    census.drain()
+    plain_cps = statistics.median(runs["plain"])
+    census_cps = statistics.median(runs["census"])
+    return {
+        "rate": CENSUS_RATE,
+        "plain_calls_per_s": plain_cps,
+        "census_calls_per_s": census_cps,
+        "overhead": 1 - census_cps / plain_cps,
+        "messages_counted": sum(r.sampled for r in census.rows() if r.field_path == "value"),
+    }
 
 
 async def _idle_tunnels(
@@ -204,6 +261,7 @@ async def run(*, quick: bool, idle: int) -> dict[str, Any]:
             "tunnel": await _streaming(tunnel, seconds),
         }
         await direct_channel.close()
+        results["census"] = await _census_cost(gateway, seconds / 2)
         results["idle"] = await _idle_tunnels(gateway, port, idle, 1000)
     finally:
         assert edge.stdin is not None
@@ -238,6 +296,12 @@ def report(results: dict[str, Any]) -> str:
     for name, direct, tunnel, target in rows:
         ratio = tunnel / direct if direct else float("nan")
         lines.append(f"{name:<22}{direct:>12.0f}{tunnel:>12.0f}{ratio:>8.2f}x  {target}")
+    c = results["census"]
+    lines.append(
+        f"field census at rate {c['rate']}: unary c64 {c['census_calls_per_s']:.0f} vs "
+        f"{c['plain_calls_per_s']:.0f} calls/s without, overhead {c['overhead'] * 100:.1f}% "
+        f"(target < 5%), {c['messages_counted']} messages counted"
+    )
     lines.append(
         f"idle tunnels: {idle['idle_tunnels']} on one gateway, "
         f"{idle['gateway_kib_per_idle_tunnel']} KiB RSS each (target ≤ 100 KiB), "
@@ -256,6 +320,7 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
         "unary_c64_throughput_ratio": u64["tunnel"]["calls_per_s"] / u64["direct"]["calls_per_s"],
         "streaming_ratio": st["tunnel"]["messages_per_s"] / st["direct"]["messages_per_s"],
         "idle_kib_per_tunnel": results["idle"]["gateway_kib_per_idle_tunnel"],
+        "census_overhead": results["census"]["overhead"],
     }
     out = dict(results)
     out["ratios"] = {key: round(value, 3) for key, value in ratios.items()}
