@@ -8,13 +8,14 @@ values, and reports ``file:line: [section] key: problem`` on anything wrong.
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["ConfigError", "Section", "load_toml"]
+__all__ = ["ConfigError", "PathItem", "Section", "dotted_path", "find_line", "load_toml"]
 
 T = TypeVar("T")
 
@@ -84,6 +85,122 @@ def _find_line(text: str, section: str, key: str | None) -> int | None:
         if current == section and key is not None and re.match(assignment, raw):
             return no
     return header_line
+
+
+# TOML keys as written: bare, "basic" or 'literal', joined by dots.
+_BARE_KEY = r"[A-Za-z0-9_-]+"
+_BASIC_KEY = r'"(?:[^"\\]|\\.)*"'
+_LITERAL_KEY = r"'[^']*'"
+_KEY = rf"(?:{_BARE_KEY}|{_BASIC_KEY}|{_LITERAL_KEY})"
+_DOTTED_KEY = rf"{_KEY}(?:\s*\.\s*{_KEY})*"
+_TABLE_HEADER = re.compile(rf"^\s*\[\s*({_DOTTED_KEY})\s*\]\s*(?:#.*)?$")
+_ARRAY_HEADER = re.compile(rf"^\s*\[\[\s*({_DOTTED_KEY})\s*\]\]\s*(?:#.*)?$")
+_ASSIGNMENT = re.compile(rf"^\s*({_DOTTED_KEY})\s*=")
+_KEY_PART = re.compile(_KEY)
+
+PathItem = str | int
+"""One step of a path into a parsed document: a table key or an array index."""
+
+
+def _key_parts(dotted: str) -> list[str]:
+    """Split a dotted TOML key as written into its unquoted parts."""
+    parts: list[str] = []
+    for raw in _KEY_PART.findall(dotted):
+        if raw.startswith('"'):
+            parts.append(str(tomllib.loads(f"k = {raw}")["k"]))
+        elif raw.startswith("'"):
+            parts.append(raw[1:-1])
+        else:
+            parts.append(raw)
+    return parts
+
+
+@functools.lru_cache(maxsize=64)
+def _line_index(text: str) -> dict[tuple[PathItem, ...], int]:
+    """Map every path a TOML text defines (tables, keys, array-table items) to its first line.
+
+    A line scanner, not a parser: the text is known to be valid TOML (``load_toml`` parsed it),
+    so headers and ``key =`` lines can be recognised by shape. Lines inside multi-line strings
+    are skipped; values inside inline tables and arrays are located at their key's line.
+    """
+    index: dict[tuple[PathItem, ...], int] = {}
+    counts: dict[tuple[PathItem, ...], int] = {}  # array tables: items seen so far
+    current: tuple[PathItem, ...] = ()
+    in_multiline: str | None = None
+
+    def resolve(keys: Sequence[str]) -> tuple[PathItem, ...]:
+        # A header below an array table (``[a.b]`` after ``[[a]]``) refers to its last item.
+        out: list[PathItem] = []
+        for key in keys:
+            out.append(key)
+            if tuple(out) in counts:
+                out.append(counts[tuple(out)] - 1)
+        return tuple(out)
+
+    def record(path: tuple[PathItem, ...], start: int, no: int) -> None:
+        for end in range(start, len(path) + 1):
+            index.setdefault(path[:end], no)
+
+    for no, raw in enumerate(text.splitlines(), start=1):
+        if in_multiline is not None:
+            if raw.count(in_multiline) % 2 == 1:
+                in_multiline = None
+            continue
+        if m := _ARRAY_HEADER.match(raw):
+            keys = _key_parts(m.group(1))
+            table = (*resolve(keys[:-1]), keys[-1])
+            item = counts.get(table, 0)
+            counts[table] = item + 1
+            current = (*table, item)
+            record(current, 1, no)
+            continue
+        if m := _TABLE_HEADER.match(raw):
+            current = resolve(_key_parts(m.group(1)))
+            record(current, 1, no)
+            continue
+        if m := _ASSIGNMENT.match(raw):
+            path = current + tuple(_key_parts(m.group(1)))
+            record(path, len(current) + 1, no)
+            rest = raw[m.end() :]
+            for quote in ('"""', "'''"):
+                if rest.count(quote) % 2 == 1:
+                    in_multiline = quote
+    return index
+
+
+def find_line(text: str, path: Sequence[PathItem]) -> int | None:
+    """The 1-based line of ``text`` that defines ``path``, or of its nearest defined parent.
+
+    ``path`` names tables and keys (``("his", "timeouts", "read_seconds")``) and items of
+    arrays of tables (``("his", "endpoints", 1, "url")`` for the second ``[[his.endpoints]]``).
+    A key written dotted (``timeouts.read_seconds = 3``) or under a table header is found
+    either way. Items of inline arrays and keys of inline tables are located at their key.
+
+    Returns:
+        The line, or ``None`` when neither the path nor any parent appears in the text.
+    """
+    index = _line_index(text)
+    probe = tuple(path)
+    while probe:
+        if probe in index:
+            return index[probe]
+        probe = probe[:-1]
+    return None
+
+
+def dotted_path(path: Sequence[PathItem]) -> str:
+    """Show a path the way an operator writes it: ``his.endpoints[1].url``.
+
+    Keys that are not bare TOML keys are quoted: ``code_tables.gender."0"``.
+    """
+    out = ""
+    for item in path:
+        if isinstance(item, int):
+            out += f"[{item}]"
+            continue
+        shown = item if re.fullmatch(_BARE_KEY, item) else f'"{item}"'
+        out += f".{shown}" if out else shown
+    return out
 
 
 class Section:

@@ -1,0 +1,54 @@
+"""The pending-task queue: durable (SQLite), rate-limited, crash-safe.
+
+A servicer accepts non-real-time work with :meth:`TaskQueue.submit` and answers at once;
+the queue drains it against an :data:`Executor` (the HIS adapter's task runner) at the
+profile's rate and concurrency, retries with backoff, parks poison tasks, and keeps results
+until the cloud acknowledges them.
+"""
+
+from __future__ import annotations
+
+from frontend_server.tasks._config import QueueConfig
+from frontend_server.tasks._errors import (
+    PermanentTaskError,
+    QueueFull,
+    TaskKeyReused,
+    TaskNotFound,
+    TaskNotRetryable,
+    TaskQueueError,
+    TransientTaskError,
+)
+from frontend_server.tasks._limiter import TokenBucket
+from frontend_server.tasks._model import (
+    Executor,
+    KindStats,
+    QueueStats,
+    Task,
+    TaskError,
+    TaskRun,
+    TaskState,
+)
+from frontend_server.tasks._queue import TaskQueue, backoff_delay
+from frontend_server.tasks._store import TaskStore
+
+__all__ = [
+    "Executor",
+    "KindStats",
+    "PermanentTaskError",
+    "QueueConfig",
+    "QueueFull",
+    "QueueStats",
+    "Task",
+    "TaskError",
+    "TaskKeyReused",
+    "TaskNotFound",
+    "TaskNotRetryable",
+    "TaskQueue",
+    "TaskQueueError",
+    "TaskRun",
+    "TaskState",
+    "TaskStore",
+    "TokenBucket",
+    "TransientTaskError",
+    "backoff_delay",
+]

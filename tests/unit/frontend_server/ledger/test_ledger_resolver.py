@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from frontend_server.ledger import (
+    HisOutcome,
+    Ledger,
+    OperationError,
+    OperationRecord,
+    OperationState,
+    OperationUnknown,
+    Resolver,
+)
+
+BOOK = "hplus.hospital.v1.AppointmentService/BookAppointment"
+
+
+async def _lost_answer() -> HisOutcome:
+    raise TimeoutError
+
+
+async def unknown(ledger: Ledger, key: str) -> None:
+    with pytest.raises(OperationUnknown):
+        await ledger.execute(key, method=BOOK, fingerprint="f", call=_lost_answer)
+
+
+async def test_one_round_settles_what_the_his_can_tell(tmp_path: Path) -> None:
+    his_has = {"done": HisOutcome(receipt="REG7", result=b"r")}
+    his_refused = {
+        "refused": OperationError(code="RESOURCE_EXHAUSTED", reason="SLOT_FULL", message="full")
+    }
+
+    async def probe(record: OperationRecord) -> HisOutcome | OperationError | None:
+        key = record.idempotency_key
+        if key == "his-down":
+            raise ConnectionRefusedError
+        return his_has.get(key) or his_refused.get(key)
+
+    async with Ledger.open(tmp_path / "l.db") as ledger:
+        for key in ("done", "refused", "never", "his-down"):
+            await unknown(ledger, key)
+        assert await Resolver(ledger, probe).resolve_once() == 3
+        done = await ledger.get("done")
+        assert done is not None
+        assert (done.state, done.receipt, done.his_attempts) == (
+            OperationState.SUCCEEDED,
+            "REG7",
+            2,
+        )
+        refused = await ledger.get("refused")
+        assert refused is not None
+        assert refused.state is OperationState.FAILED
+        assert await ledger.get("never") is None  # not done: the key is free again
+        down = await ledger.get("his-down")
+        assert down is not None
+        assert down.state is OperationState.UNKNOWN
+        assert down.error is not None
+        assert down.error.message == "resolving failed: ConnectionRefusedError"
+
+
+async def test_runs_in_the_background_until_shut_down(tmp_path: Path) -> None:
+    probed = asyncio.Event()
+
+    async def probe(record: OperationRecord) -> HisOutcome | None:
+        probed.set()
+        return HisOutcome(receipt="R1")
+
+    async with Ledger.open(tmp_path / "l.db") as ledger:
+        await unknown(ledger, "k")
+        async with Resolver(ledger, probe, interval_seconds=3600):
+            await probed.wait()
+        record = await ledger.get("k")
+        assert record is not None
+        assert record.state is OperationState.SUCCEEDED
