@@ -70,6 +70,7 @@ class PresenceSync:
             last_seen=now,
             rtt_ms=None if session.rtt is None else session.rtt * 1000.0,
             in_flight=session.active_streams,
+            warnings=tuple(welcome.warnings),
         )
 
     def on_session(self, session: Session, ended: bool) -> None:

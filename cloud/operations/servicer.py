@@ -34,6 +34,7 @@ def _connection(r: TunnelRecord) -> operations_pb2.HospitalConnection:
         connect_time=_ts(r.connected_since),
         in_flight_calls=r.in_flight,
         last_seen_time=_ts(r.last_seen),
+        warnings=list(r.warnings),
     )
     if r.rtt_ms is not None:
         rtt = duration_pb2.Duration()

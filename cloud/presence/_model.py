@@ -47,6 +47,8 @@ class TunnelRecord:
     """Last ping round-trip time, in milliseconds."""
     in_flight: int = 0
     """Calls open on the tunnel at the last heartbeat."""
+    warnings: tuple[str, ...] = ()
+    """Warnings for operators given at the handshake (e.g. release outside the window)."""
 
     def to_json(self) -> str:
         """Serialise for the shared store."""
@@ -66,6 +68,7 @@ class TunnelRecord:
             data = json.loads(text)
             data["connected_since"] = dt.datetime.fromisoformat(data["connected_since"])
             data["last_seen"] = dt.datetime.fromisoformat(data["last_seen"])
+            data["warnings"] = tuple(data.get("warnings", ()))
             return cls(**data)
         except (KeyError, TypeError, json.JSONDecodeError) as err:
             raise ValueError(f"not a tunnel record: {err}") from None

@@ -20,7 +20,14 @@ import grpc
 
 from frontend_server.dialer._backoff import Backoff
 from mesh.net import parse_hostport
-from mesh.tunnel import EdgeIdentity, EdgeTunnel, TunnelConfig, TunnelRefused, TunnelServer
+from mesh.tunnel import (
+    EdgeIdentity,
+    EdgeTunnel,
+    Session,
+    TunnelConfig,
+    TunnelRefused,
+    TunnelServer,
+)
 from mesh.version import CONTRACT_RELEASE, SOFTWARE_VERSION
 
 __all__ = ["Dialer", "DialerConfig", "SlotState"]
@@ -170,12 +177,16 @@ class Dialer:
             )
             up_since: list[float] = []
 
-            def on_ready(_: object, up: list[float] = up_since, target: str = target) -> None:
+            def on_ready(
+                session: Session, up: list[float] = up_since, target: str = target
+            ) -> None:
                 up.append(time.monotonic())
                 state.connected = True
                 state.connects += 1
                 self._update_connected()
                 log.info("tunnel %d up to %s", index, target)
+                for warning in session.welcome.warnings:
+                    log.warning("cloud says: %s", warning)
 
             tunnel.session.on_ready.append(on_ready)
             self._tunnels[index] = tunnel

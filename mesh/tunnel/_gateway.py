@@ -54,7 +54,9 @@ class TunnelGateway(tunnel_pb2_grpc.TunnelServiceServicer):
             session's handshake succeeded, with ``True`` when it ends; presence tracking
             plugs in here.
         check_hello: Further checks of an authenticated edge's hello (e.g. its contract
-            release against the registry); returns a refusal status, or ``None`` to accept.
+            release against the registry), called as ``check_hello(hello, welcome)``;
+            returns a refusal status, or ``None`` to accept (it may add
+            ``welcome.warnings`` for the edge's operators).
         next_epoch: Returns a connection epoch for a hospital that is higher than every
             earlier one on any node (shared presence); when absent or failing, a per-node
             counter is used. The result never goes below this node's own counter.
@@ -69,7 +71,9 @@ class TunnelGateway(tunnel_pb2_grpc.TunnelServiceServicer):
         hooks: Sequence[CallHook] = (),
         on_session: Callable[[Session, bool], None] | None = None,
         next_epoch: Callable[[str], Awaitable[int]] | None = None,
-        check_hello: Callable[[tunnel_pb2.Hello], Awaitable[status_pb2.Status | None]]
+        check_hello: Callable[
+            [tunnel_pb2.Hello, tunnel_pb2.Welcome], Awaitable[status_pb2.Status | None]
+        ]
         | None = None,
     ) -> None:
         self._authenticate = authenticate
@@ -108,7 +112,7 @@ class TunnelGateway(tunnel_pb2_grpc.TunnelServiceServicer):
                     f"credential is not for hospital {hello.hospital_id!r}",
                 )
             if self._check_hello is not None:
-                return await self._check_hello(hello)
+                return await self._check_hello(hello, welcome)
             return None
 
         epoch = self._epochs.get(hospital, 0) + 1

@@ -105,6 +105,7 @@ class HospitalConnection(_message.Message):
     IN_FLIGHT_CALLS_FIELD_NUMBER: _builtins.int
     LAST_SEEN_TIME_FIELD_NUMBER: _builtins.int
     PEER_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
     hospital_id: _builtins.str
     """The connected hospital."""
     hospital_name: _builtins.str
@@ -139,6 +140,12 @@ class HospitalConnection(_message.Message):
     def last_seen_time(self) -> _timestamp_pb2.Timestamp:
         """When the gateway last heard from the edge on this tunnel (any frame)."""
 
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Warnings about this tunnel for operators, e.g. that the edge's contract release is
+        deprecated or outside the compat window the cloud promises to keep working with.
+        """
+
     def __init__(
         self,
         *,
@@ -155,10 +162,11 @@ class HospitalConnection(_message.Message):
         in_flight_calls: _builtins.int = ...,
         last_seen_time: _timestamp_pb2.Timestamp | None = ...,
         peer: _builtins.str = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["connect_time", b"connect_time", "last_seen_time", b"last_seen_time", "rtt", b"rtt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connect_time", b"connect_time", "contract_release", b"contract_release", "edge_id", b"edge_id", "edge_version", b"edge_version", "gateway_node", b"gateway_node", "hospital_id", b"hospital_id", "hospital_name", b"hospital_name", "in_flight_calls", b"in_flight_calls", "last_seen_time", b"last_seen_time", "peer", b"peer", "protocol_revision", b"protocol_revision", "rtt", b"rtt", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connect_time", b"connect_time", "contract_release", b"contract_release", "edge_id", b"edge_id", "edge_version", b"edge_version", "gateway_node", b"gateway_node", "hospital_id", b"hospital_id", "hospital_name", b"hospital_name", "in_flight_calls", b"in_flight_calls", "last_seen_time", b"last_seen_time", "peer", b"peer", "protocol_revision", b"protocol_revision", "rtt", b"rtt", "session_id", b"session_id", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

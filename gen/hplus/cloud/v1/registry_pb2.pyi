@@ -236,6 +236,34 @@ CHECK_VERDICT_INCOMPATIBLE: CheckVerdict.ValueType  # 3
 """At least one unapproved ERROR finding."""
 Global___CheckVerdict: _TypeAlias = CheckVerdict  # noqa: Y015
 
+class _CensusDirection:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CensusDirectionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CensusDirection.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CENSUS_DIRECTION_UNSPECIFIED: _CensusDirection.ValueType  # 0
+    """Not set."""
+    CENSUS_DIRECTION_REQUEST: _CensusDirection.ValueType  # 1
+    """A request the cloud sent to an edge."""
+    CENSUS_DIRECTION_RESPONSE: _CensusDirection.ValueType  # 2
+    """A response an edge sent back to the cloud."""
+
+class CensusDirection(_CensusDirection, metaclass=_CensusDirectionEnumTypeWrapper):
+    """---------------------------------------------------------------------------------------
+    Field census
+
+    Which way a sampled message travelled through the tunnel.
+    """
+
+CENSUS_DIRECTION_UNSPECIFIED: CensusDirection.ValueType  # 0
+"""Not set."""
+CENSUS_DIRECTION_REQUEST: CensusDirection.ValueType  # 1
+"""A request the cloud sent to an edge."""
+CENSUS_DIRECTION_RESPONSE: CensusDirection.ValueType  # 2
+"""A response an edge sent back to the cloud."""
+Global___CensusDirection: _TypeAlias = CensusDirection  # noqa: Y015
+
 @_typing.final
 class Release(_message.Message):
     """A published contract release."""
@@ -1371,3 +1399,114 @@ class SetLifecycleResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetLifecycleResponse: _TypeAlias = SetLifecycleResponse  # noqa: Y015
+
+@_typing.final
+class CensusEntry(_message.Message):
+    """How often one field was present in the sampled messages of one RPC."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RPC_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    CONTRACT_RELEASE_FIELD_NUMBER: _builtins.int
+    FIELD_PATH_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    SAMPLED_FIELD_NUMBER: _builtins.int
+    rpc: _builtins.str
+    """Full method name, "/package.Service/Method"."""
+    direction: Global___CensusDirection.ValueType
+    """Which way the messages travelled."""
+    contract_release: _builtins.str
+    """The contract release the edges at the other end announced."""
+    field_path: _builtins.str
+    """Dotted path of the field within the message, e.g. "patient.id_card_number"; "#N" (or
+    "path.#N") for a field number the cloud's contract does not know, sent by an edge
+    whose contract is newer.
+    """
+    messages: _builtins.int
+    """Sampled messages that carried the field."""
+    sampled: _builtins.int
+    """Sampled messages of this RPC, direction and release in all."""
+    def __init__(
+        self,
+        *,
+        rpc: _builtins.str = ...,
+        direction: Global___CensusDirection.ValueType = ...,
+        contract_release: _builtins.str = ...,
+        field_path: _builtins.str = ...,
+        messages: _builtins.int = ...,
+        sampled: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_release", b"contract_release", "direction", b"direction", "field_path", b"field_path", "messages", b"messages", "rpc", b"rpc", "sampled", b"sampled"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CensusEntry: _TypeAlias = CensusEntry  # noqa: Y015
+
+@_typing.final
+class GetFieldCensusRequest(_message.Message):
+    """Request of GetFieldCensus. Filters are optional and combine with AND."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RPC_FIELD_NUMBER: _builtins.int
+    CONTRACT_RELEASE_FIELD_NUMBER: _builtins.int
+    FIELD_PATH_FIELD_NUMBER: _builtins.int
+    rpc: _builtins.str
+    """Only this RPC ("/package.Service/Method")."""
+    contract_release: _builtins.str
+    """Only entries from edges on this contract release."""
+    field_path: _builtins.str
+    """Only this field path or the paths below it (e.g. "patient" includes
+    "patient.phone").
+    """
+    def __init__(
+        self,
+        *,
+        rpc: _builtins.str = ...,
+        contract_release: _builtins.str = ...,
+        field_path: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_release", b"contract_release", "field_path", b"field_path", "rpc", b"rpc"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFieldCensusRequest: _TypeAlias = GetFieldCensusRequest  # noqa: Y015
+
+@_typing.final
+class GetFieldCensusResponse(_message.Message):
+    """Response of GetFieldCensus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    SAMPLE_RATE_FIELD_NUMBER: _builtins.int
+    SINCE_TIME_FIELD_NUMBER: _builtins.int
+    sample_rate: _builtins.float
+    """Fraction of calls the gateways sample (0 to 1)."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___CensusEntry]:
+        """Entries ordered by RPC, direction, release and field path."""
+
+    @_builtins.property
+    def since_time(self) -> _timestamp_pb2.Timestamp:
+        """When counting began (the oldest data in the census)."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___CensusEntry] | None = ...,
+        sample_rate: _builtins.float = ...,
+        since_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since_time", b"since_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "sample_rate", b"sample_rate", "since_time", b"since_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFieldCensusResponse: _TypeAlias = GetFieldCensusResponse  # noqa: Y015

@@ -86,6 +86,11 @@ class RegistryServiceStub:
                 request_serializer=hplus_dot_cloud_dot_v1_dot_registry__pb2.SetLifecycleRequest.SerializeToString,
                 response_deserializer=hplus_dot_cloud_dot_v1_dot_registry__pb2.SetLifecycleResponse.FromString,
                 _registered_method=True)
+        self.GetFieldCensus = channel.unary_unary(
+                '/hplus.cloud.v1.RegistryService/GetFieldCensus',
+                request_serializer=hplus_dot_cloud_dot_v1_dot_registry__pb2.GetFieldCensusRequest.SerializeToString,
+                response_deserializer=hplus_dot_cloud_dot_v1_dot_registry__pb2.GetFieldCensusResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -177,6 +182,16 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFieldCensus(self, request, context):
+        """Returns the field census: for each RPC, direction and edge contract release, how many
+        sampled messages carried each field. The gateways sample live tunnel traffic at a
+        configured rate and count field paths only, never values. Release managers read it
+        before removing or retyping a field: a field that edges still send is still in use.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -219,6 +234,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.SetLifecycle,
                     request_deserializer=hplus_dot_cloud_dot_v1_dot_registry__pb2.SetLifecycleRequest.FromString,
                     response_serializer=hplus_dot_cloud_dot_v1_dot_registry__pb2.SetLifecycleResponse.SerializeToString,
+            ),
+            'GetFieldCensus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFieldCensus,
+                    request_deserializer=hplus_dot_cloud_dot_v1_dot_registry__pb2.GetFieldCensusRequest.FromString,
+                    response_serializer=hplus_dot_cloud_dot_v1_dot_registry__pb2.GetFieldCensusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -449,6 +469,33 @@ class RegistryService:
             '/hplus.cloud.v1.RegistryService/SetLifecycle',
             hplus_dot_cloud_dot_v1_dot_registry__pb2.SetLifecycleRequest.SerializeToString,
             hplus_dot_cloud_dot_v1_dot_registry__pb2.SetLifecycleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFieldCensus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hplus.cloud.v1.RegistryService/GetFieldCensus',
+            hplus_dot_cloud_dot_v1_dot_registry__pb2.GetFieldCensusRequest.SerializeToString,
+            hplus_dot_cloud_dot_v1_dot_registry__pb2.GetFieldCensusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -86,6 +86,12 @@ class RegistryServiceStub:
     still pointed at by a label, or still reported by edges in the field, cannot be
     retired (FAILED_PRECONDITION). Idempotent by `request_id`.
     """
+    GetFieldCensus: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetFieldCensusRequest, _registry_pb2.GetFieldCensusResponse]
+    """Returns the field census: for each RPC, direction and edge contract release, how many
+    sampled messages carried each field. The gateways sample live tunnel traffic at a
+    configured rate and count field paths only, never values. Release managers read it
+    before removing or retyping a field: a field that edges still send is still in use.
+    """
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -144,6 +150,12 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     DEPRECATED → ACTIVE, ACTIVE or DEPRECATED → RETIRED; RETIRED is final. A release
     still pointed at by a label, or still reported by edges in the field, cannot be
     retired (FAILED_PRECONDITION). Idempotent by `request_id`.
+    """
+    GetFieldCensus: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetFieldCensusRequest, _registry_pb2.GetFieldCensusResponse]  # type: ignore[assignment]
+    """Returns the field census: for each RPC, direction and edge contract release, how many
+    sampled messages carried each field. The gateways sample live tunnel traffic at a
+    configured rate and count field paths only, never values. Release managers read it
+    before removing or retyping a field: a field that edges still send is still in use.
     """
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -248,6 +260,18 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         DEPRECATED → ACTIVE, ACTIVE or DEPRECATED → RETIRED; RETIRED is final. A release
         still pointed at by a label, or still reported by edges in the field, cannot be
         retired (FAILED_PRECONDITION). Idempotent by `request_id`.
+        """
+
+    @_abc_1.abstractmethod
+    def GetFieldCensus(
+        self,
+        request: _registry_pb2.GetFieldCensusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.GetFieldCensusResponse, _abc.Awaitable[_registry_pb2.GetFieldCensusResponse]]:
+        """Returns the field census: for each RPC, direction and edge contract release, how many
+        sampled messages carried each field. The gateways sample live tunnel traffic at a
+        configured rate and count field paths only, never values. Release managers read it
+        before removing or retyping a field: a field that edges still send is still in use.
         """
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -253,6 +253,7 @@ class Welcome(_message.Message):
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
     PING_INTERVAL_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
     """The protocol revision chosen for this tunnel: the highest that both sides speak."""
     session_id: _builtins.str
@@ -275,6 +276,12 @@ class Welcome(_message.Message):
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The subset of the edge's capabilities the cloud will use."""
 
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Warnings for the edge's operators, accepted with the tunnel (e.g. "contract release
+        1.0.0 is outside the compat window: upgrade this front-end server"). Edges log them.
+        """
+
     def __init__(
         self,
         *,
@@ -286,10 +293,11 @@ class Welcome(_message.Message):
         max_message_bytes: _builtins.int = ...,
         ping_interval: _duration_pb2.Duration | None = ...,
         capabilities: _abc.Iterable[_builtins.str] | None = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ping_interval", b"ping_interval"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "epoch", b"epoch", "initial_window_bytes", b"initial_window_bytes", "max_message_bytes", b"max_message_bytes", "node_id", b"node_id", "ping_interval", b"ping_interval", "revision", b"revision", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "epoch", b"epoch", "initial_window_bytes", b"initial_window_bytes", "max_message_bytes", b"max_message_bytes", "node_id", b"node_id", "ping_interval", b"ping_interval", "revision", b"revision", "session_id", b"session_id", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

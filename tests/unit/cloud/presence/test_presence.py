@@ -129,7 +129,7 @@ async def test_unreadable_record_does_not_hide_good_ones(redis_url: str) -> None
 
 
 def test_record_json_round_trip() -> None:
-    r = record(rtt_ms=1.25, in_flight=7, revision=2)
+    r = record(rtt_ms=1.25, in_flight=7, revision=2, warnings=("release 1.0.0 is deprecated",))
     assert TunnelRecord.from_json(r.to_json()) == r
     with pytest.raises(ValueError, match="not a tunnel record"):
         TunnelRecord.from_json("{}")

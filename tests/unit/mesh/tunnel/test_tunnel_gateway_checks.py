@@ -29,10 +29,11 @@ async def connect(gateway: TunnelGateway, release: str) -> tuple[EdgeTunnel, grp
 async def test_check_hello_refuses_with_its_status_and_accepts_otherwise() -> None:
     seen: list[str] = []
 
-    async def check(hello: tunnel_pb2.Hello):
+    async def check(hello: tunnel_pb2.Hello, welcome: tunnel_pb2.Welcome):
         seen.append(hello.contract_release)
         if hello.contract_release == "0.9.0":
             return make_status(grpc.StatusCode.FAILED_PRECONDITION, "release 0.9.0 is retired")
+        welcome.warnings.append(f"release {hello.contract_release} is old")
         return None
 
     gateway = TunnelGateway(authenticate=authenticate, check_hello=check)
@@ -48,6 +49,7 @@ async def test_check_hello_refuses_with_its_status_and_accepts_otherwise() -> No
         async with ok:
             await ok.wait_ready()
             assert [s.hello.contract_release for s in gateway.sessions(HOSPITAL)] == ["1.0.0"]
+            assert list(ok.session.welcome.warnings) == ["release 1.0.0 is old"]
         await server2.stop(None)
     finally:
         await gateway.shutdown(0)
