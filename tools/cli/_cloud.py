@@ -291,6 +291,8 @@ def _tunnels(args: argparse.Namespace) -> int:
             f"{c.hospital_id:<16} {c.edge_id:<22} {c.edge_version:<12} {c.contract_release:<9} "
             f"{c.gateway_node:<12} {since:<26} {rtt:>9} {c.in_flight_calls:>5}"
         )
+        for warning in c.warnings:
+            print(f"  ! {warning}")
     print(f"{len(rows)} tunnel(s), {len({c.hospital_id for c in rows})} hospital(s)")
     return 0
 
