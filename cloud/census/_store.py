@@ -1,0 +1,142 @@
+"""Persisting census counts so every node's sampling adds up in one place."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from cloud.census._census import CensusRow, FieldCensus
+from cloud.census._schema import CENSUS, CENSUS_META
+from cloud.db import migrate
+
+__all__ = ["CensusStore", "migrate_census"]
+
+_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+async def migrate_census(engine: AsyncEngine) -> None:
+    """Bring the census tables to the newest schema (own version table)."""
+    await migrate(engine, _MIGRATIONS, version_table="alembic_version_census")
+
+
+async def _add(
+    conn: AsyncConnection,
+    table: sa.Table,
+    keys: dict[str, str],
+    column: str,
+    amount: int,
+    stamp: dict[str, dt.datetime],
+) -> None:
+    # Portable upsert: increment, and insert when nothing was there. Two nodes racing on
+    # a new key both try the insert; the loser retries the increment.
+    where = [table.c[k] == v for k, v in keys.items()]
+    updated = await conn.execute(
+        table.update().where(*where).values({column: table.c[column] + amount})
+    )
+    if updated.rowcount:
+        return
+    try:
+        async with conn.begin_nested():
+            await conn.execute(table.insert().values(**keys, **{column: amount}, **stamp))
+    except sa.exc.IntegrityError:
+        await conn.execute(table.update().where(*where).values({column: table.c[column] + amount}))
+
+
+class CensusStore:
+    """Adds a node's census counts to the shared tables and reads them back.
+
+    Args:
+        engine: the database holding the census tables (the registry's, migrated).
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._flushed: dict[tuple[str, str, str, str], int] = {}
+        self._flushed_sampled: dict[tuple[str, str, str], int] = {}
+
+    async def flush(self, census: FieldCensus) -> int:
+        """Drain ``census`` and add what it counted since the last flush.
+
+        Returns:
+            How many rows changed.
+        """
+        census.drain()
+        now = dt.datetime.now(dt.UTC)
+        changed = 0
+        async with self._engine.begin() as conn:
+            for row in census.rows():
+                key = (row.rpc, row.direction, row.contract_release, row.field_path)
+                delta = row.messages - self._flushed.get(key, 0)
+                if delta:
+                    keys = dict(
+                        zip(
+                            ("rpc", "direction", "contract_release", "field_path"), key, strict=True
+                        )
+                    )
+                    await _add(conn, CENSUS, keys, "messages", delta, {"updated_at": now})
+                    self._flushed[key] = row.messages
+                    changed += 1
+                skey = (row.rpc, row.direction, row.contract_release)
+                sdelta = row.sampled - self._flushed_sampled.get(skey, 0)
+                if sdelta:
+                    keys = dict(zip(("rpc", "direction", "contract_release"), skey, strict=True))
+                    await _add(conn, CENSUS_META, keys, "sampled", sdelta, {"first_at": now})
+                    self._flushed_sampled[skey] = row.sampled
+        return changed
+
+    async def rows(
+        self, *, rpc: str = "", contract_release: str = "", field_path: str = ""
+    ) -> tuple[list[CensusRow], dt.datetime | None]:
+        """Counted rows (summed over nodes), filtered, and when counting began."""
+        query = (
+            sa.select(
+                CENSUS.c.rpc,
+                CENSUS.c.direction,
+                CENSUS.c.contract_release,
+                CENSUS.c.field_path,
+                CENSUS.c.messages,
+                CENSUS_META.c.sampled,
+            )
+            .join(
+                CENSUS_META,
+                sa.and_(
+                    CENSUS_META.c.rpc == CENSUS.c.rpc,
+                    CENSUS_META.c.direction == CENSUS.c.direction,
+                    CENSUS_META.c.contract_release == CENSUS.c.contract_release,
+                ),
+            )
+            .order_by(
+                CENSUS.c.rpc, CENSUS.c.direction, CENSUS.c.contract_release, CENSUS.c.field_path
+            )
+        )
+        if rpc:
+            query = query.where(CENSUS.c.rpc == rpc)
+        if contract_release:
+            query = query.where(CENSUS.c.contract_release == contract_release)
+        if field_path:
+            query = query.where(
+                sa.or_(
+                    CENSUS.c.field_path == field_path,
+                    CENSUS.c.field_path.startswith(field_path + ".", autoescape=True),
+                )
+            )
+        async with self._engine.connect() as conn:
+            result = (await conn.execute(query)).all()
+            since = (await conn.execute(sa.select(sa.func.min(CENSUS_META.c.first_at)))).scalar()
+        rows = [
+            CensusRow(
+                rpc=r.rpc,
+                direction=r.direction,
+                contract_release=r.contract_release,
+                field_path=r.field_path,
+                messages=int(r.messages),
+                sampled=int(r.sampled),
+            )
+            for r in result
+        ]
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=dt.UTC)
+        return rows, since
