@@ -60,6 +60,11 @@ class NodeConfig:
     """How long in-flight calls may finish after SIGTERM before they are cancelled."""
     fleet_database_url: str | None = None
     """SQLAlchemy URL of the fleet database; default a SQLite file in ``data_dir``."""
+    registry_database_url: str | None = None
+    """SQLAlchemy URL of the registry database (releases, field census); default a SQLite
+    file in ``data_dir``."""
+    census_rate: float = 0.01
+    """Fraction of tunnel calls the field census samples (0 turns it off)."""
     redis_url: str | None = None
     """Redis for tunnel presence shared by many nodes; ``None``: in-process (one node)."""
     presence_ttl: float = 30.0
@@ -69,6 +74,13 @@ class NodeConfig:
     cluster_secret: str | None = dataclasses.field(default=None, repr=False)
     """Shared secret of the cloud's nodes for the internal endpoint; ``None``: made once
     under ``data_dir`` (fine for nodes that share a data directory, e.g. in development)."""
+
+    @property
+    def registry_url(self) -> str:
+        """The registry database URL, defaulted to ``<data_dir>/registry.db``."""
+        return self.registry_database_url or (
+            f"sqlite+aiosqlite:///{self.data_dir / 'registry.db'}"
+        )
 
     @property
     def fleet_url(self) -> str:
@@ -81,6 +93,8 @@ class NodeConfig:
                 parse_listen(getattr(self, name))
             except ValueError as err:
                 raise ConfigError(f"{name}: {err}") from None
+        if not 0.0 <= self.census_rate <= 1.0:
+            raise ConfigError(f"census_rate: must be within [0, 1], got {self.census_rate}")
         if self.presence_ttl <= 0:
             raise ConfigError(f"presence_ttl: must be > 0, got {self.presence_ttl}")
         if not self.node_id:
@@ -137,6 +151,7 @@ _ENV = {
     "HPLUS_DATA_DIR": "data_dir",
     "HPLUS_NODE_ID": "node_id",
     "HPLUS_FLEET_DATABASE_URL": "fleet_database_url",
+    "HPLUS_REGISTRY_DATABASE_URL": "registry_database_url",
     "HPLUS_REDIS_URL": "redis_url",
     "HPLUS_REDIS_NAMESPACE": "redis_namespace",
     "HPLUS_CLUSTER_SECRET": "cluster_secret",
@@ -148,7 +163,7 @@ def _from_file(path: Path) -> dict[str, object]:
     doc, text = load_toml(path)
     values: dict[str, object] = {}
     Section(doc, name="", path=path, text=text).reject_unknown(
-        ["node", "tls", "databases", "redis"]
+        ["node", "tls", "databases", "redis", "census"]
     )
 
     def rel(p: str) -> Path:
@@ -198,10 +213,20 @@ def _from_file(path: Path) -> dict[str, object]:
                 raise tls.error(key, "required when mode = 'files'")
 
     dbs = Section.of(doc, "databases", path=path, text=text)
-    dbs.reject_unknown(["fleet"])
-    if "fleet" in doc.get("databases", {}):
-        values["fleet_database_url"] = dbs.check(
-            "fleet", dbs.get("fleet", str, ""), bool, "must be a SQLAlchemy URL"
+    dbs.reject_unknown(["fleet", "registry"])
+    for name in ("fleet", "registry"):
+        if name in doc.get("databases", {}):
+            values[f"{name}_database_url"] = dbs.check(
+                name, dbs.get(name, str, ""), bool, "must be a SQLAlchemy URL"
+            )
+    census = Section.of(doc, "census", path=path, text=text)
+    census.reject_unknown(["rate"])
+    if "rate" in doc.get("census", {}):
+        values["census_rate"] = census.check(
+            "rate",
+            census.get("rate", float, 0.01),
+            lambda v: 0.0 <= v <= 1.0,
+            "must be within [0, 1]",
         )
 
     red = Section.of(doc, "redis", path=path, text=text)

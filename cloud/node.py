@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cloud.census import CensusFlusher, CensusStore, FieldCensus, migrate_census
 from cloud.config import NodeConfig, TlsMode, parse_listen
 from cloud.db import create_engine
 from cloud.fleet import CredentialStore, migrate_fleet
@@ -70,6 +71,9 @@ class CloudNode:
         self._internal: grpc.aio.Server | None = None
         self._starting: grpc.aio.Server | None = None
         self._engine: AsyncEngine | None = None
+        self._registry_engine: AsyncEngine | None = None
+        self.census: FieldCensus | None = None
+        self._census_flusher: CensusFlusher | None = None
         self._sync: PresenceSync | None = None
         self._health = health.aio.HealthServicer()
         self._service_names: list[str] = []
@@ -130,6 +134,12 @@ class CloudNode:
         self._engine = create_engine(cfg.fleet_url)
         await migrate_fleet(self._engine)
         self.credentials = CredentialStore(self._engine)
+        self._registry_engine = create_engine(cfg.registry_url)
+        await migrate_census(self._registry_engine)
+        self.census = FieldCensus(rate=cfg.census_rate)
+        self._census_flusher = CensusFlusher(
+            self.census, CensusStore(self._registry_engine), interval=10.0
+        )
         self.presence = (
             RedisPresence.from_url(
                 cfg.redis_url, ttl=cfg.presence_ttl, namespace=cfg.redis_namespace
@@ -163,6 +173,7 @@ class CloudNode:
             config=self._tunnel_config,
             on_session=self._sync.on_session,
             next_epoch=self.presence.next_epoch,
+            hooks=[self.census] if cfg.census_rate > 0 else [],
         )
         self._sync.attach(self.gateway)
         peer_creds = (
@@ -199,6 +210,7 @@ class CloudNode:
         await server.start()
         self._internal, self._server, self._starting = internal, server, None
         await self._sync.__aenter__()
+        self._census_flusher.start()
         for name in ["", *self._service_names]:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("node %s listening on %s (internal %s)", cfg.node_id, cfg.listen, node_address)
@@ -217,12 +229,15 @@ class CloudNode:
             await self._internal.stop(grace)
         if self._sync is not None:
             await self._sync.shutdown()
+        if self._census_flusher is not None:
+            await self._census_flusher.shutdown()
         if self.router is not None:
             await self.router.close()
         if self.presence is not None:
             await self.presence.close()
-        if self._engine is not None:
-            await self._engine.dispose()
+        for engine in (self._engine, self._registry_engine):
+            if engine is not None:
+                await engine.dispose()
         self._stopped.set()
         log.info("node %s stopped", self.config.node_id)
 
@@ -244,8 +259,9 @@ class CloudNode:
             await self._sync.shutdown()
         if self.presence is not None:
             await self.presence.close()
-        if self._engine is not None:
-            await self._engine.dispose()
+        for engine in (self._engine, self._registry_engine):
+            if engine is not None:
+                await engine.dispose()
 
     async def __aexit__(
         self,

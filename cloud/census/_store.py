@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
+import logging
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -12,7 +15,9 @@ from cloud.census._census import CensusRow, FieldCensus
 from cloud.census._schema import CENSUS, CENSUS_META
 from cloud.db import migrate
 
-__all__ = ["CensusStore", "migrate_census"]
+__all__ = ["CensusFlusher", "CensusStore", "migrate_census"]
+
+log = logging.getLogger(__name__)
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -140,3 +145,40 @@ class CensusStore:
         if since is not None and since.tzinfo is None:
             since = since.replace(tzinfo=dt.UTC)
         return rows, since
+
+
+class CensusFlusher:
+    """Periodically adds a node's census counts to the store; owns its task.
+
+    Args:
+        census: the node's census hook.
+        store: where counts are added.
+        interval: seconds between flushes.
+    """
+
+    def __init__(self, census: FieldCensus, store: CensusStore, *, interval: float) -> None:
+        self.census = census
+        self.store = store
+        self._interval = interval
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        """Flush every ``interval`` until `shutdown`, then once more."""
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self._interval)
+            try:
+                await self.store.flush(self.census)
+            except (OSError, sa.exc.SQLAlchemyError) as err:
+                log.warning("census flush failed, keeping counts for the next one: %s", err)
+
+    def start(self) -> None:
+        """Start the flush loop in an owned task."""
+        self._task = asyncio.get_running_loop().create_task(self.run(), name="census-flush")
+
+    async def shutdown(self) -> None:
+        """Stop the loop after a last flush."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task

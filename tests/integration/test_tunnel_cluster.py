@@ -213,3 +213,32 @@ async def test_calls_entering_either_node_reach_every_hospital(
         keys = [k async for k in a.presence._r.scan_iter(match=f"{ns}*")]  # type: ignore[attr-defined]
         if keys:
             await a.presence._r.delete(*keys)  # type: ignore[attr-defined]
+
+
+async def test_field_census_counts_real_tunnel_traffic(tmp_path: Path) -> None:
+    from cloud.census import CensusStore
+    from cloud.db import create_engine
+
+    cfg = node_config(tmp_path, "n1", census_rate=1.0)
+    async with CloudNode(cfg, tunnel_config=FAST) as node:
+        assert node.credentials is not None
+        cred = await node.credentials.issue("h-001")
+        async with edge(node, "h-001", cred.token) as dialer:
+            await asyncio.wait_for(dialer.connected.wait(), 10)
+            for _ in range(3):
+                await edge_info(node, "h-001")
+    # The node flushed on shutdown; the counts are in the registry database.
+    engine = create_engine(cfg.registry_url)
+    try:
+        rows, since = await CensusStore(engine).rows(
+            rpc="/hplus.hospital.v1.EdgeAdminService/GetEdgeInfo"
+        )
+    finally:
+        await engine.dispose()
+    by_path = {(r.direction, r.field_path): (r.messages, r.sampled) for r in rows}
+    assert by_path[("response", "hospital_id")] == (3, 3)
+    assert by_path[("response", "services")] == (3, 3)
+    assert by_path[("response", "start_time.seconds")] == (3, 3)
+    assert not any(d == "request" for d, _ in by_path)  # GetEdgeInfoRequest has no fields
+    assert {r.contract_release for r in rows} == {"1.0.0"}
+    assert since is not None
