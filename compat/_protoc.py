@@ -25,11 +25,12 @@ __all__ = ["ProtoCompileError", "compile_protos", "include_paths", "proto_files"
 _DIAG = re.compile(r"^(?P<path>[^:\n]+):(?P<line>\d+):(?P<col>\d+):\s*(?P<msg>.*)$")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class ProtoCompileError(Exception):
     """A ``.proto`` input could not be compiled.
 
     ``str(err)`` is one line naming the file, line and column where protoc gives them.
+    (Not frozen: Python sets ``__traceback__`` on exceptions as they propagate.)
     """
 
     message: str

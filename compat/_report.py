@@ -1,0 +1,266 @@
+"""One comparison end to end (rules, changes, suppressions) and its text/JSON/Markdown forms.
+
+The JSON form is the documented machine interface (``schema: hplus.compat.diff/v1``)::
+
+    {
+      "schema": "hplus.compat.diff/v1",
+      "old": "release:1.0.0", "new": "proto",
+      "categories": ["WIRE_JSON"],
+      "compatible": false,            # no unapproved finding
+      "summary": {"breaking": 2, "approved": 1, "ignored": 0,
+                  "changes": 14, "parameters": {"error": 1, "warn": 3, "info": 9}},
+      "findings": [{"rule", "category", "severity", "path", "line", "column", "end_line",
+                    "end_column", "message", "subject", "against_path", "fingerprint",
+                    "approved"}],
+      "changes": [{"kind", "element", "owner", "name", "number", "old", "new", "message",
+                   "path", "line", "column", "severity", "fingerprint"}],
+      "parameters": [{"service", "rpc", "direction", "parameter", "severity", "note",
+                      "change": {...}}]
+    }
+
+New keys may be added; existing keys keep their meaning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from compat._changes import Change, ChangeReport, ParameterChange
+from compat._engine import breaking
+from compat._index import Schema
+from compat._judge import changes
+from compat._model import Category, Finding, Severity
+from compat._suppress import Suppressions
+
+__all__ = ["DiffResult", "diff"]
+
+SCHEMA_ID = "hplus.compat.diff/v1"
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffResult:
+    """Everything one comparison found."""
+
+    old: str
+    """Label of the older input."""
+    new: str
+    """Label of the newer input."""
+    categories: tuple[Category, ...]
+    """Rule categories that ran."""
+    findings: list[Finding]
+    """Rule findings after suppressions (approved ones included, marked)."""
+    ignored: list[Finding]
+    """Findings dropped by suppressions."""
+    report: ChangeReport
+    """The full change list (parameters already filtered by suppressions)."""
+
+    @property
+    def breaking(self) -> list[Finding]:
+        """Findings that are neither ignored nor approved."""
+        return [f for f in self.findings if not f.approved]
+
+    @property
+    def compatible(self) -> bool:
+        """Whether no unapproved finding remains."""
+        return not self.breaking
+
+    def failed(self, fail_on: Severity | None) -> bool:
+        """Whether the result should fail a gate.
+
+        Args:
+            fail_on: ``ERROR`` fails on unapproved findings; ``WARN`` / ``INFO`` also on
+                parameter changes judged at that severity or above; ``None`` never fails.
+        """
+        if fail_on is None:
+            return False
+        if self.breaking:
+            return True
+        if fail_on is Severity.ERROR:
+            return False
+        return any(p.severity >= fail_on and not p.approved for p in self.report.parameters) or (
+            fail_on is Severity.INFO and bool(self.report.changes)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented JSON object."""
+        counts = {s.name.lower(): 0 for s in reversed(Severity)}
+        for p in self.report.parameters:
+            counts[p.severity.name.lower()] += 1
+        return {
+            "schema": SCHEMA_ID,
+            "old": self.old,
+            "new": self.new,
+            "categories": [c.value for c in self.categories],
+            "compatible": self.compatible,
+            "summary": {
+                "breaking": len(self.breaking),
+                "approved": sum(f.approved for f in self.findings),
+                "ignored": len(self.ignored),
+                "changes": len(self.report.changes),
+                "parameters": counts,
+            },
+            "findings": [f.to_json() for f in self.findings],
+            "changes": [c.to_json() for c in self.report.changes],
+            "parameters": [p.to_json() for p in self.report.parameters],
+        }
+
+    def render(self, fmt: str) -> str:
+        """Render as ``text``, ``json`` or ``markdown``."""
+        if fmt == "json":
+            return json.dumps(self.to_json(), indent=2)
+        if fmt == "markdown":
+            return _markdown(self)
+        return _text(self)
+
+
+def diff(
+    previous: Schema,
+    current: Schema,
+    *,
+    old: str = "previous",
+    new: str = "current",
+    categories: Iterable[Category] = (Category.WIRE_JSON,),
+    suppressions: Suppressions | None = None,
+) -> DiffResult:
+    """Compare two releases: rule findings plus the parameter-change list.
+
+    Args:
+        previous: the older release.
+        current: the newer release.
+        old: label of the older release, for output.
+        new: label of the newer release, for output.
+        categories: rule categories to run.
+        suppressions: what to ignore or accept.
+
+    Returns:
+        The result.
+    """
+    cats = tuple(dict.fromkeys(categories))
+    sup = suppressions or Suppressions()
+    kept, dropped = sup.apply(breaking(previous, current, categories=cats), previous, current)
+    rep = changes(previous, current)
+    rep = dataclasses.replace(
+        rep, parameters=sup.apply_parameters(rep.parameters, previous, current)
+    )
+    return DiffResult(old, new, cats, kept, dropped, rep)
+
+
+def _finding_line(f: Finding) -> str:
+    where = f"{f.path}:{f.line}:{f.column}" if f.path else f"<{f.against_path} deleted>"
+    tag = " (approved)" if f.approved else ""
+    return f"{where}: {f.rule} [{f.category.value}] {f.message} ({f.fingerprint}){tag}"
+
+
+def _grouped(params: list[ParameterChange]) -> dict[str, dict[str, list[ParameterChange]]]:
+    out: dict[str, dict[str, list[ParameterChange]]] = {}
+    for p in params:
+        out.setdefault(p.service, {}).setdefault(p.rpc, []).append(p)
+    return out
+
+
+_DIR_ORDER = {None: 0, "request": 1, "response": 2}
+
+
+def _text(r: DiffResult) -> str:
+    cats = ", ".join(c.value for c in r.categories)
+    verdict = "compatible" if r.compatible else "BREAKING"
+    approved = sum(f.approved for f in r.findings)
+    lines = [
+        f"compat diff {r.old} -> {r.new} [{cats}]: {verdict} — {len(r.breaking)} breaking, "
+        f"{approved} approved, {len(r.ignored)} ignored, {len(r.report.changes)} changes"
+    ]
+    if r.findings:
+        lines.append("")
+        lines.append("Findings:")
+        lines += [f"  {_finding_line(f)}" for f in r.findings]
+    if r.report.parameters:
+        lines.append("")
+        lines.append(
+            "Parameter changes (request: newer cloud -> older edge; "
+            "response: older edge -> newer cloud):"
+        )
+        for svc, rpcs in sorted(_grouped(r.report.parameters).items()):
+            lines.append(f"  service {svc}")
+            for rpc, items in sorted(rpcs.items()):
+                lines.append(f"    rpc {rpc}")
+                items = sorted(items, key=lambda p: (_DIR_ORDER[p.direction], p.parameter))
+                for p in items:
+                    where = f"{p.direction} {p.parameter}" if p.direction else "(rpc)"
+                    note = f" — {p.note}" if p.note else ""
+                    note += " (approved)" if p.approved else ""
+                    lines.append(
+                        f"      {p.severity.name:<5} {where}: {p.change.kind.value}: "
+                        f"{p.change.message}{note}"
+                    )
+    other = _unreached(r)
+    if other:
+        lines.append("")
+        lines.append("Other changes (types, and fields no RPC reaches):")
+        lines += [f"  {c.severity.name:<5} {c.path}:{c.line}: {c.message}" for c in other]
+    return "\n".join(lines)
+
+
+def _unreached(r: DiffResult) -> list[Change]:
+    reached = {p.change for p in r.report.parameters}
+    return [c for c in r.report.changes if c not in reached]
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _markdown(r: DiffResult) -> str:
+    cats = ", ".join(c.value for c in r.categories)
+    verdict = "compatible" if r.compatible else "**breaking**"
+    out = [
+        f"# Contract changes: `{r.old}` → `{r.new}`",
+        "",
+        f"Checked under {cats}: {verdict}; {len(r.breaking)} breaking finding(s), "
+        f"{sum(f.approved for f in r.findings)} approved, {len(r.report.changes)} change(s).",
+        "",
+    ]
+    if r.findings:
+        out += [
+            "## Breaking findings",
+            "",
+            "| Rule | Where | What | Fingerprint |",
+            "|---|---|---|---|",
+        ]
+        for f in r.findings:
+            where = f"`{f.path}:{f.line}:{f.column}`" if f.path else f"`{f.against_path}` (deleted)"
+            fp = f"`{f.fingerprint}`" + (" (approved)" if f.approved else "")
+            out.append(f"| `{f.rule}` | {where} | {_md_escape(f.message)} | {fp} |")
+        out.append("")
+    if r.report.parameters:
+        out += ["## Changes per RPC", ""]
+        out.append(
+            "*Request*: sent by the newer cloud to older edges. "
+            "*Response*: sent by older edges to the newer cloud."
+        )
+        out.append("")
+        for svc, rpcs in sorted(_grouped(r.report.parameters).items()):
+            out += [f"### `{svc}`", ""]
+            for rpc, items in sorted(rpcs.items()):
+                out += [
+                    f"#### `{rpc}`",
+                    "",
+                    "| Direction | Parameter | Change | Severity | Why |",
+                    "|---|---|---|---|---|",
+                ]
+                items = sorted(items, key=lambda p: (_DIR_ORDER[p.direction], p.parameter))
+                for p in items:
+                    out.append(
+                        f"| {p.direction or 'rpc'} | `{p.parameter or rpc}` | "
+                        f"{_md_escape(p.change.message)} | {p.severity.name.lower()} | "
+                        f"{_md_escape(p.note)} |"
+                    )
+                out.append("")
+    other = _unreached(r)
+    if other:
+        out += ["## Other changes", ""]
+        out += [f"- {c.severity.name.lower()}: {_md_escape(c.message)} (`{c.path}`)" for c in other]
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
