@@ -15,11 +15,18 @@ from types import TracebackType
 from typing import Any
 
 import grpc
+from google.rpc import status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cloud.census import CensusFlusher, CensusStore, FieldCensus, migrate_census
+from cloud.census import (
+    CensusFlusher,
+    CensusStore,
+    FieldCensus,
+    census_answer,
+    migrate_census,
+)
 from cloud.config import NodeConfig, TlsMode, parse_listen
 from cloud.db import create_engine
 from cloud.fleet import CredentialStore, migrate_fleet
@@ -32,7 +39,9 @@ from cloud.gateway import (
 )
 from cloud.operations import OperationsServicer
 from cloud.presence import InProcessPresence, Presence, RedisPresence
-from hplus.cloud.v1 import operations_pb2_grpc
+from cloud.registry import MAX_MESSAGE_BYTES as REGISTRY_MAX_MESSAGE_BYTES
+from cloud.registry import ReleaseResolver, ReleaseStatus, build_registry
+from hplus.cloud.v1 import operations_pb2_grpc, registry_pb2, registry_pb2_grpc
 from hplus.tunnel.v1 import tunnel_pb2, tunnel_pb2_grpc
 from mesh.tls import TlsFiles, ensure_dev_pki, load_server_credentials
 from mesh.tunnel import TunnelConfig, TunnelGateway, bearer_token
@@ -74,6 +83,7 @@ class CloudNode:
         self._registry_engine: AsyncEngine | None = None
         self.census: FieldCensus | None = None
         self._census_flusher: CensusFlusher | None = None
+        self._releases: ReleaseResolver | None = None
         self._sync: PresenceSync | None = None
         self._health = health.aio.HealthServicer()
         self._service_names: list[str] = []
@@ -137,9 +147,14 @@ class CloudNode:
         self._registry_engine = create_engine(cfg.registry_url)
         await migrate_census(self._registry_engine)
         self.census = FieldCensus(rate=cfg.census_rate)
-        self._census_flusher = CensusFlusher(
-            self.census, CensusStore(self._registry_engine), interval=10.0
+        census_store = CensusStore(self._registry_engine)
+        self._census_flusher = CensusFlusher(self.census, census_store, interval=10.0)
+        registry = await build_registry(
+            self._registry_engine,
+            field_usage=self._edges_on_release,
+            census=census_answer(census_store, rate=cfg.census_rate),
         )
+        self._releases = ReleaseResolver(self._registry_engine)
         self.presence = (
             RedisPresence.from_url(
                 cfg.redis_url, ttl=cfg.presence_ttl, namespace=cfg.redis_namespace
@@ -174,6 +189,7 @@ class CloudNode:
             on_session=self._sync.on_session,
             next_epoch=self.presence.next_epoch,
             hooks=[self.census] if cfg.census_rate > 0 else [],
+            check_hello=self._check_release,
         )
         self._sync.attach(self.gateway)
         peer_creds = (
@@ -195,12 +211,22 @@ class CloudNode:
         )
         internal.add_generic_rpc_handlers([ForwardHandler(self.gateway, self.router)])
 
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0), *_KEEPALIVE])
+        server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),
+                *_KEEPALIVE,
+                # Release images travel whole in PushRelease/GetRelease (up to 32 MiB).
+                ("grpc.max_receive_message_length", REGISTRY_MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", REGISTRY_MAX_MESSAGE_BYTES),
+            ]
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         tunnel_pb2_grpc.add_TunnelServiceServicer_to_server(self.gateway, server)
+        registry_pb2_grpc.add_RegistryServiceServicer_to_server(registry, server)
         self._service_names = [
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             tunnel_pb2.DESCRIPTOR.services_by_name["TunnelService"].full_name,
+            registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
             reflection.SERVICE_NAME,
         ]
         reflection.enable_server_reflection(self._service_names, server)
@@ -214,6 +240,45 @@ class CloudNode:
         for name in ["", *self._service_names]:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("node %s listening on %s (internal %s)", cfg.node_id, cfg.listen, node_address)
+
+    async def _edges_on_release(self, version: str) -> int:
+        """How many edges (of any node) currently announce ``version`` (blocks retiring)."""
+        assert self.presence is not None
+        records = await self.presence.all()
+        return len({(r.hospital_id, r.edge_id) for r in records if r.contract_release == version})
+
+    async def _check_release(
+        self, hello: tunnel_pb2.Hello, welcome: tunnel_pb2.Welcome
+    ) -> status_pb2.Status | None:
+        """Check an edge's contract release against the registry.
+
+        Unknown or retired: refused. Deprecated or outside the compat window: accepted with
+        a warning. With an empty registry (a new embedded node) there is nothing to check
+        against, so every release is accepted.
+        """
+        assert self._releases is not None
+        version = hello.contract_release
+        if not await self._releases.has_releases():
+            return None
+        status = await self._releases.status(version)
+        if status is ReleaseStatus.UNKNOWN:
+            return status_pb2.Status(
+                code=grpc.StatusCode.FAILED_PRECONDITION.value[0],
+                message=f"contract release {version!r} is unknown to the registry",
+            )
+        if status is ReleaseStatus.RETIRED:
+            return status_pb2.Status(
+                code=grpc.StatusCode.FAILED_PRECONDITION.value[0],
+                message=f"contract release {version} is retired: upgrade this front-end server",
+            )
+        if status is ReleaseStatus.DEPRECATED:
+            welcome.warnings.append(f"contract release {version} is deprecated")
+        if not await self._releases.in_window(version):
+            welcome.warnings.append(
+                f"contract release {version} is outside the compat window: "
+                "upgrade this front-end server"
+            )
+        return None
 
     async def shutdown(self) -> None:
         """Drain: go-away to every edge, let calls finish within the grace period, stop."""

@@ -4,7 +4,9 @@ A release is the whole contract tree compiled by protoc into one self-contained
 ``FileDescriptorSet`` (imports and source info included), stored as
 ``proto/releases/<version>.binpb`` beside ``<version>.binpb.sha256`` (``sha256sum`` format).
 Compat checks and ``buf breaking`` read these images, so neither needs git history nor a
-running registry. A frozen release is never rewritten.
+running registry. A frozen release is never rewritten. Images from 1.1.0 on are written in
+the registry's canonical form, so a frozen release and the same release pushed to a
+registry have the same digest (1.0.0 predates that and keeps protoc's file order).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import semver
 
+from cloud.registry import canonical_image
 from compat._protoc import ProtoCompileError, compile_protos
 
 __all__ = [
@@ -136,7 +139,9 @@ def freeze(
         fds = compile_protos(proto_root, files=files)
     except ProtoCompileError as err:
         raise ReleaseError(f"cannot freeze {ver}: {err}") from None
-    data = fds.SerializeToString(deterministic=True)
+    # The registry's canonical form (dependency order, ties by name, deterministic bytes), so
+    # the digest written here is the digest the registry computes for the same release.
+    data = canonical_image(fds)
     digest = hashlib.sha256(data).hexdigest()
     releases_dir.mkdir(parents=True, exist_ok=True)
     # Write under a temporary name and rename, so a crash never leaves half an image.

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -14,8 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from cloud.census._census import CensusRow, FieldCensus
 from cloud.census._schema import CENSUS, CENSUS_META
 from cloud.db import migrate
+from hplus.cloud.v1 import registry_pb2
 
-__all__ = ["CensusFlusher", "CensusStore", "migrate_census"]
+__all__ = ["CensusFlusher", "CensusStore", "census_answer", "migrate_census"]
 
 log = logging.getLogger(__name__)
 
@@ -182,3 +184,43 @@ class CensusFlusher:
         self._stop.set()
         if self._task is not None:
             await self._task
+
+
+def census_answer(
+    store: CensusStore, *, rate: float
+) -> Callable[[registry_pb2.GetFieldCensusRequest], Awaitable[registry_pb2.GetFieldCensusResponse]]:
+    """The ``GetFieldCensus`` answer for the registry servicer, read from ``store``."""
+    directions = {
+        "request": registry_pb2.CENSUS_DIRECTION_REQUEST,
+        "response": registry_pb2.CENSUS_DIRECTION_RESPONSE,
+    }
+
+    async def answer(
+        request: registry_pb2.GetFieldCensusRequest,
+    ) -> registry_pb2.GetFieldCensusResponse:
+        rows, since = await store.rows(
+            rpc=request.rpc,
+            contract_release=request.contract_release,
+            field_path=request.field_path,
+        )
+        reply = registry_pb2.GetFieldCensusResponse(
+            entries=[
+                registry_pb2.CensusEntry(
+                    rpc=r.rpc,
+                    direction=directions.get(
+                        r.direction, registry_pb2.CENSUS_DIRECTION_UNSPECIFIED
+                    ),
+                    contract_release=r.contract_release,
+                    field_path=r.field_path,
+                    messages=r.messages,
+                    sampled=r.sampled,
+                )
+                for r in rows
+            ],
+            sample_rate=rate,
+        )
+        if since is not None:
+            reply.since_time.FromDatetime(since)
+        return reply
+
+    return answer

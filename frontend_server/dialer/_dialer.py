@@ -63,6 +63,8 @@ class DialerConfig:
     """Seconds between gRPC (HTTP/2) keepalive pings on an idle connection."""
     keepalive_timeout: float = 10.0
     """Seconds to wait for a keepalive ack before the connection is considered dead."""
+    contract_release: str = CONTRACT_RELEASE
+    """The contract release announced in the hello (this build's, normally)."""
     tunnel: TunnelConfig = dataclasses.field(default_factory=TunnelConfig)
     """Tunnel limits and timers (ping interval: three silent intervals = dead peer)."""
 
@@ -164,7 +166,7 @@ class Dialer:
                 hospital_id=cfg.hospital_id,
                 edge_id=cfg.edge_id,
                 software_version=SOFTWARE_VERSION,
-                contract_release=CONTRACT_RELEASE,
+                contract_release=cfg.contract_release,
                 connection_index=index,
             )
             channel = self._channel(target)

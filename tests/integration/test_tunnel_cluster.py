@@ -40,6 +40,8 @@ async def until(condition, limit: float = 10.0) -> None:
             await asyncio.sleep(0.01)
 
 
+RELEASE_1_0_0 = Path(__file__).resolve().parents[2] / "proto/releases/1.0.0.binpb"
+
 FAST = TunnelConfig(ping_interval=0.5, handshake_timeout=5.0, drain_grace=2.0)
 
 
@@ -242,3 +244,55 @@ async def test_field_census_counts_real_tunnel_traffic(tmp_path: Path) -> None:
     assert not any(d == "request" for d, _ in by_path)  # GetEdgeInfoRequest has no fields
     assert {r.contract_release for r in rows} == {"1.0.0"}
     assert since is not None
+
+
+async def test_edge_release_is_checked_against_the_registry(tmp_path: Path) -> None:
+    from cloud.registry import Lifecycle, ReleaseStore
+
+    async with CloudNode(node_config(tmp_path, "n1"), tunnel_config=FAST) as node:
+        assert node.credentials is not None
+        assert node._registry_engine is not None
+        token = (await node.credentials.issue("h-001")).token
+
+        async def dial(release: str) -> Dialer:
+            assert node.tls is not None
+            server = TunnelServer()
+            cfg = DialerConfig(
+                gateways=(f"localhost:{node.port}",),
+                hospital_id="h-001",
+                edge_id="e",
+                credential=token,
+                ca_cert=node.tls.ca_cert.read_bytes(),
+                backoff_initial=0.05,
+                backoff_max=0.2,
+                tunnel=FAST,
+                contract_release=release,
+            )
+            return Dialer(cfg, server)
+
+        # An empty registry checks nothing: a new embedded node accepts any release.
+        async with await dial("9.9.9") as d:
+            await asyncio.wait_for(d.connected.wait(), 10)
+        store = ReleaseStore(node._registry_engine)
+        image = RELEASE_1_0_0.read_bytes()
+        await store.push(version="1.0.0", image=image, actor="test")
+        # Unknown release: refused with a clear status.
+        async with await dial("9.9.9") as d:
+            await until(lambda d=d: d.slots[0].failures >= 1)
+            assert d.slots[0].connects == 0
+            assert "FAILED_PRECONDITION" in d.slots[0].last_error
+            assert "'9.9.9' is unknown to the registry" in d.slots[0].last_error
+        # A known release in the window: accepted, no warning.
+        async with await dial("1.0.0") as d:
+            await asyncio.wait_for(d.connected.wait(), 10)
+            (session,) = node.gateway.sessions("h-001")
+            assert list(session.welcome.warnings) == []
+            await d.shutdown(0)
+        # Deprecated: accepted with a warning that operators see.
+        await store.set_lifecycle("1.0.0", Lifecycle.DEPRECATED, actor="test")
+        async with await dial("1.0.0") as d:
+            await asyncio.wait_for(d.connected.wait(), 10)
+            await until(lambda: len(node.gateway.sessions("h-001")) == 1)
+            (session,) = node.gateway.sessions("h-001")
+            assert list(session.welcome.warnings) == ["contract release 1.0.0 is deprecated"]
+            await d.shutdown(0)

@@ -8,7 +8,6 @@ are registered, so ``hplus --help`` lists real commands only.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -23,17 +22,15 @@ Register = Callable[["argparse._SubParsersAction[Parser]"], None]
 def _groups() -> list[Register]:
     # Imported here so that `hplus --help` stays fast and a group's heavy imports
     # (grpc, SQLAlchemy) load only when that group runs.
-    from tools.cli import _cloud, _contracts, _edge
+    from tools.cli import _cloud, _compat, _contracts, _edge, _registry
 
-    groups: list[Register] = [_cloud.register, _edge.register, _contracts.register]
-    try:  # the compat group ships with compat/; absent, `hplus --help` does not list it
-        compat_cli = importlib.import_module("tools.cli._compat")
-    except ModuleNotFoundError as err:
-        if err.name != "tools.cli._compat":
-            raise
-    else:
-        groups.append(compat_cli.register)
-    return groups
+    return [
+        _cloud.register,
+        _edge.register,
+        _registry.register,
+        _compat.register,
+        _contracts.register,
+    ]
 
 
 def build_parser() -> Parser:
