@@ -139,3 +139,22 @@ def test_listen_on_a_taken_port_is_one_line(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert f"hplus: error: cannot start node: cannot listen on 127.0.0.1:{port}" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_installed_console_script_runs_without_pythonpath(tmp_path: Path) -> None:
+    """`.venv/bin/hplus` works from anywhere: generated code is part of the install."""
+    script = Path(sys.executable).parent / "hplus"
+    if not script.exists():
+        pytest.skip("hplus is not installed in this interpreter's environment")
+    clean = {k: v for k, v in env().items() if k != "PYTHONPATH"}
+    res = subprocess.run(
+        [str(script), "contracts", "list", "--releases", str(REPO / "proto/releases")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=clean,
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[0].startswith("1.0.0\t")
