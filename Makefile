@@ -68,6 +68,10 @@ breaking: protodeps ## buf breaking (WIRE_JSON) against the latest frozen releas
 	echo "buf breaking against release $$latest"; \
 	$(BUF) breaking proto --against "$$latest"
 
+.PHONY: compat-window
+compat-window: $(STAMP) ## Gate the working tree against the last 5 frozen releases.
+	$(VENV)/bin/hplus compat window proto --releases 5
+
 .PHONY: test
 test: $(STAMP) ## Run the test suite (integration tests run when PostgreSQL/Redis answer).
 	$(PY) -m pytest
@@ -82,7 +86,7 @@ bench: $(STAMP) ## Run the benchmarks under bench/.
 	for b in bench/*/__main__.py; do mod=$$(dirname $$b | tr / .); $(PY) -m $$mod; done
 
 .PHONY: ci
-ci: lint check-gen breaking test ## What CI runs.
+ci: lint check-gen breaking compat-window test ## What CI runs.
 
 .PHONY: clean
 clean: ## Remove build output and caches (keeps the virtual environment).

@@ -126,3 +126,16 @@ def test_release_1_0_0_is_in_the_repo_and_cannot_be_refrozen(
 
 def test_parse_version_orders_by_semver() -> None:
     assert parse_version("1.0.0-rc.1") < parse_version("1.0.0") < parse_version("1.0.1")
+
+
+def test_this_build_speaks_the_newest_frozen_release() -> None:
+    from mesh.version import CONTRACT_RELEASE
+
+    assert str(latest_release(REPO / RELEASES_DIR).version) == CONTRACT_RELEASE
+
+
+def test_release_notes_exist_for_every_release_after_the_first() -> None:
+    for rel in list_releases(REPO / RELEASES_DIR)[1:]:
+        notes = rel.image.with_name(f"{rel.version}.md")
+        assert notes.is_file(), f"missing release notes {notes}"
+        assert "compatible" in notes.read_text()
