@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -107,6 +108,18 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     diff.add_argument("--category", default="WIRE_JSON", help="rule category (default WIRE_JSON)")
     _client_flags(diff)
     diff.set_defaults(func=_diff)
+
+    census = rs.add_parser(
+        "census",
+        help="the field census: which fields each RPC really carries, per edge release",
+        description="Show what the gateways counted in sampled tunnel traffic: for each RPC, "
+        "direction and edge contract release, how many sampled messages carried each field.",
+    )
+    census.add_argument("--rpc", default="", help="only this RPC (/package.Service/Method)")
+    census.add_argument("--release", default="", help="only edges on this contract release")
+    census.add_argument("--field", default="", help="only this field path and those below it")
+    _client_flags(census)
+    census.set_defaults(func=_census)
 
     label = rs.add_parser("label", help="point a label at a release, or delete it")
     label.add_argument("name", metavar="LABEL")
@@ -487,7 +500,113 @@ def _diff(args: argparse.Namespace) -> int:
         categories=[category],
         suppressions=compat.Suppressions(approvals=frozenset(new.approved_fingerprints)),
     )
+    entries = _census_entries(args)
+    notes = _census_notes(result, entries)
+    if args.format == "json":
+        data = json.loads(result.render("json"))
+        data["census"] = notes
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return 0
     print(result.render(args.format))
+    if notes:
+        heading = "## Field census" if args.format == "markdown" else "Field census"
+        print(f"\n{heading}: removed or changed parameters that edges still carry\n")
+        for n in notes:
+            releases = ", ".join(f"{r} ({m} of {t})" for r, m, t in n["releases"])
+            bullet = "- " if args.format == "markdown" else "  "
+            print(
+                f"{bullet}{n['rpc']} {n['direction']} `{n['parameter']}` ({n['change']}): "
+                f"present in sampled messages from edges on {releases}"
+            )
+    return 0
+
+
+_CENSUS_KINDS = {"removed", "retyped", "renumbered", "relabeled", "renamed", "oneof"}
+
+
+def _census_entries(args: argparse.Namespace) -> list[registry_pb2.CensusEntry]:
+    """Every census entry, or none when the node runs no census (UNIMPLEMENTED)."""
+    from hplus.cloud.v1 import registry_pb2
+
+    async def get(stub: Stub, md: Md) -> list[registry_pb2.CensusEntry]:
+        import grpc
+
+        try:
+            reply = await stub.GetFieldCensus(
+                registry_pb2.GetFieldCensusRequest(), metadata=md, timeout=30
+            )
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return []
+            raise
+        return list(reply.entries)
+
+    return _call(args, get)
+
+
+def _census_notes(result: Any, entries: Sequence[registry_pb2.CensusEntry]) -> list[dict[str, Any]]:
+    """Census evidence for each removed or changed parameter of the diff."""
+    from hplus.cloud.v1 import registry_pb2
+
+    by_key: dict[tuple[str, str, str], list[registry_pb2.CensusEntry]] = {}
+    names = {
+        registry_pb2.CENSUS_DIRECTION_REQUEST: "request",
+        registry_pb2.CENSUS_DIRECTION_RESPONSE: "response",
+    }
+    for e in entries:
+        by_key.setdefault((e.rpc, names.get(e.direction, ""), e.field_path), []).append(e)
+    notes = []
+    for p in result.report.parameters:
+        if p.direction is None or p.change.kind.value not in _CENSUS_KINDS:
+            continue
+        rpc = f"/{p.service}/{p.rpc}"
+        seen = by_key.get((rpc, str(p.direction), p.parameter), [])
+        if not seen:
+            continue
+        notes.append(
+            {
+                "rpc": rpc,
+                "direction": str(p.direction),
+                "parameter": p.parameter,
+                "change": p.change.kind.value,
+                "releases": sorted((e.contract_release, e.messages, e.sampled) for e in seen),
+            }
+        )
+    return notes
+
+
+def _census(args: argparse.Namespace) -> int:
+    from hplus.cloud.v1 import registry_pb2
+
+    request = registry_pb2.GetFieldCensusRequest(
+        rpc=args.rpc, contract_release=args.release, field_path=args.field
+    )
+
+    async def get(stub: Stub, md: Md) -> registry_pb2.GetFieldCensusResponse:
+        reply: registry_pb2.GetFieldCensusResponse = await stub.GetFieldCensus(
+            request, metadata=md, timeout=30
+        )
+        return reply
+
+    reply = _call(args, get)
+    names = {
+        registry_pb2.CENSUS_DIRECTION_REQUEST: "request",
+        registry_pb2.CENSUS_DIRECTION_RESPONSE: "response",
+    }
+    since = (
+        reply.since_time.ToDatetime().isoformat(timespec="seconds") + "Z"
+        if (reply.HasField("since_time"))
+        else "-"
+    )
+    print(f"sample rate {reply.sample_rate:g}, counting since {since}")
+    print(f"{'RPC':<52} {'DIR':<8} {'RELEASE':<9} {'FIELD':<36} {'PRESENT':>14}")
+    for e in reply.entries:
+        share = f"{e.messages}/{e.sampled}"
+        print(
+            f"{e.rpc:<52} {names.get(e.direction, '?'):<8} {e.contract_release:<9} "
+            f"{e.field_path:<36} {share:>14}"
+        )
+    print(f"{len(reply.entries)} row(s)")
     return 0
 
 
