@@ -23,6 +23,7 @@ from frontend_server.dialer import Dialer, DialerConfig
 from hplus.cloud.v1 import operations_pb2, operations_pb2_grpc
 from hplus.hospital.v1 import admin_pb2, admin_pb2_grpc
 from mesh.tunnel import TunnelConfig, TunnelServer
+from mesh.version import CONTRACT_RELEASE
 
 
 async def until(condition, limit: float = 10.0) -> None:
@@ -242,7 +243,7 @@ async def test_field_census_counts_real_tunnel_traffic(tmp_path: Path) -> None:
     assert by_path[("response", "services")] == (3, 3)
     assert by_path[("response", "start_time.seconds")] == (3, 3)
     assert not any(d == "request" for d, _ in by_path)  # GetEdgeInfoRequest has no fields
-    assert {r.contract_release for r in rows} == {"1.0.0"}
+    assert {r.contract_release for r in rows} == {CONTRACT_RELEASE}
     assert since is not None
 
 
