@@ -1,0 +1,151 @@
+"""What the three adapters share: settings, codec, capabilities, lifecycle, call logging."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import ClassVar, Self
+
+from frontend_server.adapters._codec import Codec
+from frontend_server.adapters._domain import Capabilities
+from frontend_server.adapters._errors import (
+    HisCapabilityError,
+    HisError,
+    HisRejected,
+    HisUnavailable,
+    RejectReason,
+)
+from frontend_server.adapters._settings import DialectSettings
+from frontend_server.adapters._vendors import UNAVAILABLE_CODE
+
+__all__ = ["WRITE_OPERATIONS", "BaseAdapter"]
+
+_log = logging.getLogger("frontend_server.adapters")
+
+WRITE_OPERATIONS = frozenset(
+    {"hold", "release_hold", "book", "cancel", "quote", "settle", "refund", "register_patient"}
+)
+"""Operations that change the HIS (a lost answer means the outcome is unknown)."""
+
+
+class BaseAdapter:
+    """Base of the dialect adapters.
+
+    Args:
+        settings: The adapter's settings; ``settings.dialect`` must match the class.
+    """
+
+    DIALECT: ClassVar[str] = ""
+    DIALECT_CAPABILITIES: ClassVar[Capabilities]
+    MONEY_IN_FEN: ClassVar[bool] = False
+
+    def __init__(self, settings: DialectSettings) -> None:
+        if settings.dialect != self.DIALECT:
+            raise ValueError(
+                f"dialect: {type(self).__name__} needs {self.DIALECT!r}, got {settings.dialect!r}"
+            )
+        self.settings = settings
+        self._codec = Codec(settings, money_in_fen=self.MONEY_IN_FEN)
+        off = {name: False for name in settings.disabled_capabilities}
+        self._capabilities = replace(self.DIALECT_CAPABILITIES, **off)
+        self._closed = False
+
+    @property
+    def dialect(self) -> str:
+        """``rest``, ``soap`` or ``db``."""
+        return self.DIALECT
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this HIS supports (the dialect's, minus the disabled ones)."""
+        return self._capabilities
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Releases connections; the adapter cannot be used afterwards."""
+        self._closed = True
+
+    def _require(self, capability: str, operation: str) -> None:
+        if not getattr(self._capabilities, capability):
+            raise HisCapabilityError(capability, operation=operation, dialect=self.DIALECT)
+
+    def _check_open(self, operation: str) -> None:
+        if self._closed:
+            raise HisUnavailable("adapter is closed", operation=operation, dialect=self.DIALECT)
+
+    @staticmethod
+    def _check_find_args(id_number: str, card_number: str, phone: str, name: str) -> None:
+        """Enforces "exactly one of document, card, phone (phone needs the name)".
+
+        Raises:
+            ValueError: Otherwise (a caller bug, refused before reaching the HIS).
+        """
+        if sum(bool(x) for x in (id_number, card_number, phone)) != 1:
+            raise ValueError("find_patients: give exactly one of id_number, card_number, phone")
+        if phone and not name:
+            raise ValueError("find_patients: a phone search needs the name")
+
+    def _deadline(self, operation: str) -> float:
+        if operation in WRITE_OPERATIONS:
+            return self.settings.write_timeout_seconds
+        return self.settings.read_timeout_seconds
+
+    def _refusal(self, vendor_code: str, message: str, operation: str) -> HisError:
+        """Maps a vendor error code to the exception to raise.
+
+        Args:
+            vendor_code: The vendor's error code.
+            message: The vendor's text.
+            operation: Operation name.
+
+        Returns:
+            :class:`HisUnavailable` for an outage code, else :class:`HisRejected`.
+        """
+        reason = self._codec.error_reason(vendor_code)
+        if reason == UNAVAILABLE_CODE:
+            return HisUnavailable(
+                f"{operation}: HIS unavailable (vendor code {vendor_code})",
+                operation=operation,
+                dialect=self.DIALECT,
+            )
+        return HisRejected(
+            RejectReason(reason), vendor_code, message, operation=operation, dialect=self.DIALECT
+        )
+
+    @contextmanager
+    def _logged(self, operation: str) -> Iterator[None]:
+        """Logs one HIS call's operation, outcome and duration (never its parameters).
+
+        Args:
+            operation: Operation name.
+
+        Yields:
+            Nothing.
+        """
+        self._check_open(operation)
+        started = time.monotonic()
+        outcome = "ok"
+        try:
+            yield
+        except HisError as err:
+            outcome = type(err).__name__
+            raise
+        except BaseException:
+            outcome = "cancelled/internal"
+            raise
+        finally:
+            _log.debug(
+                "his %s %s -> %s in %.3fs",
+                self.DIALECT,
+                operation,
+                outcome,
+                time.monotonic() - started,
+            )

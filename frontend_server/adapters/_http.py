@@ -1,0 +1,147 @@
+"""One HTTP client per adapter (REST and SOAP): deadlines and transport error mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from frontend_server.adapters._errors import HisTimeout, HisUnavailable
+from frontend_server.adapters._settings import DialectSettings
+
+__all__ = ["HttpAnswer", "HttpTransport"]
+
+
+class HttpAnswer:
+    """Status, content type and body of one HTTP answer."""
+
+    def __init__(self, status: int, content_type: str, body: bytes) -> None:
+        self.status = status
+        self.content_type = content_type
+        self.body = body
+
+
+class HttpTransport:
+    """Sends one request with a whole-call deadline and maps transport failures.
+
+    The ``aiohttp.ClientSession`` is created on first use (it needs the running loop) and
+    closed by :meth:`aclose`.
+
+    Args:
+        settings: The adapter's settings.
+    """
+
+    def __init__(self, settings: DialectSettings) -> None:
+        self._settings = settings
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._settings.max_connections),
+                headers=dict(self._settings.http_headers),
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        """Closes the session and its connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        operation: str,
+        dialect: str,
+        write: bool,
+        deadline: float,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> HttpAnswer:
+        """Sends one request and reads the whole answer within ``deadline`` seconds.
+
+        Args:
+            method: HTTP method.
+            url: Full URL.
+            operation: Operation name, for errors.
+            dialect: Dialect, for errors.
+            write: Whether the operation changes the HIS.
+            deadline: Seconds for the whole call.
+            params: Query parameters.
+            json: JSON body.
+            data: Raw body.
+            headers: Extra headers.
+
+        Returns:
+            The answer (any status).
+
+        Raises:
+            HisUnavailable: The connection could not be made (nothing was sent), or a read
+                lost its connection.
+            HisTimeout: No complete answer within the deadline, or a write's connection
+                dropped after sending (the write may have happened).
+        """
+        timeout = aiohttp.ClientTimeout(
+            total=deadline, sock_connect=min(self._settings.connect_timeout_seconds, deadline)
+        )
+        try:
+            async with self._client().request(
+                method,
+                url,
+                params=params,
+                json=json,
+                data=data,
+                headers=headers,
+                timeout=timeout,
+            ) as response:
+                body = await response.read()
+                return HttpAnswer(response.status, response.content_type, body)
+        except aiohttp.ConnectionTimeoutError as err:
+            raise HisUnavailable(
+                f"{operation}: could not connect within {self._settings.connect_timeout_seconds}s",
+                operation=operation,
+                dialect=dialect,
+            ) from err
+        except TimeoutError as err:
+            raise HisTimeout(
+                f"{operation}: no answer within {deadline}s"
+                + (" (the write may have happened)" if write else ""),
+                operation=operation,
+                dialect=dialect,
+                write=write,
+            ) from err
+        except aiohttp.ClientConnectorError as err:
+            raise HisUnavailable(
+                f"{operation}: connection failed ({type(err).__name__})",
+                operation=operation,
+                dialect=dialect,
+            ) from err
+        except (
+            aiohttp.ServerDisconnectedError,
+            aiohttp.ClientOSError,
+            aiohttp.ClientPayloadError,
+        ) as err:
+            if write:
+                raise HisTimeout(
+                    f"{operation}: connection lost before the answer (the write may have happened)",
+                    operation=operation,
+                    dialect=dialect,
+                    write=True,
+                ) from err
+            raise HisUnavailable(
+                f"{operation}: connection lost ({type(err).__name__})",
+                operation=operation,
+                dialect=dialect,
+            ) from err
+        except aiohttp.ClientError as err:
+            raise HisUnavailable(
+                f"{operation}: HTTP client error ({type(err).__name__})",
+                operation=operation,
+                dialect=dialect,
+            ) from err
