@@ -47,9 +47,12 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         description="Compare OLD with NEW: rule findings (buf's rule IDs) and the "
         "parameter-change list per service, RPC, request/response and parameter path.",
     )
-    d.add_argument("old", metavar="OLD", help="older input (dir, image, release:V, git:REF)")
+    d.add_argument(
+        "old", metavar="OLD", help="older input (dir, image, release:V, git:REF, registry:V)"
+    )
     d.add_argument("new", metavar="NEW", help="newer input")
     _common(d)
+    _registry_flags(d)
     d.add_argument(
         "--fail-on",
         default="error",
@@ -69,6 +72,7 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     w.add_argument("candidate", metavar="CANDIDATE", help="the candidate (usually proto)")
     w.add_argument("--releases", type=int, default=5, metavar="N", help="window size (default: 5)")
     _common(w, default_category="WIRE")
+    _registry_flags(w)
     w.set_defaults(func=_window)
 
     r = csub.add_parser("rules", help="list the rules, their categories and purposes")
@@ -127,20 +131,39 @@ def _suppressions(args: argparse.Namespace) -> compat.Suppressions:
     )
 
 
-def _load(ref: str, releases_dir: Path) -> compat.LoadedInput:
+def _registry_flags(p: argparse.ArgumentParser) -> None:
+    # Only `registry:V` inputs use these: the release is fetched from a node's registry.
+    from tools.cli._registry import _client_flags
+
+    _client_flags(p)
+
+
+def _load(
+    ref: str, releases_dir: Path, args: argparse.Namespace | None = None
+) -> compat.LoadedInput:
+    if ref.startswith("registry:") and args is not None:
+        from tools.cli._registry import _get, _loaded
+
+        release = ref.removeprefix("registry:")
+        if not release:
+            raise compat.CompatInputError("expected registry:VERSION (or label:NAME)", path=ref)
+        loaded: compat.LoadedInput = _loaded(_get(args, release, full=True))
+        return loaded
     return compat.load_input(ref, releases_dir=releases_dir)
 
 
-def _load_all(refs: list[str], releases_dir: Path) -> list[compat.LoadedInput]:
+def _load_all(
+    refs: list[str], releases_dir: Path, args: argparse.Namespace | None = None
+) -> list[compat.LoadedInput]:
     # One after the other: two protoc runs side by side measured slower on 2 cores.
-    return [_load(r, releases_dir) for r in refs]
+    return [_load(r, releases_dir, args) for r in refs]
 
 
 def _diff(args: argparse.Namespace) -> int:
     cats = _categories(args)
     try:
         sup = _suppressions(args)
-        old, new = _load_all([args.old, args.new], args.releases_dir)
+        old, new = _load_all([args.old, args.new], args.releases_dir, args)
     except compat.CompatInputError as err:
         raise CliError(str(err)) from None
     result = compat.diff(
@@ -162,7 +185,7 @@ def _window(args: argparse.Namespace) -> int:
         if not versions:
             raise CliError(f"no frozen releases in {args.releases_dir}")
         refs = [args.candidate, *(f"release:{v}" for v in versions[-args.releases :])]
-        candidate, *releases = _load_all(refs, args.releases_dir)
+        candidate, *releases = _load_all(refs, args.releases_dir, args)
     except compat.CompatInputError as err:
         raise CliError(str(err)) from None
     report = compat.window(candidate, releases, categories=cats, suppressions=sup)

@@ -130,3 +130,31 @@ async def test_census_and_diff_annotations(
             "releases": [["1.0.0", 7, 10]],
         }
     ]
+
+
+async def test_compat_diff_reads_registry_releases(
+    registry_with_census, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+    import json
+
+    from tools.cli import main
+
+    registry, _ = registry_with_census
+    cli = Cli(registry, tmp_path)
+    one = _tree(tmp_path / "one", "regtest", ECHO_V1)
+    assert (await cli(capsys, "push", str(one), "--version", "1.0.0"))[0] == 0
+    two = _tree(tmp_path / "two", "regtest", ECHO_V1.replace("  int32 times = 2;\n", ""))
+    capsys.readouterr()
+    code = await asyncio.to_thread(
+        main, ["compat", "diff", "registry:1.0.0", str(two), "--format", "json", *cli.flags]
+    )
+    out = capsys.readouterr().out
+    assert code == 1  # `times` was removed without reserving its number
+    doc = json.loads(out)
+    assert doc["old"] == "1.0.0"
+    assert any(f["rule"] == "FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED" for f in doc["findings"])
+    code = await asyncio.to_thread(main, ["compat", "diff", "registry:9.9.9", str(two), *cli.flags])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "NOT_FOUND" in err
