@@ -24,22 +24,7 @@ from hplus.cloud.v1 import operations_pb2, operations_pb2_grpc
 from hplus.hospital.v1 import admin_pb2, admin_pb2_grpc
 from mesh.tunnel import TunnelConfig, TunnelServer
 from mesh.version import CONTRACT_RELEASE
-
-
-async def until(condition, limit: float = 10.0) -> None:
-    """Wait for a condition that another component makes true, failing after ``limit`` s.
-
-    Used only where the component exposes no event to wait on (counters, Redis contents).
-    """
-
-    async def holds() -> bool:
-        result = condition()
-        return bool(await result) if asyncio.iscoroutine(result) else bool(result)
-
-    async with asyncio.timeout(limit):
-        while not await holds():  # noqa: ASYNC110 - no event exists for these conditions
-            await asyncio.sleep(0.01)
-
+from tests.support.waiting import until
 
 RELEASE_1_0_0 = Path(__file__).resolve().parents[2] / "proto/releases/1.0.0.binpb"
 

@@ -21,20 +21,11 @@ from cloud.gateway import HospitalUnavailable
 from frontend_server.dialer import Dialer, DialerConfig
 from mesh.tunnel import TunnelConfig, TunnelServer
 from tests.support.proxy import Proxy
+from tests.support.waiting import until
 
 PING = 0.3
 FAST = TunnelConfig(ping_interval=PING, handshake_timeout=5.0, drain_grace=1.0)
 LIVENESS_BOUND = 3 * PING
-
-
-async def until(condition, limit: float = 10.0) -> None:
-    async def holds() -> bool:
-        result = condition()
-        return bool(await result) if asyncio.iscoroutine(result) else bool(result)
-
-    async with asyncio.timeout(limit):
-        while not await holds():  # noqa: ASYNC110 - no event exists for these conditions
-            await asyncio.sleep(0.01)
 
 
 HANGS: dict[str, asyncio.Event] = {}
