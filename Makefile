@@ -77,8 +77,8 @@ test: $(STAMP) ## Run the test suite (integration tests run when PostgreSQL/Redi
 	$(PY) -m pytest
 
 .PHONY: run
-run: $(STAMP) ## Start a cloud node on embedded defaults (SQLite and certificates under var/).
-	$(VENV)/bin/hplus cloud run --data-dir var
+run: $(STAMP) ## Start a cloud node and three simulated hospitals (REST, SOAP, DB) dialing in; state under var/.
+	$(PY) -m tools.demo --var var
 
 .PHONY: bench
 bench: $(STAMP) ## Run the benchmarks under bench/.

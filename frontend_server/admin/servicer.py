@@ -3,21 +3,72 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import grpc
-from google.protobuf import timestamp_pb2
+from google.protobuf import any_pb2, duration_pb2, json_format, struct_pb2, timestamp_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from hplus.hospital.v1 import admin_pb2, admin_pb2_grpc
+from frontend_server.profile import ConfigError, Profile, canonical_json, load_profile_content
+from frontend_server.services import ERROR_DOMAIN, abort_with
+from frontend_server.tasks import QueueStats
+from hplus.hospital.v1 import admin_pb2, admin_pb2_grpc, task_pb2
 from mesh.version import CONTRACT_RELEASE, SOFTWARE_VERSION
 
 __all__ = ["EdgeAdminServicer"]
+
+_KINDS = {
+    "retrieve_archived_report": task_pb2.TASK_KIND_RETRIEVE_ARCHIVED_REPORT,
+    "export_medical_record": task_pb2.TASK_KIND_EXPORT_MEDICAL_RECORD,
+}
 
 
 def _now() -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
     ts.GetCurrentTime()
     return ts
+
+
+def _age(seconds: float) -> duration_pb2.Duration:
+    out = duration_pb2.Duration()
+    out.FromNanoseconds(int(max(0.0, seconds) * 1e9))
+    return out
+
+
+def _queue(stats: QueueStats) -> admin_pb2.QueueStats:
+    return admin_pb2.QueueStats(
+        backlog=stats.backlog,
+        running=stats.running,
+        parked=stats.parked,
+        oldest_queued_age=_age(stats.oldest_queued_age_seconds),
+        succeeded_last_hour=stats.succeeded_last_hour,
+        failed_last_hour=stats.failed_last_hour,
+        drain_rate_per_second=stats.drain_rate_per_second,
+        by_kind=[
+            admin_pb2.TaskKindQueueStats(
+                kind=_KINDS.get(kind, task_pb2.TASK_KIND_CUSTOM),
+                backlog=k.backlog,
+                running=k.running,
+                parked=k.parked,
+                oldest_queued_age=_age(k.oldest_queued_age_seconds),
+            )
+            for kind, k in sorted(stats.by_kind.items())
+        ],
+    )
+
+
+def _content(profile: Profile) -> dict[str, Any]:
+    """The profile as plain JSON data (secrets are already ``secret://`` references)."""
+    loaded: dict[str, Any] = json.loads(canonical_json(profile.content))
+    return loaded
+
+
+def _struct(content: Mapping[str, Any]) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(dict(content))
+    return out
 
 
 class EdgeAdminServicer(admin_pb2_grpc.EdgeAdminServiceServicer):
@@ -29,6 +80,8 @@ class EdgeAdminServicer(admin_pb2_grpc.EdgeAdminServiceServicer):
         services: full names of the services this edge serves (for ``services``).
         components: returns the current state of each component (dialer, queue, adapter).
         started: when the process started.
+        profile: the active configuration profile, when the edge runs with one.
+        queue_stats: reads the pending-task queue's statistics, when the edge has a queue.
     """
 
     def __init__(
@@ -39,12 +92,26 @@ class EdgeAdminServicer(admin_pb2_grpc.EdgeAdminServiceServicer):
         services: Callable[[], Sequence[str]],
         components: Callable[[], Sequence[admin_pb2.Component]] = lambda: (),
         started: dt.datetime | None = None,
+        profile: Profile | None = None,
+        queue_stats: Callable[[], Awaitable[QueueStats]] | None = None,
     ) -> None:
         self._hospital_id = hospital_id
         self._edge_id = edge_id
         self._services = services
         self._components = components
         self._started = started or dt.datetime.now(dt.UTC)
+        self._profile = profile
+        self._queue_stats = queue_stats
+        self._applied = _now()
+
+    def _info(self, profile: Profile) -> admin_pb2.ConfigProfileInfo:
+        return admin_pb2.ConfigProfileInfo(
+            profile_id=profile.profile_id,
+            version=profile.version,
+            digest=profile.digest,
+            template_id=profile.template_id,
+            apply_time=self._applied,
+        )
 
     async def GetEdgeInfo(
         self,
@@ -53,10 +120,10 @@ class EdgeAdminServicer(admin_pb2_grpc.EdgeAdminServiceServicer):
             admin_pb2.GetEdgeInfoRequest, admin_pb2.GetEdgeInfoResponse
         ],
     ) -> admin_pb2.GetEdgeInfoResponse:
-        """Versions, contract release, services, components and clock of this edge."""
+        """Versions, contract release, services, components, profile, queue and clock."""
         started = timestamp_pb2.Timestamp()
         started.FromDatetime(self._started)
-        return admin_pb2.GetEdgeInfoResponse(
+        out = admin_pb2.GetEdgeInfoResponse(
             hospital_id=self._hospital_id,
             edge_id=self._edge_id,
             software_version=SOFTWARE_VERSION,
@@ -66,6 +133,11 @@ class EdgeAdminServicer(admin_pb2_grpc.EdgeAdminServiceServicer):
             edge_time=_now(),
             components=list(self._components()),
         )
+        if self._profile is not None:
+            out.config.CopyFrom(self._info(self._profile))
+        if self._queue_stats is not None:
+            out.queue.CopyFrom(_queue(await self._queue_stats()))
+        return out
 
     async def LookupTrace(
         self,
@@ -85,11 +157,27 @@ class EdgeAdminServicer(admin_pb2_grpc.EdgeAdminServiceServicer):
         request: admin_pb2.GetConfigRequest,
         context: grpc.aio.ServicerContext[admin_pb2.GetConfigRequest, admin_pb2.GetConfigResponse],
     ) -> admin_pb2.GetConfigResponse:
-        """Not built yet: configuration profiles arrive with the HIS adapters."""
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "config: this edge runs without a profile yet"
+        """The active profile, or the requested top-level sections of it."""
+        if self._profile is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, "config: this edge runs without a profile"
+            )
+            raise AssertionError("unreachable")
+        content = _content(self._profile)
+        wanted = list(request.read_mask.paths)
+        unknown = [p for p in wanted if p not in content]
+        if unknown:
+            await abort_with(
+                context,
+                _bad_request([("read_mask", f"unknown section {p!r}") for p in unknown]),
+            )
+        if wanted:
+            content = {k: v for k, v in content.items() if k in wanted}
+        return admin_pb2.GetConfigResponse(
+            profile=admin_pb2.ConfigProfile(
+                info=self._info(self._profile), content=_struct(content)
+            )
         )
-        raise AssertionError("unreachable")
 
     async def ApplyConfig(
         self,
@@ -98,8 +186,85 @@ class EdgeAdminServicer(admin_pb2_grpc.EdgeAdminServiceServicer):
             admin_pb2.ApplyConfigRequest, admin_pb2.ApplyConfigResponse
         ],
     ) -> admin_pb2.ApplyConfigResponse:
-        """Not built yet: configuration profiles arrive with the HIS adapters."""
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "config: this edge runs without a profile yet"
-        )
-        raise AssertionError("unreachable")
+        """Validates a new profile against the active one's digest.
+
+        Only ``validate_only`` is served: applying a profile to a running edge (reloading
+        the adapter, queue and servicers with a health gate) is not built yet; the edge
+        answers UNIMPLEMENTED rather than pretend, and an operator restarts it with the
+        new profile file instead.
+        """
+        profile = self._profile
+        if profile is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, "config: this edge runs without a profile"
+            )
+            raise AssertionError("unreachable")
+        if not request.expected_digest:
+            await abort_with(context, _bad_request([("expected_digest", "required")]))
+        if request.expected_digest != profile.digest:
+            await abort_with(
+                context,
+                status_pb2.Status(
+                    code=code_pb2.ABORTED,
+                    message="the active profile has changed: read it again",
+                    details=[
+                        _pack(
+                            error_details_pb2.ErrorInfo(
+                                reason="CONFIG_DIGEST_MISMATCH", domain=ERROR_DOMAIN
+                            )
+                        )
+                    ],
+                ),
+            )
+        content = _content(profile)
+        new_content: dict[str, Any] = json_format.MessageToDict(request.content)
+        sections = list(request.update_mask.paths)
+        merged = dict(content)
+        if sections:
+            for section in sections:
+                if section in new_content:
+                    merged[section] = new_content[section]
+                else:
+                    merged.pop(section, None)
+        else:
+            merged = new_content
+        merged.setdefault("profile", {})
+        if isinstance(merged["profile"], dict):
+            if request.profile_id:
+                merged["profile"]["id"] = request.profile_id
+            if request.version:
+                merged["profile"]["version"] = request.version
+        try:
+            candidate = load_profile_content(merged, source="ApplyConfig.content")
+        except ConfigError as err:
+            await abort_with(context, _bad_request([("content", str(err))]))
+            raise AssertionError("unreachable") from err
+        if not request.validate_only:
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "config: live apply is not built yet; restart the edge with the new profile",
+            )
+        return admin_pb2.ApplyConfigResponse(profile=self._info(candidate), applied=False)
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def _bad_request(violations: Sequence[tuple[str, str]]) -> status_pb2.Status:
+    return status_pb2.Status(
+        code=code_pb2.INVALID_ARGUMENT,
+        message="invalid request: " + ", ".join(f for f, _ in violations),
+        details=[
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                        for f, d in violations
+                    ]
+                )
+            )
+        ],
+    )

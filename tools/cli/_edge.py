@@ -10,8 +10,13 @@ import socket
 import sys
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tools.cli._base import CliError, Parser
+
+if TYPE_CHECKING:
+    from frontend_server.dialer import DialerConfig
+    from frontend_server.profile import Profile
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +30,9 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         "run",
         help="dial out to the cloud and serve this hospital's services through the tunnel",
         description="Dial out to the cloud gateway(s) and hold tunnels (two when more than one "
-        "gateway is given), reconnecting with backoff and jitter. Ctrl-C drains and stops.",
+        "gateway is given), reconnecting with backoff and jitter. With --profile, serve every "
+        "hospital service over the HIS the profile configures, with the idempotency ledger "
+        "and the pending-task queue under --data-dir. SIGINT/SIGTERM drains and stops.",
     )
     run.add_argument(
         "--cloud",
@@ -34,7 +41,23 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         metavar="HOST:PORT",
         help="a cloud gateway node; repeat for several",
     )
-    run.add_argument("--hospital", required=True, help="the hospital id this edge serves")
+    run.add_argument(
+        "--hospital",
+        help="the hospital id this edge serves (default: the profile's; required without one)",
+    )
+    run.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="the hospital's configuration profile (TOML); without it the edge serves only "
+        "EdgeAdminService",
+    )
+    run.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the ledger and task queue live (default: var/edge/<hospital>)",
+    )
     run.add_argument(
         "--credential", required=True, type=Path, help="file holding the hospital credential"
     )
@@ -55,11 +78,17 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from frontend_server.admin import EdgeAdminServicer
-    from frontend_server.dialer import Dialer, DialerConfig
-    from hplus.hospital.v1 import admin_pb2_grpc
-    from mesh.tunnel import TunnelServer
+    from frontend_server.dialer import DialerConfig
 
+    profile = _profile(args.profile) if args.profile else None
+    hospital = args.hospital or (profile.hospital_id if profile is not None else None)
+    if hospital is None:
+        raise CliError("--hospital is required without --profile")
+    if profile is not None and hospital != profile.hospital_id:
+        raise CliError(
+            f"--hospital {hospital} does not match the profile's hospital_id "
+            f"{profile.hospital_id} ({args.profile})"
+        )
     credential = _read(args.credential, "credential").decode(errors="replace").strip()
     ca = _read(args.ca, "CA certificate") if args.ca else None
     if ca is not None and b"-----BEGIN CERTIFICATE-----" not in ca:
@@ -68,7 +97,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         config = DialerConfig(
             gateways=tuple(args.cloud),
-            hospital_id=args.hospital,
+            hospital_id=hospital,
             edge_id=edge_id,
             credential=credential,
             tls=not args.insecure,
@@ -76,28 +105,74 @@ def _run(args: argparse.Namespace) -> int:
         )
     except ValueError as err:
         raise CliError(str(err)) from None
-
-    async def main() -> None:
-        server = TunnelServer()
-        admin_pb2_grpc.add_EdgeAdminServiceServicer_to_server(
-            EdgeAdminServicer(
-                hospital_id=args.hospital, edge_id=edge_id, services=lambda: server.services
-            ),
-            server,
-        )
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        print(
-            f"hplus edge {edge_id} for hospital {args.hospital}: dialing "
-            f"{', '.join(config.gateways)} ({config.slots} tunnel(s))"
-        )
-        sys.stdout.flush()
-        async with Dialer(config, server) as dialer:
-            await stop.wait()
-            log.info("signal received: draining tunnels")
-            await dialer.shutdown()
-
-    asyncio.run(main())
+    if profile is None:
+        asyncio.run(_serve_admin_only(config))
+        return 0
+    data_dir = args.data_dir or Path("var") / "edge" / hospital
+    asyncio.run(_serve(profile, config, data_dir))
     return 0
+
+
+def _profile(path: Path) -> Profile:
+    from frontend_server.profile import ConfigError, load_profile
+
+    try:
+        return load_profile(path)
+    except ConfigError as err:
+        raise CliError(str(err)) from None
+
+
+def _stop_on_signals() -> asyncio.Event:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _serve(profile: Profile, config: DialerConfig, data_dir: Path) -> None:
+    from frontend_server.app import EdgeApp, EdgeConfig
+
+    try:
+        app = EdgeApp(EdgeConfig(profile=profile, data_dir=data_dir, dialer=config))
+    except (ValueError, OSError) as err:
+        raise CliError(f"cannot start the edge: {err}") from None
+    stop = _stop_on_signals()
+    his = profile.his
+    print(
+        f"hplus edge {config.edge_id} for hospital {profile.hospital_id}: profile "
+        f"{profile.profile_id} v{profile.version} ({profile.digest[:19]}), HIS {his.dialect} at "
+        f"{his.endpoints[0].url}, data in {data_dir}; dialing {', '.join(config.gateways)} "
+        f"({config.slots} tunnel(s))"
+    )
+    sys.stdout.flush()
+    async with app:
+        await stop.wait()
+        log.info("signal received: draining tunnels and the task queue")
+
+
+async def _serve_admin_only(config: DialerConfig) -> None:
+    from frontend_server.admin import EdgeAdminServicer
+    from frontend_server.dialer import Dialer
+    from hplus.hospital.v1 import admin_pb2_grpc
+    from mesh.tunnel import TunnelServer
+
+    server = TunnelServer()
+    admin_pb2_grpc.add_EdgeAdminServiceServicer_to_server(
+        EdgeAdminServicer(
+            hospital_id=config.hospital_id,
+            edge_id=config.edge_id,
+            services=lambda: server.services,
+        ),
+        server,
+    )
+    stop = _stop_on_signals()
+    print(
+        f"hplus edge {config.edge_id} for hospital {config.hospital_id}: dialing "
+        f"{', '.join(config.gateways)} ({config.slots} tunnel(s))"
+    )
+    sys.stdout.flush()
+    async with Dialer(config, server) as dialer:
+        await stop.wait()
+        log.info("signal received: draining tunnels")
+        await dialer.shutdown()

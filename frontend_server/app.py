@@ -1,0 +1,218 @@
+"""The front-end server's composition root: one hospital's edge, from its profile.
+
+:class:`EdgeApp` builds everything the edge runs from an :class:`EdgeConfig` and owns it:
+
+* the HIS adapter of the profile's dialect (settings derived from the profile), its
+  real-time calls paced by the profile's ``his.limits``;
+* the idempotency ledger (``ledger.db``) and the pending-task queue (``tasks.db``) in the
+  data directory, the queue draining against the HIS at the profile's rate;
+* the resolver that settles UNKNOWN writes in the background;
+* the tunnel registrar with every hospital servicer and the admin servicer;
+* the dialer that holds the tunnels to the cloud (optional: tests may serve the registrar
+  another way).
+
+Use ``async with EdgeApp(config) as app:`` (runs until the block ends), or ``await
+app.run()`` and ``await app.shutdown()`` from another task. Shutdown drains the tunnels
+first (no new calls), then stops the queue (running attempts get a grace period and go
+back to QUEUED), the resolver, and closes the stores and the adapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import socket
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import Any
+
+from frontend_server.adapters import HisAdapter, make_adapter
+from frontend_server.admin import EdgeAdminServicer
+from frontend_server.dialer import Dialer, DialerConfig
+from frontend_server.ledger import Ledger, Resolver
+from frontend_server.profile import Profile
+from frontend_server.services import (
+    Hospital,
+    WriteRunner,
+    dialect_settings,
+    paced,
+    register_hospital_services,
+    task_executor,
+)
+from frontend_server.tasks import TaskQueue
+from hplus.hospital.v1 import admin_pb2, admin_pb2_grpc
+from mesh.tunnel import TunnelServer
+
+__all__ = ["EdgeApp", "EdgeConfig"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EdgeConfig:
+    """What one edge process runs."""
+
+    profile: Profile
+    """The hospital's validated profile (HIS, rules, queue settings)."""
+    data_dir: Path
+    """Directory of the edge's local stores (created if missing)."""
+    dialer: DialerConfig | None = None
+    """Where to dial out; ``None`` serves no tunnel (the registrar is still built)."""
+    edge_id: str = ""
+    """This edge's id; default: the dialer's, else host name + random suffix."""
+    adapter_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Adapter settings beyond the profile (e.g. a DB HIS's ``table_prefix``)."""
+    resolve_interval_seconds: float = 30.0
+    """Pause between background rounds of resolving UNKNOWN writes."""
+    grace_seconds: float = 5.0
+    """How long in-flight calls and task attempts may finish at shutdown."""
+
+    def __post_init__(self) -> None:
+        if self.dialer is not None and self.dialer.hospital_id != self.profile.hospital_id:
+            raise ValueError(
+                f"hospital: the profile configures {self.profile.hospital_id!r}, "
+                f"the dialer dials as {self.dialer.hospital_id!r}"
+            )
+        if not self.resolve_interval_seconds > 0:
+            raise ValueError("resolve_interval_seconds must be > 0")
+        if self.grace_seconds < 0:
+            raise ValueError("grace_seconds must be >= 0")
+        object.__setattr__(
+            self, "adapter_overrides", MappingProxyType(dict(self.adapter_overrides))
+        )
+
+
+class EdgeApp:
+    """One hospital's front-end server (see the module docstring).
+
+    Args:
+        config: what to run.
+    """
+
+    def __init__(self, config: EdgeConfig) -> None:
+        self.config = config
+        self.edge_id = (
+            config.edge_id
+            or (config.dialer.edge_id if config.dialer is not None else "")
+            or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+        )
+        profile = config.profile
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.adapter: HisAdapter = make_adapter(
+            dialect_settings(profile, **config.adapter_overrides)
+        )
+        self.ledger = Ledger.open(config.data_dir / "ledger.db")
+        self.queue = TaskQueue.open(
+            config.data_dir / "tasks.db", task_executor(self.adapter), profile.tasks
+        )
+        self.writes = WriteRunner(self.ledger)
+        self.resolver = Resolver(
+            self.ledger, self.writes.probe, interval_seconds=config.resolve_interval_seconds
+        )
+        self.server = TunnelServer()
+        # Real-time calls are paced by his.limits; the queue paces its own drain.
+        self.hospital = Hospital(
+            profile=profile,
+            adapter=paced(self.adapter, profile.his.limits),
+            writes=self.writes,
+            queue=self.queue,
+        )
+        register_hospital_services(self.server, self.hospital)
+        admin_pb2_grpc.add_EdgeAdminServiceServicer_to_server(
+            EdgeAdminServicer(
+                hospital_id=profile.hospital_id,
+                edge_id=self.edge_id,
+                services=lambda: self.server.services,
+                components=self._components,
+                profile=profile,
+                queue_stats=self.queue.stats,
+            ),
+            self.server,
+        )
+        self.dialer = Dialer(config.dialer, self.server) if config.dialer is not None else None
+        self._started = False
+        self._stopping = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+
+    def _components(self) -> list[admin_pb2.Component]:
+        """What GetEdgeInfo reports about the parts whose state the edge knows."""
+        if self.dialer is None:
+            return []
+        up = sum(slot.connected for slot in self.dialer.slots)
+        if up == len(self.dialer.slots):
+            state = admin_pb2.COMPONENT_STATE_SERVING
+        elif up:
+            state = admin_pb2.COMPONENT_STATE_DEGRADED
+        else:
+            state = admin_pb2.COMPONENT_STATE_NOT_SERVING
+        return [
+            admin_pb2.Component(
+                name="tunnel", state=state, detail=f"{up} of {len(self.dialer.slots)} up"
+            )
+        ]
+
+    async def start(self) -> None:
+        """Opens the stores (idempotent); :meth:`run` and ``async with`` call it."""
+        if self._started:
+            return
+        recovered = await self.ledger.start()
+        if recovered:
+            log.warning("%d write(s) were in flight at the last stop: now UNKNOWN", recovered)
+        await self.queue.start()
+        self._started = True
+
+    async def run(self) -> None:
+        """Runs the queue, the resolver and the dialer until :meth:`shutdown`.
+
+        The first component that fails tears the others down.
+        """
+        await self.start()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.queue.run(), name="edge-queue")
+            group.create_task(self.resolver.run(), name="edge-resolver")
+            if self.dialer is not None:
+                group.create_task(self.dialer.run(), name="edge-dialer")
+            group.create_task(self._wait_stop(), name="edge-stop")
+
+    async def _wait_stop(self) -> None:
+        await self._stopping.wait()
+        if self.dialer is not None:
+            await self.dialer.shutdown(self.config.grace_seconds)
+        await self.queue.shutdown(grace_seconds=self.config.grace_seconds)
+        await self.resolver.shutdown()
+
+    async def shutdown(self) -> None:
+        """Drains the tunnels, stops the queue and the resolver, closes the stores."""
+        self._stopping.set()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Closes the stores and the adapter (after :meth:`run` has returned)."""
+        try:
+            await self.queue.aclose()
+        finally:
+            try:
+                await self.ledger.aclose()
+            finally:
+                await self.adapter.aclose()
+
+    async def __aenter__(self) -> EdgeApp:
+        await self.start()
+        self._runner = asyncio.create_task(self.run(), name="edge-app")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()

@@ -1,0 +1,209 @@
+"""Writes through the idempotency ledger: record before the call, replay, resolve UNKNOWN.
+
+:class:`WriteRunner` is what every write RPC calls. It wraps the HIS call for
+:meth:`Ledger.execute <frontend_server.ledger.Ledger.execute>`:
+
+* a HIS refusal is recorded (FAILED) and replayed with its code and reason;
+* ``HisUnavailable`` and the edge's own refusals had no effect: the key is freed;
+* anything else (``HisTimeout``, a broken connection, an unreadable answer) leaves the key
+  UNKNOWN, and the caller gets UNAVAILABLE ``OPERATION_OUTCOME_UNKNOWN``.
+
+An UNKNOWN key is resolved by a *probe* registered per RPC: it asks the HIS by our key
+where the adapter can, else by other evidence (the patient's bookings, the day's ledger).
+Probes run when a retry with the key arrives (so the retry gets the original receipt, or
+runs afresh when the HIS provably has nothing), when an evidence read asks with
+``refresh``, and in the background through the ledger's
+:class:`~frontend_server.ledger.Resolver`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from google.protobuf import message as pb_message
+
+from frontend_server.adapters import HisRejected, HisUnavailable
+from frontend_server.ledger import (
+    HisOutcome,
+    IdempotencyKeyInProgress,
+    Ledger,
+    LedgerError,
+    NoEffect,
+    OperationError,
+    OperationRecord,
+    OperationState,
+    Refused,
+    message_fingerprint,
+)
+from frontend_server.services._errors import Failed, ServiceError, rejection
+
+__all__ = ["Probe", "WriteRunner"]
+
+log = logging.getLogger("frontend_server.services")
+
+R = TypeVar("R", bound=pb_message.Message)
+
+Probe = Callable[[str, pb_message.Message | None], Awaitable[HisOutcome | OperationError | None]]
+"""Asks the HIS what became of the write with this key (the original request when this
+process still has it): the receipt and response (done), an error (refused) or ``None``
+(provably not done). Raises when it cannot tell yet."""
+
+
+class _NoEffectCause(NoEffect):
+    """Carries the error that proved a write had no effect through the ledger."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class WriteRunner:
+    """Runs write RPCs through the ledger and resolves their unknown outcomes.
+
+    Args:
+        ledger: the edge's idempotency ledger.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._probes: dict[str, Probe] = {}
+        self._requests: dict[str, pb_message.Message] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def ledger(self) -> Ledger:
+        """The ledger."""
+        return self._ledger
+
+    def register_probe(self, method: str, probe: Probe) -> None:
+        """Declares how to resolve an UNKNOWN write of ``method``.
+
+        Args:
+            method: full RPC name.
+            probe: see :data:`Probe`.
+        """
+        self._probes[method] = probe
+
+    async def run(
+        self,
+        method: str,
+        request: pb_message.Message,
+        response_type: type[R],
+        call: Callable[[], Awaitable[R]],
+        receipt: Callable[[R], str],
+    ) -> R:
+        """Runs one write at most once per idempotency key.
+
+        Args:
+            method: full RPC name.
+            request: the request (its ``idempotency_key`` field is the key).
+            response_type: the RPC's response message class (to replay).
+            call: makes the HIS call and builds the response.
+            receipt: the HIS receipt of a response (its id or receipt number).
+
+        Returns:
+            The response, fresh or replayed.
+
+        Raises:
+            Failed: the write was refused (now or originally).
+            LedgerError: key errors, or the outcome is unknown.
+            ServiceError, HisUnavailable: the write had no effect; the key is free.
+        """
+        key: str = getattr(request, "idempotency_key")  # noqa: B009 - every write has one
+        fingerprint = message_fingerprint(method, request)
+
+        async def his_call() -> HisOutcome:
+            try:
+                response = await call()
+            except HisRejected as err:
+                raise Refused(rejection(err)) from err
+            except (HisUnavailable, ServiceError) as err:
+                raise _NoEffectCause(err) from err
+            return HisOutcome(receipt=receipt(response), result=response.SerializeToString())
+
+        async def execute() -> OperationRecord:
+            # Keep the first request of an open key: it is what the HIS may have received
+            # (a repeat with other parameters is refused by the ledger anyway).
+            self._requests.setdefault(key, request)
+            return await self._ledger.execute(
+                key, method=method, fingerprint=fingerprint, call=his_call
+            )
+
+        try:
+            try:
+                record = await execute()
+            except IdempotencyKeyInProgress:
+                if not await self.settle(key):
+                    raise
+                record = await execute()
+        except _NoEffectCause as err:
+            self._requests.pop(key, None)
+            raise err.cause from None
+        if record.state is OperationState.SUCCEEDED:
+            self._requests.pop(key, None)
+            return response_type.FromString(record.result or b"")
+        self._requests.pop(key, None)
+        assert record.error is not None  # FAILED always records why
+        raise Failed(record.error)
+
+    async def settle(self, key: str) -> bool:
+        """Tries once to resolve an UNKNOWN key by probing the HIS.
+
+        Args:
+            key: the idempotency key.
+
+        Returns:
+            Whether the key is now settled (evidence recorded, or freed as not done);
+            ``False`` while it is still running or the HIS cannot tell yet.
+        """
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                return await self._settle(key)
+        finally:
+            if not lock.locked():
+                self._locks.pop(key, None)
+
+    async def _settle(self, key: str) -> bool:
+        record = await self._ledger.get(key)
+        if record is None or record.is_evidence:
+            return True
+        if record.state is not OperationState.UNKNOWN:
+            return False
+        await self._ledger.note_attempt(key)
+        try:
+            outcome = await self.probe(record)
+        except Exception as err:  # any failure means "cannot tell yet"
+            log.info("resolving %s: still unknown (%s)", record.method, type(err).__name__)
+            return False
+        with contextlib.suppress(LedgerError):  # settled meanwhile by the resolver
+            await self._ledger.resolve(key, outcome)
+        if outcome is None:
+            self._requests.pop(key, None)
+        return True
+
+    async def probe(self, record: OperationRecord) -> HisOutcome | OperationError | None:
+        """The ledger resolver's probe: asks the HIS about one operation.
+
+        Args:
+            record: the UNKNOWN entry.
+
+        Returns:
+            See :data:`Probe`.
+
+        Raises:
+            LookupError: no probe is registered for the entry's method.
+        """
+        probe = self._probes.get(record.method)
+        if probe is None:
+            raise LookupError(f"no probe for {record.method}")
+        try:
+            return await probe(record.idempotency_key, self._requests.get(record.idempotency_key))
+        except HisRejected as err:
+            # The probe's own lookup was refused: a definitive answer only when the
+            # probe says so by returning; here the HIS could not tell.
+            raise LookupError(f"probe refused: {err.reason}") from err

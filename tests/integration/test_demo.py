@@ -1,0 +1,80 @@
+"""``make run``'s launcher as a newcomer uses it: start, look, call each hospital, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HPLUS_")}
+    env["PYTHONPATH"] = f"{REPO / 'gen'}{os.pathsep}{REPO}"
+    return env
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tools.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=_env(),
+        timeout=60,
+        check=False,
+    )
+
+
+def test_make_run_starts_three_hospitals_that_answer_and_stops_cleanly(tmp_path: Path) -> None:
+    var = tmp_path / "var"
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "tools.demo", "--var", str(var),
+            "--listen", "127.0.0.1:0", "--internal-listen", "127.0.0.1:0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+        env=_env(),
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        lines: list[str] = []
+        # The launcher prints "stop with Ctrl-C" once every tunnel is listed by the node.
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("stop with Ctrl-C") or "tools.demo:" in line:
+                break
+        output = "".join(lines)
+        assert "stop with Ctrl-C" in output, output
+        internal = re.search(r"internal (127\.0\.0\.1:\d+)", output)
+        assert internal is not None, output
+        where = ("--data-dir", str(var), "--node", internal.group(1))
+
+        tunnels = _cli("cloud", "tunnels", *where)
+        assert tunnels.returncode == 0, tunnels.stderr
+        assert "3 tunnel(s), 3 hospital(s)" in tunnels.stdout
+        for hospital in ("city-first", "river-county", "lakeside"):
+            assert hospital in tunnels.stdout
+            reply = _cli(
+                "cloud", "call", hospital, "DirectoryService/ListDepartments", "{}", *where
+            )
+            assert reply.returncode == 0, reply.stderr
+            departments = json.loads(reply.stdout)["departments"]
+            assert {"0101", "0300"} <= {d["department_id"] for d in departments}
+        # The generated profiles only override the HIS endpoint of the examples.
+        generated = (var / "demo" / "profiles" / "lakeside.toml").read_text()
+        assert "lakeside-clinic.toml" in generated
+        assert "sqlite+aiosqlite" in generated
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, rest
+    assert "stopping: edges, simulators, cloud node" in rest

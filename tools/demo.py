@@ -1,0 +1,354 @@
+"""``make run``: a cloud node and three simulated hospitals whose edges dial out to it.
+
+Starts, as child processes of this launcher:
+
+1. a cloud node (``hplus cloud run``) with its state under ``VAR`` (SQLite, dev TLS);
+2. three HIS simulators, one per dialect (REST, SOAP, database on a SQLite file);
+3. a credential per hospital, and three front-end servers (``hplus edge run --profile``)
+   whose profiles extend the examples in ``frontend_server/profiles`` and only point the
+   HIS endpoint at the simulator (generated under ``VAR/demo/profiles``).
+
+It prints where to look and example ``hplus cloud call`` lines, then stays up until
+SIGINT (Ctrl-C) or SIGTERM, and stops the edges, the simulators and the node in that
+order. Run ``python -m tools.demo --help`` for the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import shlex
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["HOSPITALS", "main"]
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILES = REPO / "frontend_server" / "profiles"
+PYTHON = sys.executable
+HPLUS = (PYTHON, "-m", "tools.cli")
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoHospital:
+    """One simulated hospital of the demo."""
+
+    hospital_id: str
+    """Its id (as in its example profile)."""
+    dialect: str
+    """The simulator's dialect."""
+    profile: str
+    """The example profile it extends."""
+    seed: int
+    """The simulator's data seed."""
+
+
+HOSPITALS = (
+    DemoHospital("city-first", "rest", "city-first-hospital.toml", 1),
+    DemoHospital("river-county", "soap", "river-county-hospital.toml", 2),
+    DemoHospital("lakeside", "db", "lakeside-clinic.toml", 3),
+)
+"""The three hospitals, one per dialect."""
+
+_READY = {
+    "node": re.compile(r"internal endpoint: (\S+)"),
+    "sim": re.compile(r"ready at (\S+)"),
+    "edge": re.compile(r"dialing "),
+}
+_STARTUP_SECONDS = 60.0
+
+
+class Child:
+    """A child process whose output goes to a log file; knows when it said it is ready.
+
+    Args:
+        name: short name for messages and the log file.
+        kind: ``node``, ``sim`` or ``edge`` (which ready line to wait for).
+        logs: directory of the log files.
+    """
+
+    def __init__(self, name: str, kind: str, logs: Path) -> None:
+        self.name = name
+        self.kind = kind
+        self.log = logs / f"{name}.log"
+        self.lines: list[str] = []
+        self.ready: asyncio.Future[re.Match[str]] = asyncio.get_running_loop().create_future()
+        self.proc: asyncio.subprocess.Process | None = None
+        self._pump: asyncio.Task[None] | None = None
+
+    async def start(self, *argv: str) -> None:
+        """Starts the process in its own session (Ctrl-C reaches only the launcher)."""
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO / "gen"), str(REPO)])
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        self.proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=REPO,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._pump = asyncio.create_task(self._copy(), name=f"demo-log-{self.name}")
+
+    async def _copy(self) -> None:
+        assert self.proc is not None
+        assert self.proc.stdout is not None
+        pattern = _READY[self.kind]
+        with self.log.open("w", encoding="utf-8") as out:
+            async for raw in self.proc.stdout:
+                line = raw.decode(errors="replace")
+                out.write(line)
+                out.flush()
+                self.lines.append(line)
+                match = pattern.search(line)
+                if match is not None and not self.ready.done():
+                    self.ready.set_result(match)
+        if not self.ready.done():
+            self.ready.set_exception(
+                RuntimeError(f"{self.name} exited before it was ready; see {self.log}")
+            )
+
+    async def wait_ready(self) -> re.Match[str]:
+        """The ready line's match; raises if the process exits first or is too slow."""
+        async with asyncio.timeout(_STARTUP_SECONDS):
+            return await self.ready
+
+    async def stop(self, grace: float = 15.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; returns the exit code."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(grace):
+                    await proc.wait()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        if self._pump is not None:
+            with contextlib.suppress(Exception):
+                await self._pump
+        return proc.returncode
+
+
+def _profile_override(base: Path, url: str) -> str:
+    return (
+        "# Generated by tools.demo: the example profile, with the HIS endpoint pointed at\n"
+        "# the simulator. Edit the example, not this file.\n"
+        f'extends = "{base.as_posix()}"\n\n'
+        "[[his.endpoints]]\n"
+        'name = "simulator"\n'
+        f'url = "{url}"\n'
+    )
+
+
+async def _run_cli(*argv: str) -> str:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "gen"), str(REPO)])
+    proc = await asyncio.create_subprocess_exec(
+        *HPLUS,
+        *argv,
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"hplus {' '.join(argv)} failed: {err.decode(errors='replace')}")
+    return out.decode()
+
+
+async def _wait_tunnels(var: Path, internal: str, expected: set[str]) -> None:
+    """Returns once the node lists a tunnel for every expected hospital."""
+    import grpc
+
+    from cloud.gateway import INTERNAL_AUTH_KEY
+    from hplus.cloud.v1 import operations_pb2, operations_pb2_grpc
+
+    secret = (var / "cluster-secret").read_text().strip()
+    creds = grpc.ssl_channel_credentials(root_certificates=(var / "tls" / "ca.pem").read_bytes())
+    async with asyncio.timeout(_STARTUP_SECONDS):
+        async with grpc.aio.secure_channel(internal, creds) as channel:
+            stub = operations_pb2_grpc.OperationsServiceStub(channel)
+            while True:
+                reply = await stub.ListConnectedHospitals(
+                    operations_pb2.ListConnectedHospitalsRequest(page_size=500),
+                    metadata=((INTERNAL_AUTH_KEY, secret),),
+                    timeout=10,
+                )
+                if expected <= {c.hospital_id for c in reply.connections}:
+                    return
+                # The node offers no watch of its tunnels: ask again shortly.
+                await asyncio.sleep(0.2)
+
+
+def _examples(var: Path, internal: str, slot_hint: str) -> list[str]:
+    flags = f"--data-dir {shlex.quote(str(var))} --node {internal}"
+    call = f"{PYTHON} -m tools.cli cloud call"
+    lines = [f"  {PYTHON} -m tools.cli cloud tunnels {flags}"]
+    for h in HOSPITALS:
+        lines.append(f"  {call} {h.hospital_id} DirectoryService/ListDepartments '{{}}' {flags}")
+    patient = json.dumps({"patient": {"patientId": "P00000010"}})
+    lines.append(f"  {call} city-first BillingService/ListPayableBills '{patient}' {flags}")
+    lines.append(f"  {call} river-county ReportService/ListReports '{patient}' {flags}")
+    lines.append(
+        f"  {call} lakeside AppointmentService/BookAppointment "
+        f'\'{{"idempotencyKey": "demo-1", "slotId": "{slot_hint}", '
+        f'"patient": {{"patientId": "P00000010"}}}}\' {flags}'
+    )
+    lines.append(f"  {call} lakeside EdgeAdminService/GetEdgeInfo '{{}}' {flags}")
+    return lines
+
+
+@dataclasses.dataclass
+class _Demo:
+    """The demo's processes and where its files go."""
+
+    var: Path
+    node: Child
+    sims: dict[str, Child]
+    edges: dict[str, Child]
+
+    @property
+    def demo(self) -> Path:
+        return self.var / "demo"
+
+    async def start(self, listen: str, internal_listen: str) -> None:
+        """Starts everything and prints where to look once every tunnel is up."""
+        var, demo = self.var, self.demo
+        profiles = demo / "profiles"
+        profiles.mkdir(parents=True, exist_ok=True)
+        await self.node.start(
+            *HPLUS, "cloud", "run",
+            "--data-dir", str(var),
+            "--listen", listen,
+            "--internal-listen", internal_listen,
+            "--node-id", "demo",
+        )  # fmt: skip
+        for h in HOSPITALS:
+            argv = [PYTHON, "-m", "tools.his_sim", "--dialect", h.dialect, "--seed", str(h.seed)]
+            if h.dialect == "db":
+                db_file = demo / f"his-{h.hospital_id}.sqlite"
+                db_file.unlink(missing_ok=True)
+                argv += ["--db-url", f"sqlite+aiosqlite:///{db_file}"]
+            await self.sims[h.hospital_id].start(*argv)
+        internal = (await self.node.wait_ready()).group(1)
+        public = re.search(r"hplus cloud node \S+ listening on (\S+)", "".join(self.node.lines))
+        if public is None:
+            raise RuntimeError(f"the cloud node printed no address; see {self.node.log}")
+        gateway = public.group(1).replace("127.0.0.1", "localhost")  # the dev cert's name
+        urls = {}
+        for h in HOSPITALS:
+            urls[h.hospital_id] = (await self.sims[h.hospital_id].wait_ready()).group(1)
+            print(f"HIS {h.dialect:<4} for {h.hospital_id:<13} at {urls[h.hospital_id]}")
+        for h in HOSPITALS:
+            credential = demo / f"{h.hospital_id}.credential"
+            credential.unlink(missing_ok=True)
+            await _run_cli(
+                "cloud", "credentials", "issue", h.hospital_id, "--label", "make run",
+                "--out", str(credential), "--data-dir", str(var),
+            )  # fmt: skip
+            profile = profiles / f"{h.hospital_id}.toml"
+            profile.write_text(_profile_override(PROFILES / h.profile, urls[h.hospital_id]))
+            await self.edges[h.hospital_id].start(
+                *HPLUS, "edge", "run",
+                "--cloud", gateway,
+                "--credential", str(credential),
+                "--ca", str(var / "tls" / "ca.pem"),
+                "--profile", str(profile),
+                "--data-dir", str(demo / f"edge-{h.hospital_id}"),
+                "--edge-id", f"demo-{h.hospital_id}",
+            )  # fmt: skip
+        for h in HOSPITALS:
+            await self.edges[h.hospital_id].wait_ready()
+        await _wait_tunnels(var, internal, {h.hospital_id for h in HOSPITALS})
+        print(f"cloud node: public {public.group(1)}, internal {internal}, state in {var}")
+        print(f"logs: {demo / 'logs'}; generated profiles: {profiles}")
+        print("three hospitals are connected. Try:")
+        for line in _examples(var, internal, "<a slotId from DirectoryService/ListSlots>"):
+            print(line)
+        print("stop with Ctrl-C")
+        sys.stdout.flush()
+
+    async def stop(self) -> None:
+        """Stops the edges (they drain), then the simulators, then the node."""
+        print("stopping: edges, simulators, cloud node")
+        sys.stdout.flush()
+        await asyncio.gather(*(e.stop() for e in self.edges.values()))
+        await asyncio.gather(*(s.stop() for s in self.sims.values()))
+        await self.node.stop()
+
+
+async def _serve(var: Path, listen: str, internal_listen: str) -> int:
+    logs = var / "demo" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    demo = _Demo(
+        var=var,
+        node=Child("cloud-node", "node", logs),
+        sims={h.hospital_id: Child(f"his-{h.hospital_id}", "sim", logs) for h in HOSPITALS},
+        edges={h.hospital_id: Child(f"edge-{h.hospital_id}", "edge", logs) for h in HOSPITALS},
+    )
+    startup = asyncio.create_task(demo.start(listen, internal_listen), name="demo-start")
+    stopped = asyncio.create_task(stop.wait(), name="demo-stop")
+    code = 0
+    try:
+        await asyncio.wait({startup, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if startup.done():
+            startup.result()  # raises what failed
+            await stopped
+        else:
+            startup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await startup
+    except (RuntimeError, TimeoutError, OSError) as err:
+        print(f"tools.demo: {err}", file=sys.stderr)
+        code = 1
+    finally:
+        stopped.cancel()
+        await demo.stop()
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the demo until SIGINT or SIGTERM.
+
+    Args:
+        argv: command-line arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit code.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.demo",
+        description="Start a cloud node and three simulated hospitals (REST, SOAP, database) "
+        "whose front-end servers dial out to it; stop with Ctrl-C.",
+    )
+    parser.add_argument("--var", type=Path, default=REPO / "var", help="state directory")
+    parser.add_argument("--listen", default="127.0.0.1:50051", help="node public address")
+    parser.add_argument(
+        "--internal-listen", default="127.0.0.1:50061", help="node internal address"
+    )
+    args = parser.parse_args(argv)
+    var: Path = args.var.resolve()
+    var.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(_serve(var, args.listen, args.internal_listen))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
