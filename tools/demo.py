@@ -194,10 +194,22 @@ async def _wait_tunnels(var: Path, internal: str, expected: set[str]) -> None:
                 await asyncio.sleep(0.2)
 
 
+def _command() -> str:
+    """How a person runs hplus here: the installed script, relative to the cwd if inside."""
+    script = Path(PYTHON).with_name("hplus")
+    if not script.exists():
+        return f"{PYTHON} -m tools.cli"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
 def _examples(var: Path, internal: str, slot_hint: str) -> list[str]:
     flags = f"--data-dir {shlex.quote(str(var))} --node {internal}"
-    call = f"{PYTHON} -m tools.cli cloud call"
-    lines = [f"  {PYTHON} -m tools.cli cloud tunnels {flags}"]
+    hplus = _command()
+    call = f"{hplus} cloud call"
+    lines = [f"  {hplus} cloud tunnels {flags}"]
     for h in HOSPITALS:
         lines.append(f"  {call} {h.hospital_id} DirectoryService/ListDepartments '{{}}' {flags}")
     patient = json.dumps({"patient": {"patientId": "P00000010"}})

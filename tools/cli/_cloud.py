@@ -347,7 +347,11 @@ def _call(args: argparse.Namespace) -> int:
     metadata = ((ROUTE_KEY, args.hospital_id), (INTERNAL_AUTH_KEY, secret))
 
     def show(message: Any) -> None:
-        print(json_format.MessageToJson(message, indent=2, preserving_proto_field_name=True))
+        print(
+            json_format.MessageToJson(
+                message, indent=2, preserving_proto_field_name=True, ensure_ascii=False
+            )
+        )
 
     async def invoke() -> None:
         async with make_channel() as channel:
