@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import NoReturn
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "CliError", "Parser"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "CliError", "Parser", "write_secret_file"]
 
 EXIT_OK = 0
 """The command did what was asked."""
@@ -36,3 +38,20 @@ class Parser(argparse.ArgumentParser):
         """Print ``<prog>: error: <message>`` and exit with :data:`EXIT_BAD_INPUT`."""
         sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
         raise SystemExit(EXIT_BAD_INPUT)
+
+
+def write_secret_file(path: Path, secret: str) -> None:
+    """Write a freshly issued secret to a new file readable by its owner only (mode 0600).
+
+    Raises:
+        CliError: the file exists (a credential is never silently overwritten) or cannot be
+            created.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise CliError(f"{path} exists; refusing to overwrite a secret file") from None
+    except OSError as err:
+        raise CliError(f"{path}: cannot create: {err.strerror}") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tools.cli._base import CliError, Parser
+from tools.cli._base import CliError, Parser, write_secret_file
 
 if TYPE_CHECKING:
     from cloud.config import NodeConfig
@@ -149,9 +149,7 @@ def _issue(args: argparse.Namespace) -> int:
         raise CliError(f"{args.out} exists; refusing to overwrite a credential file")
     issued = _with_fleet(config, issue)
     if args.out is not None:
-        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(issued.token + "\n")
+        write_secret_file(args.out, issued.token)
         print(f"issued credential {issued.credential_id} for {issued.hospital_id}: {args.out}")
     else:
         print(f"issued credential {issued.credential_id} for {issued.hospital_id}")

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tools.cli._base import CliError, Parser
+from tools.cli._base import CliError, Parser, write_secret_file
 
 if TYPE_CHECKING:
     import grpc
@@ -788,9 +788,7 @@ def _token_issue(args: argparse.Namespace) -> int:
 
     issued = _with_tokens(args, issue)
     if args.out is not None:
-        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(issued.token + "\n")
+        write_secret_file(args.out, issued.token)
         print(f"issued {issued.role.value} token {issued.token_id} for {issued.name}: {args.out}")
     else:
         print(f"issued {issued.role.value} token {issued.token_id} for {issued.name}")
