@@ -9,6 +9,7 @@ A hospital's TOML file names its vendor template (``extends = "vendors/acme-rest
 from __future__ import annotations
 
 from frontend_server.profile._load import (
+    FIELD_ENTITIES,
     REQUIRED_CODES,
     REQUIRED_FIELDS,
     canonical_json,
@@ -39,6 +40,7 @@ from mesh.config import ConfigError
 
 __all__ = [
     "CAPABILITIES",
+    "FIELD_ENTITIES",
     "OPERATIONS",
     "QUEUEABLE_OPERATIONS",
     "REQUIRED_CODES",

@@ -42,6 +42,7 @@ from hplus.hospital.v1 import common_pb2, directory_pb2, report_pb2
 from mesh.config import ConfigError
 
 __all__ = [
+    "FIELD_ENTITIES",
     "REQUIRED_CODES",
     "REQUIRED_FIELDS",
     "canonical_json",
@@ -61,6 +62,22 @@ REQUIRED_FIELDS: Mapping[str, tuple[str, ...]] = {
 }
 """Field mappings every profile must give: entity → contract fields (the adapters read
 these for every HIS). Other fields of a known entity may be mapped too."""
+
+FIELD_ENTITIES: tuple[str, ...] = (
+    *REQUIRED_FIELDS,
+    "slot",
+    "bill",
+    "bill_item",
+    "quote",
+    "refund",
+    "ledger_entry",
+    "report_summary",
+    "observation",
+    "imaging",
+)
+"""Entities a profile may map fields of: those of :data:`REQUIRED_FIELDS` and the other
+records the adapters read. Which fields each has is the adapter's vocabulary, checked
+when the adapter settings are derived (``frontend_server.services.dialect_settings``)."""
 
 _ENUMS: Mapping[str, tuple[str, Any]] = {
     "gender": ("Gender", common_pb2.Gender),
@@ -213,6 +230,7 @@ def _build(layers: list[Layer]) -> Profile:
         content=doc.data,
         digest=profile_digest(doc.data),
         sources=tuple(layer.path for layer in layers),
+        origins=doc,
     )
     _cross_check(root, profile)
     return profile
@@ -300,7 +318,7 @@ def _his(node: Node) -> HisConfig:
             password=_secret(section, "password"),
         )
         return HisConfig(**{**config.__dict__, "soap": soap})
-    section.reject_unknown(["schema", "views", "procedures", "password"])
+    section.reject_unknown(["schema", "table_prefix", "views", "procedures", "password"])
     views = section.str_map("views", required=True)
     for entity in REQUIRED_FIELDS:
         if entity not in views:
@@ -310,6 +328,7 @@ def _his(node: Node) -> HisConfig:
         views=views,
         procedures=_operation_map(section, "procedures"),
         password=_secret(section, "password"),
+        table_prefix=section.get("table_prefix", str, ""),
     )
     return HisConfig(**{**config.__dict__, "db": db})
 
@@ -326,10 +345,13 @@ def _operation_map(section: Node, key: str) -> dict[str, str]:
 
 
 def _fields(node: Node) -> dict[str, dict[str, str]]:
-    node.reject_unknown(REQUIRED_FIELDS, what="entity")
+    node.reject_unknown(FIELD_ENTITIES, what="entity")
     out: dict[str, dict[str, str]] = {}
-    for entity, required in REQUIRED_FIELDS.items():
-        mapping = node.str_map(entity, required=True)
+    for entity in FIELD_ENTITIES:
+        required = REQUIRED_FIELDS.get(entity, ())
+        if entity not in REQUIRED_FIELDS and not node.has(entity):
+            continue
+        mapping = node.str_map(entity, required=bool(required))
         for name in required:
             if name not in mapping:
                 raise node.child_error(

@@ -10,8 +10,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from frontend_server.profile._source import MergedDocument
 from frontend_server.rules import AppointmentRules
 from frontend_server.tasks._config import QueueConfig
+from mesh.config import ConfigError, PathItem, dotted_path
 
 __all__ = [
     "CAPABILITIES",
@@ -162,7 +164,8 @@ class SoapSettings:
     soap_version: str
     """``"1.1"`` or ``"1.2"``."""
     actions: Mapping[str, str]
-    """Operation → SOAPAction."""
+    """Operation → the HIS's name for it: its SOAPAction, or its trade code when the
+    service has one method that dispatches on a trade code."""
     username: str
     """WS-Security user name."""
     password: str
@@ -181,6 +184,8 @@ class DbSettings:
     """Write operation → procedure table or stored procedure name."""
     password: str
     """Database password, as a ``secret://name`` reference (not in the URL)."""
+    table_prefix: str = ""
+    """Prefix of every view and table name (e.g. ``"H3_"``); empty for none."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -309,6 +314,9 @@ class Profile:
     """``"sha256:"`` + hex of the canonical JSON of ``content``."""
     sources: tuple[Path, ...]
     """The files it was read from, base template first."""
+    origins: MergedDocument | None = dataclasses.field(default=None, repr=False, compare=False)
+    """Which file and line set each parameter, so checks made after loading (the adapter
+    bridge) can still name them; ``None`` for a profile built by hand."""
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -323,3 +331,21 @@ class Profile:
     def field(self, entity: str, name: str) -> str:
         """The HIS field name of contract field ``name`` of ``entity``."""
         return self.fields[entity][name]
+
+    def error_at(self, path: tuple[PathItem, ...], problem: str) -> ConfigError:
+        """A :class:`ConfigError` for the parameter at ``path``, with its file and line.
+
+        Args:
+            path: the parameter, e.g. ``("fields", "patient", "phone")``.
+            problem: what is wrong with it.
+
+        Returns:
+            The error (``file:line: dotted.path: problem``); without :attr:`origins`, the
+            last source file and no line.
+        """
+        where = dotted_path(path) or "profile"
+        if self.origins is None:
+            source = self.sources[-1] if self.sources else None
+            return ConfigError(f"{where}: {problem}", path=source)
+        file, line = self.origins.locate(path)
+        return ConfigError(f"{where}: {problem}", path=file, line=line)

@@ -18,6 +18,7 @@ EXPECTED = {
     ],
     "frontend_server.profile": [
         "CAPABILITIES",
+        "FIELD_ENTITIES",
         "OPERATIONS",
         "QUEUEABLE_OPERATIONS",
         "REQUIRED_CODES",

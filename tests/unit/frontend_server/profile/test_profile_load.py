@@ -95,7 +95,7 @@ def test_hospital_overrides_template_and_arrays_are_replaced() -> None:
 def test_db_profile_without_hold_has_hold_operations_unsupported() -> None:
     profile: Profile = load_profile(PROFILES / "lakeside-clinic.toml")
     assert profile.his.db is not None
-    assert profile.his.db.views["schedule"] == "V_HPLUS_SCHEDULE"
+    assert profile.his.db.views["schedule"] == "V_HIS_DOCTOR_SCHEDULE"
     assert profile.mode("hold_slot") is OperationMode.UNSUPPORTED
     assert profile.appointment.variant is RuleVariant.HALVES
     assert profile.appointment.half_capacity == 40
@@ -244,7 +244,7 @@ def test_missing_required_parameter(root: Path) -> None:
 
 
 def test_missing_write_mapping_for_the_dialect(root: Path) -> None:
-    template = edit_template(root, 'refund_charge = "/billing/refund"\n', "")
+    template = edit_template(root, 'refund_charge = "/settlements/{id}/refund"\n', "")
     err = load_error(write(root, HEAD))
     line = line_of(template, "[his.rest.paths]")
     assert str(err).startswith(
