@@ -22,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime
 import logging
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any
@@ -52,6 +53,10 @@ __all__ = ["EdgeApp", "EdgeConfig"]
 log = logging.getLogger(__name__)
 
 
+def _wall_clock() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EdgeConfig:
     """What one edge process runs."""
@@ -70,6 +75,8 @@ class EdgeConfig:
     """Pause between background rounds of resolving UNKNOWN writes."""
     grace_seconds: float = 5.0
     """How long in-flight calls and task attempts may finish at shutdown."""
+    clock: Callable[[], datetime.datetime] = _wall_clock
+    """The current time, timezone-aware, for the appointment rules (a seam for tests)."""
 
     def __post_init__(self) -> None:
         if self.dialer is not None and self.dialer.hospital_id != self.profile.hospital_id:
@@ -120,6 +127,7 @@ class EdgeApp:
             adapter=paced(self.adapter, profile.his.limits),
             writes=self.writes,
             queue=self.queue,
+            clock=config.clock,
         )
         register_hospital_services(self.server, self.hospital)
         admin_pb2_grpc.add_EdgeAdminServiceServicer_to_server(

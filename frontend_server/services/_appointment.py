@@ -14,9 +14,11 @@ from frontend_server.ledger import (
     not_received,
     to_operation_record,
 )
+from frontend_server.rules import RuleEngine
 from frontend_server.services import _convert as convert
 from frontend_server.services._core import Hospital, page, require_key, require_mode
 from frontend_server.services._errors import InvalidRequest, NotFound, rpc
+from frontend_server.services._rules import RuleGate
 from hplus.hospital.v1 import appointment_pb2, appointment_pb2_grpc
 
 __all__ = ["AppointmentServicer"]
@@ -40,12 +42,23 @@ Ctx = grpc.aio.ServicerContext
 class AppointmentServicer(appointment_pb2_grpc.AppointmentServiceServicer):
     """Holds, books and cancels appointments; answers evidence reads from the ledger.
 
+    Holds, bookings and cancellations are first checked against the profile's appointment
+    rules (:class:`~frontend_server.services._rules.RuleGate`), inside their ledger entry:
+    a rule refusal is recorded and replayed like a HIS refusal, and the HIS is not called.
+
     Args:
         hospital: the servicers' collaborators.
     """
 
     def __init__(self, hospital: Hospital) -> None:
         self._h = hospital
+        self._rules = RuleGate(
+            RuleEngine(hospital.profile.appointment),
+            hospital.adapter,
+            timezone=hospital.profile.business_hours.timezone,
+            clock=hospital.clock,
+            index=hospital.slots,
+        )
         writes = hospital.writes
         writes.register_probe(HOLD, self._probe_hold)
         writes.register_probe(BOOK, self._probe_book)
@@ -83,8 +96,16 @@ class AppointmentServicer(appointment_pb2_grpc.AppointmentServiceServicer):
             )
             return appointment_pb2.HoldSlotResponse(appointment=convert.appointment(held, key=key))
 
+        async def check() -> None:
+            await self._rules.check_hold(slot_id=request.slot_id, patient_id=patient_id)
+
         return await self._h.writes.run(
-            HOLD, request, appointment_pb2.HoldSlotResponse, call, lambda r: r.appointment.hold_id
+            HOLD,
+            request,
+            appointment_pb2.HoldSlotResponse,
+            call,
+            lambda r: r.appointment.hold_id,
+            check=check,
         )
 
     @rpc
@@ -147,12 +168,18 @@ class AppointmentServicer(appointment_pb2_grpc.AppointmentServiceServicer):
                 out.payment.CopyFrom(request.payment)
             return appointment_pb2.BookAppointmentResponse(appointment=out)
 
+        async def check() -> None:
+            await self._rules.check_book(
+                patient_id=patient_id, hold_id=request.hold_id, slot_id=request.slot_id
+            )
+
         return await self._h.writes.run(
             BOOK,
             request,
             appointment_pb2.BookAppointmentResponse,
             call,
             lambda r: r.appointment.appointment_id,
+            check=check,
         )
 
     @rpc
@@ -199,12 +226,16 @@ class AppointmentServicer(appointment_pb2_grpc.AppointmentServiceServicer):
                 appointment=convert.appointment(cancelled)
             )
 
+        async def check() -> None:
+            await self._rules.check_cancel(appointment_id=appointment_id)
+
         return await self._h.writes.run(
             CANCEL,
             request,
             appointment_pb2.CancelAppointmentResponse,
             call,
             lambda r: r.appointment.appointment_id,
+            check=check,
         )
 
     # -- reads -----------------------------------------------------------------------------

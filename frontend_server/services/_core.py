@@ -9,6 +9,7 @@ from typing import TypeVar
 from frontend_server.adapters import HisAdapter
 from frontend_server.profile import OperationMode, Profile
 from frontend_server.services._errors import InvalidRequest, Unsupported
+from frontend_server.services._rules import Clock, SlotIndex, utc_now
 from frontend_server.services._writes import WriteRunner
 from frontend_server.tasks import TaskQueue
 from hplus.hospital.v1 import common_pb2
@@ -30,6 +31,11 @@ class Hospital:
     """Writes through the idempotency ledger."""
     queue: TaskQueue
     """The pending-task queue."""
+    clock: Clock = utc_now
+    """The current time, timezone-aware (a seam for tests); rules use it in the hospital's
+    time zone."""
+    slots: SlotIndex = dataclasses.field(default_factory=SlotIndex)
+    """Which session each HIS slot id belongs to (filled by ``ListSlots``)."""
 
     async def patient_id(self, ref: common_pb2.PatientRef, field: str = "patient") -> str:
         """The HIS patient id of a reference (by card when the id is empty).

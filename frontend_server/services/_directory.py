@@ -122,7 +122,9 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
         require_mode(self._h.profile, "list_slots")
         if not request.schedule_id:
             raise InvalidRequest([("schedule_id", "required")])
-        slots = [convert.slot(x) for x in await self._h.adapter.list_slots(request.schedule_id)]
+        listed = await self._h.adapter.list_slots(request.schedule_id)
+        self._h.slots.note(listed)  # where the appointment rules find a slot's session
+        slots = [convert.slot(x) for x in listed]
         if request.free_only:
             slots = [x for x in slots if x.status == directory_pb2.SLOT_STATUS_FREE]
         chunk, token = page(

@@ -11,6 +11,7 @@ error                               code                  ``ErrorInfo.reason``
 :class:`Unsupported`                UNIMPLEMENTED         ``OPERATION_UNSUPPORTED``
 :class:`Failed` (replayed failure)  the recorded code     the recorded reason
 ``HisRejected``                     see :data:`REJECTIONS`
+``RuleRefusal`` (profile rules)     see :data:`RULE_REFUSALS`  the refusal's reason (+ ``rule``)
 ``HisUnavailable``                  UNAVAILABLE           ``HIS_UNAVAILABLE``
 ``HisTimeout`` (a read)             UNAVAILABLE           ``HIS_TIMEOUT``
 ``HisProtocolError``                UNAVAILABLE           ``HIS_PROTOCOL_ERROR``
@@ -46,11 +47,13 @@ from frontend_server.adapters import (
     RejectReason,
 )
 from frontend_server.ledger import IdempotencyKeyInProgress, LedgerError, OperationError
+from frontend_server.rules import Reason, RuleRefusal
 from frontend_server.tasks import QueueFull, TaskQueueError
 
 __all__ = [
     "ERROR_DOMAIN",
     "REJECTIONS",
+    "RULE_REFUSALS",
     "Failed",
     "InvalidRequest",
     "NotFound",
@@ -60,6 +63,7 @@ __all__ = [
     "abort_with",
     "rejection",
     "rpc",
+    "rule_refusal",
 ]
 
 log = logging.getLogger("frontend_server.services")
@@ -86,6 +90,16 @@ REJECTIONS: dict[RejectReason, tuple[str, str]] = {
 }
 """A HIS refusal's normalised reason → (status code name, contract reason)."""
 
+RULE_REFUSALS: dict[Reason, str] = {
+    Reason.SLOT_FULL: "RESOURCE_EXHAUSTED",
+    Reason.BOOKING_RULE_VIOLATED: "FAILED_PRECONDITION",
+    Reason.HOLD_EXPIRED: "FAILED_PRECONDITION",
+    Reason.CANCEL_DEADLINE_PASSED: "FAILED_PRECONDITION",
+    Reason.ALREADY_CHECKED_IN: "FAILED_PRECONDITION",
+}
+"""A refusal by the profile's appointment rules (checked at the edge) → status code name;
+the contract reason is the refusal's own (appointment.proto)."""
+
 _MESSAGES = {
     "SLOT_FULL": "no place is free in this slot",
     "BOOKING_RULE_VIOLATED": "a hospital rule refuses this booking",
@@ -102,6 +116,7 @@ _MESSAGES = {
     "HIS_INVALID_ARGUMENT": "the HIS refused a parameter",
     "HIS_DUPLICATE_KEY": "the HIS already holds a write with this key",
     "HIS_REFUSED": "the HIS refused the operation",
+    "ALREADY_CHECKED_IN": "the patient has checked in",
 }
 
 
@@ -186,6 +201,24 @@ def rejection(err: HisRejected) -> OperationError:
     return OperationError(code=code, reason=reason, message=_MESSAGES.get(reason, reason))
 
 
+def rule_refusal(err: RuleRefusal) -> OperationError:
+    """The recorded form of a refusal by the hospital's appointment rules.
+
+    Args:
+        err: the refusal.
+
+    Returns:
+        Code and contract reason by :data:`RULE_REFUSALS`; the message names the rule
+        (e.g. ``booking_window``) and carries no patient data.
+    """
+    reason = err.reason.value
+    return OperationError(
+        code=RULE_REFUSALS[err.reason],
+        reason=reason,
+        message=f"{_MESSAGES.get(reason, reason)} (rule {err.rule})",
+    )
+
+
 def _pack(message: Any) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
@@ -229,6 +262,9 @@ def _status_for(err: BaseException, method: str) -> status_pb2.Status:
         return _status(err.code, err.message, reason=err.reason)
     if isinstance(err, HisRejected):
         recorded = rejection(err)
+        return _status(recorded.code, recorded.message, reason=recorded.reason)
+    if isinstance(err, RuleRefusal):
+        recorded = rule_refusal(err)
         return _status(recorded.code, recorded.message, reason=recorded.reason)
     if isinstance(err, HisUnavailable):
         return _status("UNAVAILABLE", "the HIS is unavailable", reason="HIS_UNAVAILABLE")

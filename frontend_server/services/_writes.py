@@ -4,6 +4,12 @@
 :meth:`Ledger.execute <frontend_server.ledger.Ledger.execute>`:
 
 * a HIS refusal is recorded (FAILED) and replayed with its code and reason;
+* so is a refusal by the hospital's appointment rules, checked at the edge inside the
+  ledger entry (``check``) just before the HIS call: a definitive refusal (common.proto)
+  that had no effect on the HIS, so the key is FAILED (evidence), never UNKNOWN; a replay
+  of a key that succeeded is answered from the ledger without re-checking the rules;
+* a failed read of that check (``HisTimeout`` included) happened before any write: the
+  key is freed, as for ``HisUnavailable``;
 * ``HisUnavailable`` and the edge's own refusals had no effect: the key is freed;
 * anything else (``HisTimeout``, a broken connection, an unreadable answer) leaves the key
   UNKNOWN, and the caller gets UNAVAILABLE ``OPERATION_OUTCOME_UNKNOWN``.
@@ -39,7 +45,8 @@ from frontend_server.ledger import (
     Refused,
     message_fingerprint,
 )
-from frontend_server.services._errors import Failed, ServiceError, rejection
+from frontend_server.rules import RuleRefusal
+from frontend_server.services._errors import Failed, ServiceError, rejection, rule_refusal
 
 __all__ = ["Probe", "WriteRunner"]
 
@@ -95,6 +102,8 @@ class WriteRunner:
         response_type: type[R],
         call: Callable[[], Awaitable[R]],
         receipt: Callable[[R], str],
+        *,
+        check: Callable[[], Awaitable[None]] | None = None,
     ) -> R:
         """Runs one write at most once per idempotency key.
 
@@ -104,6 +113,9 @@ class WriteRunner:
             response_type: the RPC's response message class (to replay).
             call: makes the HIS call and builds the response.
             receipt: the HIS receipt of a response (its id or receipt number).
+            check: the edge's own rule check, run (once per key) before ``call``; it may
+                read the HIS but never write. ``RuleRefusal`` or a HIS refusal is recorded
+                as FAILED; any other error frees the key.
 
         Returns:
             The response, fresh or replayed.
@@ -117,6 +129,15 @@ class WriteRunner:
         fingerprint = message_fingerprint(method, request)
 
         async def his_call() -> HisOutcome:
+            if check is not None:
+                try:
+                    await check()
+                except RuleRefusal as err:
+                    raise Refused(rule_refusal(err)) from err
+                except HisRejected as err:
+                    raise Refused(rejection(err)) from err
+                except Exception as err:  # nothing was written: the key is free again
+                    raise _NoEffectCause(err) from err
             try:
                 response = await call()
             except HisRejected as err:

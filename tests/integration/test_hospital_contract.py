@@ -66,6 +66,17 @@ def wechat(amount: object, tx: str) -> common_pb2.Payment:
     return payment
 
 
+async def listed_slot(env: Env):  # type: ignore[no-untyped-def]
+    """A free slot for PATIENT, listed through the edge first as a client does (the edge's
+    appointment rules find a slot's session from its listing), two days ahead so the
+    example profiles' cancellation cutoffs (up to a day) never refuse the tests' cancels."""
+    slot = env.his.core.bookable_slot(patient_id=PATIENT, min_days_ahead=2)
+    await env.directory.ListSlots(
+        directory_pb2.ListSlotsRequest(schedule_id=slot.schedule_id), timeout=T
+    )
+    return slot
+
+
 async def book(env: Env, key: str, slot_id: str, tx: str) -> appointment_pb2.Appointment:
     """Holds and books where the hospital holds, books the slot directly where it cannot."""
     if env.can_hold:
@@ -130,7 +141,7 @@ async def test_directory_lists_departments_doctors_schedules_and_slots(env: Env)
 
 
 async def test_hold_book_replay_evidence_and_cancel(env: Env) -> None:
-    slot = env.his.core.bookable_slot(patient_id=PATIENT)
+    slot = await listed_slot(env)
     booked = await book(env, "o-1:book", slot.slot_id, "wx-1")
     assert booked.status == appointment_pb2.APPOINTMENT_STATUS_BOOKED
     assert booked.slot_id == slot.slot_id
@@ -183,7 +194,7 @@ async def test_hold_book_replay_evidence_and_cancel(env: Env) -> None:
 
 async def test_refusals_carry_reasons_and_are_replayed(env: Env) -> None:
     if env.can_hold:
-        slot = env.his.core.bookable_slot(patient_id=PATIENT)
+        slot = await listed_slot(env)
         held = await env.appointments.HoldSlot(
             appointment_pb2.HoldSlotRequest(
                 idempotency_key="r:hold", slot_id=slot.slot_id, patient=ref()
@@ -210,7 +221,7 @@ async def test_refusals_carry_reasons_and_are_replayed(env: Env) -> None:
                 timeout=T,
             )
         assert unimplemented.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        slot = env.his.core.bookable_slot(patient_id=PATIENT)
+        slot = await listed_slot(env)
         await book(env, "r:first", slot.slot_id, "wx-r0")
         # The real-name rule: one booking per patient per doctor (clinic) per day.
         request = appointment_pb2.BookAppointmentRequest(
@@ -229,7 +240,7 @@ async def test_refusals_carry_reasons_and_are_replayed(env: Env) -> None:
 
 
 async def test_compensation_of_a_key_never_received_fences_it(env: Env) -> None:
-    slot = env.his.core.bookable_slot(patient_id=PATIENT)
+    slot = await listed_slot(env)
     got = await env.appointments.GetAppointment(
         appointment_pb2.GetAppointmentRequest(idempotency_key="lost:book"), timeout=T
     )
@@ -268,7 +279,7 @@ async def test_compensation_of_a_key_never_received_fences_it(env: Env) -> None:
 
 
 async def test_timeout_after_commit_then_retry_returns_the_original_receipt(env: Env) -> None:
-    slot = env.his.core.bookable_slot(patient_id=PATIENT)
+    slot = await listed_slot(env)
     if env.can_hold:
         held = await env.appointments.HoldSlot(
             appointment_pb2.HoldSlotRequest(
@@ -314,7 +325,7 @@ async def test_timeout_after_commit_then_retry_returns_the_original_receipt(env:
 
 
 async def test_compensating_a_write_whose_answer_was_lost_undoes_it(env: Env) -> None:
-    slot = env.his.core.bookable_slot(patient_id=PATIENT)
+    slot = await listed_slot(env)
     request = appointment_pb2.BookAppointmentRequest(
         idempotency_key="u:book", slot_id=slot.slot_id, patient=ref()
     )
