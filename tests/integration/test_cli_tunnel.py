@@ -236,3 +236,29 @@ def test_bad_edge_and_credential_input_is_one_line(
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr
     assert needle in lines[0]
+
+
+def test_edge_with_a_bad_profile_mapping_is_one_line(tmp_path: Path) -> None:
+    import shutil
+
+    profiles = tmp_path / "profiles"
+    shutil.copytree(REPO / "frontend_server" / "profiles", profiles)
+    hospital = profiles / "city-first-hospital.toml"
+    hospital.write_text(hospital.read_text() + '\n[fields.department]\nmotto = "deptMotto"\n')
+    line = len(hospital.read_text().splitlines())
+    res = cli(
+        "edge",
+        "run",
+        "--cloud",
+        "x:1",
+        "--credential",
+        __file__,
+        "--profile",
+        str(hospital),
+        "--data-dir",
+        str(tmp_path / "edge"),
+    )
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith(f"hplus: error: {hospital}:{line}: fields.department.motto")

@@ -115,11 +115,16 @@ def _run(args: argparse.Namespace) -> int:
 
 def _profile(path: Path) -> Profile:
     from frontend_server.profile import ConfigError, load_profile
+    from frontend_server.services import dialect_settings
 
     try:
-        return load_profile(path)
+        profile = load_profile(path)
+        # Map the profile onto its HIS adapter now, so a bad mapping is a one-line error
+        # naming the parameter, file and line, not a failure once the edge is running.
+        dialect_settings(profile)
     except ConfigError as err:
         raise CliError(str(err)) from None
+    return profile
 
 
 def _stop_on_signals() -> asyncio.Event:
