@@ -50,6 +50,10 @@ class TunnelChannel(grpc.aio.Channel):
         else:
             self._pick = sessions
         self._hooks = tuple(hooks)
+        # Decided once per channel, not per call: most hooks never look at messages.
+        self._message_hooks = tuple(
+            h for h in self._hooks if type(h).on_message is not CallHook.on_message
+        )
         self._closed = False
 
     def pick(self) -> Session | None:
@@ -62,6 +66,11 @@ class TunnelChannel(grpc.aio.Channel):
     def hooks(self) -> tuple[CallHook, ...]:
         """The call hooks."""
         return self._hooks
+
+    @property
+    def message_hooks(self) -> tuple[CallHook, ...]:
+        """The hooks that override `CallHook.on_message`."""
+        return self._message_hooks
 
     async def __aenter__(self) -> TunnelChannel:
         return self
@@ -245,9 +254,7 @@ class _Call:
         self._done_writing = False
         self._callbacks: list[Callable[[Any], None]] = []
         self._hooks = channel.hooks
-        self._message_hooks = tuple(
-            h for h in self._hooks if type(h).on_message is not CallHook.on_message
-        )
+        self._message_hooks = channel.message_hooks
         pairs: MetadataPairs = list(metadata) if metadata else []
         session = channel.pick()
         self._info = CallInfo(
