@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
-from cloud.db._engine import DatabaseError, create_engine, metadata, migrate, sqlite_url
+from cloud.db._engine import (
+    DatabaseError,
+    create_engine,
+    metadata,
+    migrate,
+    run_migration_env,
+    sqlite_url,
+)
 
-__all__ = ["DatabaseError", "create_engine", "metadata", "migrate", "sqlite_url"]
+__all__ = [
+    "DatabaseError",
+    "create_engine",
+    "metadata",
+    "migrate",
+    "run_migration_env",
+    "sqlite_url",
+]

@@ -19,7 +19,14 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["DatabaseError", "create_engine", "metadata", "migrate", "sqlite_url"]
+__all__ = [
+    "DatabaseError",
+    "create_engine",
+    "metadata",
+    "migrate",
+    "run_migration_env",
+    "sqlite_url",
+]
 
 
 class DatabaseError(Exception):
@@ -105,3 +112,21 @@ NAMING = {
 def metadata() -> sa.MetaData:
     """A ``MetaData`` with our constraint naming convention."""
     return sa.MetaData(naming_convention=NAMING)
+
+
+def run_migration_env(target: sa.MetaData) -> None:
+    """The body of every ``migrations/env.py``: run on the connection `migrate` passes in.
+
+    Args:
+        target: the tables the environment's migrations build (for autogenerate).
+    """
+    from alembic import context
+
+    context.configure(
+        connection=context.config.attributes["connection"],
+        target_metadata=target,
+        version_table=context.config.attributes.get("version_table", "alembic_version"),
+        render_as_batch=True,  # SQLite alters tables by copying them
+    )
+    with context.begin_transaction():
+        context.run_migrations()

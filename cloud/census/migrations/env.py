@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-from alembic import context
-
 from cloud.census._schema import METADATA
+from cloud.db import run_migration_env
 
-connection = context.config.attributes["connection"]
-context.configure(
-    connection=connection,
-    target_metadata=METADATA,
-    version_table=context.config.attributes.get("version_table", "alembic_version"),
-    render_as_batch=True,
-)
-with context.begin_transaction():
-    context.run_migrations()
+run_migration_env(METADATA)
