@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tools.cli._base import CliError, Parser, write_secret_file
+from tools.cli._node import channel_credentials, config_flags, open_channel
+from tools.cli._node import load_node_config as _load
 
 if TYPE_CHECKING:
     from cloud.config import NodeConfig
 
 T = TypeVar("T")
-
-
-def _config_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="TOML config file")
-    p.add_argument("--data-dir", type=Path, help="embedded state directory (default var)")
 
 
 def register(sub: argparse._SubParsersAction[Parser]) -> None:
@@ -35,7 +31,7 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         description="Run a cloud node. Settings come from --config (TOML), then HPLUS_* "
         "environment variables, then flags.",
     )
-    _config_flags(run)
+    config_flags(run)
     run.add_argument(
         "--listen", metavar="HOST:PORT", help="public address (default 127.0.0.1:50051)"
     )
@@ -60,7 +56,7 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         description="Ask a node's internal endpoint (with the cluster secret) which hospitals "
         "are connected. With Redis presence this covers every node.",
     )
-    _config_flags(tun)
+    config_flags(tun)
     tun.add_argument("--node", metavar="HOST:PORT", help="internal endpoint (default: config)")
     tun.add_argument("--hospital", help="only this hospital")
     tun.set_defaults(func=_tunnels)
@@ -78,7 +74,7 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     call.add_argument("request", metavar="JSON", nargs="?", default="{}")
     call.add_argument("--node", metavar="HOST:PORT", help="internal endpoint (default: config)")
     call.add_argument("--timeout", type=float, default=30.0, help="deadline in seconds")
-    _config_flags(call)
+    config_flags(call)
     call.set_defaults(func=_call)
 
     cred = csub.add_parser("credentials", help="issue, revoke and list hospital credentials")
@@ -93,30 +89,16 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     issue.add_argument("hospital_id", metavar="HOSPITAL_ID")
     issue.add_argument("--label", default="", help="free text, e.g. which server it is for")
     issue.add_argument("--out", type=Path, help="write the token to this file (mode 0600)")
-    _config_flags(issue)
+    config_flags(issue)
     issue.set_defaults(func=_issue)
     revoke = cs.add_parser("revoke", help="revoke a credential by its id")
     revoke.add_argument("credential_id", metavar="CREDENTIAL_ID")
-    _config_flags(revoke)
+    config_flags(revoke)
     revoke.set_defaults(func=_revoke)
     ls = cs.add_parser("list", help="list credentials (ids, hospitals, state; never secrets)")
     ls.add_argument("--hospital", help="only this hospital's")
-    _config_flags(ls)
+    config_flags(ls)
     ls.set_defaults(func=_list)
-
-
-def _load(args: argparse.Namespace, **overrides: object) -> NodeConfig:
-    from cloud.config import NodeConfig
-    from mesh.config import ConfigError
-
-    try:
-        return NodeConfig.load(
-            path=args.config,
-            env=os.environ,
-            overrides={"data_dir": args.data_dir, **overrides},
-        )
-    except ConfigError as err:
-        raise CliError(str(err)) from None
 
 
 def _with_fleet(config: NodeConfig, action: Callable[..., Awaitable[T]]) -> T:
@@ -219,10 +201,6 @@ def _run(args: argparse.Namespace) -> int:
 
 def _internal(args: argparse.Namespace) -> tuple[Callable[[], Any], str, str]:
     """A factory of channels to a node's internal endpoint, its address, and the secret."""
-    import grpc
-
-    from cloud.config import TlsMode
-
     config = _load(args)
     secret = config.cluster_secret
     secret_file = config.data_dir / "cluster-secret"
@@ -234,20 +212,8 @@ def _internal(args: argparse.Namespace) -> tuple[Callable[[], Any], str, str]:
             )
         secret = secret_file.read_text().strip()
     target = args.node or config.internal_listen
-    creds: grpc.ChannelCredentials | None = None
-    if config.tls_mode is not TlsMode.OFF:
-        ca = config.tls_ca or config.data_dir / "tls" / "ca.pem"
-        try:
-            creds = grpc.ssl_channel_credentials(root_certificates=ca.read_bytes())
-        except OSError as err:
-            raise CliError(f"{ca}: cannot read CA certificate: {err.strerror}") from None
-
-    def channel() -> Any:
-        if creds is not None:
-            return grpc.aio.secure_channel(target, creds)
-        return grpc.aio.insecure_channel(target)
-
-    return channel, target, secret
+    creds = channel_credentials(config)
+    return (lambda: open_channel(target, creds)), target, secret
 
 
 def _tunnels(args: argparse.Namespace) -> int:

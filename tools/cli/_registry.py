@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tools.cli._base import CliError, Parser, write_secret_file
+from tools.cli._node import channel_credentials, config_flags, open_channel
+from tools.cli._node import load_node_config as _load
 
 if TYPE_CHECKING:
     import grpc
 
-    from cloud.config import NodeConfig
     from cloud.registry import TokenStore
     from hplus.cloud.v1 import registry_pb2, registry_pb2_grpc
 
@@ -179,33 +180,16 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     tls.set_defaults(func=_token_list)
 
 
-def _config_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="TOML config file")
-    p.add_argument("--data-dir", type=Path, help="node state directory (default var)")
-
-
 def _client_flags(p: argparse.ArgumentParser) -> None:
-    _config_flags(p)
+    config_flags(p)
     p.add_argument("--registry", metavar="HOST:PORT", help="node address (default: config)")
     p.add_argument("--token-file", type=Path, help=f"token file (default: ${_TOKEN_ENV})")
     p.add_argument("--plaintext", action="store_true", help="no TLS (a node run with --tls off)")
 
 
 def _db_flags(p: argparse.ArgumentParser) -> None:
-    _config_flags(p)
+    config_flags(p)
     p.add_argument("--database-url", help=f"registry database (default ${_DB_ENV} or data dir)")
-
-
-def _load(args: argparse.Namespace) -> NodeConfig:
-    from cloud.config import NodeConfig
-    from mesh.config import ConfigError
-
-    try:
-        return NodeConfig.load(
-            path=args.config, env=os.environ, overrides={"data_dir": args.data_dir}
-        )
-    except ConfigError as err:
-        raise CliError(str(err)) from None
 
 
 # --- gRPC client ----------------------------------------------------------------------------
@@ -230,32 +214,20 @@ def _call(
     """Run ``action`` against the registry with the caller's token; map call errors."""
     import grpc
 
-    from cloud.config import TlsMode
     from cloud.registry import MAX_MESSAGE_BYTES
     from hplus.cloud.v1 import registry_pb2_grpc
 
     config = _load(args)
     target = args.registry or config.listen
     metadata = (("authorization", f"Bearer {_token(args)}"),)
-    creds: grpc.ChannelCredentials | None = None
-    if not args.plaintext and config.tls_mode is not TlsMode.OFF:
-        ca = config.tls_ca or config.data_dir / "tls" / "ca.pem"
-        try:
-            creds = grpc.ssl_channel_credentials(root_certificates=ca.read_bytes())
-        except OSError as err:
-            raise CliError(f"{ca}: cannot read CA certificate: {err.strerror}") from None
+    creds = channel_credentials(config, plaintext=args.plaintext)
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ]
 
     async def go() -> T:
-        channel = (
-            grpc.aio.secure_channel(target, creds, options=options)
-            if creds is not None
-            else grpc.aio.insecure_channel(target, options=options)
-        )
-        async with channel:
+        async with open_channel(target, creds, options) as channel:
             return await action(registry_pb2_grpc.RegistryServiceStub(channel), metadata)
 
     try:
@@ -752,9 +724,9 @@ def _with_tokens(args: argparse.Namespace, action: Callable[[TokenStore], Awaita
     from cloud.db import DatabaseError, create_engine
     from cloud.registry import RegistryError, TokenStore, migrate_registry
 
-    url = args.database_url or os.environ.get(_DB_ENV)
-    if not url:
-        url = f"sqlite+aiosqlite:///{_load(args).data_dir / 'registry.db'}"
+    # The node's own resolution: --database-url, else [databases] registry or
+    # HPLUS_REGISTRY_DATABASE_URL, else the data directory's registry.db.
+    url = args.database_url or _load(args).registry_url
 
     async def go() -> T:
         engine = create_engine(url)
