@@ -1,23 +1,19 @@
 """Per-hospital credentials: issued once, stored hashed, checked on every tunnel, revocable.
 
-A credential is a bearer token ``hpc1.<credential id>.<secret>``. The id finds the row; only
-the SHA-256 of the 256-bit random secret is stored, so a leaked database does not leak
-credentials (a fast hash is right here: the secret is random, not a password, so there is
-nothing to brute-force). The token is shown once, when issued.
+A credential is a bearer token ``hpc1.<credential id>.<secret>`` (`cloud.bearer`): only the
+secret's digest is stored, and the token is shown once, when issued.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
-import hmac
 import re
-import secrets
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cloud import bearer
 from cloud.fleet._schema import CREDENTIALS
 
 __all__ = ["CredentialError", "CredentialInfo", "CredentialStore", "IssuedCredential"]
@@ -58,10 +54,6 @@ class CredentialInfo:
     """When it was revoked, or ``None`` while valid."""
 
 
-def _hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
     # SQLite hands back naive datetimes for timezone-aware columns; we always store UTC.
     if value is not None and value.tzinfo is None:
@@ -90,32 +82,29 @@ class CredentialStore:
                 f"invalid hospital id {hospital_id!r}: 1-64 characters of letters, digits, "
                 "'.', '_' or '-', starting with a letter or digit"
             )
-        credential_id = secrets.token_hex(8)
-        secret = secrets.token_urlsafe(32)
+        minted = bearer.mint(_PREFIX)
         async with self._engine.begin() as conn:
             await conn.execute(
                 CREDENTIALS.insert().values(
-                    credential_id=credential_id,
+                    credential_id=minted.token_id,
                     hospital_id=hospital_id,
-                    secret_sha256=_hash(secret),
+                    secret_sha256=minted.secret_sha256,
                     label=label,
                     created_at=dt.datetime.now(dt.UTC),
                 )
             )
         return IssuedCredential(
-            credential_id=credential_id,
+            credential_id=minted.token_id,
             hospital_id=hospital_id,
-            token=f"{_PREFIX}.{credential_id}.{secret}",
+            token=minted.token,
         )
 
     async def authenticate(self, token: str | None) -> str | None:
         """The hospital a valid, unrevoked token belongs to, else ``None``."""
-        if not token:
+        parsed = bearer.parse(token, _PREFIX)
+        if parsed is None:
             return None
-        prefix, _, rest = token.partition(".")
-        credential_id, _, secret = rest.partition(".")
-        if prefix != _PREFIX or not credential_id or not secret:
-            return None
+        credential_id, secret = parsed
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -125,7 +114,7 @@ class CredentialStore:
                     )
                 )
             ).first()
-        if row is None or not hmac.compare_digest(row.secret_sha256, _hash(secret)):
+        if row is None or not bearer.secret_matches(row.secret_sha256, secret):
             return None
         return str(row.hospital_id)
 

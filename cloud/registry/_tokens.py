@@ -10,15 +10,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
-import hashlib
-import hmac
 import json
 import re
-import secrets
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cloud import bearer
 from cloud.registry._errors import InvalidArgument, NotFound
 from cloud.registry._schema import AUDIT, TOKENS
 
@@ -83,10 +81,6 @@ class TokenInfo:
     """When it was revoked, or ``None`` while valid."""
 
 
-def _hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
 def _aware(value: dt.datetime) -> dt.datetime:
     # SQLite hands back naive datetimes for timezone-aware columns; we always store UTC.
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
@@ -119,8 +113,8 @@ class TokenStore:
                 f"invalid token name {name!r}: 1-200 letters, digits, '@', '.', '_' or '-', "
                 "starting with a letter or digit",
             )
-        token_id = secrets.token_hex(8)
-        secret = secrets.token_urlsafe(32)
+        minted = bearer.mint(_PREFIX)
+        token_id = minted.token_id
         now = dt.datetime.now(dt.UTC)
         async with self._engine.begin() as conn:
             await conn.execute(
@@ -128,7 +122,7 @@ class TokenStore:
                     token_id=token_id,
                     name=name,
                     role=role.value,
-                    secret_sha256=_hash(secret),
+                    secret_sha256=minted.secret_sha256,
                     created_at=now,
                 )
             )
@@ -141,16 +135,14 @@ class TokenStore:
                     details_json=json.dumps({"name": name, "role": role.value}),
                 )
             )
-        return IssuedToken(token_id, name, role, f"{_PREFIX}.{token_id}.{secret}")
+        return IssuedToken(token_id, name, role, minted.token)
 
     async def authenticate(self, token: str | None) -> Principal | None:
         """The principal of a valid, unrevoked token, else ``None``."""
-        if not token:
+        parsed = bearer.parse(token, _PREFIX)
+        if parsed is None:
             return None
-        prefix, _, rest = token.partition(".")
-        token_id, _, secret = rest.partition(".")
-        if prefix != _PREFIX or not token_id or not secret:
-            return None
+        token_id, secret = parsed
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -159,7 +151,7 @@ class TokenStore:
                     )
                 )
             ).first()
-        if row is None or not hmac.compare_digest(row.secret_sha256, _hash(secret)):
+        if row is None or not bearer.secret_matches(row.secret_sha256, secret):
             return None
         return Principal(name=row.name, role=Role(row.role), token_id=token_id)
 
