@@ -56,22 +56,6 @@ from frontend_server.adapters._protocol import HisAdapter
 from frontend_server.adapters._rest import RestHisAdapter
 from frontend_server.adapters._settings import CAPABILITY_NAMES, DialectName, DialectSettings
 from frontend_server.adapters._soap import SoapHisAdapter
-from frontend_server.adapters._to_proto import (
-    appointment_to_proto,
-    bill_to_proto,
-    charge_to_proto,
-    department_to_proto,
-    doctor_to_proto,
-    ledger_entry_to_proto,
-    money_from_proto,
-    money_to_proto,
-    patient_to_proto,
-    payment_from_proto,
-    payment_to_proto,
-    refund_to_proto,
-    schedule_to_proto,
-    slot_to_proto,
-)
 from frontend_server.adapters._vendors import (
     DEFAULT_CODE_TABLES,
     DEFAULT_REST_PATHS,
@@ -125,20 +109,6 @@ __all__ = [
     "Schedule",
     "Slot",
     "SoapHisAdapter",
-    "appointment_to_proto",
-    "bill_to_proto",
-    "charge_to_proto",
-    "department_to_proto",
-    "doctor_to_proto",
-    "ledger_entry_to_proto",
     "make_adapter",
     "mask_identifier",
-    "money_from_proto",
-    "money_to_proto",
-    "patient_to_proto",
-    "payment_from_proto",
-    "payment_to_proto",
-    "refund_to_proto",
-    "schedule_to_proto",
-    "slot_to_proto",
 ]

@@ -72,20 +72,6 @@ def test_public_surface_is_pinned() -> None:
             "SoapHisAdapter",
             "make_adapter",
             "mask_identifier",
-            "appointment_to_proto",
-            "bill_to_proto",
-            "charge_to_proto",
-            "department_to_proto",
-            "doctor_to_proto",
-            "ledger_entry_to_proto",
-            "money_from_proto",
-            "money_to_proto",
-            "patient_to_proto",
-            "payment_from_proto",
-            "payment_to_proto",
-            "refund_to_proto",
-            "schedule_to_proto",
-            "slot_to_proto",
         ]
     )
     for name in adapters.__all__:
