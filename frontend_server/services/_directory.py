@@ -20,6 +20,7 @@ from frontend_server.services import _convert as convert
 from frontend_server.services._core import Hospital, page, require_mode
 from frontend_server.services._errors import InvalidRequest, rpc
 from hplus.hospital.v1 import directory_pb2, directory_pb2_grpc
+from mesh.digest import bucket_digests, bucket_of, content_digest
 
 __all__ = ["DirectoryServicer"]
 
@@ -144,6 +145,7 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
         HIS's own change position, so re-reading a page is at-least-once delivery.
         """
         require_mode(self._h.profile, "get_changes")
+        wanted = _bucket_filter(request.buckets) if request.HasField("buckets") else None
         kinds = set(request.kinds) or {
             directory_pb2.ENTITY_KIND_DEPARTMENT,
             directory_pb2.ENTITY_KIND_DOCTOR,
@@ -199,6 +201,9 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
                 )
                 watermark = f"full:{today.isoformat()}"
         changes = [c for c in changes if c.kind in kinds]
+        if wanted is not None:
+            count = request.buckets.bucket_count
+            changes = [c for c in changes if bucket_of(c.entity_id, count) in wanted]
         chunk, token = page(
             changes, size=request.page_size, token=request.page_token, default=500, maximum=5000
         )
@@ -211,6 +216,64 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
             snapshot=snapshot,
             data_time=now,
         )
+
+    @rpc
+    async def GetDirectoryDigest(
+        self,
+        request: directory_pb2.GetDirectoryDigestRequest,
+        context: Ctx[
+            directory_pb2.GetDirectoryDigestRequest, directory_pb2.GetDirectoryDigestResponse
+        ],
+    ) -> directory_pb2.GetDirectoryDigestResponse:
+        """Per-kind, per-bucket digests of the current directory (see the contract)."""
+        require_mode(self._h.profile, "get_changes")
+        count = min(request.bucket_count or _DEFAULT_BUCKETS, _MAX_BUCKETS)
+        kinds = list(dict.fromkeys(request.kinds)) or list(_ALL_KINDS)
+        adapter = self._h.adapter
+        today = dt.datetime.now(self._zone).date()
+        schedules = await adapter.list_schedules(start=today)
+        slots: list[Slot] = []
+        if directory_pb2.ENTITY_KIND_SLOT in kinds:
+            for s in schedules:
+                slots.extend(await adapter.list_slots(s.schedule_id))
+        changes = _entity_changes(
+            await adapter.list_departments(), await adapter.list_doctors(), schedules, slots
+        )
+        now = timestamp_pb2.Timestamp()
+        now.GetCurrentTime()
+        response = directory_pb2.GetDirectoryDigestResponse(
+            bucket_count=count, scope_start_date=convert.date(today), data_time=now
+        )
+        for kind in kinds:
+            of_kind = [(c.entity_id, c.content_digest) for c in changes if c.kind == kind]
+            response.kinds.append(
+                directory_pb2.KindDigest(
+                    kind=kind, count=len(of_kind), bucket_digests=bucket_digests(of_kind, count)
+                )
+            )
+        return response
+
+
+_DEFAULT_BUCKETS = 64
+_MAX_BUCKETS = 4096
+_ALL_KINDS = (
+    directory_pb2.ENTITY_KIND_DEPARTMENT,
+    directory_pb2.ENTITY_KIND_DOCTOR,
+    directory_pb2.ENTITY_KIND_SCHEDULE,
+    directory_pb2.ENTITY_KIND_SLOT,
+)
+
+
+def _bucket_filter(buckets: directory_pb2.BucketFilter) -> frozenset[int]:
+    count = buckets.bucket_count
+    if not 1 <= count <= _MAX_BUCKETS:
+        raise InvalidRequest([("buckets.bucket_count", f"must be in [1, {_MAX_BUCKETS}]")])
+    if not buckets.buckets:
+        raise InvalidRequest([("buckets.buckets", "at least one bucket is required")])
+    bad = [b for b in buckets.buckets if b >= count]
+    if bad:
+        raise InvalidRequest([("buckets.buckets", f"bucket {bad[0]} is not below bucket_count")])
+    return frozenset(buckets.buckets)
 
 
 def _version(stamp: timestamp_pb2.Timestamp) -> int:
@@ -231,6 +294,7 @@ def _entity_changes(
                 kind=directory_pb2.ENTITY_KIND_DEPARTMENT,
                 entity_id=dep.department_id,
                 version=dep.version,
+                content_digest=content_digest(dep),
                 department=dep,
             )
         )
@@ -241,6 +305,7 @@ def _entity_changes(
                 kind=directory_pb2.ENTITY_KIND_DOCTOR,
                 entity_id=doc.doctor_id,
                 version=doc.version,
+                content_digest=content_digest(doc),
                 doctor=doc,
             )
         )
@@ -251,6 +316,7 @@ def _entity_changes(
                 kind=directory_pb2.ENTITY_KIND_SCHEDULE,
                 entity_id=sch.schedule_id,
                 version=sch.version,
+                content_digest=content_digest(sch),
                 schedule=sch,
             )
         )
@@ -261,6 +327,7 @@ def _entity_changes(
                 kind=directory_pb2.ENTITY_KIND_SLOT,
                 entity_id=slot.slot_id,
                 version=slot.version,
+                content_digest=content_digest(slot),
                 slot=slot,
             )
         )

@@ -714,3 +714,58 @@ async def test_killing_the_edge_with_queued_tasks_loses_and_repeats_none(
             f.retrieve_archived_report_result.report.summary.report_id == r.report_id
             for f, r in zip((final[k] for k in keys), reports, strict=True)
         )
+
+
+async def test_directory_digest_matches_the_change_feed_and_buckets_filter_it(env: Env) -> None:
+    """GetDirectoryDigest's bucket digests are exactly those of GetChanges' content digests,
+    and a bucket filter returns only (and all of) the entities of those buckets."""
+    from mesh.digest import bucket_digests, bucket_of
+
+    changes: list[directory_pb2.EntityChange] = []
+    token = ""
+    while True:
+        page = await env.directory.GetChanges(
+            directory_pb2.GetChangesRequest(page_token=token, page_size=5000), timeout=60.0
+        )
+        changes.extend(page.changes)
+        token = page.next_page_token
+        if not token:
+            break
+    assert changes
+    assert all(len(c.content_digest) == 32 for c in changes)
+    digest = await env.directory.GetDirectoryDigest(
+        directory_pb2.GetDirectoryDigestRequest(bucket_count=16), timeout=60.0
+    )
+    assert digest.bucket_count == 16
+    assert len(digest.kinds) == 4
+    for kind in digest.kinds:
+        mine = [(c.entity_id, c.content_digest) for c in changes if c.kind == kind.kind]
+        assert kind.count == len(mine)
+        assert list(kind.bucket_digests) == bucket_digests(mine, 16)
+
+    wanted = [3, 11]
+    filtered = await env.directory.GetChanges(
+        directory_pb2.GetChangesRequest(
+            page_size=5000,
+            kinds=[directory_pb2.ENTITY_KIND_DOCTOR],
+            buckets=directory_pb2.BucketFilter(bucket_count=16, buckets=wanted),
+        ),
+        timeout=60.0,
+    )
+    expected = {
+        c.entity_id
+        for c in changes
+        if c.kind == directory_pb2.ENTITY_KIND_DOCTOR and bucket_of(c.entity_id, 16) in wanted
+    }
+    assert {c.entity_id for c in filtered.changes} == expected
+    assert filtered.snapshot
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await env.directory.GetChanges(
+            directory_pb2.GetChangesRequest(
+                buckets=directory_pb2.BucketFilter(bucket_count=16, buckets=[16])
+            ),
+            timeout=T,
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(info.value) == ["buckets.buckets"]

@@ -900,6 +900,7 @@ class GetChangesRequest(_message.Message):
     KINDS_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    BUCKETS_FIELD_NUMBER: _builtins.int
     since: _builtins.str
     """The `watermark` of the last completed sync; empty to ask for a full snapshot. Opaque: the
     cloud stores and returns it unchanged and never compares or parses it.
@@ -918,6 +919,14 @@ class GetChangesRequest(_message.Message):
         watermark (the cloud typically syncs slots more often than departments).
         """
 
+    @_builtins.property
+    def buckets(self) -> Global___BucketFilter:
+        """Only entities in these buckets (see GetDirectoryDigest). With an empty `since`, the pass
+        is a snapshot of these buckets only: after its last page the cloud deletes what it holds
+        of the requested kinds in these buckets that the snapshot did not contain. Unset means
+        every bucket.
+        """
+
     def __init__(
         self,
         *,
@@ -925,14 +934,43 @@ class GetChangesRequest(_message.Message):
         kinds: _abc.Iterable[Global___EntityKind.ValueType] | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        buckets: Global___BucketFilter | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["buckets", b"buckets"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kinds", b"kinds", "page_size", b"page_size", "page_token", b"page_token", "since", b"since"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buckets", b"buckets", "kinds", b"kinds", "page_size", b"page_size", "page_token", b"page_token", "since", b"since"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetChangesRequest: _TypeAlias = GetChangesRequest  # noqa: Y015
+
+@_typing.final
+class BucketFilter(_message.Message):
+    """A subset of the buckets of entity ids (see DirectoryService.GetDirectoryDigest)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUCKET_COUNT_FIELD_NUMBER: _builtins.int
+    BUCKETS_FIELD_NUMBER: _builtins.int
+    bucket_count: _builtins.int
+    """How many buckets the ids are divided into; 1 to 4096."""
+    @_builtins.property
+    def buckets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The buckets wanted, each below `bucket_count`; at least one."""
+
+    def __init__(
+        self,
+        *,
+        bucket_count: _builtins.int = ...,
+        buckets: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket_count", b"bucket_count", "buckets", b"buckets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BucketFilter: _TypeAlias = BucketFilter  # noqa: Y015
 
 @_typing.final
 class EntityChange(_message.Message):
@@ -944,6 +982,7 @@ class EntityChange(_message.Message):
     ENTITY_ID_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    CONTENT_DIGEST_FIELD_NUMBER: _builtins.int
     DEPARTMENT_FIELD_NUMBER: _builtins.int
     DOCTOR_FIELD_NUMBER: _builtins.int
     SCHEDULE_FIELD_NUMBER: _builtins.int
@@ -956,6 +995,11 @@ class EntityChange(_message.Message):
     version: _builtins.int
     """Version of the entity after this change; for a deletion, higher than any version the
     entity had.
+    """
+    content_digest: _builtins.bytes
+    """SHA-256 (32 bytes) of the entity's content as the edge defines it: equal for equal
+    content, different when any published field changed. Empty for a deletion. The cloud
+    stores it with the entity and uses it for GetDirectoryDigest comparisons.
     """
     deleted: _builtins.bool
     """True: the entity was deleted in the HIS (or is no longer published); the cloud removes
@@ -988,6 +1032,7 @@ class EntityChange(_message.Message):
         entity_id: _builtins.str = ...,
         version: _builtins.int = ...,
         change_time: _timestamp_pb2.Timestamp | None = ...,
+        content_digest: _builtins.bytes = ...,
         department: Global___Department | None = ...,
         doctor: Global___Doctor | None = ...,
         schedule: Global___Schedule | None = ...,
@@ -996,7 +1041,7 @@ class EntityChange(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "change_time", b"change_time", "deleted", b"deleted", "department", b"department", "doctor", b"doctor", "schedule", b"schedule", "slot", b"slot"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "change_time", b"change_time", "deleted", b"deleted", "department", b"department", "doctor", b"doctor", "entity_id", b"entity_id", "kind", b"kind", "schedule", b"schedule", "slot", b"slot", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "change_time", b"change_time", "content_digest", b"content_digest", "deleted", b"deleted", "department", b"department", "doctor", b"doctor", "entity_id", b"entity_id", "kind", b"kind", "schedule", b"schedule", "slot", b"slot", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["department", "doctor", "schedule", "slot", "deleted"]  # noqa: Y015
     _WhichOneofArgType_change: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
@@ -1048,3 +1093,105 @@ class GetChangesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetChangesResponse: _TypeAlias = GetChangesResponse  # noqa: Y015
+
+@_typing.final
+class GetDirectoryDigestRequest(_message.Message):
+    """Request of DirectoryService.GetDirectoryDigest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KINDS_FIELD_NUMBER: _builtins.int
+    BUCKET_COUNT_FIELD_NUMBER: _builtins.int
+    bucket_count: _builtins.int
+    """How many buckets to divide each kind into; 0 means the edge default (64), above 4096 is
+    treated as 4096.
+    """
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedScalarFieldContainer[Global___EntityKind.ValueType]:
+        """Only these kinds; empty for all kinds."""
+
+    def __init__(
+        self,
+        *,
+        kinds: _abc.Iterable[Global___EntityKind.ValueType] | None = ...,
+        bucket_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket_count", b"bucket_count", "kinds", b"kinds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDirectoryDigestRequest: _TypeAlias = GetDirectoryDigestRequest  # noqa: Y015
+
+@_typing.final
+class KindDigest(_message.Message):
+    """The digest of one kind of entity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    BUCKET_DIGESTS_FIELD_NUMBER: _builtins.int
+    kind: Global___EntityKind.ValueType
+    """The kind."""
+    count: _builtins.int
+    """How many entities of this kind are in scope."""
+    @_builtins.property
+    def bucket_digests(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """One SHA-256 digest (32 bytes) per bucket, bucket 0 first; `bucket_count` entries."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___EntityKind.ValueType = ...,
+        count: _builtins.int = ...,
+        bucket_digests: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket_digests", b"bucket_digests", "count", b"count", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KindDigest: _TypeAlias = KindDigest  # noqa: Y015
+
+@_typing.final
+class GetDirectoryDigestResponse(_message.Message):
+    """Response of DirectoryService.GetDirectoryDigest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KINDS_FIELD_NUMBER: _builtins.int
+    BUCKET_COUNT_FIELD_NUMBER: _builtins.int
+    SCOPE_START_DATE_FIELD_NUMBER: _builtins.int
+    DATA_TIME_FIELD_NUMBER: _builtins.int
+    bucket_count: _builtins.int
+    """The bucket count used (the request's, after defaults and caps)."""
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedCompositeFieldContainer[Global___KindDigest]:
+        """One digest per requested kind."""
+
+    @_builtins.property
+    def scope_start_date(self) -> _date_pb2.Date:
+        """First date (hospital local) of the schedules and slots in scope."""
+
+    @_builtins.property
+    def data_time(self) -> _timestamp_pb2.Timestamp:
+        """When the edge last read the HIS for this data."""
+
+    def __init__(
+        self,
+        *,
+        kinds: _abc.Iterable[Global___KindDigest] | None = ...,
+        bucket_count: _builtins.int = ...,
+        scope_start_date: _date_pb2.Date | None = ...,
+        data_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data_time", b"data_time", "scope_start_date", b"scope_start_date"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket_count", b"bucket_count", "data_time", b"data_time", "kinds", b"kinds", "scope_start_date", b"scope_start_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDirectoryDigestResponse: _TypeAlias = GetDirectoryDigestResponse  # noqa: Y015

@@ -71,6 +71,11 @@ class DirectoryServiceStub:
                 request_serializer=hplus_dot_hospital_dot_v1_dot_directory__pb2.GetChangesRequest.SerializeToString,
                 response_deserializer=hplus_dot_hospital_dot_v1_dot_directory__pb2.GetChangesResponse.FromString,
                 _registered_method=True)
+        self.GetDirectoryDigest = channel.unary_unary(
+                '/hplus.hospital.v1.DirectoryService/GetDirectoryDigest',
+                request_serializer=hplus_dot_hospital_dot_v1_dot_directory__pb2.GetDirectoryDigestRequest.SerializeToString,
+                response_deserializer=hplus_dot_hospital_dot_v1_dot_directory__pb2.GetDirectoryDigestResponse.FromString,
+                _registered_method=True)
 
 
 class DirectoryServiceServicer:
@@ -138,6 +143,25 @@ class DirectoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDirectoryDigest(self, request, context):
+        """Returns digests of the hospital's current reference data, per entity kind and per bucket
+        of entity ids, so the cloud can find where its read store has drifted from the hospital
+        without transferring the data; it then re-reads only the differing buckets with
+        GetChanges (`buckets`).
+
+        Definitions shared by the edge and the cloud (both compute them, so they are exact):
+        * The bucket of an entity, for `bucket_count` buckets: the first 4 bytes of SHA-256 of
+        its id (UTF-8) read as a big-endian unsigned integer, modulo `bucket_count`.
+        * The digest of a bucket: SHA-256 over its entities sorted by id (bytewise UTF-8), each
+        contributing its id's UTF-8 bytes, one 0x00 byte, then its 32-byte
+        `EntityChange.content_digest`. An empty bucket's digest is SHA-256 of no bytes.
+        * Scope: every department and doctor the feed publishes; schedules and slots dated on
+        or after `scope_start_date` (older ones age out of the store and are not compared).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DirectoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -165,6 +189,11 @@ def add_DirectoryServiceServicer_to_server(servicer, server):
                     servicer.GetChanges,
                     request_deserializer=hplus_dot_hospital_dot_v1_dot_directory__pb2.GetChangesRequest.FromString,
                     response_serializer=hplus_dot_hospital_dot_v1_dot_directory__pb2.GetChangesResponse.SerializeToString,
+            ),
+            'GetDirectoryDigest': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDirectoryDigest,
+                    request_deserializer=hplus_dot_hospital_dot_v1_dot_directory__pb2.GetDirectoryDigestRequest.FromString,
+                    response_serializer=hplus_dot_hospital_dot_v1_dot_directory__pb2.GetDirectoryDigestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -314,6 +343,33 @@ class DirectoryService:
             '/hplus.hospital.v1.DirectoryService/GetChanges',
             hplus_dot_hospital_dot_v1_dot_directory__pb2.GetChangesRequest.SerializeToString,
             hplus_dot_hospital_dot_v1_dot_directory__pb2.GetChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDirectoryDigest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hplus.hospital.v1.DirectoryService/GetDirectoryDigest',
+            hplus_dot_hospital_dot_v1_dot_directory__pb2.GetDirectoryDigestRequest.SerializeToString,
+            hplus_dot_hospital_dot_v1_dot_directory__pb2.GetDirectoryDigestResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -71,6 +71,21 @@ class DirectoryServiceStub:
     Changes are delivered at least once; the cloud applies one only when its `version` is
     higher than the version it holds for that entity.
     """
+    GetDirectoryDigest: _grpc.UnaryUnaryMultiCallable[_directory_pb2.GetDirectoryDigestRequest, _directory_pb2.GetDirectoryDigestResponse]
+    """Returns digests of the hospital's current reference data, per entity kind and per bucket
+    of entity ids, so the cloud can find where its read store has drifted from the hospital
+    without transferring the data; it then re-reads only the differing buckets with
+    GetChanges (`buckets`).
+
+    Definitions shared by the edge and the cloud (both compute them, so they are exact):
+    * The bucket of an entity, for `bucket_count` buckets: the first 4 bytes of SHA-256 of
+      its id (UTF-8) read as a big-endian unsigned integer, modulo `bucket_count`.
+    * The digest of a bucket: SHA-256 over its entities sorted by id (bytewise UTF-8), each
+      contributing its id's UTF-8 bytes, one 0x00 byte, then its 32-byte
+      `EntityChange.content_digest`. An empty bucket's digest is SHA-256 of no bytes.
+    * Scope: every department and doctor the feed publishes; schedules and slots dated on
+      or after `scope_start_date` (older ones age out of the store and are not compared).
+    """
 
 @_typing.type_check_only
 class DirectoryServiceAsyncStub(DirectoryServiceStub):
@@ -114,6 +129,21 @@ class DirectoryServiceAsyncStub(DirectoryServiceStub):
        hospital that the snapshot did not contain.
     Changes are delivered at least once; the cloud applies one only when its `version` is
     higher than the version it holds for that entity.
+    """
+    GetDirectoryDigest: _aio.UnaryUnaryMultiCallable[_directory_pb2.GetDirectoryDigestRequest, _directory_pb2.GetDirectoryDigestResponse]  # type: ignore[assignment]
+    """Returns digests of the hospital's current reference data, per entity kind and per bucket
+    of entity ids, so the cloud can find where its read store has drifted from the hospital
+    without transferring the data; it then re-reads only the differing buckets with
+    GetChanges (`buckets`).
+
+    Definitions shared by the edge and the cloud (both compute them, so they are exact):
+    * The bucket of an entity, for `bucket_count` buckets: the first 4 bytes of SHA-256 of
+      its id (UTF-8) read as a big-endian unsigned integer, modulo `bucket_count`.
+    * The digest of a bucket: SHA-256 over its entities sorted by id (bytewise UTF-8), each
+      contributing its id's UTF-8 bytes, one 0x00 byte, then its 32-byte
+      `EntityChange.content_digest`. An empty bucket's digest is SHA-256 of no bytes.
+    * Scope: every department and doctor the feed publishes; schedules and slots dated on
+      or after `scope_start_date` (older ones age out of the store and are not compared).
     """
 
 class DirectoryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -185,6 +215,27 @@ class DirectoryServiceServicer(metaclass=_abc_1.ABCMeta):
            hospital that the snapshot did not contain.
         Changes are delivered at least once; the cloud applies one only when its `version` is
         higher than the version it holds for that entity.
+        """
+
+    @_abc_1.abstractmethod
+    def GetDirectoryDigest(
+        self,
+        request: _directory_pb2.GetDirectoryDigestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.GetDirectoryDigestResponse, _abc.Awaitable[_directory_pb2.GetDirectoryDigestResponse]]:
+        """Returns digests of the hospital's current reference data, per entity kind and per bucket
+        of entity ids, so the cloud can find where its read store has drifted from the hospital
+        without transferring the data; it then re-reads only the differing buckets with
+        GetChanges (`buckets`).
+
+        Definitions shared by the edge and the cloud (both compute them, so they are exact):
+        * The bucket of an entity, for `bucket_count` buckets: the first 4 bytes of SHA-256 of
+          its id (UTF-8) read as a big-endian unsigned integer, modulo `bucket_count`.
+        * The digest of a bucket: SHA-256 over its entities sorted by id (bytewise UTF-8), each
+          contributing its id's UTF-8 bytes, one 0x00 byte, then its 32-byte
+          `EntityChange.content_digest`. An empty bucket's digest is SHA-256 of no bytes.
+        * Scope: every department and doctor the feed publishes; schedules and slots dated on
+          or after `scope_start_date` (older ones age out of the store and are not compared).
         """
 
 def add_DirectoryServiceServicer_to_server(servicer: DirectoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
