@@ -16,8 +16,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from cloud import CloudNode, NodeConfig
+from cloud.config import NodeConfig
 from cloud.gateway import HospitalUnavailable
+from cloud.node import CloudNode
 from frontend_server.dialer import Dialer, DialerConfig
 from mesh.tunnel import TunnelConfig, TunnelServer
 from tests.support.proxy import Proxy
