@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from compat._protoc import include_paths, proto_files
+from compat import include_paths, proto_files
 from tools.releases import RELEASES_DIR, ReleaseError, latest_release
 
 _GOOGLEAPIS_DIRS = ("google/rpc", "google/type")

@@ -37,7 +37,7 @@ from frontend_server.profile._model import (
 )
 from frontend_server.profile._source import Layer, Node, load_layers, merge
 from frontend_server.rules import ALLOWED_SLOT_MINUTES, AppointmentRules, RuleVariant
-from frontend_server.tasks._config import QueueConfig
+from frontend_server.tasks import QueueConfig
 from hplus.hospital.v1 import common_pb2, directory_pb2, report_pb2
 from mesh.config import ConfigError
 
