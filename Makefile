@@ -45,8 +45,8 @@ gen: $(STAMP) ## Regenerate gen/ from proto/ (deletes gen/ first).
 generate: gen ## Alias of gen.
 
 .PHONY: check-gen
-check-gen: gen ## Fail when gen/ differs from what proto/ generates.
-	@test -z "$$(git status --porcelain -- gen)" || { echo "gen/ is stale: run 'make gen' and commit"; git status --porcelain -- gen; exit 1; }
+check-gen: $(STAMP) ## Fail when gen/ is stale (differs from what proto/ generates) or not committed.
+	$(PY) -m tools.protobuild check --proto proto --gen gen --scratch build/check-gen
 
 .PHONY: lint
 lint: protodeps ## ruff, mypy, import contracts (lint-imports), buf lint, buf format.
