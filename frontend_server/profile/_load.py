@@ -568,6 +568,16 @@ def _tasks(node: Node) -> QueueConfig:
         )
     for key in ints:
         values[key] = node.number(key, int, getattr(defaults, key), minimum=1)
+    initial, largest = values["backoff_initial_seconds"], values["backoff_max_seconds"]
+    if initial > largest:
+        key = "backoff_initial_seconds"
+        if not node.has(key):
+            key = "backoff_max_seconds"
+        raise node.error(
+            key,
+            f"invalid value {values[key]!r}: backoff_initial_seconds ({initial:g}) must be "
+            f"<= backoff_max_seconds ({largest:g})",
+        )
     return QueueConfig(**values)
 
 

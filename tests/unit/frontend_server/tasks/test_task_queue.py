@@ -210,6 +210,11 @@ def test_backoff_grows_and_is_capped() -> None:
     assert [backoff_delay(config, n, Top()) for n in (1, 2, 3, 4, 5, 9)] == [1, 2, 4, 8, 10, 10]
 
 
+def test_config_refuses_an_initial_backoff_above_the_largest() -> None:
+    with pytest.raises(ValueError, match="backoff_initial_seconds must be <= backoff_max_seconds"):
+        QueueConfig(backoff_initial_seconds=600.0, backoff_max_seconds=300.0)
+
+
 async def test_submit_is_idempotent_and_bounded(store: TaskStore) -> None:
     queue = TaskQueue(store, FakeExecutor(), QueueConfig(queue_limit=2))
     first, created = await queue.submit(idempotency_key="a", kind="k", payload=b"1")
