@@ -58,6 +58,7 @@ from frontend_server.adapters._errors import (
 )
 from frontend_server.adapters._fieldmaps import DOCUMENTED_FIELDS
 from frontend_server.adapters._settings import DialectSettings
+from mesh.retry import RetryPolicy
 
 __all__ = ["DbHisAdapter"]
 
@@ -103,6 +104,11 @@ class _DropStatementLogs(logging.Filter):
 _AIOSQLITE_FILTER = _DropStatementLogs()
 
 
+def _no_row(row: Any) -> bool:
+    """The response table has no row for the request yet: poll again."""
+    return row is None
+
+
 def _guard_driver_logs() -> None:
     """Installs the aiosqlite filter once (idempotent: filters are kept in a list)."""
     driver_log = logging.getLogger("aiosqlite")
@@ -142,6 +148,15 @@ class DbHisAdapter(BaseAdapter):
         # SQLAlchemy's logs and exception texts.
         self._engine: AsyncEngine = create_async_engine(
             url, connect_args=connect_args, hide_parameters=True, **pool
+        )
+        # Reads of the response table until the HIS has answered; the call's deadline
+        # (asyncio.timeout around it) ends the polling. No jitter: each call polls for its
+        # own request, and waiting less than the window only means more reads.
+        self._poll = RetryPolicy(
+            initial=settings.db_poll_initial_seconds,
+            maximum=settings.db_poll_max_seconds,
+            jitter=False,
+            deadline=None,
         )
 
     async def aclose(self) -> None:
@@ -283,14 +298,12 @@ class DbHisAdapter(BaseAdapter):
                     )
                     # From here on the HIS may see the request.
                     sent = True
-                delay = self.settings.db_poll_initial_seconds
-                while True:
+
+                async def read_response() -> Any:
                     async with self._engine.connect() as conn:
-                        row = (await conn.execute(poll, {"req_id": req_id})).mappings().first()
-                    if row is not None:
-                        break
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.settings.db_poll_max_seconds)
+                        return (await conn.execute(poll, {"req_id": req_id})).mappings().first()
+
+                row = await self._poll.retrying(retry_result=_no_row)(read_response)
         except TimeoutError as err:
             if not sent:
                 raise HisUnavailable(
