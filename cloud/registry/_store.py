@@ -13,6 +13,7 @@ import base64
 import collections
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -48,6 +49,7 @@ from cloud.registry._model import (
 )
 from cloud.registry._schema import AUDIT, LABELS, RELEASES, REQUESTS
 from hplus.cloud.v1 import registry_pb2
+from mesh.retry import RetryPolicy
 
 __all__ = ["FieldUsage", "ReleaseStore", "parse_version"]
 
@@ -63,6 +65,14 @@ _DEFAULT_PAGE = 50
 _MAX_PAGE = 500
 _CACHE = 16
 _WINDOW_STATES = (Lifecycle.ACTIVE.value, Lifecycle.DEPRECATED.value)
+# A label write that lost a race to create the same label is tried once more: the second
+# attempt sees the winner's row and moves it with compare-and-set instead.
+_LOST_CREATE_RACE = RetryPolicy(initial=0.01, maximum=0.01, attempts=2, deadline=None)
+
+
+def _lost_create_race(err: BaseException) -> bool:
+    """A concurrent insert of the same unique row won (its commit came first)."""
+    return isinstance(err, IntegrityError)
 
 
 def parse_version(text: str, *, field: str = "version") -> semver.Version:
@@ -833,66 +843,96 @@ class ReleaseStore:
         """
         _check_request_id(request_id)
         _check_label(name, "label")
-        for _attempt in range(2):
-            try:
-                async with self._engine.begin() as conn:
-                    rid = await self._resolve(conn, selector, "release")
-                    target = await self._by_id(conn, rid)
-                    current = await self._label(conn, name)
-                    if current is not None and current.digest == target.digest:
-                        return current, current.version
-                    if target.lifecycle is Lifecycle.RETIRED:
-                        raise FailedPrecondition(
-                            "RELEASE_RETIRED", f"release {target.version} is retired"
-                        )
-                    if current is not None and create_only:
-                        raise AlreadyExists(f"label {name!r} exists (at {current.version})")
-                    if expected_digest is not None and (
-                        current is None or current.digest != expected_digest
-                    ):
-                        where = "does not exist" if current is None else f"is at {current.version}"
-                        raise Conflict(f"label {name!r} {where}, not at sha256:{expected_digest}")
-                    now = _now()
-                    if current is None:
-                        await conn.execute(
-                            LABELS.insert().values(
-                                name=name, release_id=rid, updated_at=now, updated_by=actor
-                            )
-                        )
-                    else:
-                        # Compare-and-set in the statement itself: a concurrent move between
-                        # our read and this write makes it match no row.
-                        moved = await conn.execute(
-                            LABELS.update()
-                            .where(
-                                LABELS.c.name == name,
-                                LABELS.c.release_id
-                                == sa.select(RELEASES.c.release_id)
-                                .where(RELEASES.c.digest_sha256 == current.digest)
-                                .scalar_subquery(),
-                            )
-                            .values(release_id=rid, updated_at=now, updated_by=actor)
-                        )
-                        if moved.rowcount != 1:
-                            raise Conflict(f"label {name!r} was moved concurrently; retry")
-                    await self._audit(
-                        conn,
-                        actor,
-                        "label.set",
-                        name,
-                        version=target.version,
-                        digest=target.digest,
-                        previous=current.version if current else None,
-                        request_id=request_id,
+        set_once = functools.partial(
+            self._set_label_once,
+            name,
+            selector,
+            actor=actor,
+            expected_digest=expected_digest,
+            create_only=create_only,
+            request_id=request_id,
+        )
+        try:
+            result: tuple[LabelInfo, str] = await _LOST_CREATE_RACE.retrying(
+                retry_on=_lost_create_race
+            )(set_once)
+        except IntegrityError:
+            raise Conflict(f"label {name!r} was changed concurrently; retry") from None
+        return result
+
+    async def _set_label_once(
+        self,
+        name: str,
+        selector: Selector,
+        *,
+        actor: str,
+        expected_digest: str | None,
+        create_only: bool,
+        request_id: str,
+    ) -> tuple[LabelInfo, str]:
+        """One attempt of :meth:`set_label`, in one transaction.
+
+        Raises:
+            IntegrityError: a concurrent create of the same label won (retried: the next
+                attempt sees it).
+        """
+        try:
+            async with self._engine.begin() as conn:
+                rid = await self._resolve(conn, selector, "release")
+                target = await self._by_id(conn, rid)
+                current = await self._label(conn, name)
+                if current is not None and current.digest == target.digest:
+                    return current, current.version
+                if target.lifecycle is Lifecycle.RETIRED:
+                    raise FailedPrecondition(
+                        "RELEASE_RETIRED", f"release {target.version} is retired"
                     )
-                    after = LabelInfo(name, target.version, target.digest, now, actor)
-                    return after, current.version if current else ""
-            except IntegrityError:
-                # A concurrent create of the same label; the second attempt sees it.
-                if create_only:
-                    raise AlreadyExists(f"label {name!r} exists") from None
-                continue
-        raise Conflict(f"label {name!r} was changed concurrently; retry")
+                if current is not None and create_only:
+                    raise AlreadyExists(f"label {name!r} exists (at {current.version})")
+                if expected_digest is not None and (
+                    current is None or current.digest != expected_digest
+                ):
+                    where = "does not exist" if current is None else f"is at {current.version}"
+                    raise Conflict(f"label {name!r} {where}, not at sha256:{expected_digest}")
+                now = _now()
+                if current is None:
+                    await conn.execute(
+                        LABELS.insert().values(
+                            name=name, release_id=rid, updated_at=now, updated_by=actor
+                        )
+                    )
+                else:
+                    # Compare-and-set in the statement itself: a concurrent move between
+                    # our read and this write makes it match no row.
+                    moved = await conn.execute(
+                        LABELS.update()
+                        .where(
+                            LABELS.c.name == name,
+                            LABELS.c.release_id
+                            == sa.select(RELEASES.c.release_id)
+                            .where(RELEASES.c.digest_sha256 == current.digest)
+                            .scalar_subquery(),
+                        )
+                        .values(release_id=rid, updated_at=now, updated_by=actor)
+                    )
+                    if moved.rowcount != 1:
+                        raise Conflict(f"label {name!r} was moved concurrently; retry")
+                await self._audit(
+                    conn,
+                    actor,
+                    "label.set",
+                    name,
+                    version=target.version,
+                    digest=target.digest,
+                    previous=current.version if current else None,
+                    request_id=request_id,
+                )
+                after = LabelInfo(name, target.version, target.digest, now, actor)
+                return after, current.version if current else ""
+        except IntegrityError:
+            if create_only:
+                raise AlreadyExists(f"label {name!r} exists") from None
+            raise
 
     async def delete_label(
         self,
