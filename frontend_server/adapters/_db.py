@@ -21,6 +21,7 @@ from sqlalchemy import BindParameter, Date, DateTime, bindparam, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from typing_extensions import override
 
 from frontend_server.adapters import _entities as E
 from frontend_server.adapters._base import WRITE_OPERATIONS, BaseAdapter
@@ -97,6 +98,7 @@ class _DropStatementLogs(logging.Filter):
     (ID numbers, phones, names).
     """
 
+    @override
     def filter(self, record: logging.LogRecord) -> bool:
         return False
 
@@ -118,6 +120,11 @@ def _guard_driver_logs() -> None:
 
 class DbHisAdapter(BaseAdapter):
     """Speaks a database HIS through SQLAlchemy 2 (async): views and procedure tables.
+
+    This HIS stores no caller key: the ``key`` of a write is not sent (after a lost answer
+    only its views and our ledger tell whether the write happened), and the
+    ``find_*_by_key`` lookups raise :class:`HisCapabilityError`. Directory changes come
+    from each view's ``MODIFY_TIME`` and the deletion log.
 
     Args:
         settings: Settings with ``dialect="db"`` and ``url`` an async SQLAlchemy URL.
@@ -159,8 +166,8 @@ class DbHisAdapter(BaseAdapter):
             deadline=None,
         )
 
+    @override
     async def aclose(self) -> None:
-        """Disposes of the engine's connections."""
         await super().aclose()
         await self._engine.dispose()
 
@@ -344,12 +351,8 @@ class DbHisAdapter(BaseAdapter):
 
     # ------------------------------------------------------------------ directory
 
+    @override
     async def list_departments(self) -> tuple[Department, ...]:
-        """Lists every department.
-
-        Returns:
-            The departments.
-        """
         op = "list_departments"
         with self._logged(op):
             rows = await self._select(op, "V_HIS_DEPT")
@@ -369,15 +372,8 @@ class DbHisAdapter(BaseAdapter):
                 )
         return list(merged.values())
 
+    @override
     async def list_doctors(self, *, department_id: str = "") -> tuple[Doctor, ...]:
-        """Lists doctors.
-
-        Args:
-            department_id: Department filter.
-
-        Returns:
-            The doctors.
-        """
         op = "list_doctors"
         with self._logged(op):
             doctors = self._doctors(await self._select(op, "V_HIS_DOCTOR"))
@@ -385,6 +381,7 @@ class DbHisAdapter(BaseAdapter):
                 d for d in doctors if not department_id or department_id in d.department_ids
             )
 
+    @override
     async def list_schedules(
         self,
         *,
@@ -393,17 +390,6 @@ class DbHisAdapter(BaseAdapter):
         start: dt.date | None = None,
         end: dt.date | None = None,
     ) -> tuple[Schedule, ...]:
-        """Lists clinic sessions.
-
-        Args:
-            department_id: Department filter.
-            doctor_id: Doctor filter.
-            start: First date.
-            end: Last date.
-
-        Returns:
-            The sessions.
-        """
         op = "list_schedules"
         with self._logged(op):
             where: list[tuple[str, str, Any]] = []
@@ -418,15 +404,8 @@ class DbHisAdapter(BaseAdapter):
             rows = await self._select(op, "V_HIS_DOCTOR_SCHEDULE", where)
             return tuple(E.schedule(r, SCHEDULE) for r in rows)
 
+    @override
     async def list_slots(self, schedule_id: str) -> tuple[Slot, ...]:
-        """Lists the places of one session.
-
-        Args:
-            schedule_id: The session.
-
-        Returns:
-            The slots.
-        """
         op = "list_slots"
         with self._logged(op):
             rows = await self._select(
@@ -434,18 +413,8 @@ class DbHisAdapter(BaseAdapter):
             )
             return tuple(E.slot(r, SLOT) for r in rows)
 
+    @override
     async def get_changes(self, since: str | None = None) -> Changes:
-        """Directory changes after a watermark (``MODIFY_TIME`` and the deletion log).
-
-        Args:
-            since: Watermark from the previous call; None for everything.
-
-        Returns:
-            The changes; the watermark is the latest change time seen.
-
-        Raises:
-            ValueError: ``since`` is not a watermark this adapter issued.
-        """
         op = "get_changes"
         self._require("incremental_changes", op)
         mark = dt.datetime.strptime(since, _WATERMARK_FORMAT) if since else None
@@ -489,21 +458,10 @@ class DbHisAdapter(BaseAdapter):
 
     # ------------------------------------------------------------------ appointments
 
+    @override
     async def hold(
         self, *, slot_id: str, patient_id: str, key: str, payer: str = "SELF", minutes: int = 0
     ) -> Appointment:
-        """Holds one place of a slot (the key is not stored: this HIS keeps none).
-
-        Args:
-            slot_id: The slot.
-            patient_id: The patient.
-            key: Idempotency key (unused by this dialect).
-            payer: Neutral payer type.
-            minutes: Hold time; 0 for the HIS's default.
-
-        Returns:
-            The hold.
-        """
         op = "hold"
         with self._logged(op):
             params = {
@@ -514,20 +472,14 @@ class DbHisAdapter(BaseAdapter):
             }
             return E.appointment(await self._proc(op, "P_LOCK_SOURCE", params), APPOINTMENT)
 
+    @override
     async def release_hold(self, hold_id: str) -> Appointment:
-        """Releases a hold.
-
-        Args:
-            hold_id: The hold.
-
-        Returns:
-            The appointment.
-        """
         op = "release_hold"
         with self._logged(op):
             out = await self._proc(op, "P_UNLOCK_SOURCE", {"LOCK_ID": hold_id})
             return E.appointment(out, APPOINTMENT)
 
+    @override
     async def book(
         self,
         *,
@@ -538,19 +490,6 @@ class DbHisAdapter(BaseAdapter):
         payer: str = "SELF",
         payment: Payment | None = None,
     ) -> Appointment:
-        """Books a held place or a slot directly.
-
-        Args:
-            patient_id: The patient.
-            key: Idempotency key (unused by this dialect).
-            hold_id: Hold to confirm.
-            slot_id: Slot when there is no hold.
-            payer: Neutral payer type.
-            payment: Payment; None when paying at the hospital.
-
-        Returns:
-            The booking.
-        """
         op = "book"
         with self._logged(op):
             params: dict[str, Any] = {
@@ -572,37 +511,17 @@ class DbHisAdapter(BaseAdapter):
             "PAY_TIME": self._codec.datetime_out(payment.paid_at) if payment.paid_at else "",
         }
 
+    @override
     async def cancel(
         self, *, appointment_id: str, patient_id: str, key: str, reason: str = ""
     ) -> Appointment:
-        """Cancels a booking.
-
-        Args:
-            appointment_id: Booking or hold id.
-            patient_id: Owner.
-            key: Idempotency key (unused by this dialect).
-            reason: Why.
-
-        Returns:
-            The appointment.
-        """
         op = "cancel"
         with self._logged(op):
             params = {"REG_ID": appointment_id, "PATIENT_ID": patient_id, "REASON": reason}
             return E.appointment(await self._proc(op, "P_CANCEL_REG", params), APPOINTMENT)
 
+    @override
     async def get_appointment(self, appointment_id: str) -> Appointment:
-        """Reads a booking or hold (by registration or hold id).
-
-        Args:
-            appointment_id: Booking or hold id.
-
-        Returns:
-            The appointment.
-
-        Raises:
-            HisRejected: NOT_FOUND.
-        """
         op = "get_appointment"
         with self._logged(op):
             rows = await self._select(op, "V_HIS_REG_RECORD", [("REG_ID", "=", appointment_id)])
@@ -614,28 +533,14 @@ class DbHisAdapter(BaseAdapter):
                 raise self._not_found(op, "appointment")
             return E.appointment(rows[0], APPOINTMENT)
 
+    @override
     async def find_appointment_by_key(self, key: str) -> Appointment | None:
-        """Not offered: this HIS stores no caller key.
-
-        Args:
-            key: Idempotency key.
-
-        Raises:
-            HisCapabilityError: Always (unless a future version adds the capability).
-        """
         op = "get_appointment"
         self._require("appointment_query_by_key", op)
         raise AssertionError("unreachable: the database dialect stores no caller key")
 
+    @override
     async def list_appointments(self, patient_id: str) -> tuple[Appointment, ...]:
-        """Lists a patient's appointments.
-
-        Args:
-            patient_id: The patient.
-
-        Returns:
-            Newest visit first.
-        """
         op = "list_appointments"
         with self._logged(op):
             order = f"{self._col('VISIT_BEGIN')} DESC, {self._col('CREATE_TIME')} DESC"
@@ -646,15 +551,8 @@ class DbHisAdapter(BaseAdapter):
 
     # ------------------------------------------------------------------ billing
 
+    @override
     async def list_bills(self, patient_id: str) -> tuple[Bill, ...]:
-        """Lists unpaid bills (lines from the item view).
-
-        Args:
-            patient_id: The patient.
-
-        Returns:
-            The bills.
-        """
         op = "list_bills"
         with self._logged(op):
             bills = await self._select(op, "V_HIS_UNPAID_RECIPE", [("PATIENT_ID", "=", patient_id)])
@@ -675,19 +573,10 @@ class DbHisAdapter(BaseAdapter):
                 for b, bill_id in zip(bills, ids, strict=True)
             )
 
+    @override
     async def quote(
         self, *, patient_id: str, bill_ids: Sequence[str], payer: str = "SELF"
     ) -> Quote:
-        """Pre-settles bills.
-
-        Args:
-            patient_id: The patient.
-            bill_ids: Bills.
-            payer: Neutral payer type.
-
-        Returns:
-            The quote.
-        """
         op = "quote"
         with self._logged(op):
             params = {
@@ -697,6 +586,7 @@ class DbHisAdapter(BaseAdapter):
             }
             return E.quote(await self._proc(op, "P_PRE_SETTLE", params), QUOTE)
 
+    @override
     async def settle(
         self,
         *,
@@ -706,18 +596,6 @@ class DbHisAdapter(BaseAdapter):
         key: str,
         payer: str = "SELF",
     ) -> Charge:
-        """Settles bills.
-
-        Args:
-            patient_id: The patient.
-            bill_ids: Bills.
-            payment: Payment.
-            key: Idempotency key (unused by this dialect).
-            payer: Neutral payer type.
-
-        Returns:
-            The charge.
-        """
         op = "settle"
         with self._logged(op):
             params = {
@@ -728,18 +606,8 @@ class DbHisAdapter(BaseAdapter):
             }
             return E.charge(await self._proc(op, "P_SETTLE", params), CHARGE)
 
+    @override
     async def get_charge(self, charge_id: str) -> Charge:
-        """Reads a charge.
-
-        Args:
-            charge_id: The HIS's id.
-
-        Returns:
-            The charge.
-
-        Raises:
-            HisRejected: NOT_FOUND.
-        """
         op = "get_charge"
         with self._logged(op):
             rows = await self._select(op, "V_HIS_SETTLE", [("SETTLE_ID", "=", charge_id)])
@@ -747,32 +615,15 @@ class DbHisAdapter(BaseAdapter):
                 raise self._not_found(op, "charge")
             return E.charge(rows[0], CHARGE)
 
+    @override
     async def find_charge_by_key(self, key: str) -> Charge | None:
-        """Not offered: this HIS stores no caller key.
-
-        Args:
-            key: Idempotency key.
-
-        Raises:
-            HisCapabilityError: Always.
-        """
         self._require("charge_query_by_key", "get_charge")
         raise AssertionError("unreachable: the database dialect stores no caller key")
 
+    @override
     async def refund(
         self, *, charge_id: str, key: str, amount: Money | None = None, reason: str = ""
     ) -> Refund:
-        """Refunds (part of) a charge.
-
-        Args:
-            charge_id: The charge.
-            key: Idempotency key (unused by this dialect).
-            amount: Cash to refund; None for all that is left.
-            reason: Why.
-
-        Returns:
-            The refund.
-        """
         op = "refund"
         with self._logged(op):
             params = {
@@ -782,18 +633,8 @@ class DbHisAdapter(BaseAdapter):
             }
             return E.refund(await self._proc(op, "P_REFUND", params), REFUND)
 
+    @override
     async def get_refund(self, refund_id: str) -> Refund:
-        """Reads a refund.
-
-        Args:
-            refund_id: The HIS's id.
-
-        Returns:
-            The refund.
-
-        Raises:
-            HisRejected: NOT_FOUND.
-        """
         op = "get_refund"
         with self._logged(op):
             rows = await self._select(op, "V_HIS_REFUND", [("REFUND_ID", "=", refund_id)])
@@ -801,27 +642,13 @@ class DbHisAdapter(BaseAdapter):
                 raise self._not_found(op, "refund")
             return E.refund(rows[0], REFUND)
 
+    @override
     async def find_refund_by_key(self, key: str) -> Refund | None:
-        """Not offered: this HIS stores no caller key.
-
-        Args:
-            key: Idempotency key.
-
-        Raises:
-            HisCapabilityError: Always.
-        """
         self._require("refund_query_by_key", "get_refund")
         raise AssertionError("unreachable: the database dialect stores no caller key")
 
+    @override
     async def daily_ledger(self, day: dt.date) -> DailyLedger:
-        """The HIS's ledger of one day.
-
-        Args:
-            day: The day.
-
-        Returns:
-            The ledger; ``closed`` once the day is over in the HIS's zone.
-        """
         op = "daily_ledger"
         with self._logged(op):
             rows = await self._select(op, "V_HIS_DAY_LEDGER", [("BIZ_DATE", "=", day)])
@@ -833,46 +660,23 @@ class DbHisAdapter(BaseAdapter):
 
     # ------------------------------------------------------------------ reports
 
+    @override
     async def list_reports(self, patient_id: str) -> tuple[ReportSummary, ...]:
-        """Lists a patient's reports.
-
-        Args:
-            patient_id: The patient.
-
-        Returns:
-            The reports.
-        """
         op = "list_reports"
         with self._logged(op):
             rows = await self._select(op, "V_HIS_REPORT", [("PATIENT_ID", "=", patient_id)])
             return tuple(E.report_summary(r, REPORT_SUMMARY) for r in rows)
 
+    @override
     async def get_report(self, report_id: str, *, patient_id: str) -> Report:
-        """Reads a report.
-
-        Args:
-            report_id: The report.
-            patient_id: Its patient.
-
-        Returns:
-            The report.
-        """
         op = "get_report"
         with self._logged(op):
             params = {"REPORT_ID": report_id, "PATIENT_ID": patient_id}
             out = await self._proc(op, "P_GET_REPORT", params)
             return E.report(out, REPORT, OBSERVATION, IMAGING)
 
+    @override
     async def get_archived_report(self, report_id: str, *, patient_id: str) -> Report:
-        """Reads a report through the archive.
-
-        Args:
-            report_id: The report.
-            patient_id: Its patient.
-
-        Returns:
-            The report.
-        """
         op = "get_archived_report"
         self._require("archived_reports", op)
         with self._logged(op):
@@ -882,15 +686,8 @@ class DbHisAdapter(BaseAdapter):
 
     # ------------------------------------------------------------------ patients
 
+    @override
     async def register_patient(self, registration: PatientRegistration) -> RegisteredPatient:
-        """Registers a patient, then reads the record from the patient view.
-
-        Args:
-            registration: Who.
-
-        Returns:
-            The record and whether it was created now.
-        """
         op = "register_patient"
         reg = registration
         with self._logged(op):
@@ -919,23 +716,10 @@ class DbHisAdapter(BaseAdapter):
                 )
             return RegisteredPatient(E.patient(rows[0], PATIENT), out.flag("IS_NEW"))
 
+    @override
     async def find_patients(
         self, *, id_number: str = "", card_number: str = "", phone: str = "", name: str = ""
     ) -> tuple[Patient, ...]:
-        """Finds patients.
-
-        Args:
-            id_number: Document number.
-            card_number: Hospital card or a bound card.
-            phone: Mobile (needs ``name``).
-            name: Name.
-
-        Returns:
-            The matches.
-
-        Raises:
-            ValueError: Not exactly one criterion (or a phone without the name).
-        """
         op = "find_patients"
         self._check_find_args(id_number, card_number, phone, name)
         with self._logged(op):
