@@ -6,7 +6,7 @@ MAKEFLAGS += --warn-undefined-variables
 MAKEFLAGS += --no-builtin-rules
 
 # Tool versions live in pyproject.toml's `dev` extra (grpcio-tools, buf-bin, mypy-protobuf,
-# ruff, mypy); `make install` puts exactly those into the virtual environment.
+# ruff, mypy, import-linter); `make install` puts exactly those into the virtual environment.
 PYTHON_BOOT ?= python3
 VENV ?= .venv
 # When a virtual environment is already active (VIRTUAL_ENV set), use it instead of making one.
@@ -45,14 +45,15 @@ gen: $(STAMP) ## Regenerate gen/ from proto/ (deletes gen/ first).
 generate: gen ## Alias of gen.
 
 .PHONY: check-gen
-check-gen: gen ## Fail when gen/ differs from what proto/ generates.
-	@test -z "$$(git status --porcelain -- gen)" || { echo "gen/ is stale: run 'make gen' and commit"; git status --porcelain -- gen; exit 1; }
+check-gen: $(STAMP) ## Fail when gen/ is stale (differs from what proto/ generates) or not committed.
+	$(PY) -m tools.protobuild check --proto proto --gen gen --scratch build/check-gen
 
 .PHONY: lint
-lint: protodeps ## ruff, mypy, buf lint, buf format.
+lint: protodeps ## ruff, mypy, import contracts (lint-imports), buf lint, buf format.
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports --no-cache
 	$(BUF) lint proto
 	$(BUF) format -d --exit-code proto
 
@@ -90,4 +91,4 @@ ci: lint check-gen breaking compat-window test ## What CI runs.
 
 .PHONY: clean
 clean: ## Remove build output and caches (keeps the virtual environment).
-	rm -rf build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -21,7 +21,7 @@ from compat._index import Schema
 from compat._inputs import CompatInputError, LoadedInput, list_release_versions, load_input
 from compat._judge import changes
 from compat._model import Category, Finding, Severity
-from compat._protoc import ProtoCompileError, compile_protos
+from compat._protoc import ProtoCompileError, compile_protos, include_paths, proto_files
 from compat._registry import RULES, RuleSpec, rules_for
 from compat._report import DiffResult, diff
 from compat._suppress import Suppressions, load_approvals
@@ -48,9 +48,11 @@ __all__ = [
     "changes",
     "compile_protos",
     "diff",
+    "include_paths",
     "list_release_versions",
     "load_approvals",
     "load_input",
+    "proto_files",
     "rules_for",
     "schema_of",
     "window",

@@ -5,19 +5,26 @@
   because buf cannot reach the BSR from our build machines.
 * ``gen``: ``rm -rf gen`` and regenerate ``*_pb2.py``, ``*_pb2.pyi``, ``*_pb2_grpc.py`` and
   ``*_pb2_grpc.pyi`` from ``proto/`` with the pinned grpcio-tools and mypy-protobuf.
+* ``check``: generate into a scratch folder and tell a *stale* ``gen/`` (it differs from
+  what ``proto/`` generates) from an *uncommitted* one (it matches, but git has not got it).
 * ``latest-release``: print the path of the newest frozen release image (for ``buf breaking``).
+
+``gen`` must work in a tree without ``gen/`` (a bad ``.proto`` leaves one behind): this
+module imports nothing that needs generated code, only the standard library and
+:mod:`compat`'s protoc helpers (compat imports nothing of ours). ``latest-release`` needs
+:mod:`tools.releases`, which does, so it imports it when asked.
 """
 
 from __future__ import annotations
 
 import argparse
+import filecmp
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from compat._protoc import include_paths, proto_files
-from tools.releases import RELEASES_DIR, ReleaseError, latest_release
+from compat import include_paths, proto_files
 
 _GOOGLEAPIS_DIRS = ("google/rpc", "google/type")
 
@@ -61,6 +68,57 @@ def generate(proto_root: Path, out: Path) -> None:
     )
 
 
+def _tree(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def stale_files(gen: Path, fresh: Path) -> list[str]:
+    """Files that differ between ``gen`` and a ``fresh`` generation, or exist in one only."""
+    ours, theirs = _tree(gen) if gen.is_dir() else set(), _tree(fresh)
+    differ = ours ^ theirs
+    differ.update(f for f in ours & theirs if not filecmp.cmp(gen / f, fresh / f, shallow=False))
+    return sorted(differ)
+
+
+def check(proto_root: Path, gen: Path, scratch: Path) -> int:
+    """Compare ``gen`` with what ``proto_root`` generates, then with what git holds.
+
+    Prints one verdict: ``gen/ is stale`` (regenerate and commit), ``gen/ is not
+    committed`` (it is right; commit it), or nothing when both agree.
+
+    Args:
+        proto_root: the ``.proto`` tree.
+        gen: the committed generated tree.
+        scratch: a folder to generate into (deleted first).
+
+    Returns:
+        0 when ``gen`` is current and committed, 1 otherwise.
+    """
+    generate(proto_root, scratch)
+    stale = stale_files(gen, scratch)
+    if stale:
+        print(
+            f"{gen}/ is stale: {len(stale)} file(s) differ from what {proto_root}/ generates; "
+            "run 'make gen' and commit:",
+            file=sys.stderr,
+        )
+        for f in stale:
+            print(f"  {gen / f}", file=sys.stderr)
+        return 1
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--", gen.name],
+        cwd=gen.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    if status.strip():
+        print(f"{gen}/ matches {proto_root}/ but is not committed: commit it:", file=sys.stderr)
+        sys.stderr.write(status)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m tools.protobuild``."""
     parser = argparse.ArgumentParser(prog="python -m tools.protobuild")
@@ -70,16 +128,25 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("gen")
     p.add_argument("--proto", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("check")
+    p.add_argument("--proto", type=Path, required=True)
+    p.add_argument("--gen", type=Path, required=True)
+    p.add_argument("--scratch", type=Path, required=True)
     p = sub.add_parser("latest-release")
-    p.add_argument("--releases", type=Path, default=RELEASES_DIR)
+    p.add_argument("--releases", type=Path, help="default proto/releases")
     args = parser.parse_args(argv)
     if args.cmd == "deps":
         copy_deps(args.out)
     elif args.cmd == "gen":
         generate(args.proto, args.out)
+    elif args.cmd == "check":
+        return check(args.proto, args.gen, args.scratch)
     else:
+        # Imported here: tools.releases needs generated code (see the module docstring).
+        from tools.releases import RELEASES_DIR, ReleaseError, latest_release
+
         try:
-            print(latest_release(args.releases).image)
+            print(latest_release(args.releases or RELEASES_DIR).image)
         except ReleaseError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

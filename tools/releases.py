@@ -18,7 +18,7 @@ from pathlib import Path
 import semver
 
 from cloud.registry import canonical_image
-from compat._protoc import ProtoCompileError, compile_protos
+from compat import ProtoCompileError, compile_protos
 
 __all__ = [
     "PROTO_ROOT",

@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import ClassVar, Self
 
+from typing_extensions import override
+
 from frontend_server.adapters._codec import Codec
 from frontend_server.adapters._domain import Capabilities
 from frontend_server.adapters._errors import (
@@ -18,6 +20,7 @@ from frontend_server.adapters._errors import (
     HisUnavailable,
     RejectReason,
 )
+from frontend_server.adapters._protocol import HisAdapter
 from frontend_server.adapters._settings import DialectSettings
 from frontend_server.adapters._vendors import UNAVAILABLE_CODE
 
@@ -31,8 +34,11 @@ WRITE_OPERATIONS = frozenset(
 """Operations that change the HIS (a lost answer means the outcome is unknown)."""
 
 
-class BaseAdapter:
-    """Base of the dialect adapters.
+class BaseAdapter(HisAdapter):
+    """Base of the dialect adapters: what they share, and the :class:`HisAdapter` they are.
+
+    The operations are documented once, on :class:`HisAdapter`; implementations are
+    marked ``@override``.
 
     Args:
         settings: The adapter's settings; ``settings.dialect`` must match the class.
@@ -54,23 +60,26 @@ class BaseAdapter:
         self._closed = False
 
     @property
+    @override
     def dialect(self) -> str:
-        """``rest``, ``soap`` or ``db``."""
         return self.DIALECT
 
     @property
+    @override
     def capabilities(self) -> Capabilities:
-        """What this HIS supports (the dialect's, minus the disabled ones)."""
+        # The dialect's, minus those the settings disable for this hospital.
         return self._capabilities
 
+    @override
     async def __aenter__(self) -> Self:
         return self
 
+    @override
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    @override
     async def aclose(self) -> None:
-        """Releases connections; the adapter cannot be used afterwards."""
         self._closed = True
 
     def _require(self, capability: str, operation: str) -> None:

@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote as url_quote
 
+from typing_extensions import override
+
 from frontend_server.adapters import _entities as E
 from frontend_server.adapters._base import WRITE_OPERATIONS, BaseAdapter
 from frontend_server.adapters._codec import Record
@@ -89,8 +91,8 @@ class RestHisAdapter(BaseAdapter):
         self._http = HttpTransport(settings)
         self._base = settings.url.rstrip("/") + settings.rest_base_path.rstrip("/")
 
+    @override
     async def aclose(self) -> None:
-        """Closes the HTTP session."""
         await super().aclose()
         await self._http.aclose()
 
@@ -196,31 +198,21 @@ class RestHisAdapter(BaseAdapter):
 
     # ------------------------------------------------------------------ directory
 
+    @override
     async def list_departments(self) -> tuple[Department, ...]:
-        """Lists every department.
-
-        Returns:
-            The departments.
-        """
         op = "list_departments"
         with self._logged(op):
             data = await self._call(op, "GET")
             return tuple(E.department(r, DEPT) for r in self._recs(data, op))
 
+    @override
     async def list_doctors(self, *, department_id: str = "") -> tuple[Doctor, ...]:
-        """Lists doctors, all or of one department.
-
-        Args:
-            department_id: Department filter.
-
-        Returns:
-            The doctors.
-        """
         op = "list_doctors"
         with self._logged(op):
             data = await self._call(op, "GET", query={"deptCode": department_id})
             return tuple(E.doctor(r, DOCTOR) for r in self._recs(data, op))
 
+    @override
     async def list_schedules(
         self,
         *,
@@ -229,17 +221,6 @@ class RestHisAdapter(BaseAdapter):
         start: dt.date | None = None,
         end: dt.date | None = None,
     ) -> tuple[Schedule, ...]:
-        """Lists clinic sessions.
-
-        Args:
-            department_id: Department filter.
-            doctor_id: Doctor filter.
-            start: First date (inclusive).
-            end: Last date (inclusive).
-
-        Returns:
-            The sessions.
-        """
         op = "list_schedules"
         with self._logged(op):
             query = {
@@ -251,29 +232,15 @@ class RestHisAdapter(BaseAdapter):
             data = await self._call(op, "GET", query=query)
             return tuple(E.schedule(r, SCHEDULE) for r in self._recs(data, op))
 
+    @override
     async def list_slots(self, schedule_id: str) -> tuple[Slot, ...]:
-        """Lists the places of one session.
-
-        Args:
-            schedule_id: The session.
-
-        Returns:
-            The slots.
-        """
         op = "list_slots"
         with self._logged(op):
             data = await self._call(op, "GET", resource_id=schedule_id)
             return tuple(E.slot(r, SLOT) for r in self._recs(data, op))
 
+    @override
     async def get_changes(self, since: str | None = None) -> Changes:
-        """Directory changes after a watermark.
-
-        Args:
-            since: Watermark from the previous call; None for everything.
-
-        Returns:
-            The changes and the next watermark.
-        """
         op = "get_changes"
         self._require("incremental_changes", op)
         with self._logged(op):
@@ -297,21 +264,10 @@ class RestHisAdapter(BaseAdapter):
 
     # ------------------------------------------------------------------ appointments
 
+    @override
     async def hold(
         self, *, slot_id: str, patient_id: str, key: str, payer: str = "SELF", minutes: int = 0
     ) -> Appointment:
-        """Holds one place of a slot.
-
-        Args:
-            slot_id: The slot.
-            patient_id: The patient.
-            key: Idempotency key (stored by the HIS).
-            payer: Neutral payer type.
-            minutes: Hold time; 0 for the HIS's default.
-
-        Returns:
-            The hold (status HELD).
-        """
         op = "hold"
         with self._logged(op):
             body = {
@@ -325,15 +281,8 @@ class RestHisAdapter(BaseAdapter):
                 self._rec(await self._call(op, "POST", body=body), op), APPOINTMENT
             )
 
+    @override
     async def release_hold(self, hold_id: str) -> Appointment:
-        """Releases a hold.
-
-        Args:
-            hold_id: The hold.
-
-        Returns:
-            The appointment (RELEASED, or BOOKED if booked meanwhile).
-        """
         op = "release_hold"
         with self._logged(op):
             data = await self._call(op, "POST", body={"lockId": hold_id})
@@ -348,6 +297,7 @@ class RestHisAdapter(BaseAdapter):
             "payTime": self._codec.datetime_out(payment.paid_at) if payment.paid_at else "",
         }
 
+    @override
     async def book(
         self,
         *,
@@ -358,19 +308,6 @@ class RestHisAdapter(BaseAdapter):
         payer: str = "SELF",
         payment: Payment | None = None,
     ) -> Appointment:
-        """Books a held place or a slot directly.
-
-        Args:
-            patient_id: The patient.
-            key: Idempotency key.
-            hold_id: Hold to confirm.
-            slot_id: Slot to book directly when there is no hold.
-            payer: Neutral payer type.
-            payment: Payment collected; None when paying at the hospital.
-
-        Returns:
-            The booking (status BOOKED).
-        """
         op = "book"
         with self._logged(op):
             body: dict[str, Any] = {
@@ -386,49 +323,25 @@ class RestHisAdapter(BaseAdapter):
                 self._rec(await self._call(op, "POST", body=body), op), APPOINTMENT
             )
 
+    @override
     async def cancel(
         self, *, appointment_id: str, patient_id: str, key: str, reason: str = ""
     ) -> Appointment:
-        """Cancels a booking (or releases a hold).
-
-        Args:
-            appointment_id: Booking or hold id.
-            patient_id: Owner.
-            key: Idempotency key.
-            reason: Why.
-
-        Returns:
-            The appointment (CANCELLED, or RELEASED for a hold).
-        """
         op = "cancel"
         with self._logged(op):
             body = {"patientId": patient_id, "reason": reason, "orderNo": key}
             data = await self._call(op, "POST", resource_id=appointment_id, body=body)
             return E.appointment(self._rec(data, op), APPOINTMENT)
 
+    @override
     async def get_appointment(self, appointment_id: str) -> Appointment:
-        """Reads a booking or hold.
-
-        Args:
-            appointment_id: Booking or hold id.
-
-        Returns:
-            The appointment.
-        """
         op = "get_appointment"
         with self._logged(op):
             data = await self._call(op, "GET", resource_id=appointment_id)
             return E.appointment(self._rec(data, op), APPOINTMENT)
 
+    @override
     async def find_appointment_by_key(self, key: str) -> Appointment | None:
-        """Finds the appointment a write with this key touched.
-
-        Args:
-            key: Idempotency key.
-
-        Returns:
-            The appointment, or None when the HIS knows no such key.
-        """
         op = "get_appointment"
         self._require("appointment_query_by_key", op)
         with self._logged(op):
@@ -443,15 +356,8 @@ class RestHisAdapter(BaseAdapter):
             found = self._recs(data, op)
             return E.appointment(found[0], APPOINTMENT) if found else None
 
+    @override
     async def list_appointments(self, patient_id: str) -> tuple[Appointment, ...]:
-        """Lists a patient's appointments.
-
-        Args:
-            patient_id: The patient.
-
-        Returns:
-            Newest visit first.
-        """
         op = "list_appointments"
         with self._logged(op):
             data = await self._call(op, "GET", query={"patientId": patient_id})
@@ -459,33 +365,17 @@ class RestHisAdapter(BaseAdapter):
 
     # ------------------------------------------------------------------ billing
 
+    @override
     async def list_bills(self, patient_id: str) -> tuple[Bill, ...]:
-        """Lists unpaid bills.
-
-        Args:
-            patient_id: The patient.
-
-        Returns:
-            The bills.
-        """
         op = "list_bills"
         with self._logged(op):
             data = await self._call(op, "GET", resource_id=patient_id)
             return tuple(E.bill(r, BILL, BILL_ITEM) for r in self._recs(data, op))
 
+    @override
     async def quote(
         self, *, patient_id: str, bill_ids: Sequence[str], payer: str = "SELF"
     ) -> Quote:
-        """Pre-settles bills.
-
-        Args:
-            patient_id: The patient.
-            bill_ids: Bills to pay together.
-            payer: Neutral payer type.
-
-        Returns:
-            The quote.
-        """
         op = "quote"
         with self._logged(op):
             body = {
@@ -495,6 +385,7 @@ class RestHisAdapter(BaseAdapter):
             }
             return E.quote(self._rec(await self._call(op, "POST", body=body), op), QUOTE)
 
+    @override
     async def settle(
         self,
         *,
@@ -504,18 +395,6 @@ class RestHisAdapter(BaseAdapter):
         key: str,
         payer: str = "SELF",
     ) -> Charge:
-        """Settles bills.
-
-        Args:
-            patient_id: The patient.
-            bill_ids: Bills.
-            payment: Payment collected.
-            key: Idempotency key.
-            payer: Neutral payer type.
-
-        Returns:
-            The charge.
-        """
         op = "settle"
         with self._logged(op):
             body = {
@@ -527,29 +406,15 @@ class RestHisAdapter(BaseAdapter):
             }
             return E.charge(self._rec(await self._call(op, "POST", body=body), op), CHARGE)
 
+    @override
     async def get_charge(self, charge_id: str) -> Charge:
-        """Reads a charge.
-
-        Args:
-            charge_id: The HIS's id.
-
-        Returns:
-            The charge.
-        """
         op = "get_charge"
         with self._logged(op):
             data = await self._call(op, "GET", resource_id=charge_id)
             return E.charge(self._rec(data, op), CHARGE)
 
+    @override
     async def find_charge_by_key(self, key: str) -> Charge | None:
-        """Finds the charge a settle with this key made.
-
-        Args:
-            key: Idempotency key.
-
-        Returns:
-            The charge, or None.
-        """
         op = "get_charge"
         self._require("charge_query_by_key", op)
         with self._logged(op):
@@ -561,20 +426,10 @@ class RestHisAdapter(BaseAdapter):
                 raise
             return E.charge(self._rec(data, op), CHARGE)
 
+    @override
     async def refund(
         self, *, charge_id: str, key: str, amount: Money | None = None, reason: str = ""
     ) -> Refund:
-        """Refunds (part of) a charge.
-
-        Args:
-            charge_id: The charge.
-            key: Idempotency key.
-            amount: Cash to refund; None for all that is left.
-            reason: Why.
-
-        Returns:
-            The refund.
-        """
         op = "refund"
         with self._logged(op):
             body = {
@@ -585,29 +440,15 @@ class RestHisAdapter(BaseAdapter):
             data = await self._call(op, "POST", resource_id=charge_id, body=body)
             return E.refund(self._rec(data, op), REFUND)
 
+    @override
     async def get_refund(self, refund_id: str) -> Refund:
-        """Reads a refund.
-
-        Args:
-            refund_id: The HIS's id.
-
-        Returns:
-            The refund.
-        """
         op = "get_refund"
         with self._logged(op):
             data = await self._call(op, "GET", resource_id=refund_id)
             return E.refund(self._rec(data, op), REFUND)
 
+    @override
     async def find_refund_by_key(self, key: str) -> Refund | None:
-        """Finds the refund a write with this key made.
-
-        Args:
-            key: Idempotency key.
-
-        Returns:
-            The refund, or None.
-        """
         op = "get_refund"
         self._require("refund_query_by_key", op)
         with self._logged(op):
@@ -619,15 +460,8 @@ class RestHisAdapter(BaseAdapter):
                 raise
             return E.refund(self._rec(data, op), REFUND)
 
+    @override
     async def daily_ledger(self, day: dt.date) -> DailyLedger:
-        """The HIS's ledger of one day.
-
-        Args:
-            day: The day.
-
-        Returns:
-            The ledger.
-        """
         op = "daily_ledger"
         with self._logged(op):
             r = self._rec(await self._call(op, "GET", query={"date": day.isoformat()}), op)
@@ -639,30 +473,15 @@ class RestHisAdapter(BaseAdapter):
 
     # ------------------------------------------------------------------ reports
 
+    @override
     async def list_reports(self, patient_id: str) -> tuple[ReportSummary, ...]:
-        """Lists a patient's reports.
-
-        Args:
-            patient_id: The patient.
-
-        Returns:
-            The reports.
-        """
         op = "list_reports"
         with self._logged(op):
             data = await self._call(op, "GET", resource_id=patient_id)
             return tuple(E.report_summary(r, REPORT_SUMMARY) for r in self._recs(data, op))
 
+    @override
     async def get_report(self, report_id: str, *, patient_id: str) -> Report:
-        """Reads a report.
-
-        Args:
-            report_id: The report.
-            patient_id: Its patient.
-
-        Returns:
-            The report.
-        """
         op = "get_report"
         with self._logged(op):
             data = await self._call(
@@ -670,16 +489,8 @@ class RestHisAdapter(BaseAdapter):
             )
             return E.report(self._rec(data, op), REPORT, OBSERVATION, IMAGING)
 
+    @override
     async def get_archived_report(self, report_id: str, *, patient_id: str) -> Report:
-        """Reads a report through the archive.
-
-        Args:
-            report_id: The report.
-            patient_id: Its patient.
-
-        Returns:
-            The report.
-        """
         op = "get_archived_report"
         self._require("archived_reports", op)
         with self._logged(op):
@@ -690,15 +501,8 @@ class RestHisAdapter(BaseAdapter):
 
     # ------------------------------------------------------------------ patients
 
+    @override
     async def register_patient(self, registration: PatientRegistration) -> RegisteredPatient:
-        """Registers a patient.
-
-        Args:
-            registration: Who.
-
-        Returns:
-            The record and whether it was created now.
-        """
         op = "register_patient"
         reg = registration
         with self._logged(op):
@@ -718,23 +522,10 @@ class RestHisAdapter(BaseAdapter):
             r = self._rec(await self._call(op, "POST", body=body), op)
             return RegisteredPatient(E.patient(r.sub("patient"), PATIENT), r.flag("created"))
 
+    @override
     async def find_patients(
         self, *, id_number: str = "", card_number: str = "", phone: str = "", name: str = ""
     ) -> tuple[Patient, ...]:
-        """Finds patients.
-
-        Args:
-            id_number: Document number.
-            card_number: Card number.
-            phone: Mobile (needs ``name``).
-            name: Name.
-
-        Returns:
-            The matches.
-
-        Raises:
-            ValueError: Not exactly one criterion (or a phone without the name).
-        """
         op = "find_patients"
         self._check_find_args(id_number, card_number, phone, name)
         with self._logged(op):

@@ -9,6 +9,7 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
+from typing_extensions import override
 
 from frontend_server.adapters import _entities as E
 from frontend_server.adapters._base import WRITE_OPERATIONS, BaseAdapter
@@ -112,8 +113,8 @@ class SoapHisAdapter(BaseAdapter):
         self._http = HttpTransport(settings)
         self._url = settings.url.rstrip("/") + settings.soap_path
 
+    @override
     async def aclose(self) -> None:
-        """Closes the HTTP session."""
         await super().aclose()
         await self._http.aclose()
 
@@ -239,30 +240,20 @@ class SoapHisAdapter(BaseAdapter):
 
     # ------------------------------------------------------------------ directory
 
+    @override
     async def list_departments(self) -> tuple[Department, ...]:
-        """Lists every department.
-
-        Returns:
-            The departments.
-        """
         op = "list_departments"
         with self._logged(op):
             return tuple(E.department(r, DEPT) for r in await self._list(op, {}, "KSLB"))
 
+    @override
     async def list_doctors(self, *, department_id: str = "") -> tuple[Doctor, ...]:
-        """Lists doctors.
-
-        Args:
-            department_id: Department filter.
-
-        Returns:
-            The doctors.
-        """
         op = "list_doctors"
         with self._logged(op):
             rows = await self._list(op, {"KSDM": department_id}, "YSLB")
             return tuple(E.doctor(r, DOCTOR) for r in rows)
 
+    @override
     async def list_schedules(
         self,
         *,
@@ -271,17 +262,6 @@ class SoapHisAdapter(BaseAdapter):
         start: dt.date | None = None,
         end: dt.date | None = None,
     ) -> tuple[Schedule, ...]:
-        """Lists clinic sessions.
-
-        Args:
-            department_id: Department filter.
-            doctor_id: Doctor filter.
-            start: First date.
-            end: Last date.
-
-        Returns:
-            The sessions.
-        """
         op = "list_schedules"
         with self._logged(op):
             params = {
@@ -292,30 +272,16 @@ class SoapHisAdapter(BaseAdapter):
             }
             return tuple(E.schedule(r, SCHEDULE) for r in await self._list(op, params, "PBLB"))
 
+    @override
     async def list_slots(self, schedule_id: str) -> tuple[Slot, ...]:
-        """Lists the places of one session.
-
-        Args:
-            schedule_id: The session.
-
-        Returns:
-            The slots.
-        """
         op = "list_slots"
         with self._logged(op):
             return tuple(
                 E.slot(r, SLOT) for r in await self._list(op, {"PBID": schedule_id}, "HYLB")
             )
 
+    @override
     async def get_changes(self, since: str | None = None) -> Changes:
-        """Not offered by this dialect: reference data is read in full.
-
-        Args:
-            since: Ignored.
-
-        Raises:
-            HisCapabilityError: Always.
-        """
         self._require("incremental_changes", "get_changes")
         raise AssertionError("unreachable: the SOAP dialect has no incremental sync")
 
@@ -324,21 +290,10 @@ class SoapHisAdapter(BaseAdapter):
     def _appt(self, data: Any, op: str) -> Appointment:
         return E.appointment(self._rec(data, op), APPOINTMENT)
 
+    @override
     async def hold(
         self, *, slot_id: str, patient_id: str, key: str, payer: str = "SELF", minutes: int = 0
     ) -> Appointment:
-        """Holds one place of a slot.
-
-        Args:
-            slot_id: The slot.
-            patient_id: The patient.
-            key: Idempotency key.
-            payer: Neutral payer type.
-            minutes: Hold time; 0 for the HIS's default.
-
-        Returns:
-            The hold.
-        """
         op = "hold"
         with self._logged(op):
             params = {
@@ -350,15 +305,8 @@ class SoapHisAdapter(BaseAdapter):
             }
             return self._appt(await self._call(op, params), op)
 
+    @override
     async def release_hold(self, hold_id: str) -> Appointment:
-        """Releases a hold.
-
-        Args:
-            hold_id: The hold.
-
-        Returns:
-            The appointment.
-        """
         op = "release_hold"
         with self._logged(op):
             return self._appt(await self._call(op, {"SDID": hold_id}), op)
@@ -372,6 +320,7 @@ class SoapHisAdapter(BaseAdapter):
             "ZFSJ": self._codec.datetime_out(payment.paid_at) if payment.paid_at else "",
         }
 
+    @override
     async def book(
         self,
         *,
@@ -382,19 +331,6 @@ class SoapHisAdapter(BaseAdapter):
         payer: str = "SELF",
         payment: Payment | None = None,
     ) -> Appointment:
-        """Books a held place or a slot directly.
-
-        Args:
-            patient_id: The patient.
-            key: Idempotency key.
-            hold_id: Hold to confirm.
-            slot_id: Slot when there is no hold.
-            payer: Neutral payer type.
-            payment: Payment; None when paying at the hospital.
-
-        Returns:
-            The booking.
-        """
         op = "book"
         with self._logged(op):
             params: dict[str, Any] = {
@@ -408,34 +344,17 @@ class SoapHisAdapter(BaseAdapter):
                 params.update(self._payment(payment, op))
             return self._appt(await self._call(op, params), op)
 
+    @override
     async def cancel(
         self, *, appointment_id: str, patient_id: str, key: str, reason: str = ""
     ) -> Appointment:
-        """Cancels a booking.
-
-        Args:
-            appointment_id: Booking or hold id.
-            patient_id: Owner.
-            key: Idempotency key.
-            reason: Why.
-
-        Returns:
-            The appointment.
-        """
         op = "cancel"
         with self._logged(op):
             params = {"GHID": appointment_id, "BRID": patient_id, "TYYY": reason, "JYLSH": key}
             return self._appt(await self._call(op, params), op)
 
+    @override
     async def get_appointment(self, appointment_id: str) -> Appointment:
-        """Reads a booking or hold.
-
-        Args:
-            appointment_id: Booking or hold id.
-
-        Returns:
-            The appointment.
-        """
         op = "get_appointment"
         with self._logged(op):
             return self._appt(await self._call(op, {"GHID": appointment_id}), op)
@@ -449,29 +368,15 @@ class SoapHisAdapter(BaseAdapter):
                 return None
             raise
 
+    @override
     async def find_appointment_by_key(self, key: str) -> Appointment | None:
-        """Finds the appointment a write with this key touched.
-
-        Args:
-            key: Idempotency key.
-
-        Returns:
-            The appointment, or None.
-        """
         op = "get_appointment"
         with self._logged(op):
             data = await self._by_key(op, "appointment_query_by_key", key)
             return None if data is None else self._appt(data, op)
 
+    @override
     async def list_appointments(self, patient_id: str) -> tuple[Appointment, ...]:
-        """Lists a patient's appointments.
-
-        Args:
-            patient_id: The patient.
-
-        Returns:
-            Newest visit first.
-        """
         op = "list_appointments"
         with self._logged(op):
             rows = await self._list(op, {"BRID": patient_id}, "GHLB")
@@ -479,33 +384,17 @@ class SoapHisAdapter(BaseAdapter):
 
     # ------------------------------------------------------------------ billing
 
+    @override
     async def list_bills(self, patient_id: str) -> tuple[Bill, ...]:
-        """Lists unpaid bills.
-
-        Args:
-            patient_id: The patient.
-
-        Returns:
-            The bills.
-        """
         op = "list_bills"
         with self._logged(op):
             rows = await self._list(op, {"BRID": patient_id}, "CFLB")
             return tuple(E.bill(r, BILL, BILL_ITEM) for r in rows)
 
+    @override
     async def quote(
         self, *, patient_id: str, bill_ids: Sequence[str], payer: str = "SELF"
     ) -> Quote:
-        """Pre-settles bills.
-
-        Args:
-            patient_id: The patient.
-            bill_ids: Bills.
-            payer: Neutral payer type.
-
-        Returns:
-            The quote.
-        """
         op = "quote"
         with self._logged(op):
             params = {
@@ -515,6 +404,7 @@ class SoapHisAdapter(BaseAdapter):
             }
             return E.quote(self._rec(await self._call(op, params), op), QUOTE)
 
+    @override
     async def settle(
         self,
         *,
@@ -524,18 +414,6 @@ class SoapHisAdapter(BaseAdapter):
         key: str,
         payer: str = "SELF",
     ) -> Charge:
-        """Settles bills.
-
-        Args:
-            patient_id: The patient.
-            bill_ids: Bills.
-            payment: Payment.
-            key: Idempotency key.
-            payer: Neutral payer type.
-
-        Returns:
-            The charge.
-        """
         op = "settle"
         with self._logged(op):
             params: dict[str, Any] = {
@@ -547,47 +425,23 @@ class SoapHisAdapter(BaseAdapter):
             }
             return E.charge(self._rec(await self._call(op, params), op), CHARGE)
 
+    @override
     async def get_charge(self, charge_id: str) -> Charge:
-        """Reads a charge.
-
-        Args:
-            charge_id: The HIS's id.
-
-        Returns:
-            The charge.
-        """
         op = "get_charge"
         with self._logged(op):
             return E.charge(self._rec(await self._call(op, {"JSID": charge_id}), op), CHARGE)
 
+    @override
     async def find_charge_by_key(self, key: str) -> Charge | None:
-        """Finds the charge a settle with this key made.
-
-        Args:
-            key: Idempotency key.
-
-        Returns:
-            The charge, or None.
-        """
         op = "get_charge"
         with self._logged(op):
             data = await self._by_key(op, "charge_query_by_key", key)
             return None if data is None else E.charge(self._rec(data, op), CHARGE)
 
+    @override
     async def refund(
         self, *, charge_id: str, key: str, amount: Money | None = None, reason: str = ""
     ) -> Refund:
-        """Refunds (part of) a charge.
-
-        Args:
-            charge_id: The charge.
-            key: Idempotency key.
-            amount: Cash to refund; None for all that is left.
-            reason: Why.
-
-        Returns:
-            The refund.
-        """
         op = "refund"
         with self._logged(op):
             params = {
@@ -598,42 +452,21 @@ class SoapHisAdapter(BaseAdapter):
             }
             return E.refund(self._rec(await self._call(op, params), op), REFUND)
 
+    @override
     async def get_refund(self, refund_id: str) -> Refund:
-        """Reads a refund.
-
-        Args:
-            refund_id: The HIS's id.
-
-        Returns:
-            The refund.
-        """
         op = "get_refund"
         with self._logged(op):
             return E.refund(self._rec(await self._call(op, {"TFID": refund_id}), op), REFUND)
 
+    @override
     async def find_refund_by_key(self, key: str) -> Refund | None:
-        """Finds the refund a write with this key made.
-
-        Args:
-            key: Idempotency key.
-
-        Returns:
-            The refund, or None.
-        """
         op = "get_refund"
         with self._logged(op):
             data = await self._by_key(op, "refund_query_by_key", key)
             return None if data is None else E.refund(self._rec(data, op), REFUND)
 
+    @override
     async def daily_ledger(self, day: dt.date) -> DailyLedger:
-        """The HIS's ledger of one day.
-
-        Args:
-            day: The day.
-
-        Returns:
-            The ledger.
-        """
         op = "daily_ledger"
         with self._logged(op):
             r = self._rec(await self._call(op, {"RQ": day.isoformat()}), op)
@@ -645,45 +478,22 @@ class SoapHisAdapter(BaseAdapter):
 
     # ------------------------------------------------------------------ reports
 
+    @override
     async def list_reports(self, patient_id: str) -> tuple[ReportSummary, ...]:
-        """Lists a patient's reports.
-
-        Args:
-            patient_id: The patient.
-
-        Returns:
-            The reports.
-        """
         op = "list_reports"
         with self._logged(op):
             rows = await self._list(op, {"BRID": patient_id}, "BGLB")
             return tuple(E.report_summary(r, REPORT_SUMMARY) for r in rows)
 
+    @override
     async def get_report(self, report_id: str, *, patient_id: str) -> Report:
-        """Reads a report.
-
-        Args:
-            report_id: The report.
-            patient_id: Its patient.
-
-        Returns:
-            The report.
-        """
         op = "get_report"
         with self._logged(op):
             data = await self._call(op, {"BGID": report_id, "BRID": patient_id})
             return E.report(self._rec(data, op), REPORT, OBSERVATION, IMAGING)
 
+    @override
     async def get_archived_report(self, report_id: str, *, patient_id: str) -> Report:
-        """Reads a report through the archive.
-
-        Args:
-            report_id: The report.
-            patient_id: Its patient.
-
-        Returns:
-            The report.
-        """
         op = "get_archived_report"
         self._require("archived_reports", op)
         with self._logged(op):
@@ -692,15 +502,8 @@ class SoapHisAdapter(BaseAdapter):
 
     # ------------------------------------------------------------------ patients
 
+    @override
     async def register_patient(self, registration: PatientRegistration) -> RegisteredPatient:
-        """Registers a patient.
-
-        Args:
-            registration: Who.
-
-        Returns:
-            The record and whether it was created now.
-        """
         op = "register_patient"
         reg = registration
         with self._logged(op):
@@ -720,23 +523,10 @@ class SoapHisAdapter(BaseAdapter):
             r = self._rec(await self._call(op, params), op)
             return RegisteredPatient(E.patient(r.sub("BRXX"), PATIENT), r.flag("XJBZ"))
 
+    @override
     async def find_patients(
         self, *, id_number: str = "", card_number: str = "", phone: str = "", name: str = ""
     ) -> tuple[Patient, ...]:
-        """Finds patients.
-
-        Args:
-            id_number: Document number.
-            card_number: Card number.
-            phone: Mobile (needs ``name``).
-            name: Name.
-
-        Returns:
-            The matches.
-
-        Raises:
-            ValueError: Not exactly one criterion (or a phone without the name).
-        """
         op = "find_patients"
         self._check_find_args(id_number, card_number, phone, name)
         with self._logged(op):

@@ -20,6 +20,7 @@ import grpc
 
 from frontend_server.dialer._backoff import Backoff
 from mesh.net import parse_hostport
+from mesh.retry import RetryPolicy
 from mesh.tunnel import (
     EdgeIdentity,
     EdgeTunnel,
@@ -153,8 +154,7 @@ class Dialer:
         cfg = self.config
         state = self.slots[index]
         backoff = Backoff(
-            initial=cfg.backoff_initial,
-            maximum=cfg.backoff_max,
+            RetryPolicy(initial=cfg.backoff_initial, maximum=cfg.backoff_max, deadline=None),
             stable_after=cfg.stable_after,
             rng=self._rng,
         )

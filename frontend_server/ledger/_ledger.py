@@ -46,7 +46,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from frontend_server._sqlite import sqlite_engine
 from frontend_server.ledger._errors import (
     IdempotencyKeyFenced,
     IdempotencyKeyInProgress,
@@ -59,6 +58,7 @@ from frontend_server.ledger._errors import (
     Refused,
 )
 from frontend_server.ledger._model import HisOutcome, OperationRecord, OperationState
+from frontend_server.sqlite import sqlite_engine
 
 __all__ = ["FenceResult", "Ledger"]
 

@@ -37,7 +37,7 @@ from frontend_server.profile._model import (
 )
 from frontend_server.profile._source import Layer, Node, load_layers, merge
 from frontend_server.rules import ALLOWED_SLOT_MINUTES, AppointmentRules, RuleVariant
-from frontend_server.tasks._config import QueueConfig
+from frontend_server.tasks import QueueConfig
 from hplus.hospital.v1 import common_pb2, directory_pb2, report_pb2
 from mesh.config import ConfigError
 
@@ -568,6 +568,16 @@ def _tasks(node: Node) -> QueueConfig:
         )
     for key in ints:
         values[key] = node.number(key, int, getattr(defaults, key), minimum=1)
+    initial, largest = values["backoff_initial_seconds"], values["backoff_max_seconds"]
+    if initial > largest:
+        key = "backoff_initial_seconds"
+        if not node.has(key):
+            key = "backoff_max_seconds"
+        raise node.error(
+            key,
+            f"invalid value {values[key]!r}: backoff_initial_seconds ({initial:g}) must be "
+            f"<= backoff_max_seconds ({largest:g})",
+        )
     return QueueConfig(**values)
 
 

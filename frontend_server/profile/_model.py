@@ -12,7 +12,7 @@ from typing import Any
 
 from frontend_server.profile._source import MergedDocument
 from frontend_server.rules import AppointmentRules
-from frontend_server.tasks._config import QueueConfig
+from frontend_server.tasks import QueueConfig
 from mesh.config import ConfigError, PathItem, dotted_path
 
 __all__ = [

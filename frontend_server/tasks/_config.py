@@ -58,5 +58,7 @@ class QueueConfig:
                 problems.append(f"{name} must be > 0")
         if self.backoff_multiplier < 1:
             problems.append("backoff_multiplier must be >= 1")
+        if self.backoff_initial_seconds > self.backoff_max_seconds:
+            problems.append("backoff_initial_seconds must be <= backoff_max_seconds")
         if problems:
             raise ValueError("; ".join(problems))

@@ -39,6 +39,7 @@ from frontend_server.tasks._errors import PermanentTaskError, TransientTaskError
 from frontend_server.tasks._limiter import TokenBucket
 from frontend_server.tasks._model import Executor, QueueStats, Task, TaskError, TaskRun, TaskState
 from frontend_server.tasks._store import Outcome, TaskStore
+from mesh.retry import RetryPolicy
 
 __all__ = ["TaskQueue", "backoff_delay"]
 
@@ -48,16 +49,20 @@ _MIN_WAIT = 0.001
 
 
 def backoff_delay(config: QueueConfig, attempts: int, rng: random.Random) -> float:
-    """Delay before the next attempt after ``attempts`` failed ones (full jitter).
+    """Delay before the next attempt after ``attempts`` failed ones.
 
-    The ceiling grows as ``initial * multiplier ** (attempts - 1)`` up to the maximum; the
-    delay is uniform in ``[0, ceiling]`` so retries of many tasks spread out.
+    The queue's settings as a :class:`~mesh.retry.RetryPolicy`: full jitter below a
+    ceiling of ``initial * multiplier ** (attempts - 1)``, capped at the maximum, so
+    retries of many tasks spread out. The task's own deadline and ``max_attempts`` decide
+    when to give up, not the policy.
     """
-    ceiling = min(
-        config.backoff_max_seconds,
-        config.backoff_initial_seconds * config.backoff_multiplier ** max(0, attempts - 1),
+    policy = RetryPolicy(
+        initial=config.backoff_initial_seconds,
+        maximum=config.backoff_max_seconds,
+        multiplier=config.backoff_multiplier,
+        deadline=None,
     )
-    return rng.uniform(0.0, ceiling)
+    return policy.delay(attempts, rng)
 
 
 class TaskQueue:

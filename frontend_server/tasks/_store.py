@@ -39,7 +39,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from frontend_server._sqlite import sqlite_engine
+from frontend_server.sqlite import sqlite_engine
 from frontend_server.tasks._errors import QueueFull, TaskKeyReused, TaskNotFound, TaskNotRetryable
 from frontend_server.tasks._model import KindStats, QueueStats, Task, TaskError, TaskState
 

@@ -16,7 +16,8 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from cloud import CloudNode, NodeConfig
+from cloud.config import NodeConfig
+from cloud.node import CloudNode
 from frontend_server.app import EdgeApp, EdgeConfig
 from frontend_server.dialer import DialerConfig
 from frontend_server.profile import Profile, load_profile

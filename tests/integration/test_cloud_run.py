@@ -131,6 +131,9 @@ def test_listen_on_a_taken_port_is_one_line(tmp_path: Path) -> None:
             "run",
             "--listen",
             f"127.0.0.1:{port}",
+            # Not the default (127.0.0.1:50061): another node on this machine may hold it.
+            "--internal-listen",
+            "127.0.0.1:0",
             "--tls",
             "off",
             "--data-dir",

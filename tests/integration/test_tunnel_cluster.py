@@ -16,8 +16,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from cloud import CloudNode, NodeConfig
+from cloud.config import NodeConfig
 from cloud.gateway import INTERNAL_AUTH_KEY, ROUTE_KEY, HospitalUnavailable
+from cloud.node import CloudNode
 from frontend_server.admin import EdgeAdminServicer
 from frontend_server.dialer import Dialer, DialerConfig
 from hplus.cloud.v1 import operations_pb2, operations_pb2_grpc

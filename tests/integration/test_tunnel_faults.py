@@ -16,8 +16,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from cloud import CloudNode, NodeConfig
+from cloud.config import NodeConfig
 from cloud.gateway import HospitalUnavailable
+from cloud.node import CloudNode
 from frontend_server.dialer import Dialer, DialerConfig
 from mesh.tunnel import TunnelConfig, TunnelServer
 from tests.support.proxy import Proxy
@@ -26,6 +27,9 @@ from tests.support.waiting import until
 PING = 0.3
 FAST = TunnelConfig(ping_interval=PING, handshake_timeout=5.0, drain_grace=1.0)
 LIVENESS_BOUND = 3 * PING
+# Margin for timing asserts on a loaded machine. Still far below what else could end a
+# call (TCP keepalive takes minutes, the calls' own deadlines are 30 s and more).
+SLACK = 4.0
 
 
 HANGS: dict[str, asyncio.Event] = {}
@@ -128,7 +132,7 @@ async def test_dead_edge_fails_the_call_within_the_liveness_bound_then_recovers(
                     await pending
                 elapsed = time.monotonic() - started
                 assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-                assert elapsed < LIVENESS_BOUND + 1.0, elapsed
+                assert elapsed < LIVENESS_BOUND + SLACK, elapsed
                 # The network comes back; the edge redials and the next call succeeds.
                 await proxy.cut()
                 await proxy.restore()
@@ -261,7 +265,7 @@ async def test_forwarding_between_nodes_keeps_streaming_deadlines_and_cancellati
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await channel.unary_unary("/test.Edge/Hang")(b"deadline", timeout=0.5)
             assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            assert time.monotonic() - started < 2.0
+            assert time.monotonic() - started < 0.5 + SLACK
             await asyncio.wait_for(HANGS["deadline"].wait(), 5)
 
             # Cancelling at B cancels the servicer at the edge behind A.

@@ -8,7 +8,8 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from cloud import CloudNode, NodeConfig, TlsMode
+from cloud.config import NodeConfig, TlsMode
+from cloud.node import CloudNode
 
 
 def secure_channel(node: CloudNode) -> grpc.aio.Channel:

@@ -1,21 +1,17 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-import frontend_server
+REPO = Path(__file__).resolve().parents[3]
 
 EXPECTED = {
-    "frontend_server": [
-        "AppointmentRules",
-        "Ledger",
-        "Profile",
-        "QueueConfig",
-        "RuleEngine",
-        "TaskQueue",
-        "load_profile",
-    ],
+    # The root re-exports nothing: importing one part must not load the others.
+    "frontend_server": [],
     "frontend_server.profile": [
         "CAPABILITIES",
         "FIELD_ENTITIES",
@@ -113,9 +109,15 @@ def test_public_surface_is_pinned(name: str) -> None:
         assert hasattr(module, attr), attr
 
 
-def test_top_level_reexports_are_the_same_objects() -> None:
-    from frontend_server.ledger import Ledger
-    from frontend_server.tasks import TaskQueue
-
-    assert frontend_server.Ledger is Ledger
-    assert frontend_server.TaskQueue is TaskQueue
+def test_the_root_loads_no_part() -> None:
+    code = "import sys, frontend_server; print('\\n'.join(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=REPO,
+    ).stdout.split()
+    assert [m for m in out if m.startswith("frontend_server")] == ["frontend_server"]
+    assert "sqlalchemy" not in out

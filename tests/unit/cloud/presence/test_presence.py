@@ -12,6 +12,7 @@ from cloud.presence import (
     RedisPresence,
     TunnelRecord,
 )
+from tests.support.ports import refused_port
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
@@ -103,14 +104,15 @@ async def test_redis_record_expires_without_heartbeat(redis_url: str) -> None:
 
 
 async def test_unreachable_redis_fails_fast_with_presence_unavailable() -> None:
-    store = RedisPresence.from_url("redis://127.0.0.1:1", timeout=0.5)
-    try:
-        with pytest.raises(PresenceUnavailable, match="presence store unreachable"):
-            await store.lookup("h-1")
-        with pytest.raises(PresenceUnavailable):
-            await store.put(record())
-    finally:
-        await store.close()
+    with refused_port() as port:
+        store = RedisPresence.from_url(f"redis://127.0.0.1:{port}", timeout=0.5)
+        try:
+            with pytest.raises(PresenceUnavailable, match="presence store unreachable"):
+                await store.lookup("h-1")
+            with pytest.raises(PresenceUnavailable):
+                await store.put(record())
+        finally:
+            await store.close()
 
 
 @pytest.mark.integration

@@ -231,3 +231,28 @@ async def test_release_still_in_the_field_cannot_be_retired(
         await store.set_lifecycle("1.0.0", Lifecycle.RETIRED, actor="bob")
     assert refused.value.reason == "RELEASE_IN_FIELD"
     assert "3 edge(s)" in refused.value.message
+
+
+async def test_two_concurrent_creates_of_one_label_both_land(
+    registry: Registry, tmp_path: Path
+) -> None:
+    # Both writes read "no label" and insert; the loser of the race on the unique name is
+    # tried again by the retry policy, and then moves the new label (compare-and-set).
+    await _two(registry, tmp_path)
+    stub, md = registry.stub, registry.rm
+    for n in range(5):
+        label = f"fresh-{n}"
+        results = await asyncio.gather(
+            *(
+                stub.SetLabel(
+                    registry_pb2.SetLabelRequest(label=label, release=_sel(v)), metadata=md
+                )
+                for v in ("1.0.0", "1.1.0")
+            ),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, registry_pb2.SetLabelResponse) for r in results), results
+        assert sorted(r.previous_version for r in results) in (  # type: ignore[union-attr]
+            ["", "1.0.0"],
+            ["", "1.1.0"],
+        )

