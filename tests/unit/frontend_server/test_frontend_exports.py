@@ -60,6 +60,7 @@ EXPECTED = {
         "Session",
     ],
     "frontend_server.ledger": [
+        "LEDGER_STORE",
         "FenceResult",
         "HisOutcome",
         "IdempotencyKeyFenced",
@@ -67,6 +68,7 @@ EXPECTED = {
         "IdempotencyKeyReused",
         "InvalidIdempotencyKey",
         "Ledger",
+        "LedgerDamaged",
         "LedgerError",
         "NoEffect",
         "OperationError",
@@ -82,6 +84,7 @@ EXPECTED = {
         "to_operation_record",
     ],
     "frontend_server.tasks": [
+        "TASK_STORE",
         "Executor",
         "KindStats",
         "PermanentTaskError",
@@ -98,6 +101,7 @@ EXPECTED = {
         "TaskRun",
         "TaskState",
         "TaskStore",
+        "TaskStoreDamaged",
         "TokenBucket",
         "TransientTaskError",
         "backoff_delay",
