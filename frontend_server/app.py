@@ -35,7 +35,7 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any
 
-from frontend_server._datadir import DataDir, StoreRefused, StoreSlot
+from frontend_server._datadir import IDENTITY_FILE, DataDir, StoreRefused, StoreSlot
 from frontend_server.adapters import HisAdapter, make_adapter
 from frontend_server.admin import EdgeAdminServicer
 from frontend_server.dialer import Dialer, DialerConfig
@@ -53,7 +53,15 @@ from frontend_server.tasks import TASK_STORE, TaskQueue, TaskStore, TaskStoreDam
 from hplus.hospital.v1 import admin_pb2, admin_pb2_grpc
 from mesh.tunnel import TunnelServer
 
-__all__ = ["RESETTABLE_STORES", "EdgeApp", "EdgeConfig", "StoreRefused"]
+__all__ = [
+    "IDENTITY_FILE",
+    "RESETTABLE_STORES",
+    "DataDir",
+    "EdgeApp",
+    "EdgeConfig",
+    "StoreRefused",
+    "StoreSlot",
+]
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from frontend_server._datadir import IDENTITY_FILE, DataDir, StoreRefused, StoreSlot
+from frontend_server.app import IDENTITY_FILE, DataDir, StoreRefused, StoreSlot
 from frontend_server.ledger import LEDGER_STORE, HisOutcome, Ledger
 from frontend_server.tasks import TASK_STORE, TaskStore
 
