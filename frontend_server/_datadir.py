@@ -224,7 +224,17 @@ class DataDir:
             if problem is not None and name not in reset:
                 raise problem
         for slot in self.stores:
-            self._prepare(slot, found[slot.kind.name], problems[slot.kind.name], record, reset, now)
+            try:
+                self._prepare(
+                    slot, found[slot.kind.name], problems[slot.kind.name], record, reset, now
+                )
+            except sqlite3.Error as err:
+                raise StoreRefused(
+                    self.path / slot.file,
+                    f"{slot.kind.title} cannot be prepared ({err})",
+                    store=None,
+                    remedy="check the disk's free space and the file's permissions",
+                ) from None
         if recreated:
             log.warning(
                 "%s was missing: re-created from the stores' stamps (data directory created %s)",

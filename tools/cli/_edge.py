@@ -167,7 +167,7 @@ async def _serve(
             err.describe(f"start with --reset-{err.store}"), exit_code=EXIT_STORE_REFUSED
         ) from None
     except OSError as err:
-        raise CliError(f"cannot start the edge: {data_dir}: {err}") from None
+        raise CliError(f"cannot start the edge: {err}") from None
     stop = _stop_on_signals()
     his = profile.his
     print(
