@@ -43,6 +43,7 @@ from cloud.registry import MAX_MESSAGE_BYTES as REGISTRY_MAX_MESSAGE_BYTES
 from cloud.registry import ReleaseResolver, ReleaseStatus, build_registry
 from hplus.cloud.v1 import operations_pb2_grpc, registry_pb2, registry_pb2_grpc
 from hplus.tunnel.v1 import tunnel_pb2, tunnel_pb2_grpc
+from mesh.files import make_private_dir
 from mesh.tls import TlsFiles, ensure_dev_pki, load_server_credentials
 from mesh.tunnel import TunnelConfig, TunnelGateway, bearer_token
 
@@ -129,7 +130,9 @@ class CloudNode:
 
     async def _start(self) -> None:
         cfg = self.config
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        # Databases, secrets and keys live here: owner only (an older looser mode is
+        # tightened, with a log line).
+        make_private_dir(cfg.data_dir)
         if cfg.tls_mode is TlsMode.DEV:
             self.tls = ensure_dev_pki(cfg.data_dir / "tls")
         elif cfg.tls_mode is TlsMode.FILES:

@@ -5,7 +5,10 @@
 * the HIS adapter of the profile's dialect (settings derived from the profile), its
   real-time calls paced by the profile's ``his.limits``;
 * the idempotency ledger (``ledger.db``) and the pending-task queue (``tasks.db``) in the
-  data directory, the queue draining against the HIS at the profile's rate;
+  data directory, the queue draining against the HIS at the profile's rate; both checked
+  at start against the directory's identity record (a damaged, missing, emptied or swapped
+  store refuses the start with :class:`StoreRefused`), and reported in GetEdgeInfo's
+  components (a store found damaged while running fails its calls with DATA_LOSS);
 * the resolver that settles UNKNOWN writes in the background;
 * the tunnel registrar with every hospital servicer and the admin servicer;
 * the dialer that holds the tunnels to the cloud (optional: tests may serve the registrar
@@ -14,7 +17,8 @@
 Use ``async with EdgeApp(config) as app:`` (runs until the block ends), or ``await
 app.run()`` and ``await app.shutdown()`` from another task. Shutdown drains the tunnels
 first (no new calls), then stops the queue (running attempts get a grace period and go
-back to QUEUED), the resolver, and closes the stores and the adapter.
+back to QUEUED), the resolver, closes the stores and the adapter, and records the clean
+stop in the identity record.
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any
 
+from frontend_server._datadir import IDENTITY_FILE, DataDir, StoreRefused, StoreSlot
 from frontend_server.adapters import HisAdapter, make_adapter
 from frontend_server.admin import EdgeAdminServicer
 from frontend_server.dialer import Dialer, DialerConfig
-from frontend_server.ledger import Ledger, Resolver
+from frontend_server.ledger import LEDGER_STORE, Ledger, Resolver
 from frontend_server.profile import Profile
 from frontend_server.services import (
     Hospital,
@@ -44,13 +49,25 @@ from frontend_server.services import (
     register_hospital_services,
     task_executor,
 )
-from frontend_server.tasks import TaskQueue
+from frontend_server.tasks import TASK_STORE, TaskQueue, TaskStore, TaskStoreDamaged
 from hplus.hospital.v1 import admin_pb2, admin_pb2_grpc
 from mesh.tunnel import TunnelServer
 
-__all__ = ["EdgeApp", "EdgeConfig"]
+__all__ = [
+    "IDENTITY_FILE",
+    "RESETTABLE_STORES",
+    "DataDir",
+    "EdgeApp",
+    "EdgeConfig",
+    "StoreRefused",
+    "StoreSlot",
+]
 
 log = logging.getLogger(__name__)
+
+
+RESETTABLE_STORES = frozenset({LEDGER_STORE.name, TASK_STORE.name})
+"""Names of the stores :attr:`EdgeConfig.reset_stores` may name."""
 
 
 def _wall_clock() -> datetime.datetime:
@@ -77,6 +94,9 @@ class EdgeConfig:
     """How long in-flight calls and task attempts may finish at shutdown."""
     clock: Callable[[], datetime.datetime] = _wall_clock
     """The current time, timezone-aware, for the appointment rules (a seam for tests)."""
+    reset_stores: frozenset[str] = frozenset()
+    """Stores (``"ledger"``, ``"tasks"``) to archive and begin anew *if* they fail the start
+    checks; a store that passes them is kept."""
 
     def __post_init__(self) -> None:
         if self.dialer is not None and self.dialer.hospital_id != self.profile.hospital_id:
@@ -88,6 +108,9 @@ class EdgeConfig:
             raise ValueError("resolve_interval_seconds must be > 0")
         if self.grace_seconds < 0:
             raise ValueError("grace_seconds must be >= 0")
+        unknown = set(self.reset_stores) - RESETTABLE_STORES
+        if unknown:
+            raise ValueError(f"reset_stores: unknown store(s) {', '.join(sorted(unknown))}")
         object.__setattr__(
             self, "adapter_overrides", MappingProxyType(dict(self.adapter_overrides))
         )
@@ -108,13 +131,19 @@ class EdgeApp:
             or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
         )
         profile = config.profile
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        # Nothing touches the data directory before start() has checked it.
+        self.data = DataDir(
+            config.data_dir,
+            hospital_id=profile.hospital_id,
+            stores=[StoreSlot(LEDGER_STORE, "ledger.db"), StoreSlot(TASK_STORE, "tasks.db")],
+        )
         self.adapter: HisAdapter = make_adapter(
             dialect_settings(profile, **config.adapter_overrides)
         )
-        self.ledger = Ledger.open(config.data_dir / "ledger.db")
-        self.queue = TaskQueue.open(
-            config.data_dir / "tasks.db", task_executor(self.adapter), profile.tasks
+        self.ledger = Ledger.open(self.data.store_path(LEDGER_STORE.name))
+        self.task_store = TaskStore.open(self.data.store_path(TASK_STORE.name))
+        self.queue = TaskQueue(
+            self.task_store, task_executor(self.adapter), profile.tasks, owns_store=True
         )
         self.writes = WriteRunner(self.ledger)
         self.resolver = Resolver(
@@ -143,34 +172,68 @@ class EdgeApp:
         )
         self.dialer = Dialer(config.dialer, self.server) if config.dialer is not None else None
         self._started = False
+        self._opened = False
+        self._closed = False
         self._stopping = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
 
     def _components(self) -> list[admin_pb2.Component]:
         """What GetEdgeInfo reports about the parts whose state the edge knows."""
-        if self.dialer is None:
-            return []
-        up = sum(slot.connected for slot in self.dialer.slots)
-        if up == len(self.dialer.slots):
-            state = admin_pb2.COMPONENT_STATE_SERVING
-        elif up:
-            state = admin_pb2.COMPONENT_STATE_DEGRADED
-        else:
-            state = admin_pb2.COMPONENT_STATE_NOT_SERVING
-        return [
-            admin_pb2.Component(
-                name="tunnel", state=state, detail=f"{up} of {len(self.dialer.slots)} up"
+        components = []
+        if self.dialer is not None:
+            up = sum(slot.connected for slot in self.dialer.slots)
+            if up == len(self.dialer.slots):
+                state = admin_pb2.COMPONENT_STATE_SERVING
+            elif up:
+                state = admin_pb2.COMPONENT_STATE_DEGRADED
+            else:
+                state = admin_pb2.COMPONENT_STATE_NOT_SERVING
+            components.append(
+                admin_pb2.Component(
+                    name="tunnel", state=state, detail=f"{up} of {len(self.dialer.slots)} up"
+                )
             )
-        ]
+        for name, damage in self._damage().items():
+            components.append(
+                admin_pb2.Component(
+                    name=name,
+                    state=admin_pb2.COMPONENT_STATE_NOT_SERVING,
+                    detail=f"{damage}: calls that need it fail with DATA_LOSS; stop the edge "
+                    "and restore the file",
+                )
+                if damage
+                else admin_pb2.Component(name=name, state=admin_pb2.COMPONENT_STATE_SERVING)
+            )
+        return components
+
+    def _damage(self) -> dict[str, str | None]:
+        """Each store's damage found while running (``None``: healthy)."""
+        return {
+            LEDGER_STORE.name: self.ledger.damage,
+            TASK_STORE.name: self.task_store.damage,
+        }
 
     async def start(self) -> None:
-        """Opens the stores (idempotent); :meth:`run` and ``async with`` call it."""
+        """Checks the data directory and opens the stores (idempotent).
+
+        :meth:`run` and ``async with`` call it. A failed start closes what it opened.
+
+        Raises:
+            StoreRefused: a store failed its checks (see :class:`DataDir`).
+            OSError: the data directory or a store cannot be created or read.
+        """
         if self._started:
             return
-        recovered = await self.ledger.start()
-        if recovered:
-            log.warning("%d write(s) were in flight at the last stop: now UNKNOWN", recovered)
-        await self.queue.start()
+        try:
+            await asyncio.to_thread(self.data.open, reset=self.config.reset_stores)
+            self._opened = True
+            recovered = await self.ledger.start()
+            if recovered:
+                log.warning("%d write(s) were in flight at the last stop: now UNKNOWN", recovered)
+            await self.queue.start()
+        except BaseException:
+            await self.aclose()
+            raise
         self._started = True
 
     async def run(self) -> None:
@@ -180,11 +243,19 @@ class EdgeApp:
         """
         await self.start()
         async with asyncio.TaskGroup() as group:
-            group.create_task(self.queue.run(), name="edge-queue")
+            group.create_task(self._run_queue(), name="edge-queue")
             group.create_task(self.resolver.run(), name="edge-resolver")
             if self.dialer is not None:
                 group.create_task(self.dialer.run(), name="edge-dialer")
             group.create_task(self._wait_stop(), name="edge-stop")
+
+    async def _run_queue(self) -> None:
+        try:
+            await self.queue.run()
+        except* TaskStoreDamaged:
+            # Logged where it was found. Only the queue stops: the other services go on,
+            # and GetEdgeInfo reports the store NOT_SERVING.
+            pass
 
     async def _wait_stop(self) -> None:
         await self._stopping.wait()
@@ -203,7 +274,13 @@ class EdgeApp:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Closes the stores and the adapter (after :meth:`run` has returned)."""
+        """Closes the stores and the adapter (after :meth:`run` has returned).
+
+        Then notes the clean stop, with each store's entry count, in the identity record.
+        """
+        if self._closed:
+            return
+        self._closed = True
         try:
             await self.queue.aclose()
         finally:
@@ -211,6 +288,9 @@ class EdgeApp:
                 await self.ledger.aclose()
             finally:
                 await self.adapter.aclose()
+        if self._opened:
+            damaged = [name for name, damage in self._damage().items() if damage]
+            await asyncio.to_thread(self.data.record_clean_stop, damaged=damaged)
 
     async def __aenter__(self) -> EdgeApp:
         await self.start()

@@ -19,6 +19,8 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from mesh.files import ensure_private_file, make_private_dir, sqlite_files, tighten
+
 __all__ = [
     "DatabaseError",
     "create_engine",
@@ -87,7 +89,7 @@ def migrate(engine: AsyncEngine, script_location: Path, *, version_table: str) -
 
     async def run() -> None:
         if engine.url.get_backend_name() == "sqlite" and engine.url.database:
-            Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
+            _private_sqlite_file(Path(engine.url.database))
         try:
             async with engine.begin() as conn:
                 await conn.run_sync(upgrade)
@@ -97,6 +99,18 @@ def migrate(engine: AsyncEngine, script_location: Path, *, version_table: str) -
             ) from None
 
     return run()
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """Create a SQLite database file mode 0600 (its directory 0700 if missing), or tighten it.
+
+    SQLite gives the ``-wal`` and ``-journal`` files the database file's mode, so they are
+    private too. The databases hold credentials' hashes and sampled traffic.
+    """
+    if not path.parent.exists():
+        make_private_dir(path.parent)
+    ensure_private_file(path)
+    tighten(sqlite_files(path))
 
 
 # Constraint names that are the same on SQLite and PostgreSQL, so migrations can name them.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -13,7 +14,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from frontend_server.profile import ConfigError, Profile, canonical_json, load_profile_content
 from frontend_server.services import ERROR_DOMAIN, abort_with
-from frontend_server.tasks import QueueStats
+from frontend_server.tasks import QueueStats, TaskStoreDamaged
 from hplus.hospital.v1 import admin_pb2, admin_pb2_grpc, task_pb2
 from mesh.version import CONTRACT_RELEASE, SOFTWARE_VERSION
 
@@ -131,12 +132,15 @@ class EdgeAdminServicer(admin_pb2_grpc.EdgeAdminServiceServicer):
             services=sorted(self._services()),
             start_time=started,
             edge_time=_now(),
-            components=list(self._components()),
         )
+        if self._queue_stats is not None:
+            # A damaged task store: the components say so, and the rest still answers.
+            with contextlib.suppress(TaskStoreDamaged):
+                out.queue.CopyFrom(_queue(await self._queue_stats()))
+        # After reading the queue: a damage found just now is reported in this answer.
+        out.components.extend(self._components())
         if self._profile is not None:
             out.config.CopyFrom(self._info(self._profile))
-        if self._queue_stats is not None:
-            out.queue.CopyFrom(_queue(await self._queue_stats()))
         return out
 
     async def LookupTrace(

@@ -13,18 +13,20 @@ from frontend_server.ledger._errors import (
     IdempotencyKeyInProgress,
     IdempotencyKeyReused,
     InvalidIdempotencyKey,
+    LedgerDamaged,
     LedgerError,
     NoEffect,
     OperationError,
     OperationUnknown,
     Refused,
 )
-from frontend_server.ledger._ledger import FenceResult, Ledger
+from frontend_server.ledger._ledger import LEDGER_STORE, FenceResult, Ledger
 from frontend_server.ledger._model import HisOutcome, OperationRecord, OperationState, fingerprint
 from frontend_server.ledger._proto import message_fingerprint, not_received, to_operation_record
 from frontend_server.ledger._resolver import Probe, Resolver
 
 __all__ = [
+    "LEDGER_STORE",
     "FenceResult",
     "HisOutcome",
     "IdempotencyKeyFenced",
@@ -32,6 +34,7 @@ __all__ = [
     "IdempotencyKeyReused",
     "InvalidIdempotencyKey",
     "Ledger",
+    "LedgerDamaged",
     "LedgerError",
     "NoEffect",
     "OperationError",

@@ -7,7 +7,8 @@
     ├── IdempotencyKeyReused        INVALID_ARGUMENT     IDEMPOTENCY_KEY_REUSED
     ├── IdempotencyKeyInProgress    ABORTED              IDEMPOTENCY_KEY_IN_PROGRESS
     ├── IdempotencyKeyFenced        FAILED_PRECONDITION  IDEMPOTENCY_KEY_FENCED
-    └── OperationUnknown            UNAVAILABLE          OPERATION_OUTCOME_UNKNOWN
+    ├── OperationUnknown            UNAVAILABLE          OPERATION_OUTCOME_UNKNOWN
+    └── LedgerDamaged               DATA_LOSS            LEDGER_DAMAGED
 
     NoEffect        raised by a HIS call: provably nothing reached the HIS (key released)
     Refused         raised by a HIS call: a definitive refusal (recorded, replayed)
@@ -25,6 +26,7 @@ __all__ = [
     "IdempotencyKeyInProgress",
     "IdempotencyKeyReused",
     "InvalidIdempotencyKey",
+    "LedgerDamaged",
     "LedgerError",
     "NoEffect",
     "OperationError",
@@ -104,6 +106,21 @@ class OperationUnknown(LedgerError):
 
     code = "UNAVAILABLE"
     reason = "OPERATION_OUTCOME_UNKNOWN"
+
+
+class LedgerDamaged(LedgerError):
+    """SQLite found the ledger's file damaged: no call can use the ledger until it is restored.
+
+    Raised by the call that found the damage and by every later one (nothing more is
+    written into a damaged ledger).
+    """
+
+    code = "DATA_LOSS"
+    reason = "LEDGER_DAMAGED"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("", "this edge's ledger is damaged; its operator must restore it")
+        self.detail = detail
 
 
 class NoEffect(Exception):

@@ -51,6 +51,7 @@ from frontend_server.ledger._errors import (
     IdempotencyKeyInProgress,
     IdempotencyKeyReused,
     InvalidIdempotencyKey,
+    LedgerDamaged,
     LedgerError,
     NoEffect,
     OperationError,
@@ -58,9 +59,9 @@ from frontend_server.ledger._errors import (
     Refused,
 )
 from frontend_server.ledger._model import HisOutcome, OperationRecord, OperationState
-from frontend_server.sqlite import sqlite_engine
+from frontend_server.sqlite import StoreHealth, StoreKind, sqlite_engine
 
-__all__ = ["FenceResult", "Ledger"]
+__all__ = ["LEDGER_STORE", "FenceResult", "Ledger"]
 
 _MAX_KEY_LENGTH = 128
 _OPEN = (OperationState.IN_PROGRESS.value, OperationState.UNKNOWN.value)
@@ -82,6 +83,17 @@ _operations = Table(
     Column("result", LargeBinary),
     Column("error", Text),
 )
+
+LEDGER_STORE = StoreKind(
+    name="ledger",
+    title="the ledger",
+    application_id=int.from_bytes(b"hplL", "big"),
+    schema_version=1,
+    tables=frozenset({"operations"}),
+    entries_table="operations",
+)
+"""The ledger's file on disk: its SQLite ``application_id`` and schema version (checked at
+the edge's start; version 1 is the ``operations`` table plus the store's stamp)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -137,6 +149,7 @@ class Ledger:
         clock: wall clock in epoch seconds (tests pass their own).
         retry_after_seconds: the delay suggested to a caller that finds its key in progress.
         owns_engine: dispose of ``engine`` on close.
+        health: the engine's damage record (see :meth:`open`).
     """
 
     def __init__(
@@ -146,16 +159,28 @@ class Ledger:
         clock: Callable[[], float] = time.time,
         retry_after_seconds: float = 1.0,
         owns_engine: bool = False,
+        health: StoreHealth | None = None,
     ) -> None:
         self._engine = engine
         self._clock = clock
         self._retry_after = retry_after_seconds
         self._owns_engine = owns_engine
+        self._health = health
 
     @classmethod
     def open(cls, path: Path | str, *, clock: Callable[[], float] = time.time) -> Ledger:
-        """A ledger on the SQLite file ``path`` (created if missing), owning its engine."""
-        return cls(sqlite_engine(path), clock=clock, owns_engine=True)
+        """A ledger on the SQLite file ``path`` (created mode 0600 if missing), owning its engine.
+
+        Should SQLite find the file damaged, that call and every later one raise
+        :class:`LedgerDamaged` (DATA_LOSS) and :attr:`damage` says so.
+        """
+        health = None if str(path) == ":memory:" else StoreHealth(Path(path), LedgerDamaged)
+        return cls(sqlite_engine(path, health=health), clock=clock, owns_engine=True, health=health)
+
+    @property
+    def damage(self) -> str | None:
+        """What damage SQLite found in the file while running; ``None`` while healthy."""
+        return None if self._health is None else self._health.damage
 
     async def start(self) -> int:
         """Create the table if needed and recover from a crash (see :meth:`recover`).

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 
-from frontend_server.ledger._errors import OperationError
+from frontend_server.ledger._errors import LedgerDamaged, OperationError
 from frontend_server.ledger._ledger import Ledger
 from frontend_server.ledger._model import HisOutcome, OperationRecord
 
@@ -78,10 +78,16 @@ class Resolver:
         return settled
 
     async def run(self) -> None:
-        """Resolve in rounds until :meth:`shutdown`; a ledger failure ends the run."""
+        """Resolve in rounds until :meth:`shutdown`; a ledger failure ends the run.
+
+        A damaged ledger ends it quietly: the damage is logged where it was found, and the
+        edge reports it (GetEdgeInfo); there is nothing left to resolve against.
+        """
         while not self._stopping.is_set():
             try:
                 await self.resolve_once()
+            except LedgerDamaged:
+                return
             except Exception:
                 log.exception("resolving unknown operations failed")
                 raise

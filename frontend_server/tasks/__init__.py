@@ -16,6 +16,7 @@ from frontend_server.tasks._errors import (
     TaskNotFound,
     TaskNotRetryable,
     TaskQueueError,
+    TaskStoreDamaged,
     TransientTaskError,
 )
 from frontend_server.tasks._limiter import TokenBucket
@@ -29,9 +30,10 @@ from frontend_server.tasks._model import (
     TaskState,
 )
 from frontend_server.tasks._queue import TaskQueue, backoff_delay
-from frontend_server.tasks._store import TaskStore
+from frontend_server.tasks._store import TASK_STORE, TaskStore
 
 __all__ = [
+    "TASK_STORE",
     "Executor",
     "KindStats",
     "PermanentTaskError",
@@ -48,6 +50,7 @@ __all__ = [
     "TaskRun",
     "TaskState",
     "TaskStore",
+    "TaskStoreDamaged",
     "TokenBucket",
     "TransientTaskError",
     "backoff_delay",

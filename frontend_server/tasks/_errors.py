@@ -6,7 +6,8 @@
     ├── QueueFull                   RESOURCE_EXHAUSTED   QUEUE_FULL
     ├── TaskKeyReused               INVALID_ARGUMENT     IDEMPOTENCY_KEY_REUSED
     ├── TaskNotFound                NOT_FOUND            TASK_NOT_FOUND
-    └── TaskNotRetryable            FAILED_PRECONDITION  TASK_NOT_RETRYABLE
+    ├── TaskNotRetryable            FAILED_PRECONDITION  TASK_NOT_RETRYABLE
+    └── TaskStoreDamaged            DATA_LOSS            TASK_STORE_DAMAGED
 
     TransientTaskError   raised by an executor: retry later (backoff), park after N attempts
     PermanentTaskError   raised by an executor: retrying cannot help; the task FAILS
@@ -21,6 +22,7 @@ __all__ = [
     "TaskNotFound",
     "TaskNotRetryable",
     "TaskQueueError",
+    "TaskStoreDamaged",
     "TransientTaskError",
 ]
 
@@ -71,6 +73,21 @@ class TaskNotRetryable(TaskQueueError):
 
     code = "FAILED_PRECONDITION"
     reason = "TASK_NOT_RETRYABLE"
+
+
+class TaskStoreDamaged(TaskQueueError):
+    """SQLite found the task store's file damaged: no call can use it until it is restored.
+
+    Raised by the call that found the damage and by every later one (nothing more is
+    written into a damaged store).
+    """
+
+    code = "DATA_LOSS"
+    reason = "TASK_STORE_DAMAGED"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("this edge's task store is damaged; its operator must restore it")
+        self.detail = detail
 
 
 class TransientTaskError(Exception):

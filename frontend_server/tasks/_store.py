@@ -39,11 +39,17 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from frontend_server.sqlite import sqlite_engine
-from frontend_server.tasks._errors import QueueFull, TaskKeyReused, TaskNotFound, TaskNotRetryable
+from frontend_server.sqlite import StoreHealth, StoreKind, sqlite_engine
+from frontend_server.tasks._errors import (
+    QueueFull,
+    TaskKeyReused,
+    TaskNotFound,
+    TaskNotRetryable,
+    TaskStoreDamaged,
+)
 from frontend_server.tasks._model import KindStats, QueueStats, Task, TaskError, TaskState
 
-__all__ = ["Outcome", "TaskStore"]
+__all__ = ["TASK_STORE", "Outcome", "TaskStore"]
 
 _metadata = MetaData()
 _tasks = Table(
@@ -73,6 +79,17 @@ _tasks = Table(
     Column("delivered_time", Float),
     Index("ix_tasks_claim", "state", "priority", "seq"),
 )
+
+TASK_STORE = StoreKind(
+    name="tasks",
+    title="the task store",
+    application_id=int.from_bytes(b"hplT", "big"),
+    schema_version=1,
+    tables=frozenset({"tasks"}),
+    entries_table="tasks",
+)
+"""The task store's file on disk: its SQLite ``application_id`` and schema version (checked
+at the edge's start; version 1 is the ``tasks`` table plus the store's stamp)."""
 
 _FINAL_FOR_DELIVERY = (TaskState.SUCCEEDED.value, TaskState.FAILED.value)
 
@@ -154,6 +171,7 @@ class TaskStore:
         engine: an async SQLAlchemy engine on the queue's SQLite file.
         clock: wall clock in epoch seconds.
         owns_engine: dispose of ``engine`` on close.
+        health: the engine's damage record (see :meth:`open`).
     """
 
     def __init__(
@@ -162,15 +180,27 @@ class TaskStore:
         *,
         clock: Callable[[], float] = time.time,
         owns_engine: bool = False,
+        health: StoreHealth | None = None,
     ) -> None:
         self._engine = engine
         self._clock = clock
         self._owns_engine = owns_engine
+        self._health = health
 
     @classmethod
     def open(cls, path: Path | str, *, clock: Callable[[], float] = time.time) -> TaskStore:
-        """A store on the SQLite file ``path`` (created if missing), owning its engine."""
-        return cls(sqlite_engine(path), clock=clock, owns_engine=True)
+        """A store on the SQLite file ``path`` (created mode 0600 if missing), owning its engine.
+
+        Should SQLite find the file damaged, that call and every later one raise
+        :class:`TaskStoreDamaged` (DATA_LOSS) and :attr:`damage` says so.
+        """
+        health = None if str(path) == ":memory:" else StoreHealth(Path(path), TaskStoreDamaged)
+        return cls(sqlite_engine(path, health=health), clock=clock, owns_engine=True, health=health)
+
+    @property
+    def damage(self) -> str | None:
+        """What damage SQLite found in the file while running; ``None`` while healthy."""
+        return None if self._health is None else self._health.damage
 
     @property
     def clock(self) -> Callable[[], float]:

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import NoReturn
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "CliError", "Parser", "write_secret_file"]
+from mesh.files import create_private_file
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_OK",
+    "EXIT_STORE_REFUSED",
+    "CliError",
+    "Parser",
+    "write_secret_file",
+]
 
 EXIT_OK = 0
 """The command did what was asked."""
 EXIT_BAD_INPUT = 2
 """A flag, argument, file or config was malformed; the one-line message says which."""
+EXIT_STORE_REFUSED = 65
+"""A local store (the edge's ledger or task store) failed its start checks: damaged, missing
+where one existed, another directory's, or from a newer release; the message names the file
+and what to do (``EX_DATAERR`` of sysexits.h)."""
 
 
 class CliError(Exception):
@@ -48,10 +60,8 @@ def write_secret_file(path: Path, secret: str) -> None:
             created.
     """
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        create_private_file(path, (secret + "\n").encode())
     except FileExistsError:
         raise CliError(f"{path} exists; refusing to overwrite a secret file") from None
     except OSError as err:
         raise CliError(f"{path}: cannot create: {err.strerror}") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(secret + "\n")

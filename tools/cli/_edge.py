@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tools.cli._base import CliError, Parser
+from tools.cli._base import EXIT_STORE_REFUSED, CliError, Parser
 
 if TYPE_CHECKING:
     from frontend_server.dialer import DialerConfig
@@ -64,7 +64,17 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     run.add_argument("--ca", type=Path, help="CA certificate (PEM) to trust for the cloud")
     run.add_argument("--insecure", action="store_true", help="dial without TLS (development only)")
     run.add_argument("--edge-id", help="this edge's id (default: host name + random suffix)")
-    run.set_defaults(func=_run)
+    for store, what in (("ledger", "ledger (ledger.db)"), ("tasks", "task store (tasks.db)")):
+        run.add_argument(
+            f"--reset-{store}",
+            dest="reset",
+            action="append_const",
+            const=store,
+            help=f"if the {what} fails its start checks (damaged, missing, emptied, another "
+            "data directory's), archive its files (renamed with a timestamp, never deleted) "
+            "and begin a new one; a store that passes them is kept",
+        )
+    run.set_defaults(func=_run, reset=None)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -105,11 +115,15 @@ def _run(args: argparse.Namespace) -> int:
         )
     except ValueError as err:
         raise CliError(str(err)) from None
+    reset = frozenset(args.reset or ())
     if profile is None:
+        if reset:
+            flags = ", ".join(f"--reset-{store}" for store in sorted(reset))
+            raise CliError(f"{flags} needs --profile (an edge without one keeps no stores)")
         asyncio.run(_serve_admin_only(config))
         return 0
     data_dir = args.data_dir or Path("var") / "edge" / hospital
-    asyncio.run(_serve(profile, config, data_dir))
+    asyncio.run(_serve(profile, config, data_dir, reset))
     return 0
 
 
@@ -135,12 +149,24 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
-async def _serve(profile: Profile, config: DialerConfig, data_dir: Path) -> None:
-    from frontend_server.app import EdgeApp, EdgeConfig
+async def _serve(
+    profile: Profile, config: DialerConfig, data_dir: Path, reset: frozenset[str]
+) -> None:
+    from frontend_server.app import EdgeApp, EdgeConfig, StoreRefused
 
     try:
-        app = EdgeApp(EdgeConfig(profile=profile, data_dir=data_dir, dialer=config))
+        app = EdgeApp(
+            EdgeConfig(profile=profile, data_dir=data_dir, dialer=config, reset_stores=reset)
+        )
     except (ValueError, OSError) as err:
+        raise CliError(f"cannot start the edge: {err}") from None
+    try:
+        await app.start()
+    except StoreRefused as err:
+        raise CliError(
+            err.describe(f"start with --reset-{err.store}"), exit_code=EXIT_STORE_REFUSED
+        ) from None
+    except OSError as err:
         raise CliError(f"cannot start the edge: {err}") from None
     stop = _stop_on_signals()
     his = profile.his

@@ -56,6 +56,7 @@ EXPECTED = {
         "Session",
     ],
     "frontend_server.ledger": [
+        "LEDGER_STORE",
         "FenceResult",
         "HisOutcome",
         "IdempotencyKeyFenced",
@@ -63,6 +64,7 @@ EXPECTED = {
         "IdempotencyKeyReused",
         "InvalidIdempotencyKey",
         "Ledger",
+        "LedgerDamaged",
         "LedgerError",
         "NoEffect",
         "OperationError",
@@ -78,6 +80,7 @@ EXPECTED = {
         "to_operation_record",
     ],
     "frontend_server.tasks": [
+        "TASK_STORE",
         "Executor",
         "KindStats",
         "PermanentTaskError",
@@ -94,6 +97,7 @@ EXPECTED = {
         "TaskRun",
         "TaskState",
         "TaskStore",
+        "TaskStoreDamaged",
         "TokenBucket",
         "TransientTaskError",
         "backoff_delay",
