@@ -26,7 +26,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from cloud import CloudNode
+from cloud.node import CloudNode
 from frontend_server.ledger import HisOutcome, Ledger
 from frontend_server.profile import load_profile
 from hplus.hospital.v1 import (

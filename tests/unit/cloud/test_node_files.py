@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cloud import CloudNode, NodeConfig
+from cloud.config import NodeConfig
+from cloud.node import CloudNode
 
 
 def mode(path: Path) -> int:
