@@ -14,19 +14,14 @@ from collections.abc import Iterator
 
 from google.protobuf import descriptor_pb2
 
-from compat._changes import (
-    Change,
-    ChangeKind,
-    ChangeReport,
-    Differ,
-    Direction,
-    ParameterChange,
-)
+from compat._changes import Change, ChangeKind, ChangeReport, Direction, ParameterChange
+from compat._differ import Differ
 from compat._index import Schema, ServiceNode
 from compat._model import Severity
+from compat._pairing import Pairing
 from compat._rulebase import KIND_NAMES
 
-__all__ = ["changes", "judge"]
+__all__ = ["change_report", "changes", "judge"]
 
 _F = descriptor_pb2.FieldDescriptorProto
 
@@ -194,7 +189,13 @@ def changes(previous: Schema, current: Schema) -> ChangeReport:
     Returns:
         Every change, plus each change seen from every RPC that reaches it.
     """
-    d = Differ(previous, current)
+    return change_report(Pairing(previous, current))
+
+
+def change_report(pairing: Pairing) -> ChangeReport:
+    """:func:`changes` on a pairing the rules may already have walked (it is reused)."""
+    previous, current = pairing.previous, pairing.current
+    d = Differ(pairing)
     all_changes = d.run()
     params: list[ParameterChange] = []
     rpc_changes: dict[tuple[str, str], list[Change]] = {}

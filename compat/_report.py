@@ -29,10 +29,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from compat._changes import Change, ChangeReport, ParameterChange
-from compat._engine import breaking
+from compat._engine import run_rules
 from compat._index import Schema
-from compat._judge import changes
-from compat._model import Category, Finding, Severity
+from compat._judge import change_report
+from compat._model import DEFAULT_CATEGORIES, Category, Finding, Severity
+from compat._pairing import Pairing
+from compat._registry import select
 from compat._suppress import Suppressions
 
 __all__ = ["DiffResult", "diff"]
@@ -122,7 +124,7 @@ def diff(
     *,
     old: str = "previous",
     new: str = "current",
-    categories: Iterable[Category] = (Category.WIRE_JSON,),
+    categories: Iterable[Category] = DEFAULT_CATEGORIES,
     suppressions: Suppressions | None = None,
 ) -> DiffResult:
     """Compare two releases: rule findings plus the parameter-change list.
@@ -140,8 +142,9 @@ def diff(
     """
     cats = tuple(dict.fromkeys(categories))
     sup = suppressions or Suppressions()
-    kept, dropped = sup.apply(breaking(previous, current, categories=cats), previous, current)
-    rep = changes(previous, current)
+    pairing = Pairing(previous, current)  # one pairing for the rules and the change list
+    kept, dropped = sup.apply(run_rules(pairing, select(cats)), previous, current)
+    rep = change_report(pairing)
     rep = dataclasses.replace(
         rep, parameters=sup.apply_parameters(rep.parameters, previous, current)
     )
