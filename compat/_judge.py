@@ -16,7 +16,7 @@ from google.protobuf import descriptor_pb2
 
 from compat._changes import Change, ChangeKind, ChangeReport, Direction, ParameterChange
 from compat._differ import Differ
-from compat._index import Schema, ServiceNode
+from compat._index import Schema
 from compat._model import Severity
 from compat._pairing import Pairing
 from compat._rulebase import KIND_NAMES
@@ -202,22 +202,18 @@ def change_report(pairing: Pairing) -> ChangeReport:
     for ch in all_changes:
         if ch.element == "rpc":
             rpc_changes.setdefault((ch.owner, ch.name), []).append(ch)
-    services: dict[str, ServiceNode] = dict(previous.services)
-    services.update(current.services)
-    for sname in sorted(services):
-        svc = services[sname]
-        cs, ps = current.services.get(sname), previous.services.get(sname)
-        names = sorted(set(cs.methods if cs else ()) | set(ps.methods if ps else ()))
-        for mname in names:
+    # Only services both releases have can hold RPC or parameter changes; a service added or
+    # removed as a whole is one change of its own.
+    for ps, cs in sorted(pairing.services(), key=lambda pair: pair[1].full_name):
+        sname = cs.full_name
+        for mname, pm, cm in sorted(pairing.every_method(ps, cs), key=lambda t: t[0]):
             for ch in rpc_changes.get((sname, mname), ()):
                 sev, note = ch.severity, ""
                 if ch.kind is ChangeKind.ADDED:
                     sev, note = Severity.WARN, "older edges answer UNIMPLEMENTED until they upgrade"
                 elif ch.kind is ChangeKind.REMOVED:
                     note = "the newer cloud stops calling it; generated code loses the method"
-                params.append(ParameterChange(svc.full_name, mname, None, "", ch, sev, note))
-            cm = cs.methods.get(mname) if cs else None
-            pm = ps.methods.get(mname) if ps else None
+                params.append(ParameterChange(sname, mname, None, "", ch, sev, note))
             if cm is None or pm is None:
                 continue
             for direction, attr in (("request", "input_type"), ("response", "output_type")):
@@ -226,5 +222,5 @@ def change_report(pairing: Pairing) -> ChangeReport:
                     continue  # a different message altogether; reported on the RPC
                 for param, ch in _walk(getattr(cm, attr), previous, current, d):
                     sev, note = judge(ch, d_)
-                    params.append(ParameterChange(svc.full_name, mname, d_, param, ch, sev, note))
+                    params.append(ParameterChange(sname, mname, d_, param, ch, sev, note))
     return ChangeReport(all_changes, params)
