@@ -19,7 +19,13 @@ from compat._changes import Change, ChangeKind, ChangeReport, ParameterChange
 from compat._engine import breaking, schema_of
 from compat._gate import Judgement
 from compat._index import Schema
-from compat._inputs import CompatInputError, LoadedInput, list_release_versions, load_input
+from compat._inputs import (
+    CompatInputError,
+    LoadedInput,
+    check_git_ref,
+    list_release_versions,
+    load_input,
+)
 from compat._judge import changes
 from compat._model import DEFAULT_CATEGORIES, Category, Finding, Severity
 from compat._protoc import ProtoCompileError, compile_protos
@@ -49,6 +55,7 @@ __all__ = [
     "WindowReport",
     "breaking",
     "changes",
+    "check_git_ref",
     "compile_protos",
     "diff",
     "list_release_versions",

@@ -25,6 +25,7 @@ def test_public_surface_is_pinned():
         "WindowReport",
         "breaking",
         "changes",
+        "check_git_ref",
         "compile_protos",
         "diff",
         "list_release_versions",
