@@ -26,7 +26,7 @@ from compat._inputs import (
     list_release_versions,
     load_input,
 )
-from compat._judge import changes
+from compat._judge import CLOUD_SERVICES, changes
 from compat._model import DEFAULT_CATEGORIES, Category, Finding, Severity
 from compat._protoc import ProtoCompileError, compile_protos
 from compat._registry import RULES, RuleSpec, rules_for
@@ -35,6 +35,7 @@ from compat._suppress import Suppressions, load_approvals
 from compat._window import WindowReport, window
 
 __all__ = [
+    "CLOUD_SERVICES",
     "DEFAULT_CATEGORIES",
     "RULES",
     "Category",

@@ -13,9 +13,20 @@ from typing import Any, Literal
 
 from compat._model import Severity, fingerprint
 
-__all__ = ["Change", "ChangeKind", "ChangeReport", "Direction", "ParameterChange"]
+__all__ = [
+    "Change",
+    "ChangeKind",
+    "ChangeReport",
+    "Direction",
+    "ParameterChange",
+    "ServedBy",
+]
 
 Direction = Literal["request", "response"]
+
+ServedBy = Literal["edge", "cloud"]
+"""Which side serves an RPC: hospital services are served by edges and called by the
+cloud; the cloud's own services are served by the cloud and called by edges and apps."""
 
 
 class ChangeKind(enum.Enum):
@@ -107,7 +118,8 @@ class ParameterChange:
     rpc: str
     """RPC name."""
     direction: Direction | None
-    """``request`` or ``response``; ``None`` for a change to the RPC itself."""
+    """``request`` or ``response``; ``None`` for a change to the RPC itself. Who writes
+    which depends on :attr:`served_by`."""
     parameter: str
     """Dotted path from the request/response root (``booking.patient.id_card``)."""
     change: Change
@@ -118,12 +130,15 @@ class ParameterChange:
     """Why, in this direction."""
     approved: bool = False
     """Whether the underlying change's fingerprint is in the approvals file."""
+    served_by: ServedBy = "edge"
+    """Who serves the RPC, which decides who writes a request and who a response."""
 
     def to_json(self) -> dict[str, Any]:
         """The entry as a JSON object."""
         return {
             "approved": self.approved,
             "service": self.service,
+            "served_by": self.served_by,
             "rpc": self.rpc,
             "direction": self.direction,
             "parameter": self.parameter,

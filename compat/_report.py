@@ -35,7 +35,7 @@ from compat._changes import Change, ChangeReport, ParameterChange
 from compat._engine import run_rules
 from compat._gate import Judgement, judgements
 from compat._index import Schema
-from compat._judge import change_report
+from compat._judge import CLOUD_SERVICES, change_report
 from compat._model import DEFAULT_CATEGORIES, Category, Finding, Severity
 from compat._pairing import Pairing
 from compat._registry import select
@@ -145,6 +145,7 @@ def diff(
     new: str = "current",
     categories: Iterable[Category] = DEFAULT_CATEGORIES,
     suppressions: Suppressions | None = None,
+    cloud_services: Iterable[str] = CLOUD_SERVICES,
 ) -> DiffResult:
     """Compare two releases: rule findings plus the parameter-change list.
 
@@ -155,6 +156,8 @@ def diff(
         new: label of the newer release, for output.
         categories: rule categories to run.
         suppressions: what to ignore or accept.
+        cloud_services: services the cloud serves (full names, or package prefixes ending
+            in ``.``), whose requests come from older clients; the rest are served by edges.
 
     Returns:
         The result.
@@ -163,7 +166,7 @@ def diff(
     sup = suppressions or Suppressions()
     pairing = Pairing(previous, current)  # one pairing for the rules and the change list
     kept, dropped = sup.apply(run_rules(pairing, select(cats)), previous, current)
-    rep = change_report(pairing)
+    rep = change_report(pairing, cloud_services=cloud_services)
     rep = ChangeReport(
         sup.apply_changes(rep.changes, previous, current),
         sup.apply_parameters(rep.parameters, previous, current),
@@ -197,6 +200,11 @@ def _grouped(params: list[ParameterChange]) -> dict[str, dict[str, list[Paramete
 
 _DIR_ORDER = {None: 0, "request": 1, "response": 2}
 
+_SERVED = {
+    "edge": "served by edges: the newer cloud calls older edges",
+    "cloud": "served by the cloud: older edges and apps call the newer cloud",
+}
+
 
 def _text(r: DiffResult) -> str:
     cats = ", ".join(c.value for c in r.categories)
@@ -213,12 +221,10 @@ def _text(r: DiffResult) -> str:
         lines += [f"  {_judgement_line(j)}" for j in errors]
     if r.report.parameters:
         lines.append("")
-        lines.append(
-            "Parameter changes (request: newer cloud -> older edge; "
-            "response: older edge -> newer cloud):"
-        )
+        lines.append("Parameter changes (request: caller -> server; response: server -> caller):")
         for svc, rpcs in sorted(_grouped(r.report.parameters).items()):
-            lines.append(f"  service {svc}")
+            served = next(iter(rpcs.values()))[0].served_by
+            lines.append(f"  service {svc} ({_SERVED[served]})")
             for rpc, items in sorted(rpcs.items()):
                 lines.append(f"    rpc {rpc}")
                 items = sorted(items, key=lambda p: (_DIR_ORDER[p.direction], p.parameter))
@@ -275,12 +281,15 @@ def _markdown(r: DiffResult) -> str:
     if r.report.parameters:
         out += ["## Changes per RPC", ""]
         out.append(
-            "*Request*: sent by the newer cloud to older edges. "
-            "*Response*: sent by older edges to the newer cloud."
+            "*Request*: sent by the caller; *response*: sent back by the server. Services "
+            "served by edges (hospital services) are called by the newer cloud, so their "
+            "requests reach older edges; services served by the cloud are called by older "
+            "edges and apps, so their responses reach them."
         )
         out.append("")
         for svc, rpcs in sorted(_grouped(r.report.parameters).items()):
-            out += [f"### `{svc}`", ""]
+            served = next(iter(rpcs.values()))[0].served_by
+            out += [f"### `{svc}` ({_SERVED[served]})", ""]
             for rpc, items in sorted(rpcs.items()):
                 out += [
                     f"#### `{rpc}`",

@@ -2,8 +2,8 @@
 
 Hospitals upgrade slowly, so a newer cloud must keep working with edges up to N releases
 behind. For each release ``R`` the gate runs the rules of ``R → candidate`` and judges the
-change list both ways: requests the newer cloud sends to an edge on ``R``, and responses an
-edge on ``R`` sends back.
+change list both ways: what the newer cloud sends to an edge (or app) on ``R`` — requests
+to hospital services, responses of the cloud's own — and what comes back.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 from compat._changes import ParameterChange
 from compat._inputs import LoadedInput
+from compat._judge import CLOUD_SERVICES
 from compat._model import DEFAULT_CATEGORIES, Category, Severity
 from compat._report import APPROVE_HINT, DiffResult, diff
 from compat._suppress import Suppressions
@@ -126,6 +127,7 @@ def window(
     *,
     categories: Iterable[Category] = DEFAULT_CATEGORIES,
     suppressions: Suppressions | None = None,
+    cloud_services: Iterable[str] = CLOUD_SERVICES,
 ) -> WindowReport:
     """Check ``candidate`` against every release in ``releases``.
 
@@ -135,6 +137,7 @@ def window(
         categories: rule categories to run per pair; by default those of every gate
             (:data:`compat.DEFAULT_CATEGORIES`), so the window refuses what a push refuses.
         suppressions: what to ignore or accept.
+        cloud_services: services the cloud serves (see :func:`compat.diff`).
 
     Returns:
         The matrix and the per-pair results.
@@ -148,6 +151,7 @@ def window(
             new=candidate.label,
             categories=cats,
             suppressions=suppressions,
+            cloud_services=cloud_services,
         )
         for rel in releases
     ]

@@ -5,6 +5,7 @@ import compat
 
 def test_public_surface_is_pinned():
     assert sorted(compat.__all__) == [
+        "CLOUD_SERVICES",
         "Category",
         "Change",
         "ChangeKind",
