@@ -66,8 +66,8 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         "window",
         help="check a candidate against each of the last N frozen releases",
         description="Check CANDIDATE against each of the last N frozen releases in both "
-        "directions (requests from the newer cloud, responses from older edges) and print a "
-        "matrix plus the findings per pair. Exit 1 if any pair fails.",
+        "directions (what the newer cloud sends to older edges and apps, and what they send "
+        "back) and print a matrix plus the findings per pair. Exit 1 if any pair fails.",
     )
     w.add_argument("candidate", metavar="CANDIDATE", help="the candidate (usually proto)")
     w.add_argument("--releases", type=int, default=5, metavar="N", help="window size (default: 5)")
