@@ -17,10 +17,17 @@ from __future__ import annotations
 
 from compat._changes import Change, ChangeKind, ChangeReport, ParameterChange
 from compat._engine import breaking, schema_of
+from compat._gate import Judgement
 from compat._index import Schema
-from compat._inputs import CompatInputError, LoadedInput, list_release_versions, load_input
-from compat._judge import changes
-from compat._model import Category, Finding, Severity
+from compat._inputs import (
+    CompatInputError,
+    LoadedInput,
+    check_git_ref,
+    list_release_versions,
+    load_input,
+)
+from compat._judge import CLOUD_SERVICES, changes
+from compat._model import DEFAULT_CATEGORIES, Category, Finding, Severity
 from compat._protoc import ProtoCompileError, compile_protos, include_paths, proto_files
 from compat._registry import RULES, RuleSpec, rules_for
 from compat._report import DiffResult, diff
@@ -28,6 +35,8 @@ from compat._suppress import Suppressions, load_approvals
 from compat._window import WindowReport, window
 
 __all__ = [
+    "CLOUD_SERVICES",
+    "DEFAULT_CATEGORIES",
     "RULES",
     "Category",
     "Change",
@@ -36,6 +45,7 @@ __all__ = [
     "CompatInputError",
     "DiffResult",
     "Finding",
+    "Judgement",
     "LoadedInput",
     "ParameterChange",
     "ProtoCompileError",
@@ -46,6 +56,7 @@ __all__ = [
     "WindowReport",
     "breaking",
     "changes",
+    "check_git_ref",
     "compile_protos",
     "diff",
     "include_paths",

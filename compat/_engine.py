@@ -1,32 +1,38 @@
-"""The generic pairing layer and the rule runner.
+"""The rule runner: every selected rule's handler on each pair of its kind.
 
-Elements of the two releases are paired by stable keys — files by path, messages, enums and
-services by full name, fields by number (extensions by extendee and number), enum values by
-number, RPCs by name — once, and every selected rule's handler is called on each pair of its
-kind. Handlers never look up their counterpart themselves.
+Elements are paired by :mod:`compat._pairing` (files by path, messages, enums and services
+by full name, fields and enum values by number, RPCs by name); handlers never look up their
+counterpart themselves, and each receives only pairs of the kind it is typed for.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TypeVar
 
 from google.protobuf import descriptor_pb2
 
-from compat._index import NO_SPAN, FileNode, Schema, Span, identical
-from compat._model import Category, Finding, Severity
-from compat._registry import RuleSpec, rules_for
-from compat._rulebase import Pair
+from compat._index import NO_SPAN, FileNode, Schema, Span
+from compat._model import DEFAULT_CATEGORIES, Category, Finding, Severity
+from compat._pairing import Pairing
+from compat._registry import RuleSet, RuleSpec, select
+from compat._rulebase import Handler
 
-__all__ = ["breaking", "schema_of"]
+__all__ = ["breaking", "run_rules", "schema_of"]
+
+N = TypeVar("N")
 
 
 class _Sink:
     """Collects one rule's findings, resolving buf's backup locations."""
 
-    __slots__ = ("_out", "_seen", "_spec")
+    __slots__ = ("_category", "_out", "_rule", "_seen")
 
-    def __init__(self, spec: RuleSpec, out: list[Finding], seen: set[tuple[object, ...]]) -> None:
-        self._spec = spec
+    def __init__(
+        self, rule: str, category: Category, out: list[Finding], seen: set[tuple[object, ...]]
+    ) -> None:
+        self._rule = rule
+        self._category = category
         self._out = out
         self._seen = seen
 
@@ -45,14 +51,14 @@ class _Sink:
                 span = s
                 break
         path = file.path if file is not None else ""
-        key = (self._spec.id, path, span, message)
+        key = (self._rule, path, span, message)
         if key in self._seen:  # buf de-duplicates identical annotations
             return
         self._seen.add(key)
         self._out.append(
             Finding(
-                rule=self._spec.id,
-                category=self._spec.category,
+                rule=self._rule,
+                category=self._category,
                 severity=Severity.ERROR,
                 path=path,
                 line=span.line,
@@ -85,11 +91,64 @@ def schema_of(fds: descriptor_pb2.FileDescriptorSet, own: Iterable[str] | None =
     )
 
 
+def run_rules(pairing: Pairing, rules: RuleSet) -> list[Finding]:
+    """Call every rule of ``rules`` on each pair of its kind.
+
+    Args:
+        pairing: the two releases.
+        rules: the selected rules.
+
+    Returns:
+        Findings sorted as buf sorts them (path, line, column, rule, message).
+    """
+    out: list[Finding] = []
+    seen: set[tuple[object, ...]] = set()
+
+    def bind(specs: list[RuleSpec[N]]) -> list[tuple[Handler[N], _Sink]]:
+        return [(s.handler, _Sink(s.id, s.category, out, seen)) for s in specs]
+
+    def run(checks: list[tuple[Handler[N], _Sink]], cur: N, prev: N) -> None:
+        for handler, sink in checks:
+            handler(sink, cur, prev, pairing)
+
+    run(bind(rules.releases), pairing.current, pairing.previous)
+    files = bind(rules.files)
+    if files:
+        for pf, cf in pairing.files():
+            run(files, cf, pf)
+    messages, fields = bind(rules.messages), bind(rules.fields)
+    if messages or fields:
+        for pm, cm in pairing.messages():
+            run(messages, cm, pm)
+            if fields:
+                for pfld, cfld in pairing.fields(pm, cm):
+                    run(fields, cfld, pfld)
+    if fields:
+        for px, cx in pairing.extensions():
+            run(fields, cx, px)
+    enums, values = bind(rules.enums), bind(rules.enum_values)
+    if enums or values:
+        for pe, ce in pairing.enums():
+            run(enums, ce, pe)
+            if values:
+                for pv, cv in pairing.enum_values(pe, ce):
+                    run(values, cv, pv)
+    services, methods = bind(rules.services), bind(rules.methods)
+    if services or methods:
+        for ps, cs in pairing.services():
+            run(services, cs, ps)
+            if methods:
+                for pmeth, cmeth in pairing.methods(ps, cs):
+                    run(methods, cmeth, pmeth)
+    out.sort(key=Finding.sort_key)
+    return out
+
+
 def breaking(
     previous: Schema,
     current: Schema,
     *,
-    categories: Iterable[Category] = (Category.WIRE_JSON,),
+    categories: Iterable[Category] = DEFAULT_CATEGORIES,
     include: Iterable[str] = (),
     exclude: Iterable[str] = (),
 ) -> list[Finding]:
@@ -105,68 +164,5 @@ def breaking(
     Returns:
         Findings sorted as buf sorts them (path, line, column, rule, message).
     """
-    specs = rules_for(categories, include=include, exclude=exclude)
-    by_kind: dict[str, list[_Sink]] = {}
-    out: list[Finding] = []
-    seen: set[tuple[object, ...]] = set()
-    for spec in specs:
-        by_kind.setdefault(spec.kind, []).append(_Sink(spec, out, seen))
-    handlers = {spec.id: spec.handler for spec in specs}
-    pair = Pair(previous, current)
-
-    def run(kind: str, cur: object, prev: object) -> None:
-        for sink in by_kind.get(kind, ()):
-            handlers[sink._spec.id](sink, cur, prev, pair)
-
-    for sink in by_kind.get("global", ()):
-        handlers[sink._spec.id](sink, pair)
-    if "file" in by_kind:
-        for path, pf in previous.files.items():
-            cf = current.files.get(path)
-            if cf is not None:
-                run("file", cf, pf)
-    want_fields = "field" in by_kind
-    if "message" in by_kind or want_fields:
-        same: dict[str, bool] = {}
-        for name, pm in previous.messages.items():
-            cm = current.messages.get(name)
-            if cm is None or identical(pm, cm, same):
-                continue
-            run("message", cm, pm)
-            if want_fields:
-                cfields = cm.fields
-                for number, pfld in pm.fields.items():
-                    cfld = cfields.get(number)
-                    if cfld is not None:
-                        run("field", cfld, pfld)
-    if want_fields:
-        for extendee, pexts in previous.extensions.items():
-            cexts = current.extensions.get(extendee, {})
-            for number, px in pexts.items():
-                cx = cexts.get(number)
-                if cx is not None:
-                    run("field", cx, px)
-    if "enum" in by_kind or "enum_value" in by_kind:
-        for name, pe in previous.enums.items():
-            ce = current.enums.get(name)
-            if ce is None:
-                continue
-            run("enum", ce, pe)
-            if "enum_value" in by_kind:
-                for number, pvals in pe.values.items():
-                    cvals = ce.values.get(number)
-                    if cvals is not None:
-                        run("enum_value", cvals, pvals)
-    if "service" in by_kind or "method" in by_kind:
-        for name, ps in previous.services.items():
-            cs = current.services.get(name)
-            if cs is None:
-                continue
-            run("service", cs, ps)
-            if "method" in by_kind:
-                for mname, pmeth in ps.methods.items():
-                    cmeth = cs.methods.get(mname)
-                    if cmeth is not None:
-                        run("method", cmeth, pmeth)
-    out.sort(key=Finding.sort_key)
-    return out
+    rules = select(categories, include=include, exclude=exclude)
+    return run_rules(Pairing(previous, current), rules)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import re
 import subprocess
 import tarfile
 import tempfile
@@ -26,7 +27,13 @@ from compat._engine import schema_of
 from compat._index import Schema
 from compat._protoc import ProtoCompileError, compile_protos, include_paths, proto_files
 
-__all__ = ["CompatInputError", "LoadedInput", "list_release_versions", "load_input"]
+__all__ = [
+    "CompatInputError",
+    "LoadedInput",
+    "check_git_ref",
+    "list_release_versions",
+    "load_input",
+]
 
 DEFAULT_RELEASES_DIR = Path("proto/releases")
 
@@ -154,24 +161,85 @@ def list_release_versions(releases_dir: Path = DEFAULT_RELEASES_DIR) -> list[str
     return [text for _, text in sorted(found)]
 
 
-def _git_tree(
-    ref: str, repo: Path, proto_dir: str
-) -> tuple[descriptor_pb2.FileDescriptorSet, list[str]]:
-    label = f"git:{ref}"
-    try:
-        proc = subprocess.run(
-            ["git", "-C", str(repo), "archive", "--format=tar", ref, "--", proto_dir],
-            capture_output=True,
-            check=False,
+# What `git check-ref-format` refuses in a ref name, plus what a revision suffix may add.
+_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
+_REVISION_SUFFIX = re.compile(r"(?:[~^][0-9]*)*$")
+
+
+def check_git_ref(ref: str) -> str:
+    """Validate a ``git:`` reference before git sees it.
+
+    A reference is a ref name (``main``, ``v1.2.0``, ``origin/main``, ``HEAD``, a commit
+    hash), optionally followed by ``~N`` / ``^N`` suffixes (``HEAD~1``). Names follow
+    ``git check-ref-format``'s rules, and nothing may start with ``-``, so no reference
+    can be read as an option (``git:--output=FILE`` once made git write FILE).
+
+    Returns:
+        The reference, unchanged.
+
+    Raises:
+        CompatInputError: the reference is empty or not a valid name.
+    """
+    label = "git:" + ref.encode("unicode_escape").decode()  # control characters shown escaped
+    suffix = _REVISION_SUFFIX.search(ref)
+    name = ref[: suffix.start()] if suffix is not None else ref
+    why = ""
+    bad = _REF_FORBIDDEN.search(name)
+    if not name:
+        why = "it is empty"
+    elif name.startswith("-"):
+        why = "it starts with '-'"
+    elif bad is not None:
+        text = bad.group()
+        what = "a space" if text == " " else repr(text)
+        if len(text) == 1 and (text < " " or text == "\x7f"):
+            what = "a control character"
+        why = f"it contains {what}"
+    elif name == "@":
+        why = "it is '@'"
+    elif name.startswith("/") or name.endswith(("/", ".")):
+        why = f"it starts or ends with {name[0] if name.startswith('/') else name[-1]!r}"
+    elif any(part.startswith(".") or part.endswith(".lock") for part in name.split("/")):
+        why = "a component starts with '.' or ends with '.lock'"
+    if why:
+        raise CompatInputError(
+            f"not a valid git reference ({why}); expected git:<branch, tag or commit>[~N]",
+            path=label,
         )
+    return ref
+
+
+def _git(repo: Path, label: str, *args: str) -> bytes:
+    try:
+        proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, check=False)
     except FileNotFoundError:
         raise CompatInputError("git is not installed", path=label) from None
     if proc.returncode != 0:
         msg = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise CompatInputError(msg[-1] if msg else "git archive failed", path=label)
+        raise CompatInputError(msg[-1] if msg else f"git {args[0]} failed", path=label)
+    return proc.stdout
+
+
+def _git_tree(
+    ref: str, repo: Path, proto_dir: str
+) -> tuple[descriptor_pb2.FileDescriptorSet, list[str]]:
+    label = f"git:{ref}"
+    check_git_ref(ref)
+    # `--end-of-options`: whatever the reference is, git reads it as a revision, never as
+    # an option; and it must name a commit, which is then archived by its hash.
+    try:
+        commit = _git(
+            repo, label, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"
+        )
+    except CompatInputError as err:
+        if err.message == "git is not installed":
+            raise
+        raise CompatInputError(f"not a commit in {repo}", path=label) from None
+    sha = commit.decode().strip()
+    archive = _git(repo, label, "archive", "--format=tar", "--end-of-options", sha, proto_dir)
     with tempfile.TemporaryDirectory(prefix="hplus-compat-git-") as tmp:
         try:
-            with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
+            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
                 tar.extractall(tmp, filter="data")
         except tarfile.TarError as err:
             raise CompatInputError(f"cannot unpack git archive: {err}", path=label) from None

@@ -1,16 +1,18 @@
 """Direction-aware judgement of changes, and their per-RPC parameter paths.
 
 Each change reachable from an RPC is attached to it with a nested parameter path
-(``booking.patient.id_card``) and judged in the direction its data travels between a
-newer cloud and an older edge:
+(``booking.patient.id_card``) and judged in the direction its data travels. The cloud
+upgrades first, so one newer cloud talks to older peers:
 
-* a **request** is written by the newer cloud and read by an older edge;
-* a **response** is written by an older edge and read by the newer cloud.
+* services edges serve (hospital services): a **request** is written by the newer cloud
+  and read by an older edge, a **response** written by an older edge and read by the cloud;
+* services the cloud serves (:data:`CLOUD_SERVICES`): a **request** is written by an older
+  client (an edge or an app) and read by the newer cloud, a **response** the other way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from google.protobuf import descriptor_pb2
 
@@ -18,15 +20,17 @@ from compat._changes import (
     Change,
     ChangeKind,
     ChangeReport,
-    Differ,
     Direction,
     ParameterChange,
+    ServedBy,
 )
-from compat._index import Schema, ServiceNode
+from compat._differ import Differ
+from compat._index import Schema
 from compat._model import Severity
+from compat._pairing import Pairing
 from compat._rulebase import KIND_NAMES
 
-__all__ = ["changes", "judge"]
+__all__ = ["CLOUD_SERVICES", "change_report", "changes", "judge", "served_by"]
 
 _F = descriptor_pb2.FieldDescriptorProto
 
@@ -47,40 +51,65 @@ _WIDENING = {
 _SCALAR_BY_NAME = {v: k for k, v in KIND_NAMES.items()}
 
 
-def judge(change: Change, direction: Direction) -> tuple[Severity, str]:
-    """Severity and reason of ``change`` for data travelling in ``direction``."""
+CLOUD_SERVICES: tuple[str, ...] = ("hplus.cloud.", "hplus.tunnel.")
+"""Services the cloud serves, by full name or by package prefix (ending in ``.``): the
+patient API, the edge-facing and registry services, operations, and the tunnel itself.
+Edges and apps call them; every other service is served by edges and called by the cloud."""
+
+
+def served_by(service: str, cloud_services: Iterable[str] = CLOUD_SERVICES) -> ServedBy:
+    """Which side serves ``service`` (a full name): ``cloud`` or ``edge``."""
+    for entry in cloud_services:
+        if service == entry or (entry.endswith(".") and service.startswith(entry)):
+            return "cloud"
+    return "edge"
+
+
+def judge(
+    change: Change, direction: Direction, *, served: ServedBy = "edge"
+) -> tuple[Severity, str]:
+    """Severity and reason of ``change`` for data travelling in ``direction``.
+
+    Args:
+        change: the change, found on a message the RPC reaches.
+        direction: ``request`` or ``response``.
+        served: who serves the RPC. For a service edges serve, the newer cloud writes
+            requests and older edges read them, and responses go the other way; for a
+            service the cloud serves, older clients (edges, apps) write requests and the
+            newer cloud writes responses.
+    """
     k = change.kind
-    req = direction == "request"
-    # Requests: the (one) newer cloud writes, older edges read; responses the other way.
-    writer, reader = (
-        ("the newer cloud", "older edges") if req else ("older edges", "the newer cloud")
-    )
-    s_w, s_r = ("s", "") if req else ("", "s")  # verb endings for writer and reader
+    # Who writes this message: the (one) newer cloud, or the older peers that read what it
+    # writes and write what it reads.
+    new_writes = (direction == "request") == (served == "edge")
+    old = "older edges" if served == "edge" else "older clients"
+    writer, reader = ("the newer cloud", old) if new_writes else (old, "the newer cloud")
+    s_w, s_r = ("s", "") if new_writes else ("", "s")  # verb endings for writer and reader
     if change.element == "field":
         if k is ChangeKind.ADDED:
             if change.severity is Severity.ERROR:  # a required field
-                if req:
-                    return Severity.WARN, "required: older edges ignore it; the cloud must set it"
-                return Severity.ERROR, "required: the newer cloud rejects responses without it"
+                if new_writes:
+                    return Severity.WARN, f"required: {old} ignore it; the cloud must set it"
+                return Severity.ERROR, f"required: the newer cloud rejects {direction}s without it"
             return Severity.INFO, (
-                "older edges ignore it; the cloud cannot rely on it being honoured"
-                if req
-                else "older edges never send it; the cloud must handle its absence"
+                f"{old} ignore it; the cloud cannot rely on it being honoured"
+                if new_writes
+                else f"{old} never send it; the cloud must handle its absence"
             )
         if k is ChangeKind.REMOVED:
-            if req:
+            if new_writes:
                 return max(
                     change.severity, Severity.WARN
-                ), "older edges still read it and now see its default value"
+                ), f"{old} still read it and now see its default value"
             if change.severity is Severity.ERROR:
                 return (
                     Severity.ERROR,
-                    "older edges still send it; its number is not reserved, so a reuse misreads it",
+                    f"{old} still send it; its number is not reserved, so a reuse misreads it",
                 )
-            return Severity.INFO, "older edges still send it; the cloud ignores it"
+            return Severity.INFO, f"{old} still send it; the cloud ignores it"
         if k is ChangeKind.RETYPED:
-            w = _SCALAR_BY_NAME.get(change.new if req else change.old)
-            r = _SCALAR_BY_NAME.get(change.old if req else change.new)
+            w = _SCALAR_BY_NAME.get(change.new if new_writes else change.old)
+            r = _SCALAR_BY_NAME.get(change.old if new_writes else change.new)
             if w is not None and r is not None and (w, r) in _WIDENING:
                 return (
                     Severity.INFO,
@@ -106,16 +135,32 @@ def judge(change: Change, direction: Direction) -> tuple[Severity, str]:
     if change.element == "enum_value":
         if k is ChangeKind.ADDED:
             return (
-                (Severity.WARN, "older edges receive a value they do not know")
-                if req
-                else (Severity.INFO, "older edges never send it")
+                (Severity.WARN, f"{old} receive a value they do not know")
+                if new_writes
+                else (Severity.INFO, f"{old} never send it")
             )
         if k is ChangeKind.REMOVED:
             return (
                 (Severity.INFO, "the newer cloud no longer sends it")
-                if req
-                else (max(change.severity, Severity.WARN), "older edges may still send it")
+                if new_writes
+                else (max(change.severity, Severity.WARN), f"{old} may still send it")
             )
+    return change.severity, ""
+
+
+def _rpc_judgement(change: Change, served: ServedBy) -> tuple[Severity, str]:
+    """Severity and reason of an RPC added, removed or changed as a whole."""
+    if change.kind is ChangeKind.ADDED:
+        if served == "edge":
+            return Severity.WARN, "older edges answer UNIMPLEMENTED until they upgrade"
+        return Severity.INFO, "older clients do not call it until they upgrade"
+    if change.kind is ChangeKind.REMOVED:
+        if served == "edge":
+            return (
+                change.severity,
+                "the newer cloud stops calling it; generated code loses the method",
+            )
+        return Severity.ERROR, "older clients still call it and get UNIMPLEMENTED"
     return change.severity, ""
 
 
@@ -184,39 +229,47 @@ def _reaches(name: str, prev: Schema, cur: Schema, d: Differ) -> bool:
     return result
 
 
-def changes(previous: Schema, current: Schema) -> ChangeReport:
+def changes(
+    previous: Schema, current: Schema, *, cloud_services: Iterable[str] = CLOUD_SERVICES
+) -> ChangeReport:
     """The full parameter-change list between two releases.
 
     Args:
         previous: the older release.
         current: the newer release.
+        cloud_services: services the cloud serves (full names, or package prefixes ending
+            in ``.``); their requests travel from older clients to the newer cloud.
 
     Returns:
         Every change, plus each change seen from every RPC that reaches it.
     """
-    d = Differ(previous, current)
+    return change_report(Pairing(previous, current), cloud_services=cloud_services)
+
+
+def change_report(
+    pairing: Pairing, *, cloud_services: Iterable[str] = CLOUD_SERVICES
+) -> ChangeReport:
+    """:func:`changes` on a pairing the rules may already have walked (it is reused)."""
+    cloud_services = tuple(cloud_services)
+    previous, current = pairing.previous, pairing.current
+    d = Differ(pairing)
     all_changes = d.run()
     params: list[ParameterChange] = []
     rpc_changes: dict[tuple[str, str], list[Change]] = {}
     for ch in all_changes:
         if ch.element == "rpc":
             rpc_changes.setdefault((ch.owner, ch.name), []).append(ch)
-    services: dict[str, ServiceNode] = dict(previous.services)
-    services.update(current.services)
-    for sname in sorted(services):
-        svc = services[sname]
-        cs, ps = current.services.get(sname), previous.services.get(sname)
-        names = sorted(set(cs.methods if cs else ()) | set(ps.methods if ps else ()))
-        for mname in names:
+    # Only services both releases have can hold RPC or parameter changes; a service added or
+    # removed as a whole is one change of its own.
+    for ps, cs in sorted(pairing.services(), key=lambda pair: pair[1].full_name):
+        sname = cs.full_name
+        served = served_by(sname, cloud_services)
+        for mname, pm, cm in sorted(pairing.every_method(ps, cs), key=lambda t: t[0]):
             for ch in rpc_changes.get((sname, mname), ()):
-                sev, note = ch.severity, ""
-                if ch.kind is ChangeKind.ADDED:
-                    sev, note = Severity.WARN, "older edges answer UNIMPLEMENTED until they upgrade"
-                elif ch.kind is ChangeKind.REMOVED:
-                    note = "the newer cloud stops calling it; generated code loses the method"
-                params.append(ParameterChange(svc.full_name, mname, None, "", ch, sev, note))
-            cm = cs.methods.get(mname) if cs else None
-            pm = ps.methods.get(mname) if ps else None
+                sev, note = _rpc_judgement(ch, served)
+                params.append(
+                    ParameterChange(sname, mname, None, "", ch, sev, note, served_by=served)
+                )
             if cm is None or pm is None:
                 continue
             for direction, attr in (("request", "input_type"), ("response", "output_type")):
@@ -224,6 +277,8 @@ def changes(previous: Schema, current: Schema) -> ChangeReport:
                 if getattr(cm, attr) != getattr(pm, attr):
                     continue  # a different message altogether; reported on the RPC
                 for param, ch in _walk(getattr(cm, attr), previous, current, d):
-                    sev, note = judge(ch, d_)
-                    params.append(ParameterChange(svc.full_name, mname, d_, param, ch, sev, note))
+                    sev, note = judge(ch, d_, served=served)
+                    params.append(
+                        ParameterChange(sname, mname, d_, param, ch, sev, note, served_by=served)
+                    )
     return ChangeReport(all_changes, params)

@@ -7,7 +7,7 @@ import enum
 import hashlib
 from typing import Any
 
-__all__ = ["Category", "Finding", "Severity", "fingerprint"]
+__all__ = ["DEFAULT_CATEGORIES", "Category", "Finding", "Severity", "fingerprint"]
 
 
 class Category(enum.Enum):
@@ -38,6 +38,12 @@ class Category(enum.Enum):
         except KeyError:
             choices = ", ".join([*(c.value for c in cls), "SOURCE"])
             raise ValueError(f"unknown category {text!r} (choose from {choices})") from None
+
+
+DEFAULT_CATEGORIES: tuple[Category, ...] = (Category.WIRE_JSON,)
+"""The rule categories every gate runs unless told otherwise: ``compat diff``, ``compat
+window``, ``make breaking`` (``buf.yaml``) and the registry's push policy, so that a change
+one gate refuses is refused by all of them."""
 
 
 class Severity(enum.IntEnum):

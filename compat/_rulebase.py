@@ -1,15 +1,15 @@
 """Shared ground of the rule handlers: the sink they report to, the pair they read, helpers.
 
 A handler never decides which category its rule belongs to (that is :mod:`compat._registry`)
-and never pairs elements itself (that is :mod:`compat._engine`). It only looks at the pair it
+and never pairs elements itself (that is :mod:`compat._pairing`). It only looks at the pair it
 is given and reports through the :class:`Sink`. Messages and locations follow
 ``buf breaking`` so that the two tools can be compared finding by finding.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from google.protobuf import descriptor_pb2
 
@@ -19,9 +19,9 @@ from compat._index import (
     FieldNode,
     FileNode,
     MessageNode,
-    Schema,
     Span,
 )
+from compat._pairing import Pairing
 
 __all__ = [
     "CARD_WIRE",
@@ -32,7 +32,7 @@ __all__ = [
     "NAMED_KINDS",
     "WIRE_GROUPS",
     "WIRE_JSON_GROUPS",
-    "Pair",
+    "Handler",
     "Sink",
     "check_ranges",
     "deleted_location",
@@ -69,14 +69,11 @@ class Sink(Protocol):
         """
 
 
-class Pair:
-    """The two releases being compared."""
+N = TypeVar("N")
 
-    __slots__ = ("current", "previous")
-
-    def __init__(self, previous: Schema, current: Schema) -> None:
-        self.previous = previous
-        self.current = current
+Handler = Callable[[Sink, N, N, Pairing], None]
+"""A rule's check of one pair: ``(sink, current, previous, pairing)``. Rules on the two
+whole releases get the two schemas as their pair."""
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -27,9 +27,10 @@ from compat._index import (
     Schema,
     ServiceNode,
 )
+from compat._pairing import Pairing
 from compat._rulebase import (
     ENUM_RANGE_MAX,
-    Pair,
+    Handler,
     Sink,
     check_ranges,
     deleted_location,
@@ -64,7 +65,7 @@ def _nested_no_delete(
             )
 
 
-def enum_no_delete(out: Sink, cur: FileNode, prev: FileNode, pair: Pair) -> None:
+def enum_no_delete(out: Sink, cur: FileNode, prev: FileNode, pair: Pairing) -> None:
     """A (nested) enum is gone from the file that declared it."""
     pe = pair.previous.file_enums[prev.path]
     ce = pair.current.file_enums[cur.path]
@@ -73,7 +74,7 @@ def enum_no_delete(out: Sink, cur: FileNode, prev: FileNode, pair: Pair) -> None
     _nested_no_delete(out, cur, names, set(ce), cm, "enum", prev)
 
 
-def extension_no_delete(out: Sink, cur: FileNode, prev: FileNode, pair: Pair) -> None:
+def extension_no_delete(out: Sink, cur: FileNode, prev: FileNode, pair: Pairing) -> None:
     """An extension is gone from the file that declared it."""
     px = pair.previous.file_extensions[prev.path]
     cx = pair.current.file_extensions[cur.path]
@@ -82,7 +83,7 @@ def extension_no_delete(out: Sink, cur: FileNode, prev: FileNode, pair: Pair) ->
     _nested_no_delete(out, cur, names, set(cx), cm, "extension", prev)
 
 
-def message_no_delete(out: Sink, cur: FileNode, prev: FileNode, pair: Pair) -> None:
+def message_no_delete(out: Sink, cur: FileNode, prev: FileNode, pair: Pairing) -> None:
     """A (nested) message is gone from the file that declared it."""
     pm = pair.previous.file_messages[prev.path]
     cm = pair.current.file_messages[cur.path]
@@ -90,7 +91,7 @@ def message_no_delete(out: Sink, cur: FileNode, prev: FileNode, pair: Pair) -> N
     _nested_no_delete(out, cur, names, set(cm), cm, "message", prev)
 
 
-def service_no_delete(out: Sink, cur: FileNode, prev: FileNode, pair: Pair) -> None:
+def service_no_delete(out: Sink, cur: FileNode, prev: FileNode, pair: Pairing) -> None:
     """A service is gone from the file that declared it."""
     cs = pair.current.file_services[cur.path]
     for name, svc in pair.previous.file_services[prev.path].items():
@@ -120,8 +121,8 @@ def _file_value(
         )
 
 
-def _file_option(name: str, number: int, kind: str = "str"):  # type: ignore[no-untyped-def]
-    def handler(out: Sink, cur: FileNode, prev: FileNode, pair: Pair) -> None:
+def _file_option(name: str, number: int, kind: str = "str") -> Handler[FileNode]:
+    def handler(out: Sink, cur: FileNode, prev: FileNode, pair: Pairing) -> None:
         def value(f: FileNode) -> str:
             v = getattr(f.proto.options, name)
             if kind == "bool":
@@ -150,13 +151,13 @@ def _syntax(f: FileNode) -> str:
     return f.syntax
 
 
-def file_same_syntax(out: Sink, cur: FileNode, prev: FileNode, pair: Pair) -> None:
+def file_same_syntax(out: Sink, cur: FileNode, prev: FileNode, pair: Pairing) -> None:
     """The file's ``syntax`` or ``edition`` changed."""
     paths = [(FILE_SYNTAX,), (FILE_EDITION,)]
     _file_value(out, cur, prev, "syntax", _syntax(prev), _syntax(cur), paths)
 
 
-def file_same_package(out: Sink, cur: FileNode, prev: FileNode, pair: Pair) -> None:
+def file_same_package(out: Sink, cur: FileNode, prev: FileNode, pair: Pairing) -> None:
     """The file's ``package`` changed."""
     _file_value(out, cur, prev, "package", prev.package, cur.package, [(FILE_PACKAGE,)])
 
@@ -164,7 +165,7 @@ def file_same_package(out: Sink, cur: FileNode, prev: FileNode, pair: Pair) -> N
 # --- enum pairs ---------------------------------------------------------------------------
 
 
-def enum_same_type(out: Sink, cur: EnumNode, prev: EnumNode, pair: Pair) -> None:
+def enum_same_type(out: Sink, cur: EnumNode, prev: EnumNode, pair: Pairing) -> None:
     """The enum switched between open and closed."""
     if prev.is_closed != cur.is_closed:
         before, after = ("closed", "open") if prev.is_closed else ("open", "closed")
@@ -177,7 +178,7 @@ def enum_same_type(out: Sink, cur: EnumNode, prev: EnumNode, pair: Pair) -> None
         )
 
 
-def enum_same_json_format(out: Sink, cur: EnumNode, prev: EnumNode, pair: Pair) -> None:
+def enum_same_json_format(out: Sink, cur: EnumNode, prev: EnumNode, pair: Pairing) -> None:
     """JSON support of an enum was withdrawn."""
     p, c = prev.json_format, cur.json_format
     if p == _FS.ALLOW and c != _FS.ALLOW:
@@ -218,26 +219,26 @@ def _enum_value_no_delete(
         )
 
 
-def enum_value_no_delete(out: Sink, cur: EnumNode, prev: EnumNode, pair: Pair) -> None:
+def enum_value_no_delete(out: Sink, cur: EnumNode, prev: EnumNode, pair: Pairing) -> None:
     """An enum value number is gone, reserved or not."""
     _enum_value_no_delete(out, cur, prev, number_ok=False, name_ok=False)
 
 
 def enum_value_no_delete_unless_number_reserved(
-    out: Sink, cur: EnumNode, prev: EnumNode, pair: Pair
+    out: Sink, cur: EnumNode, prev: EnumNode, pair: Pairing
 ) -> None:
     """An enum value number is gone and not reserved."""
     _enum_value_no_delete(out, cur, prev, number_ok=True, name_ok=False)
 
 
 def enum_value_no_delete_unless_name_reserved(
-    out: Sink, cur: EnumNode, prev: EnumNode, pair: Pair
+    out: Sink, cur: EnumNode, prev: EnumNode, pair: Pairing
 ) -> None:
     """An enum value is gone and its name is not reserved."""
     _enum_value_no_delete(out, cur, prev, number_ok=False, name_ok=True)
 
 
-def reserved_enum_no_delete(out: Sink, cur: EnumNode, prev: EnumNode, pair: Pair) -> None:
+def reserved_enum_no_delete(out: Sink, cur: EnumNode, prev: EnumNode, pair: Pairing) -> None:
     """A reserved range or name was removed from an enum."""
     check_ranges(
         out,
@@ -265,7 +266,7 @@ def reserved_enum_no_delete(out: Sink, cur: EnumNode, prev: EnumNode, pair: Pair
 
 
 def enum_value_same_name(
-    out: Sink, cur: dict[str, EnumValueNode], prev: dict[str, EnumValueNode], pair: Pair
+    out: Sink, cur: dict[str, EnumValueNode], prev: dict[str, EnumValueNode], pair: Pairing
 ) -> None:
     """An enum number now has other names (adding an alias is fine)."""
     pnames, cnames = sorted(prev), sorted(cur)
@@ -289,7 +290,7 @@ def enum_value_same_name(
 # --- service and RPC pairs ----------------------------------------------------------------
 
 
-def rpc_no_delete(out: Sink, cur: ServiceNode, prev: ServiceNode, pair: Pair) -> None:
+def rpc_no_delete(out: Sink, cur: ServiceNode, prev: ServiceNode, pair: Pairing) -> None:
     """An RPC is gone from a service."""
     for name in prev.methods:
         if name not in cur.methods:
@@ -302,8 +303,8 @@ def rpc_no_delete(out: Sink, cur: ServiceNode, prev: ServiceNode, pair: Pair) ->
             )
 
 
-def _streaming(attr: str, side: str):  # type: ignore[no-untyped-def]
-    def handler(out: Sink, cur: MethodNode, prev: MethodNode, pair: Pair) -> None:
+def _streaming(attr: str, side: str) -> Handler[MethodNode]:
+    def handler(out: Sink, cur: MethodNode, prev: MethodNode, pair: Pairing) -> None:
         p, c = getattr(prev.proto, attr), getattr(cur.proto, attr)
         if p != c:
             before, after = ("unary", "streaming") if c else ("streaming", "unary")
@@ -325,8 +326,8 @@ rpc_same_client_streaming = _streaming("client_streaming", "client")
 rpc_same_server_streaming = _streaming("server_streaming", "server")
 
 
-def _rpc_type(which: str, number: int):  # type: ignore[no-untyped-def]
-    def handler(out: Sink, cur: MethodNode, prev: MethodNode, pair: Pair) -> None:
+def _rpc_type(which: str, number: int) -> Handler[MethodNode]:
+    def handler(out: Sink, cur: MethodNode, prev: MethodNode, pair: Pairing) -> None:
         p, c = getattr(prev.proto, which), getattr(cur.proto, which)
         if p != c:
             f = cur.service.file
@@ -349,7 +350,7 @@ rpc_same_request_type = _rpc_type("input_type", METHOD_INPUT)
 rpc_same_response_type = _rpc_type("output_type", METHOD_OUTPUT)
 
 
-def rpc_same_idempotency_level(out: Sink, cur: MethodNode, prev: MethodNode, pair: Pair) -> None:
+def rpc_same_idempotency_level(out: Sink, cur: MethodNode, prev: MethodNode, pair: Pairing) -> None:
     """The RPC's ``idempotency_level`` option changed."""
     p = prev.proto.options.idempotency_level
     c = cur.proto.options.idempotency_level
@@ -369,14 +370,14 @@ def rpc_same_idempotency_level(out: Sink, cur: MethodNode, prev: MethodNode, pai
 # --- whole-release rules ------------------------------------------------------------------
 
 
-def file_no_delete(out: Sink, pair: Pair) -> None:
+def file_no_delete(out: Sink, current: Schema, previous: Schema, pair: Pairing) -> None:
     """A file is gone."""
     for path in pair.previous.files:
         if path not in pair.current.files:
             out.add(None, [], f'Previously present file "{path}" was deleted.', path, against=path)
 
 
-def package_no_delete(out: Sink, pair: Pair) -> None:
+def package_no_delete(out: Sink, current: Schema, previous: Schema, pair: Pairing) -> None:
     """A whole package is gone."""
     cur = pair.current.packages()
     for pkg, files in pair.previous.packages().items():
@@ -396,7 +397,7 @@ def _by_package(nodes: dict[str, EnumNode] | dict[str, MessageNode]) -> dict[str
 
 def _package_nested_no_delete(
     out: Sink,
-    pair: Pair,
+    pair: Pairing,
     what: str,
     prev_map: dict[str, dict[str, str]],
     cur_map: dict[str, dict[str, str]],
@@ -437,7 +438,7 @@ def _package_nested_no_delete(
             out.add(target, [span], msg, pkg_name, against=prev_path)
 
 
-def package_enum_no_delete(out: Sink, pair: Pair) -> None:
+def package_enum_no_delete(out: Sink, current: Schema, previous: Schema, pair: Pairing) -> None:
     """An enum is gone from its package (moving it between files of the package is fine)."""
     _package_nested_no_delete(
         out,
@@ -449,7 +450,7 @@ def package_enum_no_delete(out: Sink, pair: Pair) -> None:
     )
 
 
-def package_message_no_delete(out: Sink, pair: Pair) -> None:
+def package_message_no_delete(out: Sink, current: Schema, previous: Schema, pair: Pairing) -> None:
     """A message is gone from its package."""
     _package_nested_no_delete(
         out,
@@ -461,7 +462,9 @@ def package_message_no_delete(out: Sink, pair: Pair) -> None:
     )
 
 
-def package_extension_no_delete(out: Sink, pair: Pair) -> None:
+def package_extension_no_delete(
+    out: Sink, current: Schema, previous: Schema, pair: Pairing
+) -> None:
     """An extension is gone from its package."""
 
     def index(schema: Schema) -> dict[str, dict[str, str]]:
@@ -477,7 +480,7 @@ def package_extension_no_delete(out: Sink, pair: Pair) -> None:
     )
 
 
-def package_service_no_delete(out: Sink, pair: Pair) -> None:
+def package_service_no_delete(out: Sink, current: Schema, previous: Schema, pair: Pairing) -> None:
     """A service is gone from its package."""
     cur: dict[str, set[str]] = {}
     for s in pair.current.services.values():

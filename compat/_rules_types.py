@@ -28,6 +28,7 @@ from compat._index import (
     Span,
     resolve_language_feature,
 )
+from compat._pairing import Pairing
 from compat._rulebase import (
     CARD_WIRE,
     CARD_WIRE_JSON,
@@ -36,7 +37,7 @@ from compat._rulebase import (
     NAMED_KINDS,
     WIRE_GROUPS,
     WIRE_JSON_GROUPS,
-    Pair,
+    Handler,
     Sink,
     check_ranges,
     describe_field,
@@ -128,26 +129,28 @@ def _field_no_delete(
         )
 
 
-def field_no_delete(out: Sink, cur: MessageNode, prev: MessageNode, pair: Pair) -> None:
+def field_no_delete(out: Sink, cur: MessageNode, prev: MessageNode, pair: Pairing) -> None:
     """A field number is gone from a message, reserved or not."""
     _field_no_delete(out, cur, prev, number_ok=False, name_ok=False)
 
 
 def field_no_delete_unless_number_reserved(
-    out: Sink, cur: MessageNode, prev: MessageNode, pair: Pair
+    out: Sink, cur: MessageNode, prev: MessageNode, pair: Pairing
 ) -> None:
     """A field number is gone from a message and not reserved."""
     _field_no_delete(out, cur, prev, number_ok=True, name_ok=False)
 
 
 def field_no_delete_unless_name_reserved(
-    out: Sink, cur: MessageNode, prev: MessageNode, pair: Pair
+    out: Sink, cur: MessageNode, prev: MessageNode, pair: Pairing
 ) -> None:
     """A field is gone from a message and its name is not reserved."""
     _field_no_delete(out, cur, prev, number_ok=False, name_ok=True)
 
 
-def extension_message_no_delete(out: Sink, cur: MessageNode, prev: MessageNode, pair: Pair) -> None:
+def extension_message_no_delete(
+    out: Sink, cur: MessageNode, prev: MessageNode, pair: Pairing
+) -> None:
     """An ``extensions`` range was removed or narrowed."""
     check_ranges(
         out,
@@ -164,7 +167,9 @@ def extension_message_no_delete(out: Sink, cur: MessageNode, prev: MessageNode, 
     )
 
 
-def reserved_message_no_delete(out: Sink, cur: MessageNode, prev: MessageNode, pair: Pair) -> None:
+def reserved_message_no_delete(
+    out: Sink, cur: MessageNode, prev: MessageNode, pair: Pairing
+) -> None:
     """A reserved range or name was removed from a message."""
     check_ranges(
         out,
@@ -192,7 +197,7 @@ def reserved_message_no_delete(out: Sink, cur: MessageNode, prev: MessageNode, p
 
 
 def message_no_remove_standard_descriptor_accessor(
-    out: Sink, cur: MessageNode, prev: MessageNode, pair: Pair
+    out: Sink, cur: MessageNode, prev: MessageNode, pair: Pairing
 ) -> None:
     """``no_standard_descriptor_accessor`` turned on."""
     p = prev.proto.options.no_standard_descriptor_accessor
@@ -207,7 +212,7 @@ def message_no_remove_standard_descriptor_accessor(
         )
 
 
-def oneof_no_delete(out: Sink, cur: MessageNode, prev: MessageNode, pair: Pair) -> None:
+def oneof_no_delete(out: Sink, cur: MessageNode, prev: MessageNode, pair: Pairing) -> None:
     """A oneof (by name) is gone from a message."""
     have = {o.name for o in cur.proto.oneof_decl}
     for name in sorted(prev.real_oneofs):
@@ -221,7 +226,7 @@ def oneof_no_delete(out: Sink, cur: MessageNode, prev: MessageNode, pair: Pair) 
             )
 
 
-def message_same_json_format(out: Sink, cur: MessageNode, prev: MessageNode, pair: Pair) -> None:
+def message_same_json_format(out: Sink, cur: MessageNode, prev: MessageNode, pair: Pairing) -> None:
     """JSON support of a message was withdrawn (``json_format`` ALLOW → LEGACY_BEST_EFFORT)."""
     p, c = prev.json_format, cur.json_format
     if p == _FS.ALLOW and c != _FS.ALLOW:
@@ -236,7 +241,7 @@ def message_same_json_format(out: Sink, cur: MessageNode, prev: MessageNode, pai
 
 
 def message_same_required_fields(
-    out: Sink, cur: MessageNode, prev: MessageNode, pair: Pair
+    out: Sink, cur: MessageNode, prev: MessageNode, pair: Pairing
 ) -> None:
     """A required field was added to or removed from an existing message."""
     # buf looks at the declared label only: LEGACY_REQUIRED (editions) is not "required" here.
@@ -269,7 +274,7 @@ def message_same_required_fields(
 # --- field pairs --------------------------------------------------------------------------
 
 
-def field_same_type(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pair) -> None:
+def field_same_type(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pairing) -> None:
     """The field's type changed at all."""
     if prev.kind != cur.kind:
         _field_type_changed(out, cur, prev)
@@ -277,7 +282,7 @@ def field_same_type(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pair) -> N
         _field_type_name_changed(out, cur, prev)
 
 
-def _enum_compatible(cur: FieldNode, prev: FieldNode, pair: Pair) -> bool:
+def _enum_compatible(cur: FieldNode, prev: FieldNode, pair: Pairing) -> bool:
     pe = pair.previous.enum(prev.proto.type_name.lstrip("."))
     ce = pair.current.enum(cur.proto.type_name.lstrip("."))
     if pe is None or ce is None or pe.name != ce.name:
@@ -286,7 +291,7 @@ def _enum_compatible(cur: FieldNode, prev: FieldNode, pair: Pair) -> bool:
     return all((v.name, v.number) in have for v in pe.proto.value)
 
 
-def field_wire_compatible_type(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pair) -> None:
+def field_wire_compatible_type(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pairing) -> None:
     """The field's type changed in a way the binary encoding cannot absorb."""
     pk, ck = prev.kind, cur.kind
     if WIRE_GROUPS[pk] != WIRE_GROUPS[ck]:
@@ -312,7 +317,9 @@ def field_wire_compatible_type(out: Sink, cur: FieldNode, prev: FieldNode, pair:
             _field_type_name_changed(out, cur, prev)
 
 
-def field_wire_json_compatible_type(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pair) -> None:
+def field_wire_json_compatible_type(
+    out: Sink, cur: FieldNode, prev: FieldNode, pair: Pairing
+) -> None:
     """The field's type changed in a way the binary or JSON encoding cannot absorb."""
     pk, ck = prev.kind, cur.kind
     if WIRE_JSON_GROUPS[pk] != WIRE_JSON_GROUPS[ck]:
@@ -333,8 +340,8 @@ def field_wire_json_compatible_type(out: Sink, cur: FieldNode, prev: FieldNode, 
             _field_type_name_changed(out, cur, prev)
 
 
-def _cardinality(table: dict[Cardinality, int] | None, doc: str):  # type: ignore[no-untyped-def]
-    def handler(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pair) -> None:
+def _cardinality(table: dict[Cardinality, int] | None, doc: str) -> Handler[FieldNode]:
+    def handler(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pairing) -> None:
         if _both_map_entries(cur, prev):
             return  # generated; presence of map entry fields means nothing
         pc = prev.cardinality(pair.previous)
@@ -386,7 +393,7 @@ def _cpp_string_type(f: FieldNode) -> tuple[str, bool]:
     return _CPP_STRING_TYPES.get(value, str(value)), False
 
 
-def field_same_cpp_string_type(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pair) -> None:
+def field_same_cpp_string_type(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pairing) -> None:
     """The C++ string representation (``ctype``) changed."""
     if _both_map_entries(cur, prev):
         return
@@ -420,7 +427,9 @@ def _java_utf8(f: FieldNode) -> int:
     return _FS.VERIFY if resolve_language_feature(f, JAVA_FEATURES, 2) == 2 else default
 
 
-def field_same_java_utf8_validation(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pair) -> None:
+def field_same_java_utf8_validation(
+    out: Sink, cur: FieldNode, prev: FieldNode, pair: Pairing
+) -> None:
     """Java's UTF-8 checking of a string field changed."""
     if prev.proto.type != _F.TYPE_STRING or cur.proto.type != _F.TYPE_STRING:
         return
@@ -440,7 +449,7 @@ def field_same_java_utf8_validation(out: Sink, cur: FieldNode, prev: FieldNode, 
         )
 
 
-def field_same_jstype(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pair) -> None:
+def field_same_jstype(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pairing) -> None:
     """The ``jstype`` option of a 64-bit integer field changed."""
     if prev.proto.type not in INT64_TYPES or cur.proto.type not in INT64_TYPES:
         return
@@ -456,7 +465,7 @@ def field_same_jstype(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pair) ->
         )
 
 
-def field_same_utf8_validation(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pair) -> None:
+def field_same_utf8_validation(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pairing) -> None:
     """The ``utf8_validation`` feature of a string field changed."""
     if prev.kind != _F.TYPE_STRING or cur.kind != _F.TYPE_STRING:
         return
@@ -472,7 +481,7 @@ def field_same_utf8_validation(out: Sink, cur: FieldNode, prev: FieldNode, pair:
         )
 
 
-def field_same_json_name(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pair) -> None:
+def field_same_json_name(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pairing) -> None:
     """The field's JSON name changed (explicitly or through a rename)."""
     if prev.is_extension:
         return
@@ -487,7 +496,7 @@ def field_same_json_name(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pair)
         )
 
 
-def field_same_name(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pair) -> None:
+def field_same_name(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pairing) -> None:
     """The same field number now has another name."""
     if prev.is_extension:
         pn, cn = prev.full_name, cur.full_name
@@ -568,7 +577,7 @@ def _default_span(f: FieldNode) -> Span | None:
     return Span(value.line, start, value.end_line, value.end_column)
 
 
-def field_same_default(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pair) -> None:
+def field_same_default(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pairing) -> None:
     """The explicit default value of a field changed (proto2 and editions)."""
     if not _can_have_default(prev) or not _can_have_default(cur):
         return
@@ -585,7 +594,7 @@ def field_same_default(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pair) -
         )
 
 
-def field_same_oneof(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pair) -> None:
+def field_same_oneof(out: Sink, cur: FieldNode, prev: FieldNode, pair: Pairing) -> None:
     """The field moved into, out of, or between oneofs."""
     if prev.is_extension:
         return

@@ -6,7 +6,8 @@ import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 
-from compat._changes import ParameterChange
+from compat._changes import Change, ParameterChange
+from compat._gate import change_rule
 from compat._index import Schema
 from compat._inputs import CompatInputError
 from compat._model import Finding
@@ -104,6 +105,23 @@ class Suppressions:
                 kept.append(f)
         return kept, dropped
 
+    def apply_changes(
+        self, changes: list[Change], previous: Schema, current: Schema
+    ) -> list[Change]:
+        """The changes that are not ignored (approval is the gate's business, not a filter)."""
+        out = []
+        for c in changes:
+            paths = (c.path,)
+            if self.ignore_unstable_packages and self._unstable(paths, (current, previous)):
+                continue
+            rule = change_rule(c)
+            if self._ignored(rule, c.subject, paths) or (
+                c.element == "rpc" and self._ignored(rule, f"{c.owner}/{c.name}", paths)
+            ):
+                continue
+            out.append(c)
+        return out
+
     def apply_parameters(
         self, params: list[ParameterChange], previous: Schema, current: Schema
     ) -> list[ParameterChange]:
@@ -113,8 +131,9 @@ class Suppressions:
             paths = (p.change.path,)
             if self.ignore_unstable_packages and self._unstable(paths, (current, previous)):
                 continue
-            if self._ignored("", p.change.subject, paths) or self._ignored(
-                "", f"{p.service}/{p.rpc}", paths
+            rule = change_rule(p.change)
+            if self._ignored(rule, p.change.subject, paths) or self._ignored(
+                rule, f"{p.service}/{p.rpc}", paths
             ):
                 continue
             if p.change.fingerprint in self.approvals:

@@ -2,8 +2,8 @@
 
 Hospitals upgrade slowly, so a newer cloud must keep working with edges up to N releases
 behind. For each release ``R`` the gate runs the rules of ``R → candidate`` and judges the
-change list both ways: requests the newer cloud sends to an edge on ``R``, and responses an
-edge on ``R`` sends back.
+change list both ways: what the newer cloud sends to an edge (or app) on ``R`` — requests
+to hospital services, responses of the cloud's own — and what comes back.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import Any
 
 from compat._changes import ParameterChange
 from compat._inputs import LoadedInput
-from compat._model import Category, Severity
-from compat._report import DiffResult, diff
+from compat._judge import CLOUD_SERVICES
+from compat._model import DEFAULT_CATEGORIES, Category, Severity
+from compat._report import APPROVE_HINT, DiffResult, diff
 from compat._suppress import Suppressions
 
 __all__ = ["WindowReport", "window"]
@@ -39,8 +40,9 @@ class WindowReport:
         return {
             "release": r.old,
             "verdict": "compatible" if self.ok(r) else "breaking",
+            "blocking": len(r.blocking),
             "breaking": len(r.breaking),
-            "approved": sum(f.approved for f in r.findings),
+            "approved": sum(j.approved and j.severity is Severity.ERROR for j in r.judgements),
             "request_errors": sum(_error(p) for p in req + rpc),
             "response_errors": sum(_error(p) for p in resp),
             "warnings": sum(p.severity is Severity.WARN for p in r.report.parameters),
@@ -49,10 +51,8 @@ class WindowReport:
 
     @staticmethod
     def ok(r: DiffResult) -> bool:
-        """A pair passes when no unapproved finding and no direction error remain."""
-        return r.compatible and not any(
-            p.severity is Severity.ERROR and not p.approved for p in r.report.parameters
-        )
+        """A pair passes when nothing blocks: the same verdict as ``compat diff`` and a push."""
+        return r.compatible
 
     @property
     def passed(self) -> bool:
@@ -77,7 +77,7 @@ class WindowReport:
         cols = [
             "release",
             "verdict",
-            "breaking",
+            "blocking",
             "approved",
             "request_errors",
             "response_errors",
@@ -101,18 +101,19 @@ class WindowReport:
         for row in rows:
             out.append("  ".join(str(row[c]).ljust(w) for c, w in zip(cols, widths, strict=True)))
         for r in self.results:
-            problems = [*r.findings, *(p for p in r.report.parameters if _error(p))]
-            if not problems:
+            errors = [j for j in r.judgements if j.severity is Severity.ERROR]
+            if not errors:
                 continue
             out += ["", f"--- {r.old} -> {self.candidate}"]
-            for f in r.findings:
-                tag = " (approved)" if f.approved else ""
-                where = f"{f.path}:{f.line}:{f.column}" if f.path else f.against_path
-                out.append(f"  {where}: {f.rule} {f.message} ({f.fingerprint}){tag}")
-            for p in r.report.parameters:
-                if _error(p):
-                    where = f"{p.direction} {p.parameter}" if p.direction else "rpc"
-                    out.append(f"  {p.service}/{p.rpc} {where}: {p.change.message} — {p.note}")
+            for j in errors:
+                tag = " (approved)" if j.approved else ""
+                out.append(f"  {j.where}: {j.rule} {j.message} ({j.fingerprint}){tag}")
+                for p in j.parameters:
+                    if p.severity is Severity.ERROR:
+                        where = f"{p.direction} {p.parameter}" if p.direction else "rpc"
+                        out.append(f"      {p.service}/{p.rpc} {where}: {p.note}")
+        if not self.passed:
+            out += ["", APPROVE_HINT]
         return "\n".join(out)
 
 
@@ -124,17 +125,19 @@ def window(
     candidate: LoadedInput,
     releases: Sequence[LoadedInput],
     *,
-    categories: Iterable[Category] = (Category.WIRE,),
+    categories: Iterable[Category] = DEFAULT_CATEGORIES,
     suppressions: Suppressions | None = None,
+    cloud_services: Iterable[str] = CLOUD_SERVICES,
 ) -> WindowReport:
     """Check ``candidate`` against every release in ``releases``.
 
     Args:
         candidate: the newer contracts (the working tree, usually).
         releases: the frozen releases in the window, oldest first.
-        categories: rule categories to run per pair; cloud and edges speak binary gRPC,
-            so ``WIRE`` by default.
+        categories: rule categories to run per pair; by default those of every gate
+            (:data:`compat.DEFAULT_CATEGORIES`), so the window refuses what a push refuses.
         suppressions: what to ignore or accept.
+        cloud_services: services the cloud serves (see :func:`compat.diff`).
 
     Returns:
         The matrix and the per-pair results.
@@ -148,6 +151,7 @@ def window(
             new=candidate.label,
             categories=cats,
             suppressions=suppressions,
+            cloud_services=cloud_services,
         )
         for rel in releases
     ]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import compat
-from compat.testing import Tree, generate, mutate, write_tree
+from bench.compat.corpus import Tree, generate, mutate, write_tree
 
 BUF = Path(sys.executable).parent / "buf"
 

@@ -1,16 +1,16 @@
 """The compat engine's results in the registry's wire model, and the push policy.
 
-A comparison is one ``compat.diff`` of two releases. Its findings are of two kinds, both
-reported as ``registry_pb2.Finding``:
+A comparison is one ``compat.diff`` of two releases. Everything it judges is reported as a
+``registry_pb2.Finding``, one per ``compat.Judgement``:
 
 * rule findings (buf's rule IDs, e.g. ``FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED``), always
   ERROR in their category;
-* parameter changes from the change list (``<ELEMENT>_<KIND>``, e.g. ``FIELD_REMOVED``),
-  judged per RPC direction (request: newer cloud → older edge; response: older edge →
-  newer cloud), with every RPC parameter they reach in ``paths``.
+* changes from the change list (``<ELEMENT>_<KIND>``, e.g. ``FIELD_REMOVED``), judged per
+  RPC direction, with every RPC parameter they reach in ``paths``.
 
-An ERROR finding blocks unless its fingerprint is approved, which is exactly the verdict
-``compat.window`` gives a pair.
+Which of them block is compat's decision (``compat.DiffResult.blocking``): an ERROR whose
+fingerprint is not approved. ``hplus compat diff`` and ``hplus compat window`` decide the
+same way and print the same fingerprints, so one approvals file serves all three.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ class PushPolicy:
 
     window_size: int = DEFAULT_WINDOW
     """How many of the highest ACTIVE or DEPRECATED releases below the candidate to check."""
-    categories: tuple[compat.Category, ...] = (compat.Category.WIRE_JSON,)
-    """Rule categories that run (buf's lattice; ``WIRE_JSON`` includes ``WIRE``)."""
+    categories: tuple[compat.Category, ...] = compat.DEFAULT_CATEGORIES
+    """Rule categories that run; by default those of every gate (``WIRE_JSON``)."""
     directions: tuple[registry_pb2.CheckDirection.ValueType, ...] = (
         registry_pb2.CHECK_DIRECTION_BACKWARD,
     )
@@ -124,53 +124,28 @@ def compare(
         categories=categories,
         suppressions=compat.Suppressions(approvals=approved),
     )
-    by_subject: dict[str, list[compat.ParameterChange]] = {}
-    by_change: dict[compat.Change, list[compat.ParameterChange]] = {}
-    for p in result.report.parameters:
-        by_subject.setdefault(p.change.subject, []).append(p)
-        by_change.setdefault(p.change, []).append(p)
-    out: list[registry_pb2.Finding] = []
-    for f in result.findings:
-        out.append(
-            registry_pb2.Finding(
-                rule_id=f.rule,
-                category=_CATEGORY[f.category],
-                severity=_SEVERITY[f.severity],
-                message=f.message,
-                fingerprint=f.fingerprint,
-                file=f.path or f.against_path,
-                line=f.line,
-                column=f.column,
-                end_line=f.end_line,
-                end_column=f.end_column,
-                element=f.subject,
-                paths=[_path(p) for p in by_subject.get(f.subject, ())],
-                approved=f.approved,
-            )
+    out = [
+        registry_pb2.Finding(
+            rule_id=j.rule,
+            category=(
+                _CATEGORY[j.category]
+                if j.category is not None
+                else registry_pb2.FINDING_CATEGORY_UNSPECIFIED
+            ),
+            severity=_SEVERITY[j.severity],
+            message=j.message,
+            fingerprint=j.fingerprint,
+            file=j.path or j.against_path,
+            line=j.line,
+            column=j.column,
+            end_line=j.end_line,
+            end_column=j.end_column,
+            element=j.subject,
+            paths=[_path(p) for p in j.parameters],
+            approved=j.approved,
         )
-    for c in result.report.changes:
-        params = by_change.get(c, [])
-        severity = max((p.severity for p in params), default=c.severity)
-        out.append(
-            registry_pb2.Finding(
-                rule_id=f"{c.element.upper()}_{c.kind.name}",
-                # The change list judges decoding per direction, so its errors are wire breaks.
-                category=(
-                    registry_pb2.FINDING_CATEGORY_WIRE
-                    if severity is compat.Severity.ERROR
-                    else registry_pb2.FINDING_CATEGORY_UNSPECIFIED
-                ),
-                severity=_SEVERITY[severity],
-                message=c.message,
-                fingerprint=c.fingerprint,
-                file=c.path,
-                line=c.line,
-                column=c.column,
-                element=c.subject,
-                paths=[_path(p) for p in params],
-                approved=c.fingerprint in approved or any(p.approved for p in params),
-            )
-        )
+        for j in result.judgements
+    ]
     out.sort(key=lambda f: (f.file, f.line, f.column, f.rule_id, f.fingerprint))
     return result, out
 
@@ -182,7 +157,11 @@ def _path(p: compat.ParameterChange) -> registry_pb2.ParameterPath:
 
 
 def blocking(findings: Iterable[registry_pb2.Finding]) -> list[str]:
-    """Fingerprints of the unapproved ERROR findings, without repeats, in order."""
+    """Fingerprints of the unapproved ERROR findings, without repeats, in order.
+
+    The translation of ``compat.DiffResult.blocking`` (the same ERROR and approval marks),
+    gathered over the cells of a check matrix.
+    """
     seen: dict[str, None] = {}
     for f in findings:
         if f.severity == registry_pb2.FINDING_SEVERITY_ERROR and not f.approved:

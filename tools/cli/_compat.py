@@ -66,12 +66,12 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         "window",
         help="check a candidate against each of the last N frozen releases",
         description="Check CANDIDATE against each of the last N frozen releases in both "
-        "directions (requests from the newer cloud, responses from older edges) and print a "
-        "matrix plus the findings per pair. Exit 1 if any pair fails.",
+        "directions (what the newer cloud sends to older edges and apps, and what they send "
+        "back) and print a matrix plus the findings per pair. Exit 1 if any pair fails.",
     )
     w.add_argument("candidate", metavar="CANDIDATE", help="the candidate (usually proto)")
     w.add_argument("--releases", type=int, default=5, metavar="N", help="window size (default: 5)")
-    _common(w, default_category="WIRE")
+    _common(w)
     _registry_flags(w)
     w.set_defaults(func=_window)
 
@@ -79,18 +79,18 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     r.set_defaults(func=_rules)
 
 
-def _common(p: argparse.ArgumentParser, *, default_category: str = "WIRE_JSON") -> None:
+def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--format", default="text", choices=["text", "json", "markdown"], help="output format"
     )
+    default = ", ".join(c.value for c in compat.DEFAULT_CATEGORIES)
     p.add_argument(
         "--category",
         action="append",
         metavar="CAT",
         help=f"rule category: WIRE, WIRE_JSON, PACKAGE, FILE (= SOURCE); repeatable "
-        f"(default: {default_category})",
+        f"(default: {default}, as make breaking and registry push)",
     )
-    p.set_defaults(default_category=default_category)
     p.add_argument(
         "--releases-dir",
         type=Path,
@@ -114,8 +114,10 @@ def _common(p: argparse.ArgumentParser, *, default_category: str = "WIRE_JSON") 
 
 
 def _categories(args: argparse.Namespace) -> list[compat.Category]:
+    if not args.category:
+        return list(compat.DEFAULT_CATEGORIES)
     try:
-        return [compat.Category.parse(c) for c in (args.category or [args.default_category])]
+        return [compat.Category.parse(c) for c in args.category]
     except ValueError as err:
         raise CliError(str(err)) from None
 

@@ -106,7 +106,13 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     diff.add_argument("old", metavar="V1")
     diff.add_argument("new", metavar="V2")
     diff.add_argument("--format", default="text", choices=["text", "json", "markdown"])
-    diff.add_argument("--category", default="WIRE_JSON", help="rule category (default WIRE_JSON)")
+    diff.add_argument(
+        "--category",
+        action="append",
+        metavar="CAT",
+        help="rule category; repeatable (default: the categories every gate runs, as "
+        "hplus compat diff and registry push)",
+    )
     _client_flags(diff)
     diff.set_defaults(func=_diff)
 
@@ -459,7 +465,7 @@ def _diff(args: argparse.Namespace) -> int:
     import compat
 
     try:
-        category = compat.Category.parse(args.category)
+        categories = [compat.Category.parse(c) for c in args.category or ()]
     except ValueError as err:
         raise CliError(f"--category: {err}") from None
     old = _get(args, args.old, full=True)
@@ -469,7 +475,7 @@ def _diff(args: argparse.Namespace) -> int:
         _loaded(new).schema,
         old=old.version,
         new=new.version,
-        categories=[category],
+        categories=categories or compat.DEFAULT_CATEGORIES,
         suppressions=compat.Suppressions(approvals=frozenset(new.approved_fingerprints)),
     )
     entries = _census_entries(args)

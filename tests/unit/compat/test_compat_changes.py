@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import compat
@@ -203,3 +205,108 @@ def test_judgement_table(kind, severity, old, new, in_request, in_response):
     assert compat._judge.judge(change, "request")[0] is in_request
     assert compat._judge.judge(change, "response")[0] is in_response
     assert compat._judge.judge(change, "request")[1]
+
+
+@pytest.mark.parametrize(
+    ("kind", "severity", "old", "new", "in_request", "in_response"),
+    [
+        # the same table, mirrored: older clients write requests, the newer cloud responses
+        (ChangeKind.ADDED, Severity.ERROR, "", "int32", Severity.ERROR, Severity.WARN),
+        (ChangeKind.REMOVED, Severity.WARN, "int32", "", Severity.INFO, Severity.WARN),
+        (ChangeKind.RETYPED, Severity.WARN, "uint32", "uint64", Severity.INFO, Severity.WARN),
+        (ChangeKind.RETYPED, Severity.ERROR, "bytes", "string", Severity.ERROR, Severity.INFO),
+    ],
+)
+def test_judgement_table_flips_for_services_the_cloud_serves(
+    kind, severity, old, new, in_request, in_response
+):
+    change = _field_change(kind, severity, old, new)
+    judge = compat._judge.judge
+    assert judge(change, "request", served="cloud")[0] is in_request
+    assert judge(change, "response", served="cloud")[0] is in_response
+    assert judge(change, "request", served="edge")[0] is in_response
+
+
+CLOUD_OLD = """syntax = "proto3";
+
+package hplus.cloud.v1;
+
+service Bookings {
+  rpc Book(BookRequest) returns (BookResponse);
+  rpc Legacy(BookRequest) returns (BookResponse);
+}
+message BookRequest {
+  string patient_id = 1;
+}
+message BookResponse {
+  string booking_id = 1;
+  string ward = 2;
+}
+"""
+CLOUD_NEW = (
+    CLOUD_OLD.replace("  rpc Legacy(BookRequest) returns (BookResponse);\n", "")
+    .replace("  rpc Book(", "  rpc Cancel(BookRequest) returns (BookResponse);\n  rpc Book(")
+    .replace("  string patient_id = 1;\n", "  string patient_id = 1;\n  string channel = 2;\n")
+    .replace("  string ward = 2;\n", "")
+)
+
+
+@pytest.fixture(scope="module")
+def cloud_pair(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("cloud")
+    out = []
+    for name, text in (("old", CLOUD_OLD), ("new", CLOUD_NEW)):
+        f = tmp_path / name / "hplus/cloud/v1/bookings.proto"
+        f.parent.mkdir(parents=True)
+        f.write_text(text)
+        out.append(compat.load_input(str(tmp_path / name)).schema)
+    return out
+
+
+def test_a_service_the_cloud_serves_is_judged_from_its_callers_side(cloud_pair):
+    old, new = cloud_pair
+    rep = compat.changes(old, new)
+    assert {p.served_by for p in rep.parameters} == {"cloud"}
+    # A request field added: older edges and apps never send it.
+    channel = _param(rep, "request", "channel", ChangeKind.ADDED)
+    assert (channel.severity, channel.note) == (
+        Severity.INFO,
+        "older clients never send it; the cloud must handle its absence",
+    )
+    # A response field removed: older clients still read it and now see ''.
+    ward = _param(rep, "response", "ward", ChangeKind.REMOVED)
+    assert (ward.severity, ward.note) == (
+        Severity.ERROR,
+        "older clients still read it and now see its default value",
+    )
+    # A new RPC breaks nobody; a removed one breaks every older caller.
+    rpcs = {p.rpc: p for p in rep.parameters if p.direction is None}
+    assert (rpcs["Cancel"].severity, rpcs["Cancel"].note) == (
+        Severity.INFO,
+        "older clients do not call it until they upgrade",
+    )
+    assert (rpcs["Legacy"].severity, rpcs["Legacy"].note) == (
+        Severity.ERROR,
+        "older clients still call it and get UNIMPLEMENTED",
+    )
+    # Who serves what is a parameter: as an edge service, the same change reads otherwise.
+    as_edge = compat.changes(old, new, cloud_services=())
+    assert {p.served_by for p in as_edge.parameters} == {"edge"}
+    assert "older edges ignore it" in _param(as_edge, "request", "channel", ChangeKind.ADDED).note
+
+
+def test_markdown_and_text_say_who_serves_each_service(cloud_pair):
+    old, new = cloud_pair
+    result = compat.diff(old, new)
+    md = result.render("markdown")
+    assert (
+        "### `hplus.cloud.v1.Bookings` (served by the cloud: older edges and apps call the "
+        "newer cloud)" in md
+    )
+    assert "| response | `ward` |" in md
+    assert "older clients still read it and now see its default value" in md
+    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    assert not [row for row in rows if "older edges" in row]
+    text = result.render("text")
+    assert "  service hplus.cloud.v1.Bookings (served by the cloud:" in text
+    assert json.loads(result.render("json"))["parameters"][0]["served_by"] == "cloud"

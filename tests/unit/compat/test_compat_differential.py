@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import compat
-from compat.testing import generate, mutate, write_tree
+from bench.compat.corpus import generate, mutate, write_tree
 
 BUF = Path(sys.executable).parent / "buf"
 CATEGORIES = ("WIRE", "WIRE_JSON", "FILE")

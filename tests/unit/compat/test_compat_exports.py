@@ -5,13 +5,16 @@ import compat
 
 def test_public_surface_is_pinned():
     assert sorted(compat.__all__) == [
+        "CLOUD_SERVICES",
         "Category",
         "Change",
         "ChangeKind",
         "ChangeReport",
         "CompatInputError",
+        "DEFAULT_CATEGORIES",
         "DiffResult",
         "Finding",
+        "Judgement",
         "LoadedInput",
         "ParameterChange",
         "ProtoCompileError",
@@ -23,6 +26,7 @@ def test_public_surface_is_pinned():
         "WindowReport",
         "breaking",
         "changes",
+        "check_git_ref",
         "compile_protos",
         "diff",
         "include_paths",

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import compat
+from tools.cli import main
 
 P3 = 'syntax = "proto3";\n\npackage a.v1;\n\n'
 
@@ -92,6 +93,70 @@ def test_git_ref_input(tmp_path):
     with pytest.raises(compat.CompatInputError) as err:
         compat.load_input("git:no-such-ref", repo=repo)
     assert str(err.value).startswith("git:no-such-ref: ")
+
+
+def _repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    _tree(repo / "proto", {"a/v1/a.proto": P3 + "message A {\n  int32 x = 1;\n}\n"})
+    for args in (
+        ("init", "-q"),
+        ("add", "."),
+        ("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "one"),
+        ("tag", "v1.0.0"),
+    ):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+    return repo
+
+
+def test_git_ref_cannot_be_read_as_an_option(tmp_path, capsys):
+    repo = _repo(tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    with pytest.raises(compat.CompatInputError) as err:
+        compat.load_input(f"git:--output={victim}", repo=repo)
+    assert str(err.value) == (
+        f"git:--output={victim}: not a valid git reference (it starts with '-'); "
+        "expected git:<branch, tag or commit>[~N]"
+    )
+    assert victim.read_text() == "keep me\n"  # git never ran with it
+
+    cur = repo / "proto"
+    assert main(["compat", "diff", f"git:--output={victim}", str(cur)]) == 2
+    assert "not a valid git reference" in capsys.readouterr().err
+    assert victim.read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize(
+    ("ref", "why"),
+    [
+        ("", "it is empty"),
+        ("-p", "it starts with '-'"),
+        ("a..b", "it contains '..'"),
+        ("main:proto", "it contains ':'"),
+        ("HEAD^{tree}", "it contains '^'"),
+        ("@{-1}", "it contains '@{'"),
+        ("new branch", "it contains a space"),
+        ("x\x01", "it contains a control character"),
+        ("heads/", "it starts or ends with '/'"),
+        ("refs/.hidden", "a component starts with '.' or ends with '.lock'"),
+        ("main.lock", "a component starts with '.' or ends with '.lock'"),
+        ("@", "it is '@'"),
+    ],
+)
+def test_malformed_git_refs_are_refused_by_name(ref, why):
+    with pytest.raises(compat.CompatInputError, match="not a valid git reference") as err:
+        compat.check_git_ref(ref)
+    assert f"({why})" in str(err.value)
+
+
+def test_git_refs_must_name_a_commit(tmp_path):
+    repo = _repo(tmp_path)
+    for ref in ("HEAD", "HEAD~0", "v1.0.0", "refs/tags/v1.0.0"):
+        assert list(compat.load_input(f"git:{ref}", repo=repo).schema.files) == ["a/v1/a.proto"]
+    for ref in ("HEAD~3", "no-such-branch", "0123abcd"):
+        with pytest.raises(compat.CompatInputError) as err:
+            compat.load_input(f"git:{ref}", repo=repo)
+        assert str(err.value) == f"git:{ref}: not a commit in {repo}"
 
 
 def test_syntax_error_names_file_line_and_column(tmp_path):

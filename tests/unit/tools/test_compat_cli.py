@@ -178,9 +178,12 @@ def test_approvals_let_a_reviewed_break_pass_and_say_so(env, capsys, tmp_path):
         "--format",
         "json",
     )
-    fps = [f["fingerprint"] for f in json.loads(out)["findings"]]
+    doc = json.loads(out)
+    fps = [f["fingerprint"] for f in doc["blocking"]]
     assert code == 1
-    assert fps
+    # STATUS_FULL removed unreserved: the rule findings, and the change an older edge's
+    # response may still carry, judged ERROR; all of them must be approved to pass.
+    assert {f["fingerprint"] for f in doc["findings"]} < set(fps)
     approvals = tmp_path / "approvals.txt"
     approvals.write_text(
         "# reviewed by the release manager\n"
@@ -330,7 +333,10 @@ def test_window_passes_inside_and_fails_beyond_the_window(env, capsys):
     matrix = {row["release"]: row for row in data["matrix"]}
     assert list(matrix) == ["release:1.0.0", "release:1.1.0", "release:1.2.0"]
     assert matrix["release:1.0.0"]["verdict"] == "breaking"
-    assert matrix["release:1.0.0"]["breaking"] == 1
+    # WIRE_JSON, as every gate: the number and the names (field and enum value) unreserved,
+    # plus the removed enum value an older edge's response may still carry.
+    assert matrix["release:1.0.0"]["breaking"] == 3
+    assert matrix["release:1.0.0"]["blocking"] == 4
     assert matrix["release:1.0.0"]["response_errors"] >= 1  # older edges may still send STATUS_FULL
     assert matrix["release:1.1.0"]["verdict"] == "compatible"
     assert len(data["pairs"]) == 3
@@ -341,7 +347,7 @@ def test_window_text_prints_matrix_and_findings_per_pair(env, capsys):
     code, out, _ = run(capsys, "window", str(cand), "--releases-dir", str(releases))
     assert code == 1
     lines = out.splitlines()
-    assert lines[2].split()[:3] == ["release", "verdict", "breaking"]
+    assert lines[2].split()[:3] == ["release", "verdict", "blocking"]
     assert any(line.startswith("release:1.0.0") and "breaking" in line for line in lines)
     assert f"--- release:1.0.0 -> {cand}" in out
     assert "ENUM_VALUE_NO_DELETE_UNLESS_NUMBER_RESERVED" in out

@@ -1,10 +1,11 @@
-"""Seeded generators of realistic contract trees and of random edits to them.
+"""Seeded generators of realistic contract trees and of random edits to them: the corpus.
 
-Used by the differential test against ``buf breaking`` and by the benchmark. A tree is a
-small in-memory model (:class:`Tree`) rendered to ``.proto`` text; :func:`generate` builds
-one, and :func:`mutate` applies random edits of the kinds release managers make (fields
-removed, retyped, renumbered, moved into oneofs, enum values removed, RPC types changed,
-files deleted, …) while keeping the tree compilable.
+Used by the compat benchmark and by the tests (the differential test against ``buf
+breaking``, the golden outputs); it is test support, so it lives here and not in ``compat``.
+A tree is a small in-memory model (:class:`Tree`) rendered to ``.proto`` text;
+:func:`generate` builds one, and :func:`mutate` applies random edits of the kinds release
+managers make (fields removed, retyped, renumbered, moved into oneofs, enum values removed,
+RPC types changed, files deleted, …) while keeping the tree compilable.
 """
 
 from __future__ import annotations
