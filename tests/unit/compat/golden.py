@@ -59,6 +59,9 @@ def other_cases() -> Iterator[tuple[str, dict[str, str]]]:
     for rule in sorted(p.name for p in (TESTDATA / "current").iterdir() if p.is_dir()):
         prev = compat.load_input(str(TESTDATA / "previous" / rule))
         cur = compat.load_input(str(TESTDATA / "current" / rule))
+        # Labels relative to the repository, so the checkout's path does not leak in.
+        prev = compat.LoadedInput(f"previous/{rule}", prev.schema, prev.image)
+        cur = compat.LoadedInput(f"current/{rule}", cur.schema, cur.image)
         yield f"{rule}/forward", _render(prev, cur)
         yield f"{rule}/backward", _render(cur, prev)
     with tempfile.TemporaryDirectory(prefix="hplus-golden-") as tmp:
