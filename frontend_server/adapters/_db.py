@@ -125,6 +125,19 @@ class DbHisAdapter(BaseAdapter):
         charge_query_by_key=False,
         refund_query_by_key=False,
     )
+    REQUEST_FIELDS: ClassVar[Mapping[str, str]] = {
+        "PATIENT_NAME": "name",
+        "SEX": "gender",
+        "BIRTHDAY": "birth_date",
+        "CERT_TYPE": "id_card_type",
+        "CERT_NO": "id_card_number",
+        "MOBILE": "phone_number",
+        "ADDRESS": "address",
+        "NATION": "ethnicity",
+        "CARD_TYPE": "card_type",
+        "CARD_NO": "card_number",
+        "FEE_TYPE": "payer_type",
+    }
 
     def __init__(self, settings: DialectSettings) -> None:
         super().__init__(settings)
@@ -309,7 +322,7 @@ class DbHisAdapter(BaseAdapter):
             raise self._db_error(err, op, write=write, sent=sent) from err
         code = str(row["ret_code"]).strip()
         if code != "0":
-            raise self._refusal(code, str(row["ret_msg"] or ""), op)
+            raise self._refusal(code, str(row["ret_msg"] or ""), op, parameter=_refused(row))
         try:
             out = json.loads(row["out_params"] or "{}")
         except ValueError:
@@ -952,3 +965,12 @@ class DbHisAdapter(BaseAdapter):
                     continue
                 found.setdefault(p.patient_id, p)
             return tuple(sorted(found.values(), key=lambda p: p.patient_id))
+
+
+def _refused(row: Any) -> str:
+    """The parameter a refusal names in its OUT_PARAMS (``ERR_PARAM``), or ""."""
+    try:
+        out = json.loads(row["out_params"] or "{}")
+    except ValueError:
+        return ""
+    return str(out.get("ERR_PARAM", "")) if isinstance(out, dict) else ""

@@ -18,7 +18,7 @@ from frontend_server.adapters import (
 )
 from frontend_server.services import _convert as convert
 from frontend_server.services._core import Hospital, page, require_mode
-from frontend_server.services._errors import InvalidRequest, rpc
+from frontend_server.services._errors import HOSPITAL_ERRORS, InvalidRequest
 from hplus.hospital.v1 import directory_pb2, directory_pb2_grpc
 
 __all__ = ["DirectoryServicer"]
@@ -27,6 +27,7 @@ Ctx = grpc.aio.ServicerContext
 _BOOKABLE = (directory_pb2.SCHEDULE_STATUS_OPEN,)
 
 
+@HOSPITAL_ERRORS.servicer
 class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
     """Reads the hospital's reference data live from the HIS.
 
@@ -38,7 +39,6 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
         self._h = hospital
         self._zone = zoneinfo.ZoneInfo(hospital.profile.business_hours.timezone)
 
-    @rpc
     async def ListDepartments(
         self,
         request: directory_pb2.ListDepartmentsRequest,
@@ -59,7 +59,6 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
         )
         return directory_pb2.ListDepartmentsResponse(departments=chunk, next_page_token=token)
 
-    @rpc
     async def ListDoctors(
         self,
         request: directory_pb2.ListDoctorsRequest,
@@ -78,7 +77,6 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
         )
         return directory_pb2.ListDoctorsResponse(doctors=chunk, next_page_token=token)
 
-    @rpc
     async def ListSchedules(
         self,
         request: directory_pb2.ListSchedulesRequest,
@@ -112,7 +110,6 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
         )
         return directory_pb2.ListSchedulesResponse(schedules=chunk, next_page_token=token)
 
-    @rpc
     async def ListSlots(
         self,
         request: directory_pb2.ListSlotsRequest,
@@ -132,7 +129,6 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
         )
         return directory_pb2.ListSlotsResponse(slots=chunk, next_page_token=token)
 
-    @rpc
     async def GetChanges(
         self,
         request: directory_pb2.GetChangesRequest,
