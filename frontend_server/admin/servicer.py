@@ -224,5 +224,7 @@ class EdgeAdminServicer(admin_pb2_grpc.EdgeAdminServiceServicer):
 
     def _active(self) -> Profile:
         if self._profile is None:
-            raise errors.FailedPrecondition("config: this edge runs without a profile")
+            raise errors.FailedPrecondition(
+                "config: this edge runs without a profile", reason="NO_PROFILE"
+            )
         return self._profile

@@ -738,8 +738,10 @@ def _with_tokens(args: argparse.Namespace, action: Callable[[TokenStore], Awaita
 
     try:
         return asyncio.run(go())
-    except (DatabaseError, RegistryError) as err:
+    except DatabaseError as err:
         raise CliError(str(err)) from None
+    except RegistryError as err:
+        raise CliError(err.message) from None
 
 
 def _operator() -> str:
