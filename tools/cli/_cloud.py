@@ -302,7 +302,7 @@ def _find_method(name: str) -> Any:
         svc = pool.FindServiceByName(full)
     except KeyError:
         raise CliError(
-            f"unknown service {short!r}; hospital services are: {', '.join(known)}"
+            f"unknown service {full!r}; hospital services are: {', '.join(known)}"
         ) from None
     found = svc.methods_by_name.get(method)
     if found is None:

@@ -53,7 +53,8 @@ def call(node_dir: Path, *argv: str, node: str = "") -> list[str]:
         ),
         (
             ("h-1", "NoSuchService/Foo"),
-            "unknown service 'NoSuchService'; hospital services are: AppointmentService, "
+            "unknown service 'hplus.hospital.v1.NoSuchService'; hospital services are: "
+            "AppointmentService, "
             "BillingService, DirectoryService, EdgeAdminService, PatientService, "
             "ReportService, TaskService",
         ),
