@@ -26,13 +26,35 @@ class ConfigError(Exception):
     """A configuration file or value is wrong.
 
     ``str(err)`` is one line: ``path:line: message`` when the place is known.
+
+    Args:
+        message: what is wrong (``key: problem`` when ``key`` is given).
+        path: the file, or what stands for it.
+        line: the line in it.
+        key: the dotted parameter at fault, when the message names one (a caller that
+            reports the error field by field, like ``ApplyConfig``, uses it).
     """
 
-    def __init__(self, message: str, *, path: Path | str | None = None, line: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path | str | None = None,
+        line: int | None = None,
+        key: str | None = None,
+    ):
         self.message = message
         self.path = str(path) if path is not None else None
         self.line = line
+        self.key = key
         super().__init__(str(self))
+
+    @property
+    def problem(self) -> str:
+        """The message without the leading ``key:``."""
+        if self.key and self.message.startswith(f"{self.key}: "):
+            return self.message[len(self.key) + 2 :]
+        return self.message
 
     def __str__(self) -> str:
         where = self.path or ""

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -40,16 +40,50 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
+_ASYNC_DRIVERS = {"postgresql": "asyncpg", "sqlite": "aiosqlite"}
+"""The databases we run on, each with the async driver we use."""
+
+
+def _async_url(url: str) -> URL:
+    """``url`` with our async driver.
+
+    A plain ``postgresql://…`` becomes ``postgresql+asyncpg://…`` and ``sqlite:///…``
+    becomes ``sqlite+aiosqlite:///…``.
+
+    Raises:
+        DatabaseError: the URL is malformed, names another database, or names a driver
+            that is not the async one (one line, password hidden).
+    """
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as err:
+        raise DatabaseError(f"bad database URL {_redact(url)!r}: {err}") from None
+    backend, _, driver = parsed.drivername.partition("+")
+    wanted = _ASYNC_DRIVERS.get(backend)
+    supported = " or ".join(f"{b}://… ({b}+{d})" for b, d in _ASYNC_DRIVERS.items())
+    if wanted is None:
+        raise DatabaseError(
+            f"bad database URL {_redact(url)!r}: {backend} is not supported; use {supported}"
+        )
+    if driver and driver != wanted:
+        raise DatabaseError(
+            f"bad database URL {_redact(url)!r}: driver {driver} is not async; "
+            f"use {backend}+{wanted}://… or plain {backend}://…"
+        )
+    return parsed.set(drivername=f"{backend}+{wanted}")
+
+
 def create_engine(url: str) -> AsyncEngine:
-    """Create an async engine for ``url``.
+    """Create an async engine for ``url``; a plain URL gets our async driver.
 
     SQLite gets a busy timeout so that a CLI command and a running node can share a file.
 
     Raises:
-        DatabaseError: the URL is malformed or names a driver that is not installed.
+        DatabaseError: the URL is malformed, names a database or driver we do not run on,
+            or names a driver that is not installed.
     """
+    parsed = _async_url(url)
     try:
-        parsed = make_url(url)
         kwargs: dict[str, Any] = {}
         if parsed.get_backend_name() == "sqlite":
             kwargs["connect_args"] = {"timeout": 30}

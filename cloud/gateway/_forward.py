@@ -16,8 +16,10 @@ from typing import Any
 
 import grpc
 
+from cloud.errors import CLOUD_ERRORS
 from cloud.gateway._router import FORWARDED_KEY, ROUTE_KEY, HospitalRouter, HospitalUnavailable
 from cloud.gateway._secret import INTERNAL_AUTH_KEY
+from mesh import errors
 from mesh.tunnel import TunnelGateway
 
 __all__ = ["ForwardHandler"]
@@ -37,6 +39,9 @@ class ForwardHandler(grpc.GenericRpcHandler):
     def __init__(self, gateway: TunnelGateway, router: HospitalRouter) -> None:
         self._gateway = gateway
         self._router = router
+        # Errors leave through the cloud's one mapping; an upstream status (details and
+        # trailers included) is decoded by the client wrapper and sent on unchanged.
+        self._guarded = CLOUD_ERRORS.handler(self._forward, name="ForwardHandler")
 
     def service(
         self, handler_call_details: grpc.HandlerCallDetails
@@ -49,7 +54,9 @@ class ForwardHandler(grpc.GenericRpcHandler):
         async def forward(
             requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
         ) -> AsyncIterator[bytes]:
-            async for reply in self._forward(method, requests, context):
+            # An async generator function itself: grpc.aio runs any other callable as a
+            # sync handler in its thread pool.
+            async for reply in self._guarded(method, requests, context):
                 yield reply
 
         return grpc.stream_stream_rpc_method_handler(forward)
@@ -63,19 +70,14 @@ class ForwardHandler(grpc.GenericRpcHandler):
         metadata = list(context.invocation_metadata() or ())
         hospital = next((str(v) for k, v in metadata if k == ROUTE_KEY), "")
         if not hospital:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"missing {ROUTE_KEY}")
+            raise errors.InvalidArgument(f"missing {ROUTE_KEY} metadata: the hospital to call")
         channel: grpc.aio.Channel
         if any(k == FORWARDED_KEY for k, _ in metadata):
             if not any(s.accepting_calls for s in self._gateway.sessions(hospital)):
-                await context.abort(
-                    grpc.StatusCode.UNAVAILABLE, f"hospital {hospital} has no tunnel on this node"
-                )
+                raise HospitalUnavailable(hospital, why="no tunnel on this node")
             channel = self._gateway.channel(hospital)
         else:
-            try:
-                channel = await self._router.channel_for(hospital)
-            except HospitalUnavailable as err:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, str(err))
+            channel = await self._router.channel_for(hospital)
         passed: list[tuple[str, Any]] = [(k, v) for k, v in metadata if k not in _DROP]
         forward: grpc.aio.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(method)
         call = forward(requests, timeout=context.time_remaining(), metadata=passed)
@@ -86,8 +88,7 @@ class ForwardHandler(grpc.GenericRpcHandler):
             async for reply in call:
                 yield reply
         except grpc.aio.AioRpcError as err:
-            context.set_trailing_metadata(tuple(err.trailing_metadata() or ()))
-            await context.abort(err.code(), err.details() or "")
+            raise errors.from_call(err) from err
         finally:
             call.cancel()
         trailers = await call.trailing_metadata()

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import random
 from collections.abc import Sequence
 from typing import Any
 
 import grpc
 
+from cloud.errors import ERROR_DOMAIN
 from cloud.gateway._secret import INTERNAL_AUTH_KEY
 from cloud.presence import Presence, PresenceUnavailable
+from mesh import errors
 from mesh.tunnel import TunnelGateway
 
 __all__ = ["FORWARDED_KEY", "ROUTE_KEY", "HospitalRouter", "HospitalUnavailable"]
+
+log = logging.getLogger(__name__)
 
 ROUTE_KEY = "x-hplus-hospital"
 """Metadata key naming the hospital a routed call is for."""
@@ -22,23 +27,32 @@ FORWARDED_KEY = "x-hplus-forwarded-by"
 its own tunnels and never forward again (no loops, no second discovery)."""
 
 
-class HospitalUnavailable(Exception):
-    """No tunnel of the hospital is reachable; maps to UNAVAILABLE.
+class HospitalUnavailable(errors.Unavailable):
+    """No tunnel of the hospital is reachable (UNAVAILABLE, ``HOSPITAL_NOT_CONNECTED``).
+
+    Details: ``ResourceInfo{hospital, <id>}`` and ``ErrorInfo.metadata["last_seen"]`` (ISO
+    8601, when known).
 
     Args:
         hospital_id: the hospital.
         last_seen: when it was last connected anywhere, if known.
-        reason: what failed, for the message.
+        why: what failed, for the message (never an internal error's text).
     """
 
     def __init__(
-        self, hospital_id: str, *, last_seen: dt.datetime | None = None, reason: str = ""
+        self, hospital_id: str, *, last_seen: dt.datetime | None = None, why: str = ""
     ) -> None:
+        seen = last_seen.isoformat(timespec="seconds") if last_seen else "never"
+        because = f": {why}" if why else f" (last seen {seen})"
+        super().__init__(
+            f"hospital {hospital_id} is not connected{because}",
+            reason="HOSPITAL_NOT_CONNECTED",
+            domain=ERROR_DOMAIN,
+            metadata={"last_seen": seen} if last_seen else {},
+            resource=errors.Resource("hospital", hospital_id),
+        )
         self.hospital_id = hospital_id
         self.last_seen = last_seen
-        seen = last_seen.isoformat(timespec="seconds") if last_seen else "never"
-        why = f": {reason}" if reason else ""
-        super().__init__(f"hospital {hospital_id} is not connected (last seen {seen}){why}")
 
 
 class _Routed:
@@ -144,7 +158,8 @@ class HospitalRouter:
                 last = await self._presence.last_seen(hospital_id)
                 raise HospitalUnavailable(hospital_id, last_seen=last)
         except PresenceUnavailable as err:
-            raise HospitalUnavailable(hospital_id, reason=str(err)) from None
+            log.warning("routing %s: %s", hospital_id, err)
+            raise HospitalUnavailable(hospital_id, why="tunnel presence is unavailable") from None
         # Spread load over the hospital's tunnels on other nodes.
         record = random.choice(records)
         return _PeerChannel(

@@ -11,6 +11,9 @@ from typing import Any
 
 import grpc
 
+from cloud.errors import CLOUD_ERRORS
+from mesh import errors
+
 __all__ = ["INTERNAL_AUTH_KEY", "InternalAuthInterceptor", "load_or_create_secret"]
 
 INTERNAL_AUTH_KEY = "x-hplus-cluster-auth"
@@ -40,10 +43,12 @@ def load_or_create_secret(configured: str | None, data_dir: Path) -> str:
 
 
 def _deny(message: str) -> grpc.RpcMethodHandler[Any, Any]:
-    async def abort(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+    async def deny(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        raise errors.Unauthenticated(message)
 
-    return grpc.unary_unary_rpc_method_handler(abort)
+    return grpc.unary_unary_rpc_method_handler(
+        CLOUD_ERRORS.handler(deny, name="InternalAuthInterceptor")
+    )
 
 
 class InternalAuthInterceptor(grpc.aio.ServerInterceptor):

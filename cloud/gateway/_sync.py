@@ -89,9 +89,16 @@ class PresenceSync:
             except PresenceUnavailable as err:
                 log.warning("presence update deferred to the next heartbeat: %s", err)
 
-        task = asyncio.get_running_loop().create_task(guarded())
+        task = asyncio.get_running_loop().create_task(guarded(), name="presence-update")
         self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        task.add_done_callback(self._update_done)
+
+    def _update_done(self, task: asyncio.Task[None]) -> None:
+        # The task is ours until here: its failure is reported now, once, rather than left
+        # for the garbage collector ("Task exception was never retrieved").
+        self._pending.discard(task)
+        if not task.cancelled() and (err := task.exception()) is not None:
+            log.error("presence update failed", exc_info=err)
 
     async def beat(self) -> None:
         """Republish every local session once (updates RTT, in-flight calls, last seen)."""

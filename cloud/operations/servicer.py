@@ -8,8 +8,10 @@ import datetime as dt
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from cloud.presence import Presence, PresenceUnavailable, TunnelRecord
+from cloud.errors import CLOUD_ERRORS
+from cloud.presence import Presence, TunnelRecord
 from hplus.cloud.v1 import operations_pb2, operations_pb2_grpc
+from mesh import errors
 
 __all__ = ["OperationsServicer"]
 
@@ -43,6 +45,7 @@ def _connection(r: TunnelRecord) -> operations_pb2.HospitalConnection:
     return conn
 
 
+@CLOUD_ERRORS.servicer
 class OperationsServicer(operations_pb2_grpc.OperationsServiceServicer):
     """Answers operators from tunnel presence (every node's, when presence is Redis).
 
@@ -63,15 +66,9 @@ class OperationsServicer(operations_pb2_grpc.OperationsServiceServicer):
     ) -> operations_pb2.ListConnectedHospitalsResponse:
         """One row per live tunnel, ordered by hospital, node and session; paged."""
         if request.page_size < 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size must be >= 0")
-        try:
-            offset = int(base64.urlsafe_b64decode(request.page_token)) if request.page_token else 0
-        except ValueError:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token is not valid")
-        try:
-            records = await self._presence.all()
-        except PresenceUnavailable as err:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(err))
+            raise errors.InvalidArgument(field_violations=[("page_size", "must be >= 0")])
+        offset = _offset(request.page_token)
+        records = await self._presence.all()
         wanted = [
             r
             for r in records
@@ -100,8 +97,19 @@ class OperationsServicer(operations_pb2_grpc.OperationsServiceServicer):
         ],
     ) -> operations_pb2.LookupTraceResponse:
         """Not built yet: spans are not collected. Says so instead of returning nothing."""
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "trace lookup is not available yet: this node does not collect spans",
+        raise errors.Unimplemented(
+            "trace lookup is not available yet: this node does not collect spans"
         )
-        raise AssertionError("unreachable")  # abort raises
+
+
+def _offset(token: str) -> int:
+    """The offset a page token stands for (0 for the first page)."""
+    if not token:
+        return 0
+    try:
+        offset = int(base64.urlsafe_b64decode(token))
+    except ValueError:  # binascii.Error is one too
+        offset = -1
+    if offset < 0:
+        raise errors.InvalidArgument(field_violations=[("page_token", "not a token we issued")])
+    return offset

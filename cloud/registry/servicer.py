@@ -1,23 +1,21 @@
 """``hplus.cloud.v1.RegistryService``: validates, translates and calls the release store.
 
-Authorisation and the mapping of domain errors to status codes happen in one place, the
-:func:`_rpc` decorator: each method names the role it needs, and every
-:class:`~cloud.registry._errors.RegistryError` becomes a status with ``google.rpc.Status``
-details; anything else is a bug, logged and answered with a generic INTERNAL.
+Authorisation happens in one place, the :func:`_rpc` decorator: each method names the role
+it needs. Errors leave through the cloud's one mapping (``CLOUD_ERRORS``): every
+:class:`~cloud.registry._errors.RegistryError` is a ``mesh.errors`` tree error and is sent
+with its ``google.rpc.Status`` details; anything else is a bug, logged and answered with
+INTERNAL and a correlation id.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
+from cloud.errors import CLOUD_ERRORS
 from cloud.registry._check import PushPolicy, counts_of, grouped
 from cloud.registry._convert import (
     LIFECYCLE_FROM_PB,
@@ -28,14 +26,9 @@ from cloud.registry._convert import (
     selector_of,
 )
 from cloud.registry._errors import (
-    AlreadyExists,
-    BreakingChanges,
-    Conflict,
-    FailedPrecondition,
+    ERROR_DOMAIN,
     InvalidArgument,
-    NotFound,
     PermissionDenied,
-    RegistryError,
     Unauthenticated,
     Unimplemented,
 )
@@ -45,114 +38,16 @@ from hplus.cloud.v1 import registry_pb2, registry_pb2_grpc
 
 __all__ = ["ERROR_DOMAIN", "CensusSource", "RegistryServicer"]
 
-log = logging.getLogger(__name__)
-
-ERROR_DOMAIN = "registry.hplus"
-"""``ErrorInfo.domain`` of the registry's errors."""
-
-# Status details travel in trailers (base64), which peers cap at 8 KiB by default; beyond
-# this many raw bytes the full report is left out and the violations are truncated.
-_DETAILS_BUDGET = 4500
-
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Context = grpc.aio.ServicerContext[Any, Any]
 Handler = Callable[["RegistryServicer", Req, Principal], Awaitable[Resp]]
 Method = Callable[["RegistryServicer", Req, Context], Awaitable[Resp]]
 
-_CODES: dict[type[RegistryError], int] = {
-    InvalidArgument: code_pb2.INVALID_ARGUMENT,
-    NotFound: code_pb2.NOT_FOUND,
-    AlreadyExists: code_pb2.ALREADY_EXISTS,
-    Conflict: code_pb2.ABORTED,
-    FailedPrecondition: code_pb2.FAILED_PRECONDITION,
-    Unauthenticated: code_pb2.UNAUTHENTICATED,
-    PermissionDenied: code_pb2.PERMISSION_DENIED,
-    Unimplemented: code_pb2.UNIMPLEMENTED,
-}
-
 CensusSource = Callable[
     [registry_pb2.GetFieldCensusRequest], Awaitable[registry_pb2.GetFieldCensusResponse]
 ]
 """Answers ``GetFieldCensus`` (the field census, issue 5 item 4/5, plugs in here)."""
-
-
-def _pack(message: Any) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
-
-
-def status_of(err: RegistryError) -> status_pb2.Status:
-    """The ``google.rpc.Status`` a domain error is reported as (the one mapping table)."""
-    code = next(c for cls, c in _CODES.items() if isinstance(err, cls))
-    status = status_pb2.Status(code=code, message=err.message)
-    if isinstance(err, InvalidArgument):
-        status.details.append(
-            _pack(
-                error_details_pb2.BadRequest(
-                    field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(
-                            field=err.field, description=err.description
-                        )
-                    ]
-                )
-            )
-        )
-    elif isinstance(err, NotFound):
-        status.details.append(
-            _pack(error_details_pb2.ResourceInfo(resource_type=err.kind, resource_name=err.name))
-        )
-    elif isinstance(err, BreakingChanges):
-        _breaking_details(status, err)
-    elif isinstance(err, FailedPrecondition):
-        status.details.append(
-            _pack(error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN))
-        )
-    return status
-
-
-def _breaking_details(status: status_pb2.Status, err: BreakingChanges) -> None:
-    distinct: dict[str, registry_pb2.Finding] = {}
-    for row in err.report.rows:
-        for cell in row.results:
-            for f in cell.findings:
-                if f.fingerprint in err.blocking:
-                    distinct.setdefault(f.fingerprint, f)
-    fingerprints = list(err.blocking)
-    info = error_details_pb2.ErrorInfo(
-        reason=err.reason,
-        domain=ERROR_DOMAIN,
-        metadata={"fingerprints": ",".join(fingerprints), "count": str(len(fingerprints))},
-    )
-    violations = [
-        error_details_pb2.PreconditionFailure.Violation(
-            type=f.rule_id,
-            subject=f.fingerprint,
-            description=f"{f.file}:{f.line}:{f.column}: {f.message}",
-        )
-        for f in distinct.values()
-    ]
-    report = _pack(err.report)
-    status.details.extend([_pack(info), _pack(_failure(violations)), report])
-    if status.ByteSize() <= _DETAILS_BUDGET:
-        return
-    del status.details[2]
-    while status.ByteSize() > _DETAILS_BUDGET and violations:
-        violations.pop()
-        status.details[1].CopyFrom(_pack(_failure(violations)))
-    if status.ByteSize() > _DETAILS_BUDGET:
-        # Too many fingerprints even for ErrorInfo: CheckRelease lists them all.
-        keep = max(0, len(fingerprints) - (status.ByteSize() - _DETAILS_BUDGET) // 17 - 1)
-        info.metadata["fingerprints"] = ",".join(fingerprints[:keep])
-        info.metadata["truncated"] = "true"
-        status.details[0].CopyFrom(_pack(info))
-
-
-def _failure(
-    violations: Sequence[error_details_pb2.PreconditionFailure.Violation],
-) -> error_details_pb2.PreconditionFailure:
-    return error_details_pb2.PreconditionFailure(violations=violations)
 
 
 def _bearer(context: Context) -> str | None:
@@ -163,37 +58,29 @@ def _bearer(context: Context) -> str | None:
 
 
 def _rpc(role: Role) -> Callable[[Handler[Req, Resp]], Method[Req, Resp]]:
-    """Authorise for ``role``, run the handler, and map its errors to a status."""
+    """Authorise for ``role``, then run the handler with the caller's principal."""
 
     def decorate(handler: Handler[Req, Resp]) -> Method[Req, Resp]:
         @functools.wraps(handler)
         async def method(self: RegistryServicer, request: Req, context: Context) -> Resp:
-            try:
-                principal = await self._tokens.authenticate(_bearer(context))
-                if principal is None:
-                    raise Unauthenticated(
-                        "missing or invalid registry token (authorization: Bearer hpr1.…)"
-                    )
-                if not principal.role.allows(role):
-                    raise PermissionDenied(
-                        f"{handler.__name__} needs the {role.value} role; "
-                        f"token {principal.name!r} has {principal.role.value}"
-                    )
-                return await handler(self, request, principal)
-            except RegistryError as err:
-                status = status_of(err)
-            except Exception:
-                log.exception("RegistryService.%s failed", handler.__name__)
-                status = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
-            s = rpc_status.to_status(status)
-            await context.abort(s.code, s.details, s.trailing_metadata)
-            raise AssertionError("abort returned")  # pragma: no cover
+            principal = await self._tokens.authenticate(_bearer(context))
+            if principal is None:
+                raise Unauthenticated(
+                    "missing or invalid registry token (authorization: Bearer hpr1.…)"
+                )
+            if not principal.role.allows(role):
+                raise PermissionDenied(
+                    f"{handler.__name__} needs the {role.value} role; "
+                    f"token {principal.name!r} has {principal.role.value}"
+                )
+            return await handler(self, request, principal)
 
         return method
 
     return decorate
 
 
+@CLOUD_ERRORS.servicer
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     """The contract registry service.
 

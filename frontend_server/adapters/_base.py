@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import ClassVar, Self
@@ -47,6 +47,9 @@ class BaseAdapter(HisAdapter):
     DIALECT: ClassVar[str] = ""
     DIALECT_CAPABILITIES: ClassVar[Capabilities]
     MONEY_IN_FEN: ClassVar[bool] = False
+    REQUEST_FIELDS: ClassVar[Mapping[str, str]] = {}
+    """Documented request parameter → the contract request field whose value it carries,
+    for the parameters a HIS may name in a refusal (``HisRejected.field``)."""
 
     def __init__(self, settings: DialectSettings) -> None:
         if settings.dialect != self.DIALECT:
@@ -107,16 +110,21 @@ class BaseAdapter(HisAdapter):
             return self.settings.write_timeout_seconds
         return self.settings.read_timeout_seconds
 
-    def _refusal(self, vendor_code: str, message: str, operation: str) -> HisError:
+    def _refusal(
+        self, vendor_code: str, message: str, operation: str, *, parameter: str = ""
+    ) -> HisError:
         """Maps a vendor error code to the exception to raise.
 
         Args:
             vendor_code: The vendor's error code.
             message: The vendor's text.
             operation: Operation name.
+            parameter: The request parameter the HIS named as refused (its wire name),
+                or "".
 
         Returns:
-            :class:`HisUnavailable` for an outage code, else :class:`HisRejected`.
+            :class:`HisUnavailable` for an outage code, else :class:`HisRejected` (with the
+            contract field of ``parameter`` when :data:`REQUEST_FIELDS` knows it).
         """
         reason = self._codec.error_reason(vendor_code)
         if reason == UNAVAILABLE_CODE:
@@ -126,8 +134,22 @@ class BaseAdapter(HisAdapter):
                 dialect=self.DIALECT,
             )
         return HisRejected(
-            RejectReason(reason), vendor_code, message, operation=operation, dialect=self.DIALECT
+            RejectReason(reason),
+            vendor_code,
+            message,
+            operation=operation,
+            dialect=self.DIALECT,
+            field=self._refused_field(parameter),
         )
+
+    def _refused_field(self, parameter: str) -> str:
+        """The contract field a refused parameter carries ("" when not known)."""
+        if not parameter:
+            return ""
+        for documented, field in self.REQUEST_FIELDS.items():
+            if parameter in (documented, self._codec.name(documented)):
+                return field
+        return ""
 
     @contextmanager
     def _logged(self, operation: str) -> Iterator[None]:

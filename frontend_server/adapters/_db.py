@@ -10,7 +10,7 @@ this module maps the operations onto the vendor's views and procedures.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -89,6 +89,19 @@ class DbHisAdapter(DbAccess):
         charge_query_by_key=False,
         refund_query_by_key=False,
     )
+    REQUEST_FIELDS: ClassVar[Mapping[str, str]] = {
+        "PATIENT_NAME": "name",
+        "SEX": "gender",
+        "BIRTHDAY": "birth_date",
+        "CERT_TYPE": "id_card_type",
+        "CERT_NO": "id_card_number",
+        "MOBILE": "phone_number",
+        "ADDRESS": "address",
+        "NATION": "ethnicity",
+        "CARD_TYPE": "card_type",
+        "CARD_NO": "card_number",
+        "FEE_TYPE": "payer_type",
+    }
 
     def _code(self, table: str, neutral: str, operation: str) -> str:
         return self._codec.encode(table, neutral, operation=operation)

@@ -263,7 +263,7 @@ class DbAccess(BaseAdapter):
             raise self._db_error(err, op, write=write, sent=sent) from err
         code = str(row["ret_code"]).strip()
         if code != "0":
-            raise self._refusal(code, str(row["ret_msg"] or ""), op)
+            raise self._refusal(code, str(row["ret_msg"] or ""), op, parameter=_refused(row))
         try:
             out = json.loads(row["out_params"] or "{}")
         except ValueError:
@@ -274,3 +274,12 @@ class DbAccess(BaseAdapter):
                 dialect=self.DIALECT,
             ) from None
         return self._codec.record(out, op, where="OUT_PARAMS")
+
+
+def _refused(row: Any) -> str:
+    """The parameter a refusal names in its OUT_PARAMS (``ERR_PARAM``), or ""."""
+    try:
+        out = json.loads(row["out_params"] or "{}")
+    except ValueError:
+        return ""
+    return str(out.get("ERR_PARAM", "")) if isinstance(out, dict) else ""

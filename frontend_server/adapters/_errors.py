@@ -93,6 +93,9 @@ class HisRejected(HisError):
         reason: Normalised reason.
         vendor_code: The vendor's own error code.
         vendor_message: The vendor's text (may quote patient data: do not log it unmasked).
+        field: The contract request field the HIS refused (``id_card_number``), when the
+            HIS named its parameter and the adapter knows which field it sent there;
+            else "".
     """
 
     def __init__(
@@ -103,15 +106,18 @@ class HisRejected(HisError):
         *,
         operation: str = "",
         dialect: str = "",
+        field: str = "",
     ) -> None:
+        refused = f" {field}" if field else ""
         super().__init__(
-            f"{operation or 'HIS call'} refused: {reason} (vendor code {vendor_code})",
+            f"{operation or 'HIS call'} refused{refused}: {reason} (vendor code {vendor_code})",
             operation=operation,
             dialect=dialect,
         )
         self.reason = reason
         self.vendor_code = vendor_code
         self.vendor_message = vendor_message
+        self.field = field
 
 
 class HisProtocolError(HisError):

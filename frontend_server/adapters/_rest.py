@@ -85,6 +85,19 @@ class RestHisAdapter(BaseAdapter):
         charge_query_by_key=True,
         refund_query_by_key=True,
     )
+    REQUEST_FIELDS: ClassVar[Mapping[str, str]] = {
+        "name": "name",
+        "sex": "gender",
+        "birthday": "birth_date",
+        "certType": "id_card_type",
+        "certNo": "id_card_number",
+        "mobile": "phone_number",
+        "address": "address",
+        "nation": "ethnicity",
+        "cardType": "card_type",
+        "cardNo": "card_number",
+        "feeType": "payer_type",
+    }
 
     def __init__(self, settings: DialectSettings) -> None:
         super().__init__(settings)
@@ -168,7 +181,11 @@ class RestHisAdapter(BaseAdapter):
                     operation=operation,
                     dialect=self.DIALECT,
                 )
-            raise self._refusal(code, str(envelope.get(message_key, "")), operation)
+            refused = envelope.get(data_key)
+            parameter = refused.get(self._n("param"), "") if isinstance(refused, dict) else ""
+            raise self._refusal(
+                code, str(envelope.get(message_key, "")), operation, parameter=str(parameter)
+            )
         if data_key not in envelope:
             raise HisProtocolError(
                 f"field {data_key!r} of the {operation} answer: missing",

@@ -107,6 +107,19 @@ class SoapHisAdapter(BaseAdapter):
         charge_query_by_key=True,
         refund_query_by_key=True,
     )
+    REQUEST_FIELDS: ClassVar[Mapping[str, str]] = {
+        "XM": "name",
+        "XB": "gender",
+        "CSRQ": "birth_date",
+        "ZJLX": "id_card_type",
+        "ZJHM": "id_card_number",
+        "SJHM": "phone_number",
+        "DZ": "address",
+        "MZ": "ethnicity",
+        "KLX": "card_type",
+        "KH": "card_number",
+        "FB": "payer_type",
+    }
 
     def __init__(self, settings: DialectSettings) -> None:
         super().__init__(settings)
@@ -218,7 +231,8 @@ class SoapHisAdapter(BaseAdapter):
         envelope = self._codec.record(_to_data(result), operation, where="Response")
         code = envelope.text("ResultCode")
         if code != "0":
-            raise self._refusal(code, envelope.text("ResultMsg"), operation)
+            parameter = envelope.text("ErrorParam") if envelope.has("ErrorParam") else ""
+            raise self._refusal(code, envelope.text("ResultMsg"), operation, parameter=parameter)
         data_elem = _child(result, self._n("Data"))
         if data_elem is None:
             raise HisProtocolError(

@@ -9,16 +9,18 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2, json_format, struct_pb2, timestamp_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
 from frontend_server.profile import ConfigError, Profile, canonical_json, load_profile_content
-from frontend_server.services import ERROR_DOMAIN, abort_with
+from frontend_server.services import HOSPITAL_ERRORS, InvalidRequest
 from frontend_server.tasks import QueueStats, TaskStoreDamaged
 from hplus.hospital.v1 import admin_pb2, admin_pb2_grpc, task_pb2
+from mesh import errors
 from mesh.version import CONTRACT_RELEASE, SOFTWARE_VERSION
 
 __all__ = ["EdgeAdminServicer"]
+
+_CONTENT = "ApplyConfig.content"
 
 _KINDS = {
     "retrieve_archived_report": task_pb2.TASK_KIND_RETRIEVE_ARCHIVED_REPORT,
@@ -72,6 +74,7 @@ def _struct(content: Mapping[str, Any]) -> struct_pb2.Struct:
     return out
 
 
+@HOSPITAL_ERRORS.servicer
 class EdgeAdminServicer(admin_pb2_grpc.EdgeAdminServiceServicer):
     """Answers the cloud's questions about this edge.
 
@@ -151,10 +154,7 @@ class EdgeAdminServicer(admin_pb2_grpc.EdgeAdminServiceServicer):
         ],
     ) -> admin_pb2.LookupTraceResponse:
         """Not built yet: this edge records no spans. Says so rather than answer empty."""
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "trace lookup: this edge does not record spans yet"
-        )
-        raise AssertionError("unreachable")
+        raise errors.Unimplemented("trace lookup: this edge does not record spans yet")
 
     async def GetConfig(
         self,
@@ -162,25 +162,16 @@ class EdgeAdminServicer(admin_pb2_grpc.EdgeAdminServiceServicer):
         context: grpc.aio.ServicerContext[admin_pb2.GetConfigRequest, admin_pb2.GetConfigResponse],
     ) -> admin_pb2.GetConfigResponse:
         """The active profile, or the requested top-level sections of it."""
-        if self._profile is None:
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION, "config: this edge runs without a profile"
-            )
-            raise AssertionError("unreachable")
-        content = _content(self._profile)
+        profile = self._active()
+        content = _content(profile)
         wanted = list(request.read_mask.paths)
         unknown = [p for p in wanted if p not in content]
         if unknown:
-            await abort_with(
-                context,
-                _bad_request([("read_mask", f"unknown section {p!r}") for p in unknown]),
-            )
+            raise InvalidRequest([("read_mask", f"unknown section {p!r}") for p in unknown])
         if wanted:
             content = {k: v for k, v in content.items() if k in wanted}
         return admin_pb2.GetConfigResponse(
-            profile=admin_pb2.ConfigProfile(
-                info=self._info(self._profile), content=_struct(content)
-            )
+            profile=admin_pb2.ConfigProfile(info=self._info(profile), content=_struct(content))
         )
 
     async def ApplyConfig(
@@ -197,28 +188,12 @@ class EdgeAdminServicer(admin_pb2_grpc.EdgeAdminServiceServicer):
         answers UNIMPLEMENTED rather than pretend, and an operator restarts it with the
         new profile file instead.
         """
-        profile = self._profile
-        if profile is None:
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION, "config: this edge runs without a profile"
-            )
-            raise AssertionError("unreachable")
+        profile = self._active()
         if not request.expected_digest:
-            await abort_with(context, _bad_request([("expected_digest", "required")]))
+            raise InvalidRequest([("expected_digest", "required")])
         if request.expected_digest != profile.digest:
-            await abort_with(
-                context,
-                status_pb2.Status(
-                    code=code_pb2.ABORTED,
-                    message="the active profile has changed: read it again",
-                    details=[
-                        _pack(
-                            error_details_pb2.ErrorInfo(
-                                reason="CONFIG_DIGEST_MISMATCH", domain=ERROR_DOMAIN
-                            )
-                        )
-                    ],
-                ),
+            raise errors.Aborted(
+                "the active profile has changed: read it again", reason="CONFIG_DIGEST_MISMATCH"
             )
         content = _content(profile)
         new_content: dict[str, Any] = json_format.MessageToDict(request.content)
@@ -239,36 +214,21 @@ class EdgeAdminServicer(admin_pb2_grpc.EdgeAdminServiceServicer):
             if request.version:
                 merged["profile"]["version"] = request.version
         try:
-            candidate = load_profile_content(merged, source="ApplyConfig.content")
+            candidate = load_profile_content(merged, source=_CONTENT)
         except ConfigError as err:
-            await abort_with(context, _bad_request([("content", str(err))]))
-            raise AssertionError("unreachable") from err
+            # The located error names the profile parameter; the caller sent it in
+            # ``content``, so that is the field path it gets back.
+            field = f"content.{err.key}" if err.key and err.key != "profile" else "content"
+            raise InvalidRequest([(field, err.problem)]) from err
         if not request.validate_only:
-            await context.abort(
-                grpc.StatusCode.UNIMPLEMENTED,
-                "config: live apply is not built yet; restart the edge with the new profile",
+            raise errors.Unimplemented(
+                "config: live apply is not built yet; restart the edge with the new profile"
             )
         return admin_pb2.ApplyConfigResponse(profile=self._info(candidate), applied=False)
 
-
-def _pack(message: Any) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
-
-
-def _bad_request(violations: Sequence[tuple[str, str]]) -> status_pb2.Status:
-    return status_pb2.Status(
-        code=code_pb2.INVALID_ARGUMENT,
-        message="invalid request: " + ", ".join(f for f, _ in violations),
-        details=[
-            _pack(
-                error_details_pb2.BadRequest(
-                    field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
-                        for f, d in violations
-                    ]
-                )
+    def _active(self) -> Profile:
+        if self._profile is None:
+            raise errors.FailedPrecondition(
+                "config: this edge runs without a profile", reason="NO_PROFILE"
             )
-        ],
-    )
+        return self._profile

@@ -20,6 +20,7 @@ The servicer's single error-mapping table turns ``code`` into the gRPC status an
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 __all__ = [
     "IdempotencyKeyFenced",
@@ -45,6 +46,15 @@ class OperationError:
     """``ErrorInfo.reason``, e.g. ``"SLOT_FULL"``; empty when there is none."""
     message: str
     """Human message, free of patient data."""
+    metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """``ErrorInfo.metadata``, e.g. the rule that refused and its text; empty when none."""
+    violations: tuple[tuple[str, str], ...] = ()
+    """``BadRequest`` field violations, e.g. the request field the HIS refused."""
+
+    def __post_init__(self) -> None:
+        # Recorded as JSON: lists come back where tuples went in.
+        object.__setattr__(self, "metadata", dict(self.metadata))
+        object.__setattr__(self, "violations", tuple((f, d) for f, d in self.violations))
 
 
 class LedgerError(Exception):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import re
 import zoneinfo
 from collections.abc import Mapping
@@ -39,7 +40,7 @@ from frontend_server.profile._source import Layer, Node, load_layers, merge
 from frontend_server.rules import ALLOWED_SLOT_MINUTES, AppointmentRules, RuleVariant
 from frontend_server.tasks import QueueConfig
 from hplus.hospital.v1 import common_pb2, directory_pb2, report_pb2
-from mesh.config import ConfigError
+from mesh.config import ConfigError, PathItem
 
 __all__ = [
     "FIELD_ENTITIES",
@@ -208,6 +209,7 @@ def _integral(value: Any) -> Any:
 def _build(layers: list[Layer]) -> Profile:
     doc = merge(layers)
     root = Node(doc)
+    _refuse_non_finite(root, doc.data, ())
     root.reject_unknown(_TOP_LEVEL, what="section")
     meta = root.table("profile", required=True)
     meta.reject_unknown(["id", "hospital_id", "template_id", "version", "name"])
@@ -234,6 +236,22 @@ def _build(layers: list[Layer]) -> Profile:
     )
     _cross_check(root, profile)
     return profile
+
+
+def _refuse_non_finite(root: Node, value: Any, path: tuple[PathItem, ...]) -> None:
+    """Refuses ``nan`` and ``inf`` anywhere in the profile, with path, file and line.
+
+    TOML (and ApplyConfig's JSON) can spell them, but no profile number may be one: a
+    timeout of ``inf`` never fires, and the digest (canonical JSON) has no spelling for them.
+    """
+    if isinstance(value, Mapping):
+        for key, sub in value.items():
+            _refuse_non_finite(root, sub, (*path, str(key)))
+    elif isinstance(value, list):
+        for index, sub in enumerate(value):
+            _refuse_non_finite(root, sub, (*path, index))
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise root.error_at(path, f"invalid value {value!r}: must be a finite number")
 
 
 def _non_empty(node: Node, key: str, default: str | None = None) -> str:

@@ -203,7 +203,8 @@ class Node:
         """A :class:`ConfigError` naming ``key`` of this table, its file and line."""
         path = self._path if key is None else (*self._path, key)
         file, line = self._doc.locate(path)
-        return ConfigError(f"{dotted_path(path) or 'profile'}: {problem}", path=file, line=line)
+        key = dotted_path(path) or "profile"
+        return ConfigError(f"{key}: {problem}", path=file, line=line, key=key)
 
     def reject_unknown(self, known: Iterable[str], *, what: str = "parameter") -> None:
         """Raise on the first key not in ``known``: a typo must not pass silently."""
@@ -308,7 +309,8 @@ class Node:
     def error_at(self, path: tuple[PathItem, ...], problem: str) -> ConfigError:
         """An error located at an absolute ``path``."""
         file, line = self._doc.locate(path)
-        return ConfigError(f"{dotted_path(path)}: {problem}", path=file, line=line)
+        key = dotted_path(path)
+        return ConfigError(f"{key}: {problem}", path=file, line=line, key=key)
 
     def table(self, key: str, *, required: bool = False) -> Node:
         """The sub-table ``key``; an empty table when absent and not required.

@@ -2,8 +2,9 @@
 
 One thin servicer per service: each validates, translates proto ↔ the adapters' neutral
 records, and calls the HIS adapter, the idempotency ledger (writes and evidence reads) or
-the pending-task queue. Errors become status codes in one place
-(:mod:`~frontend_server.services._errors`). Build them over a :class:`Hospital`::
+the pending-task queue. Errors become status codes in one place: every servicer is wrapped
+with :data:`HOSPITAL_ERRORS`, whose table is :mod:`~frontend_server.services._errors`.
+Build them over a :class:`Hospital`::
 
     hospital = Hospital(profile=profile, adapter=adapter, writes=WriteRunner(ledger), queue=q)
     register_hospital_services(server, hospital)
@@ -18,7 +19,12 @@ from frontend_server.services._billing import BillingServicer
 from frontend_server.services._bridge import CAPABILITY_FLAGS, dialect_settings
 from frontend_server.services._core import Hospital
 from frontend_server.services._directory import DirectoryServicer
-from frontend_server.services._errors import ERROR_DOMAIN, REJECTIONS, abort_with
+from frontend_server.services._errors import (
+    ERROR_DOMAIN,
+    HOSPITAL_ERRORS,
+    REJECTIONS,
+    InvalidRequest,
+)
 from frontend_server.services._limits import PacedAdapter, paced
 from frontend_server.services._patient import PatientServicer
 from frontend_server.services._report import ReportServicer
@@ -36,18 +42,19 @@ from hplus.hospital.v1 import (
 __all__ = [
     "CAPABILITY_FLAGS",
     "ERROR_DOMAIN",
+    "HOSPITAL_ERRORS",
     "REJECTIONS",
     "AppointmentServicer",
     "BillingServicer",
     "DirectoryServicer",
     "Hospital",
+    "InvalidRequest",
     "PacedAdapter",
     "PatientServicer",
     "Probe",
     "ReportServicer",
     "TaskServicer",
     "WriteRunner",
-    "abort_with",
     "dialect_settings",
     "paced",
     "register_hospital_services",

@@ -17,9 +17,10 @@ from frontend_server.ledger import (
 from frontend_server.rules import RuleEngine
 from frontend_server.services import _convert as convert
 from frontend_server.services._core import Hospital, page, require_key, require_mode
-from frontend_server.services._errors import InvalidRequest, NotFound, rpc
+from frontend_server.services._errors import HOSPITAL_ERRORS, InvalidRequest
 from frontend_server.services._rules import RuleGate
 from hplus.hospital.v1 import appointment_pb2, appointment_pb2_grpc
+from mesh import errors
 
 __all__ = ["AppointmentServicer"]
 
@@ -39,6 +40,7 @@ _RESPONSES: dict[str, type[pb_message.Message]] = {
 Ctx = grpc.aio.ServicerContext
 
 
+@HOSPITAL_ERRORS.servicer
 class AppointmentServicer(appointment_pb2_grpc.AppointmentServiceServicer):
     """Holds, books and cancels appointments; answers evidence reads from the ledger.
 
@@ -67,7 +69,6 @@ class AppointmentServicer(appointment_pb2_grpc.AppointmentServiceServicer):
 
     # -- writes ----------------------------------------------------------------------------
 
-    @rpc
     async def HoldSlot(
         self,
         request: appointment_pb2.HoldSlotRequest,
@@ -108,7 +109,6 @@ class AppointmentServicer(appointment_pb2_grpc.AppointmentServiceServicer):
             check=check,
         )
 
-    @rpc
     async def ReleaseHold(
         self,
         request: appointment_pb2.ReleaseHoldRequest,
@@ -132,7 +132,6 @@ class AppointmentServicer(appointment_pb2_grpc.AppointmentServiceServicer):
             lambda r: r.appointment.hold_id,
         )
 
-    @rpc
     async def BookAppointment(
         self,
         request: appointment_pb2.BookAppointmentRequest,
@@ -182,7 +181,6 @@ class AppointmentServicer(appointment_pb2_grpc.AppointmentServiceServicer):
             check=check,
         )
 
-    @rpc
     async def CancelAppointment(
         self,
         request: appointment_pb2.CancelAppointmentRequest,
@@ -240,7 +238,6 @@ class AppointmentServicer(appointment_pb2_grpc.AppointmentServiceServicer):
 
     # -- reads -----------------------------------------------------------------------------
 
-    @rpc
     async def GetAppointment(
         self,
         request: appointment_pb2.GetAppointmentRequest,
@@ -276,7 +273,6 @@ class AppointmentServicer(appointment_pb2_grpc.AppointmentServiceServicer):
                 out.appointment.CopyFrom(appointment)
         return out
 
-    @rpc
     async def ListPatientAppointments(
         self,
         request: appointment_pb2.ListPatientAppointmentsRequest,
@@ -310,7 +306,7 @@ class AppointmentServicer(appointment_pb2_grpc.AppointmentServiceServicer):
             found = await self._h.adapter.get_appointment(appointment_id)
         except HisRejected as err:
             if err.reason is RejectReason.NOT_FOUND:
-                raise NotFound("no such appointment") from err
+                raise errors.NotFound("no such appointment") from err
             raise
         return convert.appointment(found)
 

@@ -23,13 +23,13 @@ from frontend_server.ledger import (
 from frontend_server.services import _convert as convert
 from frontend_server.services._core import Hospital, page, require_key, require_mode
 from frontend_server.services._errors import (
+    HOSPITAL_ERRORS,
     InvalidRequest,
-    NotFound,
     PatientMismatch,
     Unsupported,
-    rpc,
 )
 from hplus.hospital.v1 import billing_pb2, billing_pb2_grpc, common_pb2
+from mesh import errors
 
 __all__ = ["BillingServicer"]
 
@@ -41,6 +41,7 @@ REFUND = f"{_SERVICE}/RefundCharge"
 Ctx = grpc.aio.ServicerContext
 
 
+@HOSPITAL_ERRORS.servicer
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     """Bills, quotes, charges and refunds; evidence reads answer from the ledger.
 
@@ -54,7 +55,6 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         hospital.writes.register_probe(SETTLE, self._probe_settle)
         hospital.writes.register_probe(REFUND, self._probe_refund)
 
-    @rpc
     async def ListPayableBills(
         self,
         request: billing_pb2.ListPayableBillsRequest,
@@ -73,7 +73,6 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         )
         return billing_pb2.ListPayableBillsResponse(bills=chunk, next_page_token=token)
 
-    @rpc
     async def QuoteCharge(
         self,
         request: billing_pb2.QuoteChargeRequest,
@@ -110,7 +109,6 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             QUOTE, request, billing_pb2.QuoteChargeResponse, call, lambda r: r.quote_id
         )
 
-    @rpc
     async def SettleCharge(
         self,
         request: billing_pb2.SettleChargeRequest,
@@ -146,7 +144,6 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             SETTLE, request, billing_pb2.SettleChargeResponse, call, lambda r: r.charge.charge_id
         )
 
-    @rpc
     async def GetCharge(
         self,
         request: billing_pb2.GetChargeRequest,
@@ -176,7 +173,6 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             out.charge.CopyFrom(charge)
         return out
 
-    @rpc
     async def RefundCharge(
         self,
         request: billing_pb2.RefundChargeRequest,
@@ -229,7 +225,6 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             REFUND, request, billing_pb2.RefundChargeResponse, call, lambda r: r.refund.refund_id
         )
 
-    @rpc
     async def GetRefund(
         self,
         request: billing_pb2.GetRefundRequest,
@@ -261,7 +256,6 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                 out.refund.CopyFrom(refund)
         return out
 
-    @rpc
     async def GetDailyLedger(
         self,
         request: billing_pb2.GetDailyLedgerRequest,
@@ -326,7 +320,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             return convert.charge(await self._h.adapter.get_charge(charge_id))
         except HisRejected as err:
             if err.reason is RejectReason.NOT_FOUND:
-                raise NotFound("no such charge") from err
+                raise errors.NotFound("no such charge") from err
             raise
 
     async def _read_refund(self, refund_id: str) -> billing_pb2.Refund:
@@ -334,7 +328,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             return convert.refund(await self._h.adapter.get_refund(refund_id))
         except HisRejected as err:
             if err.reason is RejectReason.NOT_FOUND:
-                raise NotFound("no such refund") from err
+                raise errors.NotFound("no such refund") from err
             raise
 
     # -- probes --------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from frontend_server.adapters import (
 )
 from frontend_server.services import _convert as convert
 from frontend_server.services._core import Hospital, page, require_mode
-from frontend_server.services._errors import InvalidRequest, rpc
+from frontend_server.services._errors import HOSPITAL_ERRORS, InvalidRequest
 from hplus.hospital.v1 import directory_pb2, directory_pb2_grpc
 from mesh.digest import bucket_digests, bucket_of, content_digest
 
@@ -28,6 +28,7 @@ Ctx = grpc.aio.ServicerContext
 _BOOKABLE = (directory_pb2.SCHEDULE_STATUS_OPEN,)
 
 
+@HOSPITAL_ERRORS.servicer
 class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
     """Reads the hospital's reference data live from the HIS.
 
@@ -39,7 +40,6 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
         self._h = hospital
         self._zone = zoneinfo.ZoneInfo(hospital.profile.business_hours.timezone)
 
-    @rpc
     async def ListDepartments(
         self,
         request: directory_pb2.ListDepartmentsRequest,
@@ -60,7 +60,6 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
         )
         return directory_pb2.ListDepartmentsResponse(departments=chunk, next_page_token=token)
 
-    @rpc
     async def ListDoctors(
         self,
         request: directory_pb2.ListDoctorsRequest,
@@ -79,7 +78,6 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
         )
         return directory_pb2.ListDoctorsResponse(doctors=chunk, next_page_token=token)
 
-    @rpc
     async def ListSchedules(
         self,
         request: directory_pb2.ListSchedulesRequest,
@@ -113,7 +111,6 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
         )
         return directory_pb2.ListSchedulesResponse(schedules=chunk, next_page_token=token)
 
-    @rpc
     async def ListSlots(
         self,
         request: directory_pb2.ListSlotsRequest,
@@ -133,7 +130,6 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
         )
         return directory_pb2.ListSlotsResponse(slots=chunk, next_page_token=token)
 
-    @rpc
     async def GetChanges(
         self,
         request: directory_pb2.GetChangesRequest,
@@ -217,7 +213,6 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
             data_time=now,
         )
 
-    @rpc
     async def GetDirectoryDigest(
         self,
         request: directory_pb2.GetDirectoryDigestRequest,

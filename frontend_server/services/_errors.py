@@ -1,25 +1,29 @@
-"""Domain errors → gRPC status, in one table, and the decorator that applies it.
+"""The edge's error table: its domain errors → the ``mesh.errors`` tree, in one place.
 
-Every servicer method is wrapped in :func:`rpc`; nothing else in the services package
-chooses a status code. The table:
+Every servicer of the edge is wrapped with ``@HOSPITAL_ERRORS.servicer`` (an
+:class:`mesh.errors.ErrorMapping`); servicers raise tree errors for their own validation
+(:class:`InvalidRequest`, ``mesh.errors.NotFound``, :class:`Unsupported`, …) and
+:func:`translate` reports everything the HIS, the rules, the ledger and the queue raise.
+Nothing else on the edge chooses a status code. The table:
 
-==================================  ====================  =================================
-error                               code                  ``ErrorInfo.reason``
-==================================  ====================  =================================
-:class:`InvalidRequest`             INVALID_ARGUMENT      (``BadRequest`` field violations)
-:class:`NotFound`                   NOT_FOUND             the error's reason
-:class:`Unsupported`                UNIMPLEMENTED         ``OPERATION_UNSUPPORTED``
-:class:`Failed` (replayed failure)  the recorded code     the recorded reason
-``HisRejected``                     see :data:`REJECTIONS`
-``RuleRefusal`` (profile rules)     see :data:`RULE_REFUSALS`  the refusal's reason (+ ``rule``)
+==================================  ====================  ====================================
+error                               code                  details
+==================================  ====================  ====================================
+``HisRejected``                     see :data:`REJECTIONS`  reason, ``vendor_code``; the field
+                                                          the HIS refused (``BadRequest``)
+``RuleRefusal`` (profile rules)     see :data:`RULE_REFUSALS`  the refusal's reason, ``rule``
+                                                          and ``rule_text`` (also in the
+                                                          message)
+a replayed failure (ledger)         the recorded code     as recorded (:func:`replayed`)
 ``HisUnavailable``                  UNAVAILABLE           ``HIS_UNAVAILABLE``
 ``HisTimeout`` (a read)             UNAVAILABLE           ``HIS_TIMEOUT``
 ``HisProtocolError``                UNAVAILABLE           ``HIS_PROTOCOL_ERROR``
 ``HisCapabilityError``              UNIMPLEMENTED         ``OPERATION_UNSUPPORTED``
 ledger errors                       their ``code``        their ``reason`` (+ ``RetryInfo``)
 queue errors                        their ``code``        their ``reason`` (+ ``RetryInfo``)
-anything else                       INTERNAL              none; logged with its traceback
-==================================  ====================  =================================
+anything else                       INTERNAL              correlation id; logged with its
+                                                          traceback
+==================================  ====================  ====================================
 
 A write whose HIS answer was lost reaches the table as the ledger's ``OperationUnknown``
 (UNAVAILABLE, ``OPERATION_OUTCOME_UNKNOWN``): the key is UNKNOWN and a retry with it is
@@ -28,15 +32,8 @@ resolved against the HIS before it is answered (see common.proto).
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar, cast
-
-import grpc
-from google.protobuf import any_pb2, duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
+from collections.abc import Sequence
 
 from frontend_server.adapters import (
     HisCapabilityError,
@@ -46,24 +43,28 @@ from frontend_server.adapters import (
     HisUnavailable,
     RejectReason,
 )
-from frontend_server.ledger import IdempotencyKeyInProgress, LedgerError, OperationError
+from frontend_server.ledger import (
+    IdempotencyKeyInProgress,
+    InvalidIdempotencyKey,
+    LedgerError,
+    OperationError,
+)
 from frontend_server.rules import Reason, RuleRefusal
 from frontend_server.tasks import QueueFull, TaskQueueError
+from mesh import errors
 
 __all__ = [
     "ERROR_DOMAIN",
+    "HOSPITAL_ERRORS",
     "REJECTIONS",
     "RULE_REFUSALS",
-    "Failed",
     "InvalidRequest",
-    "NotFound",
     "PatientMismatch",
-    "ServiceError",
     "Unsupported",
-    "abort_with",
     "rejection",
-    "rpc",
+    "replayed",
     "rule_refusal",
+    "translate",
 ]
 
 log = logging.getLogger("frontend_server.services")
@@ -120,72 +121,29 @@ _MESSAGES = {
 }
 
 
-class ServiceError(Exception):
-    """Base of the errors servicers raise themselves.
-
-    Attributes:
-        code: ``google.rpc.Code`` name.
-        reason: ``ErrorInfo.reason`` (empty: no ErrorInfo).
-        message: status message (never patient data).
-    """
-
-    code = "INTERNAL"
-
-    def __init__(self, message: str, *, reason: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.reason = reason
-
-
-class InvalidRequest(ServiceError):
-    """The request fails validation; carries ``BadRequest`` field violations.
+class InvalidRequest(errors.InvalidArgument):
+    """The request fails validation; each violation names the field and what is wrong.
 
     Args:
-        violations: (field path, description) pairs.
+        violations: (field path, description) pairs, e.g. ``("id_card_number", "required")``.
     """
 
-    code = "INVALID_ARGUMENT"
-
     def __init__(self, violations: Sequence[tuple[str, str]]) -> None:
-        fields = ", ".join(f for f, _ in violations)
-        super().__init__(f"invalid request: {fields}")
-        self.violations = tuple(violations)
+        super().__init__(field_violations=violations)
 
 
-class NotFound(ServiceError):
-    """The named record does not exist."""
-
-    code = "NOT_FOUND"
-
-
-class PatientMismatch(ServiceError):
+class PatientMismatch(errors.PermissionDenied):
     """The record named belongs to another patient than the request's."""
-
-    code = "PERMISSION_DENIED"
 
     def __init__(self, message: str) -> None:
         super().__init__(message, reason="PATIENT_MISMATCH")
 
 
-class Unsupported(ServiceError):
+class Unsupported(errors.Unimplemented):
     """This hospital does not offer the operation (profile mode or HIS capability)."""
-
-    code = "UNIMPLEMENTED"
 
     def __init__(self, message: str) -> None:
         super().__init__(message, reason="OPERATION_UNSUPPORTED")
-
-
-class Failed(ServiceError):
-    """A write's recorded failure, replayed with its original code and reason.
-
-    Args:
-        error: the failure as the ledger recorded it.
-    """
-
-    def __init__(self, error: OperationError) -> None:
-        super().__init__(error.message, reason=error.reason)
-        self.code = error.code
 
 
 def rejection(err: HisRejected) -> OperationError:
@@ -195,10 +153,24 @@ def rejection(err: HisRejected) -> OperationError:
         err: the refusal.
 
     Returns:
-        Code, contract reason and a message free of patient data.
+        Code, contract reason, the vendor's code (``ErrorInfo.metadata["vendor_code"]``)
+        and, when the adapter knows which request field the HIS refused, a field
+        violation naming it; the message is free of patient data (the vendor's text is
+        never sent).
     """
     code, reason = REJECTIONS.get(err.reason, REJECTIONS[RejectReason.UNKNOWN])
-    return OperationError(code=code, reason=reason, message=_MESSAGES.get(reason, reason))
+    message = _MESSAGES.get(reason, reason)
+    violations: tuple[tuple[str, str], ...] = ()
+    if err.field:
+        message = f"{message}: {err.field}"
+        violations = ((err.field, f"refused by the HIS (vendor code {err.vendor_code})"),)
+    return OperationError(
+        code=code,
+        reason=reason,
+        message=message,
+        metadata={"vendor_code": err.vendor_code} if err.vendor_code else {},
+        violations=violations,
+    )
 
 
 def rule_refusal(err: RuleRefusal) -> OperationError:
@@ -208,132 +180,74 @@ def rule_refusal(err: RuleRefusal) -> OperationError:
         err: the refusal.
 
     Returns:
-        Code and contract reason by :data:`RULE_REFUSALS`; the message names the rule
-        (e.g. ``booking_window``) and carries no patient data.
+        Code and contract reason by :data:`RULE_REFUSALS`; the message says which rule
+        refused and why in the rule's own words (``one booking per patient per doctor per
+        day (rule real_name)``), and ``ErrorInfo.metadata`` carries both as ``rule`` and
+        ``rule_text``. No patient data.
     """
     reason = err.reason.value
     return OperationError(
         code=RULE_REFUSALS[err.reason],
         reason=reason,
-        message=f"{_MESSAGES.get(reason, reason)} (rule {err.rule})",
+        message=f"{_MESSAGES.get(reason, reason)}: {err.message} (rule {err.rule})",
+        metadata={"rule": err.rule, "rule_text": err.message},
     )
 
 
-def _pack(message: Any) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
-
-
-def _status(
-    code: str,
-    message: str,
-    *,
-    reason: str = "",
-    violations: Sequence[tuple[str, str]] = (),
-    retry_after: float | None = None,
-) -> status_pb2.Status:
-    details: list[any_pb2.Any] = []
-    if reason:
-        details.append(_pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)))
-    if violations:
-        details.append(
-            _pack(
-                error_details_pb2.BadRequest(
-                    field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
-                        for f, d in violations
-                    ]
-                )
-            )
-        )
-    if retry_after is not None:
-        delay = duration_pb2.Duration()
-        delay.FromNanoseconds(int(retry_after * 1e9))
-        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
-    return status_pb2.Status(code=code_pb2.Code.Value(code), message=message, details=details)
-
-
-def _status_for(err: BaseException, method: str) -> status_pb2.Status:
-    """The table of the module docstring."""
-    if isinstance(err, InvalidRequest):
-        return _status(err.code, err.message, violations=err.violations)
-    if isinstance(err, ServiceError):
-        return _status(err.code, err.message, reason=err.reason)
-    if isinstance(err, HisRejected):
-        recorded = rejection(err)
-        return _status(recorded.code, recorded.message, reason=recorded.reason)
-    if isinstance(err, RuleRefusal):
-        recorded = rule_refusal(err)
-        return _status(recorded.code, recorded.message, reason=recorded.reason)
-    if isinstance(err, HisUnavailable):
-        return _status("UNAVAILABLE", "the HIS is unavailable", reason="HIS_UNAVAILABLE")
-    if isinstance(err, HisTimeout):
-        return _status("UNAVAILABLE", "the HIS did not answer in time", reason="HIS_TIMEOUT")
-    if isinstance(err, HisProtocolError):
-        log.warning("%s: unreadable HIS answer: %s", method, err)
-        return _status(
-            "UNAVAILABLE", "the HIS answer could not be read", reason="HIS_PROTOCOL_ERROR"
-        )
-    if isinstance(err, HisCapabilityError):
-        return _status(
-            "UNIMPLEMENTED", "this hospital's HIS cannot do this", reason="OPERATION_UNSUPPORTED"
-        )
-    if isinstance(err, IdempotencyKeyInProgress):
-        return _status(
-            err.code, err.message, reason=err.reason, retry_after=err.retry_after_seconds
-        )
-    if isinstance(err, LedgerError):
-        return _status(err.code, err.message, reason=err.reason)
-    if isinstance(err, QueueFull):
-        return _status(
-            err.code,
-            "the task queue is full",
-            reason=err.reason,
-            retry_after=err.retry_after_seconds,
-        )
-    if isinstance(err, TaskQueueError):
-        return _status(err.code, str(err), reason=err.reason)
-    log.error("%s failed unexpectedly", method, exc_info=err)
-    return _status("INTERNAL", "internal error")
-
-
-async def abort_with(
-    context: grpc.aio.ServicerContext[Any, Any], status: status_pb2.Status
-) -> None:
-    """Ends the call with ``status`` and its details (``grpc-status-details-bin``).
+def replayed(error: OperationError) -> errors.StatusError:
+    """A write's recorded failure, as the error every retry with its key gets.
 
     Args:
-        context: the call.
-        status: what to send; its code and message become the call's.
-    """
-    s = rpc_status.to_status(status)
-    await context.abort(s.code, s.details, s.trailing_metadata)
-    raise AssertionError("unreachable: abort raises")
-
-
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
-
-
-def rpc(method: F) -> F:
-    """Wraps a servicer method so every error leaves through the table above.
-
-    Args:
-        method: the servicer method ``(self, request, context)``.
+        error: the failure as the ledger recorded it.
 
     Returns:
-        The wrapped method.
+        The tree error of its code, with its reason, metadata and field violations.
     """
+    return errors.error_for(error.code)(
+        error.message,
+        reason=error.reason,
+        metadata=error.metadata,
+        field_violations=error.violations,
+    )
 
-    @functools.wraps(method)
-    async def wrapper(
-        self: object, request: object, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> Any:
-        try:
-            return await method(self, request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as err:  # this is the one place errors are mapped
-            await abort_with(context, _status_for(err, method.__qualname__))
 
-    return cast(F, wrapper)
+def translate(err: Exception) -> errors.StatusError | None:
+    """The edge's table: a domain error → the tree error it is reported as.
+
+    Args:
+        err: what a servicer raised.
+
+    Returns:
+        The error to send, or ``None`` for an exception no table knows (a bug).
+    """
+    if isinstance(err, HisRejected):
+        return replayed(rejection(err))
+    if isinstance(err, RuleRefusal):
+        return replayed(rule_refusal(err))
+    if isinstance(err, HisUnavailable):
+        return errors.Unavailable("the HIS is unavailable", reason="HIS_UNAVAILABLE")
+    if isinstance(err, HisTimeout):
+        return errors.Unavailable("the HIS did not answer in time", reason="HIS_TIMEOUT")
+    if isinstance(err, HisProtocolError):
+        log.warning("%s: unreadable HIS answer: %s", err.operation or "HIS call", err)
+        return errors.Unavailable("the HIS answer could not be read", reason="HIS_PROTOCOL_ERROR")
+    if isinstance(err, HisCapabilityError):
+        return Unsupported("this hospital's HIS cannot do this")
+    if isinstance(err, LedgerError):
+        retry = err.retry_after_seconds if isinstance(err, IdempotencyKeyInProgress) else None
+        key = [("idempotency_key", err.message)] if isinstance(err, InvalidIdempotencyKey) else []
+        return errors.error_for(err.code)(
+            err.message, reason=err.reason, retry_delay=retry, field_violations=key
+        )
+    if isinstance(err, QueueFull):
+        return errors.error_for(err.code)(
+            "the task queue is full", reason=err.reason, retry_delay=err.retry_after_seconds
+        )
+    if isinstance(err, TaskQueueError):
+        return errors.error_for(err.code)(str(err), reason=err.reason)
+    return None
+
+
+HOSPITAL_ERRORS = errors.ErrorMapping(domain=ERROR_DOMAIN, translate=translate, logger=log)
+"""The edge's one error mapping: every servicer of the edge is wrapped with
+``@HOSPITAL_ERRORS.servicer``, on the tunnel and on a listening port alike."""

@@ -9,7 +9,7 @@ from frontend_server import adapters as d
 from frontend_server.ledger import HisOutcome, OperationError
 from frontend_server.services import _convert as convert
 from frontend_server.services._core import Hospital, require_key, require_mode
-from frontend_server.services._errors import InvalidRequest, rpc
+from frontend_server.services._errors import HOSPITAL_ERRORS, InvalidRequest
 from hplus.hospital.v1 import common_pb2, patient_pb2, patient_pb2_grpc
 
 __all__ = ["PatientServicer"]
@@ -32,6 +32,7 @@ _CARDS = {
 }
 
 
+@HOSPITAL_ERRORS.servicer
 class PatientServicer(patient_pb2_grpc.PatientServiceServicer):
     """Registers and finds patients.
 
@@ -43,7 +44,6 @@ class PatientServicer(patient_pb2_grpc.PatientServiceServicer):
         self._h = hospital
         hospital.writes.register_probe(REGISTER, self._probe_register)
 
-    @rpc
     async def RegisterPatient(
         self,
         request: patient_pb2.RegisterPatientRequest,
@@ -68,7 +68,6 @@ class PatientServicer(patient_pb2_grpc.PatientServiceServicer):
             lambda r: r.patient.patient_id,
         )
 
-    @rpc
     async def FindPatient(
         self,
         request: patient_pb2.FindPatientRequest,
@@ -79,16 +78,12 @@ class PatientServicer(patient_pb2_grpc.PatientServiceServicer):
         given = [
             f for f in ("id_card_number", "card_number", "phone_number") if getattr(request, f)
         ]
-        if len(given) != 1:
+        if not given:
             raise InvalidRequest(
-                [
-                    (
-                        f or "id_card_number",
-                        "give exactly one of id_card_number, card_number, phone_number",
-                    )
-                    for f in (given or [""])
-                ]
+                [("id_card_number", "required (or card_number, or phone_number with name)")]
             )
+        if len(given) > 1:
+            raise InvalidRequest([(f, f"give only one of {', '.join(given)}") for f in given[1:]])
         if request.phone_number and not request.name:
             raise InvalidRequest([("name", "required with phone_number")])
         found = await self._h.adapter.find_patients(

@@ -10,14 +10,16 @@ import grpc
 from frontend_server.adapters import HisRejected, RejectReason
 from frontend_server.services import _convert as convert
 from frontend_server.services._core import Hospital, page, require_mode
-from frontend_server.services._errors import InvalidRequest, NotFound, rpc
+from frontend_server.services._errors import HOSPITAL_ERRORS, InvalidRequest
 from hplus.hospital.v1 import report_pb2, report_pb2_grpc
+from mesh import errors
 
 __all__ = ["ReportServicer"]
 
 Ctx = grpc.aio.ServicerContext
 
 
+@HOSPITAL_ERRORS.servicer
 class ReportServicer(report_pb2_grpc.ReportServiceServicer):
     """Lists and reads reports; an archived report answers with its header only.
 
@@ -29,7 +31,6 @@ class ReportServicer(report_pb2_grpc.ReportServiceServicer):
         self._h = hospital
         self._zone = zoneinfo.ZoneInfo(hospital.profile.business_hours.timezone)
 
-    @rpc
     async def ListReports(
         self,
         request: report_pb2.ListReportsRequest,
@@ -59,7 +60,6 @@ class ReportServicer(report_pb2_grpc.ReportServiceServicer):
         )
         return report_pb2.ListReportsResponse(reports=chunk, next_page_token=token)
 
-    @rpc
     async def GetReport(
         self,
         request: report_pb2.GetReportRequest,
@@ -87,4 +87,4 @@ class ReportServicer(report_pb2_grpc.ReportServiceServicer):
         for found in await self._h.adapter.list_reports(patient_id):
             if found.report_id == report_id:
                 return convert.report_summary(found)
-        raise NotFound("the patient has no such report")
+        raise errors.NotFound("the patient has no such report")

@@ -16,7 +16,7 @@ from frontend_server.adapters import (
 )
 from frontend_server.services import _convert as convert
 from frontend_server.services._core import Hospital, require_key, require_mode
-from frontend_server.services._errors import InvalidRequest, NotFound, rejection, rpc
+from frontend_server.services._errors import HOSPITAL_ERRORS, InvalidRequest, rejection
 from frontend_server.tasks import (
     Executor,
     PermanentTaskError,
@@ -26,6 +26,7 @@ from frontend_server.tasks import (
     TransientTaskError,
 )
 from hplus.hospital.v1 import common_pb2, report_pb2, task_pb2, task_pb2_grpc
+from mesh import errors
 
 __all__ = ["TaskServicer", "task_executor"]
 
@@ -101,6 +102,7 @@ def to_task(task: Task, *, summary_only: bool = False) -> task_pb2.Task:
     return out
 
 
+@HOSPITAL_ERRORS.servicer
 class TaskServicer(task_pb2_grpc.TaskServiceServicer):
     """Accepts non-real-time work into the queue and reports on it.
 
@@ -111,7 +113,6 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
     def __init__(self, hospital: Hospital) -> None:
         self._h = hospital
 
-    @rpc
     async def SubmitTask(
         self,
         request: task_pb2.SubmitTaskRequest,
@@ -146,7 +147,6 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         )
         return task_pb2.SubmitTaskResponse(task=to_task(task))
 
-    @rpc
     async def GetTask(
         self,
         request: task_pb2.GetTaskRequest,
@@ -183,12 +183,11 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         else:
             found = await queue.get(request.task_id)
             if found is None:
-                raise NotFound("no such task", reason="TASK_NOT_FOUND")
+                raise errors.NotFound("no such task", reason="TASK_NOT_FOUND")
             task = found
         out.task.CopyFrom(to_task(task))
         return out
 
-    @rpc
     async def ListTasks(
         self,
         request: task_pb2.ListTasksRequest,
@@ -223,7 +222,6 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
             next_page_token=str(rows[-1][0]) if more and rows else "",
         )
 
-    @rpc
     async def RetryTask(
         self,
         request: task_pb2.RetryTaskRequest,

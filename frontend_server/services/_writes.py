@@ -46,7 +46,8 @@ from frontend_server.ledger import (
     message_fingerprint,
 )
 from frontend_server.rules import RuleRefusal
-from frontend_server.services._errors import Failed, ServiceError, rejection, rule_refusal
+from frontend_server.services._errors import rejection, replayed, rule_refusal
+from mesh import errors
 
 __all__ = ["Probe", "WriteRunner"]
 
@@ -121,9 +122,11 @@ class WriteRunner:
             The response, fresh or replayed.
 
         Raises:
-            Failed: the write was refused (now or originally).
+            mesh.errors.StatusError: the write was refused (now or originally: the recorded
+                refusal is replayed), or the edge refused it before the HIS call (no effect;
+                the key is free).
             LedgerError: key errors, or the outcome is unknown.
-            ServiceError, HisUnavailable: the write had no effect; the key is free.
+            HisUnavailable: the write had no effect; the key is free.
         """
         key: str = getattr(request, "idempotency_key")  # noqa: B009 - every write has one
         fingerprint = message_fingerprint(method, request)
@@ -142,7 +145,7 @@ class WriteRunner:
                 response = await call()
             except HisRejected as err:
                 raise Refused(rejection(err)) from err
-            except (HisUnavailable, ServiceError) as err:
+            except (HisUnavailable, errors.StatusError) as err:
                 raise _NoEffectCause(err) from err
             return HisOutcome(receipt=receipt(response), result=response.SerializeToString())
 
@@ -169,7 +172,7 @@ class WriteRunner:
             return response_type.FromString(record.result or b"")
         self._requests.pop(key, None)
         assert record.error is not None  # FAILED always records why
-        raise Failed(record.error)
+        raise replayed(record.error)
 
     async def settle(self, key: str) -> bool:
         """Tries once to resolve an UNKNOWN key by probing the HIS.

@@ -37,8 +37,12 @@ class _HandlerCallDetails(grpc.HandlerCallDetails):
         self.invocation_metadata = invocation_metadata  # type: ignore[assignment]
 
 
-class _Abort(Exception):
-    """Raised by `TunnelServicerContext.abort` (like grpc's ``AbortError``)."""
+class _Abort(grpc.aio.AbortError):
+    """Raised by `TunnelServicerContext.abort`.
+
+    A grpc ``AbortError``, so error mappings written for ``grpc.aio`` servers
+    (``mesh.errors``) let it pass on the tunnel too.
+    """
 
 
 class TunnelServer(grpc.aio.Server):
@@ -230,6 +234,11 @@ async def _run_handler(handler: Any, context: TunnelServicerContext) -> None:
         if context._stream.ended:
             return
         _log.exception("servicer of %s failed", context._stream.method)
+        if context._code is not grpc.StatusCode.OK:
+            # As grpc.aio does: a status the handler set before raising wins (the generated
+            # base's unimplemented methods set UNIMPLEMENTED, then raise).
+            context._finish_from_state()
+            return
         context._finish(grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc)}: {exc}")
 
 

@@ -394,4 +394,8 @@ async def test_a_rule_refusal_looks_the_same_on_every_dialect(tmp_path: Path, di
             "BOOKING_RULE_VIOLATED",
             "x:1",
         )
-        assert message == "a hospital rule refuses this booking (rule booking_window)"
+        opens = (TODAY + dt.timedelta(days=2)).isoformat()  # one day's window, at midnight
+        assert message == (
+            f"a hospital rule refuses this booking: booking opens at {opens} 00:00 "
+            "(rule booking_window)"
+        )

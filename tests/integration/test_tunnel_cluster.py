@@ -23,6 +23,7 @@ from frontend_server.admin import EdgeAdminServicer
 from frontend_server.dialer import Dialer, DialerConfig
 from hplus.cloud.v1 import operations_pb2, operations_pb2_grpc
 from hplus.hospital.v1 import admin_pb2, admin_pb2_grpc
+from mesh import errors
 from mesh.tunnel import TunnelConfig, TunnelServer
 from mesh.version import CONTRACT_RELEASE
 from tests.support.waiting import until
@@ -186,14 +187,30 @@ async def test_calls_entering_either_node_reach_every_hospital(
                     timeout=10,
                 )
                 assert got.hospital_id == "h-001"
-                with pytest.raises(grpc.aio.AioRpcError) as info:
-                    await admin.GetEdgeInfo(
+                # The edge's refusal crosses the tunnel and the peer hop with its details.
+                wrapped = errors.wrap(admin)
+                with pytest.raises(errors.FailedPrecondition) as refused:
+                    await wrapped.GetConfig(
+                        admin_pb2.GetConfigRequest(),
+                        metadata=((INTERNAL_AUTH_KEY, secret), (ROUTE_KEY, "h-001")),
+                        timeout=10,
+                    )
+                assert (refused.value.reason, refused.value.domain) == (
+                    "NO_PROFILE",
+                    "hospital.hplus",
+                )
+                with pytest.raises(errors.Unavailable) as unavailable:
+                    await wrapped.GetEdgeInfo(
                         admin_pb2.GetEdgeInfoRequest(),
                         metadata=((INTERNAL_AUTH_KEY, secret), (ROUTE_KEY, "h-404")),
                         timeout=10,
                     )
-                assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-                assert "h-404 is not connected (last seen never)" in (info.value.details() or "")
+                assert "h-404 is not connected (last seen never)" in unavailable.value.message
+                assert (unavailable.value.reason, unavailable.value.domain) == (
+                    "HOSPITAL_NOT_CONNECTED",
+                    "cloud.hplus",
+                )
+                assert unavailable.value.resource == errors.Resource("hospital", "h-404")
                 with pytest.raises(grpc.aio.AioRpcError) as info:
                     await ops.ListConnectedHospitals(
                         operations_pb2.ListConnectedHospitalsRequest(), timeout=10

@@ -169,7 +169,7 @@ async def test_redis_outage_keeps_local_tunnels_and_recovers_cross_node_calls(
                 await until(lambda: call_ok(a, "h-b"))
                 await proxy.cut()  # Redis is gone for both nodes
                 assert await call(a, "h-a", "Echo") == b"ping"  # local: no Redis needed
-                with pytest.raises(HospitalUnavailable, match="presence store unreachable"):
+                with pytest.raises(HospitalUnavailable, match="tunnel presence is unavailable"):
                     await call(a, "h-b", "Echo")
                 await proxy.restore()
                 await until(lambda: call_ok(a, "h-b"))

@@ -11,8 +11,11 @@ from mesh.files import create_private_file
 
 __all__ = [
     "EXIT_BAD_INPUT",
+    "EXIT_BROKEN_PIPE",
+    "EXIT_FAILED",
     "EXIT_OK",
     "EXIT_STORE_REFUSED",
+    "EXIT_UNREACHABLE",
     "CliError",
     "Parser",
     "write_secret_file",
@@ -20,8 +23,15 @@ __all__ = [
 
 EXIT_OK = 0
 """The command did what was asked."""
+EXIT_FAILED = 1
+"""The command ran and the answer is no: a call answered with an error status (``cloud
+call``), breaking changes found (``compat``, ``registry push``)."""
 EXIT_BAD_INPUT = 2
 """A flag, argument, file or config was malformed; the one-line message says which."""
+EXIT_UNREACHABLE = 3
+"""The cloud node could not be reached (nothing listening, TLS refused, no answer in time)."""
+EXIT_BROKEN_PIPE = 141
+"""Whoever read our output stopped reading (``| head``): 128 + SIGPIPE, as a shell tool."""
 EXIT_STORE_REFUSED = 65
 """A local store (the edge's ledger or task store) failed its start checks: damaged, missing
 where one existed, another directory's, or from a newer release; the message names the file

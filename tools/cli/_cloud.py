@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tools.cli._base import CliError, Parser, write_secret_file
-from tools.cli._node import channel_credentials, config_flags, open_channel
+from tools.cli._node import channel_credentials, config_flags, failure, run_on_node
 from tools.cli._node import load_node_config as _load
 
 if TYPE_CHECKING:
@@ -199,8 +199,11 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _internal(args: argparse.Namespace) -> tuple[Callable[[], Any], str, str]:
-    """A factory of channels to a node's internal endpoint, its address, and the secret."""
+_NODE_HINT = "is a cloud node running there? (hplus cloud run; --node HOST:PORT, --data-dir DIR)"
+
+
+def _internal(args: argparse.Namespace) -> tuple[str, Any, str]:
+    """A node's internal endpoint: its address, TLS credentials, and the cluster secret."""
     config = _load(args)
     secret = config.cluster_secret
     secret_file = config.data_dir / "cluster-secret"
@@ -212,40 +215,37 @@ def _internal(args: argparse.Namespace) -> tuple[Callable[[], Any], str, str]:
             )
         secret = secret_file.read_text().strip()
     target = args.node or config.internal_listen
-    creds = channel_credentials(config)
-    return (lambda: open_channel(target, creds)), target, secret
+    return target, channel_credentials(config), secret
 
 
 def _tunnels(args: argparse.Namespace) -> int:
-    import grpc
-
     from cloud.gateway import INTERNAL_AUTH_KEY
     from hplus.cloud.v1 import operations_pb2, operations_pb2_grpc
+    from mesh import errors
 
-    make_channel, target, secret = _internal(args)
+    target, creds, secret = _internal(args)
 
-    async def fetch() -> list[operations_pb2.HospitalConnection]:
+    async def fetch(channel: Any) -> list[operations_pb2.HospitalConnection]:
         rows: list[operations_pb2.HospitalConnection] = []
-        async with make_channel() as channel:
-            stub = operations_pb2_grpc.OperationsServiceStub(channel)
-            token = ""
-            while True:
-                reply = await stub.ListConnectedHospitals(
-                    operations_pb2.ListConnectedHospitalsRequest(
-                        hospital_id=args.hospital or "", page_size=500, page_token=token
-                    ),
-                    metadata=((INTERNAL_AUTH_KEY, secret),),
-                    timeout=10,
-                )
-                rows.extend(reply.connections)
-                token = reply.next_page_token
-                if not token:
-                    return rows
+        stub = errors.wrap(operations_pb2_grpc.OperationsServiceStub(channel))
+        token = ""
+        while True:
+            reply = await stub.ListConnectedHospitals(
+                operations_pb2.ListConnectedHospitalsRequest(
+                    hospital_id=args.hospital or "", page_size=500, page_token=token
+                ),
+                metadata=((INTERNAL_AUTH_KEY, secret),),
+                timeout=10,
+            )
+            rows.extend(reply.connections)
+            token = reply.next_page_token
+            if not token:
+                return rows
 
     try:
-        rows = asyncio.run(fetch())
-    except grpc.aio.AioRpcError as err:
-        raise CliError(f"node {target}: {err.code().name}: {err.details()}") from None
+        rows = run_on_node(target, creds, fetch, hint=_NODE_HINT)
+    except errors.StatusError as err:
+        raise failure(f"node {target}", err) from None
     header = ("HOSPITAL", "EDGE", "VERSION", "CONTRACT", "NODE", "CONNECTED SINCE", "RTT", "CALLS")
     print("{:<16} {:<22} {:<12} {:<9} {:<12} {:<26} {:>9} {:>5}".format(*header))
     for c in rows:
@@ -261,8 +261,17 @@ def _tunnels(args: argparse.Namespace) -> int:
     return 0
 
 
+_HOSPITAL_PACKAGE = "hplus.hospital.v1"
+
+
 def _find_method(name: str) -> Any:
-    """The MethodDescriptor of a hospital RPC named ``Service/Method`` (short or full)."""
+    """The MethodDescriptor of a hospital RPC named ``Service/Method`` (short or full).
+
+    Raises:
+        CliError: not ``SERVICE/METHOD``; a service of another package (``hplus.cloud.v1``
+            services are the cloud's own, not reachable through a hospital's tunnel); an
+            unknown service (the known ones are listed) or method.
+    """
     import importlib
     import pkgutil
 
@@ -270,43 +279,83 @@ def _find_method(name: str) -> Any:
 
     import hplus.hospital.v1 as hospital
 
-    for mod in pkgutil.iter_modules(hospital.__path__):
-        if mod.name.endswith("_pb2"):
-            importlib.import_module(f"hplus.hospital.v1.{mod.name}")
+    modules = [
+        importlib.import_module(f"{_HOSPITAL_PACKAGE}.{mod.name}")
+        for mod in pkgutil.iter_modules(hospital.__path__)
+        if mod.name.endswith("_pb2")
+    ]
+    known = sorted(s for m in modules for s in m.DESCRIPTOR.services_by_name)
     service, sep, method = name.strip("/").partition("/")
     if not sep or not service or not method:
         raise CliError(
             f"method {name!r}: expected SERVICE/METHOD, e.g. EdgeAdminService/GetEdgeInfo"
         )
-    full = service if "." in service else f"hplus.hospital.v1.{service}"
     pool = descriptor_pool.Default()
+    package, _, short = service.rpartition(".")
+    if package and package != _HOSPITAL_PACKAGE:
+        raise CliError(
+            f"{service} is not a hospital service: `hplus cloud call` calls a hospital's "
+            f"front-end server through its tunnel ({_HOSPITAL_PACKAGE}: {', '.join(known)})"
+        )
+    full = f"{_HOSPITAL_PACKAGE}.{short}"
     try:
         svc = pool.FindServiceByName(full)
     except KeyError:
-        raise CliError(f"unknown service {full!r}") from None
+        raise CliError(
+            f"unknown service {full!r}; hospital services are: {', '.join(known)}"
+        ) from None
     found = svc.methods_by_name.get(method)
     if found is None:
-        known = ", ".join(sorted(svc.methods_by_name))
-        raise CliError(f"service {full} has no method {method!r} (it has: {known})")
+        methods = ", ".join(sorted(svc.methods_by_name))
+        raise CliError(f"service {full} has no method {method!r} (it has: {methods})")
     return found
 
 
+def _request(text: str, request_cls: Any, type_name: str) -> Any:
+    """The request message from the command line's JSON (an object, proto3 JSON names)."""
+    import json
+
+    from google.protobuf import json_format
+
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise CliError(f"request JSON for {type_name}: {err}") from None
+    if not isinstance(data, dict):
+        raise CliError(
+            f"request JSON for {type_name}: expected an object ({{...}}), got {_json_kind(data)}"
+        )
+    try:
+        return json_format.ParseDict(data, request_cls())
+    except json_format.ParseError as err:
+        raise CliError(f"request JSON for {type_name}: {err}") from None
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "null"
+
+
 def _call(args: argparse.Namespace) -> int:
-    import grpc
     from google.protobuf import json_format, message_factory
 
     from cloud.gateway import INTERNAL_AUTH_KEY, ROUTE_KEY
+    from mesh import errors
 
     method = _find_method(args.method)
     if method.client_streaming:
         raise CliError(f"{method.full_name} is client-streaming: not callable from the CLI")
     request_cls = message_factory.GetMessageClass(method.input_type)
     response_cls = message_factory.GetMessageClass(method.output_type)
-    try:
-        request = json_format.Parse(args.request, request_cls())
-    except json_format.ParseError as err:
-        raise CliError(f"request JSON for {method.input_type.full_name}: {err}") from None
-    make_channel, target, secret = _internal(args)
+    request = _request(args.request, request_cls, method.input_type.full_name)
+    target, creds, secret = _internal(args)
     path = f"/{method.containing_service.full_name}/{method.name}"
     metadata = ((ROUTE_KEY, args.hospital_id), (INTERNAL_AUTH_KEY, secret))
 
@@ -317,30 +366,29 @@ def _call(args: argparse.Namespace) -> int:
             )
         )
 
-    async def invoke() -> None:
-        async with make_channel() as channel:
-            if method.server_streaming:
-                stream = channel.unary_stream(
+    async def invoke(channel: Any) -> None:
+        if method.server_streaming:
+            stream = errors.wrap(
+                channel.unary_stream(
                     path,
                     request_serializer=request_cls.SerializeToString,
                     response_deserializer=response_cls.FromString,
                 )
-                async for reply in stream(request, metadata=metadata, timeout=args.timeout):
-                    show(reply)
-            else:
-                unary = channel.unary_unary(
+            )
+            async for reply in stream(request, metadata=metadata, timeout=args.timeout):
+                show(reply)
+        else:
+            unary = errors.wrap(
+                channel.unary_unary(
                     path,
                     request_serializer=request_cls.SerializeToString,
                     response_deserializer=response_cls.FromString,
                 )
-                show(await unary(request, metadata=metadata, timeout=args.timeout))
+            )
+            show(await unary(request, metadata=metadata, timeout=args.timeout))
 
     try:
-        asyncio.run(invoke())
-    except grpc.aio.AioRpcError as err:
-        raise CliError(
-            f"{method.full_name} on {args.hospital_id} via {target}: "
-            f"{err.code().name}: {err.details()}",
-            exit_code=1,
-        ) from None
+        run_on_node(target, creds, invoke, hint=_NODE_HINT)
+    except errors.StatusError as err:
+        raise failure(f"{method.full_name} on {args.hospital_id} via {target}", err) from None
     return 0

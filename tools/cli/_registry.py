@@ -9,7 +9,8 @@ does. The token comes from ``--token-file`` or ``HPLUS_REGISTRY_TOKEN``.
 ``HPLUS_REGISTRY_DATABASE_URL`` or ``<data dir>/registry.db``): it is how the first
 release-manager token is made, before anyone holds a token to ask the node with.
 
-Exit codes: 0 done; 1 the push was refused for breaking changes; 2 bad input or a failed call.
+Exit codes: 0 done; 1 the push was refused for breaking changes; 2 bad input or a failed
+call; 3 the node could not be reached.
 """
 
 from __future__ import annotations
@@ -26,15 +27,20 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tools.cli._base import CliError, Parser, write_secret_file
-from tools.cli._node import channel_credentials, config_flags, open_channel
+from tools.cli._base import EXIT_BAD_INPUT, CliError, Parser, write_secret_file
+from tools.cli._node import (
+    channel_credentials,
+    config_flags,
+    failure,
+    precondition_lines,
+    run_on_node,
+)
 from tools.cli._node import load_node_config as _load
 
 if TYPE_CHECKING:
-    import grpc
-
     from cloud.registry import TokenStore
     from hplus.cloud.v1 import registry_pb2, registry_pb2_grpc
+    from mesh.errors import StatusError
 
     Stub = registry_pb2_grpc.RegistryServiceAsyncStub
     Md = tuple[tuple[str, str]]
@@ -213,15 +219,17 @@ def _token(args: argparse.Namespace) -> str:
     return token
 
 
+_REGISTRY_HINT = "is a cloud node running there? (hplus cloud run; --registry HOST:PORT)"
+
+
 def _call(
     args: argparse.Namespace,
     action: Callable[[Stub, Md], Awaitable[T]],
 ) -> T:
     """Run ``action`` against the registry with the caller's token; map call errors."""
-    import grpc
-
     from cloud.registry import MAX_MESSAGE_BYTES
     from hplus.cloud.v1 import registry_pb2_grpc
+    from mesh import errors
 
     config = _load(args)
     target = args.registry or config.listen
@@ -232,43 +240,21 @@ def _call(
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ]
 
-    async def go() -> T:
-        async with open_channel(target, creds, options) as channel:
-            return await action(registry_pb2_grpc.RegistryServiceStub(channel), metadata)
+    async def go(channel: Any) -> T:
+        return await action(errors.wrap(registry_pb2_grpc.RegistryServiceStub(channel)), metadata)
 
     try:
-        return asyncio.run(go())
-    except grpc.aio.AioRpcError as err:
+        return run_on_node(target, creds, go, hint=_REGISTRY_HINT, options=options)
+    except errors.StatusError as err:
         raise _rpc_error(target, err) from None
 
 
-def _rpc_error(target: str, err: grpc.aio.AioRpcError) -> CliError:
-    import grpc
-    from google.rpc import error_details_pb2
-    from grpc_status import rpc_status
-
-    lines = [f"registry {target}: {err.code().name}: {err.details()}"]
-    exit_code = 2
-    try:
-        status = rpc_status.from_call(err)
-    except ValueError:
-        status = None
-    for detail in status.details if status is not None else ():
-        if detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
-            failure = error_details_pb2.PreconditionFailure()
-            detail.Unpack(failure)
-            for v in failure.violations:
-                lines.append(f"  {v.subject}  {v.type}: {v.description}")
-        elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            if info.reason == "UNAPPROVED_BREAKING_CHANGES":
-                exit_code = EXIT_BREAKING
-    if exit_code == EXIT_BREAKING:
-        lines.append("approve intended breaks by listing their fingerprints in --approve FILE")
-    if err.code() == grpc.StatusCode.UNAVAILABLE:
-        lines.append("is a cloud node running there? (hplus cloud run; --registry HOST:PORT)")
-    return CliError("\n".join(lines), exit_code=exit_code)
+def _rpc_error(target: str, err: StatusError) -> CliError:
+    if err.reason != "UNAPPROVED_BREAKING_CHANGES":
+        return failure(f"registry {target}", err, exit_code=EXIT_BAD_INPUT)
+    lines = [f"registry {target}: {err}", *precondition_lines(err)]
+    lines.append("approve intended breaks by listing their fingerprints in --approve FILE")
+    return CliError("\n".join(lines), exit_code=EXIT_BREAKING)
 
 
 def _selector(text: str) -> registry_pb2.ReleaseSelector:
@@ -507,16 +493,14 @@ def _census_entries(args: argparse.Namespace) -> list[registry_pb2.CensusEntry]:
     from hplus.cloud.v1 import registry_pb2
 
     async def get(stub: Stub, md: Md) -> list[registry_pb2.CensusEntry]:
-        import grpc
+        from mesh import errors
 
         try:
             reply = await stub.GetFieldCensus(
                 registry_pb2.GetFieldCensusRequest(), metadata=md, timeout=30
             )
-        except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.UNIMPLEMENTED:
-                return []
-            raise
+        except errors.Unimplemented:
+            return []
         return list(reply.entries)
 
     return _call(args, get)
@@ -744,8 +728,10 @@ def _with_tokens(args: argparse.Namespace, action: Callable[[TokenStore], Awaita
 
     try:
         return asyncio.run(go())
-    except (DatabaseError, RegistryError) as err:
+    except DatabaseError as err:
         raise CliError(str(err)) from None
+    except RegistryError as err:
+        raise CliError(err.message) from None
 
 
 def _operator() -> str:

@@ -733,24 +733,24 @@ class HisCore(BillingOps):
         """
         id_number = id_number.strip().upper()
         if not name.strip():
-            raise HisError("INVALID", "姓名不能为空")
+            raise HisError("INVALID", "姓名不能为空", param="name")
         if not id_number:
-            raise HisError("INVALID", "证件号码不能为空")
+            raise HisError("INVALID", "证件号码不能为空", param="id_number")
         if id_type == "RESIDENT":
             if not is_valid_id_card(id_number):
-                raise HisError("INVALID", "身份证号码校验失败")
+                raise HisError("INVALID", "身份证号码校验失败", param="id_number")
             derived = dt.date(int(id_number[6:10]), int(id_number[10:12]), int(id_number[12:14]))
             if birth_date is not None and birth_date != derived:
-                raise HisError("INVALID", "出生日期与身份证号码不符")
+                raise HisError("INVALID", "出生日期与身份证号码不符", param="birth_date")
             birth_date = derived
             sex = "M" if int(id_number[16]) % 2 else "F"
             if gender in ("M", "F") and gender != sex:
-                raise HisError("INVALID", "性别与身份证号码不符")
+                raise HisError("INVALID", "性别与身份证号码不符", param="gender")
             gender = sex
         if birth_date is None:
-            raise HisError("INVALID", "出生日期不能为空")
+            raise HisError("INVALID", "出生日期不能为空", param="birth_date")
         if phone and (len(phone) != 11 or not phone.isdigit()):
-            raise HisError("INVALID", "手机号码格式错误")
+            raise HisError("INVALID", "手机号码格式错误", param="phone")
         for existing in self.patients.values():
             if existing.id_number == id_number and existing.id_type == id_type:
                 if existing.name != name:

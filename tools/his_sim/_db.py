@@ -47,6 +47,7 @@ from tools.his_sim._dbschema import (
     MODE,
     NOON,
     OUTAGE_CODE,
+    PARAMS,
     PAY_MODE,
     REG_STATUS,
     SEX,
@@ -639,7 +640,8 @@ class DbHis(SimBase):
         except HisError as err:
             code = ERRORS.get(err.code, "E999")
             record.outcome = f"error:{code}"
-            await self._respond(req_id, code, err.message, None)
+            refused = {"ERR_PARAM": PARAMS.get(err.param, err.param)} if err.param else None
+            await self._respond(req_id, code, err.message, refused)
             return
         record.outcome = "ok"
         fault = self.faults.take_timeout(operation) if write else None

@@ -19,6 +19,7 @@ __all__ = [
     "MODE",
     "NOON",
     "OUTAGE_CODE",
+    "PARAMS",
     "PAY_MODE",
     "REG_STATUS",
     "SEX",
@@ -59,6 +60,14 @@ ERRORS = {
     "ARCHIVED": "E301",
     "IDENTITY_MISMATCH": "E401",
 }
+PARAMS = {
+    "name": "PATIENT_NAME",
+    "id_number": "CERT_NO",
+    "birth_date": "BIRTHDAY",
+    "gender": "SEX",
+    "phone": "MOBILE",
+}
+"""Neutral names of refusable parameters → this dialect's IN_PARAMS keys."""
 OUTAGE_CODE = "-9"
 """RET_CODE written for every request during a "503" outage."""
 
@@ -108,7 +117,7 @@ def rev(table: dict[str, str], value: str, name: str) -> str:
     for neutral, code in table.items():
         if code == value:
             return neutral
-    raise HisError("INVALID", f"参数{name}取值{value!r}无效")
+    raise HisError("INVALID", f"参数{name}取值{value!r}无效", param=name)
 
 
 def int_param(params: dict[str, Any], name: str, *, required: bool = True) -> int | None:

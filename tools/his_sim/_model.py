@@ -44,12 +44,16 @@ class HisError(Exception):
             ``DUPLICATE_REF``, ``ARCHIVED``, ``PATIENT_MISMATCH``, ``BOOKING_CLOSED``,
             ``UNAVAILABLE``.
         message: Human-readable (Chinese) message as the vendor would show it.
+        param: The request parameter refused, when the HIS can tell: a neutral name
+            (``id_number``, as the core's arguments) that each dialect renders under its
+            own parameter name, or already the dialect's name; "" when none.
     """
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, param: str = "") -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.param = param
 
 
 @dataclass

@@ -79,13 +79,22 @@ ERRORS = {
     "PATIENT_MISMATCH": (422, 42210),
     "BOOKING_CLOSED": (422, 42211),
 }
+PARAMS = {
+    "name": "name",
+    "id_number": "certNo",
+    "birth_date": "birthday",
+    "gender": "sex",
+    "phone": "mobile",
+}
+"""Neutral names of refusable parameters → this dialect's request keys (sent back in the
+error envelope's ``data.param`` so the caller knows which one was refused)."""
 
 
 def _reverse(table: Mapping[str, str], value: str, name: str) -> str:
     for neutral, code in table.items():
         if code == value:
             return neutral
-    raise HisError("INVALID", f"参数{name}取值{value!r}无效")
+    raise HisError("INVALID", f"参数{name}取值{value!r}无效", param=name)
 
 
 class RestHis(SimBase):
@@ -162,8 +171,9 @@ class RestHis(SimBase):
                     data = guarded(fn, params)
                 except HisError as err:
                     status, code = ERRORS.get(err.code, (500, 50000))
+                    refused = {"param": PARAMS.get(err.param, err.param)} if err.param else None
                     return (
-                        self._send(status, {"code": code, "message": err.message, "data": None}),
+                        self._send(status, {"code": code, "message": err.message, "data": refused}),
                         False,
                         f"error:{code}",
                     )

@@ -60,6 +60,9 @@ ERRORS = {
     "ARCHIVED": "4001",
     "IDENTITY_MISMATCH": "5001",
 }
+PARAMS = {"name": "XM", "id_number": "ZJHM", "birth_date": "CSRQ", "gender": "XB", "phone": "SJHM"}
+"""Neutral names of refusable parameters → this dialect's request elements (sent back as
+``ErrorParam`` so the caller knows which one was refused)."""
 _LIST_INPUTS = {"CFHLB"}
 
 
@@ -67,7 +70,7 @@ def _rev(table: dict[str, str], value: str, name: str) -> str:
     for neutral, code in table.items():
         if code == value:
             return neutral
-    raise HisError("INVALID", f"参数{name}取值{value!r}无效")
+    raise HisError("INVALID", f"参数{name}取值{value!r}无效", param=name)
 
 
 def _local(tag: str) -> str:
@@ -166,12 +169,16 @@ class SoapHis(SimBase):
 
         return self._envelope(build, status)
 
-    def _result(self, code: str, message: str, data: dict[str, Any] | None) -> web.Response:
+    def _result(
+        self, code: str, message: str, data: dict[str, Any] | None, *, param: str = ""
+    ) -> web.Response:
         def build(body: Element) -> None:
             resp = SubElement(body, "HisCallResponse", {"xmlns": WS_NS})
             result = SubElement(resp, "Response")
             SubElement(result, "ResultCode").text = code
             SubElement(result, "ResultMsg").text = message
+            if param:
+                SubElement(result, "ErrorParam").text = PARAMS.get(param, param)
             if data is not None:
                 _build(SubElement(result, "Data"), self.faults.rename_out(data))
 
@@ -216,7 +223,11 @@ class SoapHis(SimBase):
                 data = guarded(fn, self.faults.rename_in(params))
             except HisError as err:
                 code = ERRORS.get(err.code, "9999")
-                return self._result(code, err.message, None), False, f"error:{code}"
+                return (
+                    self._result(code, err.message, None, param=err.param),
+                    False,
+                    f"error:{code}",
+                )
             return self._result("0", "成功", data), write, "ok"
 
         return await self._serve(request, operation, work, outage=self._outage)

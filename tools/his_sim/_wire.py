@@ -54,9 +54,9 @@ def yuan_to_fen(value: Any, name: str) -> int:
     try:
         amount = Decimal(str(value)) * 100
     except InvalidOperation as err:
-        raise HisError("INVALID", f"参数{name}金额格式错误") from err
+        raise HisError("INVALID", f"参数{name}金额格式错误", param=name) from err
     if amount != amount.to_integral_value() or amount < 0:
-        raise HisError("INVALID", f"参数{name}金额格式错误")
+        raise HisError("INVALID", f"参数{name}金额格式错误", param=name)
     return int(amount)
 
 
@@ -126,7 +126,7 @@ def parse_date(value: str, name: str) -> dt.date:
             return dt.datetime.strptime(value, fmt).date()
         except ValueError:
             continue
-    raise HisError("INVALID", f"参数{name}日期格式错误，应为yyyy-MM-dd")
+    raise HisError("INVALID", f"参数{name}日期格式错误，应为yyyy-MM-dd", param=name)
 
 
 def parse_dt(value: str, name: str) -> dt.datetime:
@@ -145,7 +145,7 @@ def parse_dt(value: str, name: str) -> dt.datetime:
     try:
         parsed = dt.datetime.fromisoformat(value.strip())
     except ValueError as err:
-        raise HisError("INVALID", f"参数{name}时间格式错误") from err
+        raise HisError("INVALID", f"参数{name}时间格式错误", param=name) from err
     return parsed.replace(tzinfo=CST) if parsed.tzinfo is None else parsed.astimezone(CST)
 
 
@@ -164,9 +164,9 @@ def req(params: Mapping[str, Any], name: str) -> str:
     """
     value = params.get(name)
     if value is None or not str(value).strip():
-        raise HisError("INVALID", f"缺少必填参数{name}")
+        raise HisError("INVALID", f"缺少必填参数{name}", param=name)
     if isinstance(value, dict | list):
-        raise HisError("INVALID", f"参数{name}类型错误")
+        raise HisError("INVALID", f"参数{name}类型错误", param=name)
     return str(value).strip()
 
 
@@ -188,5 +188,5 @@ def opt(params: Mapping[str, Any], name: str, default: str = "") -> str:
     if value is None:
         return default
     if isinstance(value, dict | list):
-        raise HisError("INVALID", f"参数{name}类型错误")
+        raise HisError("INVALID", f"参数{name}类型错误", param=name)
     return str(value).strip()

@@ -95,7 +95,10 @@ async def test_unexpected_errors_are_internal_and_generic(
             )
     finally:
         await server.stop(None)
-    assert status.message == "internal error"
+    assert status.message.startswith("internal error (correlation id ")
+    assert "hunter2" not in status.message
+    correlation = status.message.removeprefix("internal error (correlation id ").rstrip(")")
+    assert f"RegistryService.GetRelease failed (correlation id {correlation})" in caplog.text
     assert "hunter2" in caplog.text  # logged for us, not sent to the caller
 
 

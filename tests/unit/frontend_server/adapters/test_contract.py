@@ -369,6 +369,24 @@ async def test_register_and_find_patient(his: SimBase, adapter: HisAdapter) -> N
     assert "13800138000" not in repr(registration)
 
 
+async def test_a_refused_parameter_is_named_by_its_contract_field(
+    his: SimBase, adapter: HisAdapter
+) -> None:
+    valid = _new_id_card("456")
+    bad_digit = valid[:17] + ("0" if valid[17] != "0" else "1")
+    registration = PatientRegistration(name="测试患者", id_number=bad_digit, payer="SELF")
+    with pytest.raises(HisRejected) as info:
+        await adapter.register_patient(registration)
+    assert info.value.reason is RejectReason.INVALID_ARGUMENT
+    assert info.value.field == "id_card_number"
+    assert bad_digit not in str(info.value)  # the vendor's text stays out of str()
+    with pytest.raises(HisRejected) as info:
+        await adapter.register_patient(
+            dataclasses.replace(registration, id_number=valid, phone="12345")
+        )
+    assert info.value.field == "phone_number"
+
+
 async def test_settings_choose_the_adapter(his: SimBase) -> None:
     async with make_adapter(settings_for(his)) as a:
         assert a.dialect == his.dialect

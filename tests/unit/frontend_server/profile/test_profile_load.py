@@ -187,6 +187,21 @@ def test_digest_is_canonical_and_tracks_content(root: Path) -> None:
             "business_hours.days[1]: invalid value 'funday'",
         ),
         (
+            "[his.timeouts]\nread_seconds = nan\n",
+            "read_seconds = nan",
+            "his.timeouts.read_seconds: invalid value nan: must be a finite number",
+        ),
+        (
+            "[his.limits]\nrate_per_second = inf\n",
+            "rate_per_second = inf",
+            "his.limits.rate_per_second: invalid value inf: must be a finite number",
+        ),
+        (
+            "[tasks]\ndrain_rate_per_second = -inf\n",
+            "drain_rate_per_second = -inf",
+            "tasks.drain_rate_per_second: invalid value -inf: must be a finite number",
+        ),
+        (
             '[code_tables.clinic_type]\nMZ = "CLINIC_TYPE_SPECIALTY_DISEASE"\n',
             "[fees.registration]",  # the table that lacks the fee, in the template
             "fees.registration.specialty_disease: missing mapping: no registration fee for "
@@ -294,4 +309,11 @@ def test_content_from_the_cloud_round_trips_to_the_same_digest() -> None:
         load_profile_content(as_struct, source="ApplyConfig")
     assert str(info.value) == (
         "ApplyConfig: tasks.max_attempts: wrong type: expected integer, got number 2.5"
+    )
+    as_struct["tasks"]["max_attempts"] = float("nan")
+    with pytest.raises(ConfigError) as info:
+        load_profile_content(as_struct, source="ApplyConfig")
+    assert (info.value.key, info.value.problem) == (
+        "tasks.max_attempts",
+        "invalid value nan: must be a finite number",
     )

@@ -146,7 +146,13 @@ async def test_apply_config_validates_against_the_digest(
     assert status is not None
     bad = error_details_pb2.BadRequest()
     status.details[0].Unpack(bad)
-    assert "drain_rate_per_second" in bad.field_violations[0].description
+    # The violation names the parameter's path inside the request and what is wrong.
+    assert bad.field_violations[0].field == "content.tasks.drain_rate_per_second"
+    assert bad.field_violations[0].description == "wrong type: expected number, got string 'fast'"
+    assert invalid.value.details() == (
+        "invalid request: content.tasks.drain_rate_per_second: wrong type: expected number, "
+        "got string 'fast'"
+    )
 
     with pytest.raises(grpc.aio.AioRpcError) as live:
         await admin.ApplyConfig(

@@ -1,4 +1,4 @@
-"""The one error table of the hospital services, seen by a real client of a real server."""
+"""The edge's one error table, seen by a real client of a real server."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from frontend_server.adapters import (
     HisCapabilityError,
@@ -16,28 +14,46 @@ from frontend_server.adapters import (
     HisUnavailable,
     RejectReason,
 )
-from frontend_server.ledger import IdempotencyKeyInProgress, OperationError, OperationUnknown
-from frontend_server.services._errors import Failed, InvalidRequest, rpc
+from frontend_server.ledger import (
+    IdempotencyKeyInProgress,
+    InvalidIdempotencyKey,
+    OperationError,
+    OperationUnknown,
+)
+from frontend_server.rules import Reason, RuleRefusal
+from frontend_server.services import HOSPITAL_ERRORS, InvalidRequest
+from frontend_server.services._errors import rejection, replayed, rule_refusal
 from hplus.hospital.v1 import directory_pb2, directory_pb2_grpc
+from mesh import errors
 
 ERRORS: dict[str, Exception] = {
     "invalid": InvalidRequest([("schedule_id", "required"), ("page_size", "negative")]),
     "slot-full": HisRejected(RejectReason.SLOT_FULL, "42201", "号源已满 110101199003074518"),
     "refund": HisRejected(RejectReason.INSUFFICIENT_AMOUNT, "42206"),
+    "his-field": HisRejected(
+        RejectReason.INVALID_ARGUMENT,
+        "40001",
+        "身份证号码110101199003074518校验失败",
+        field="id_card_number",
+    ),
+    "rule": RuleRefusal(
+        Reason.BOOKING_RULE_VIOLATED, "real_name", "one booking per patient per doctor per day"
+    ),
     "down": HisUnavailable("down", operation="list_departments", dialect="rest"),
     "timeout": HisTimeout("late", operation="list_departments", dialect="rest"),
     "capability": HisCapabilityError("charge_query_by_key", dialect="db"),
     "in-progress": IdempotencyKeyInProgress("k", "running", retry_after_seconds=2.5),
+    "bad-key": InvalidIdempotencyKey("", "idempotency key is empty"),
     "unknown": OperationUnknown("k", "lost"),
-    "replayed": Failed(
+    "replayed": replayed(
         OperationError(code="FAILED_PRECONDITION", reason="HOLD_EXPIRED", message="x")
     ),
     "bug": RuntimeError("patient 110101199003074518 broke it"),
 }
 
 
+@HOSPITAL_ERRORS.servicer
 class Failing(directory_pb2_grpc.DirectoryServiceServicer):
-    @rpc
     async def ListDepartments(
         self,
         request: directory_pb2.ListDepartmentsRequest,
@@ -55,32 +71,15 @@ async def stub() -> AsyncIterator[directory_pb2_grpc.DirectoryServiceStub]:
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield directory_pb2_grpc.DirectoryServiceStub(channel)
+        yield errors.wrap(directory_pb2_grpc.DirectoryServiceStub(channel))
     await server.stop(None)
 
 
-async def call(stub: directory_pb2_grpc.DirectoryServiceStub, case: str) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
+async def call(stub: directory_pb2_grpc.DirectoryServiceStub, case: str) -> errors.StatusError:
+    with pytest.raises(errors.StatusError) as info:
         await stub.ListDepartments(directory_pb2.ListDepartmentsRequest(campus_id=case), timeout=5)
+    assert "110101" not in info.value.message  # vendor texts and bugs never reach the caller
     return info.value
-
-
-def details(err: grpc.aio.AioRpcError) -> dict[str, object]:
-    status = rpc_status.from_call(err)  # raises if code or message disagree with the call's
-    out: dict[str, object] = {}
-    if status is None:
-        return out
-    for any_ in status.details:
-        for cls in (
-            error_details_pb2.ErrorInfo,
-            error_details_pb2.BadRequest,
-            error_details_pb2.RetryInfo,
-        ):
-            if any_.Is(cls.DESCRIPTOR):
-                msg = cls()
-                any_.Unpack(msg)
-                out[cls.__name__] = msg
-    return out
 
 
 @pytest.mark.parametrize(
@@ -99,35 +98,84 @@ async def test_domain_errors_map_to_codes_with_error_info(
     stub: directory_pb2_grpc.DirectoryServiceStub, case: str, code: grpc.StatusCode, reason: str
 ) -> None:
     err = await call(stub, case)
-    assert err.code() == code
-    info = details(err)["ErrorInfo"]
-    assert isinstance(info, error_details_pb2.ErrorInfo)
-    assert (info.reason, info.domain) == (reason, "hospital.hplus")
-    assert "110101" not in (err.details() or "")  # vendor texts never reach the message
+    assert err.code == code
+    assert (err.reason, err.domain) == (reason, "hospital.hplus")
 
 
-async def test_validation_lists_every_field(stub: directory_pb2_grpc.DirectoryServiceStub) -> None:
+async def test_validation_says_what_is_wrong_with_every_field(
+    stub: directory_pb2_grpc.DirectoryServiceStub,
+) -> None:
     err = await call(stub, "invalid")
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    bad = details(err)["BadRequest"]
-    assert isinstance(bad, error_details_pb2.BadRequest)
-    assert [v.field for v in bad.field_violations] == ["schedule_id", "page_size"]
+    assert type(err) is errors.InvalidArgument
+    assert [v.field for v in err.field_violations] == ["schedule_id", "page_size"]
+    assert err.message == "invalid request: schedule_id: required; page_size: negative"
+
+
+async def test_a_his_refusal_names_the_refused_field(
+    stub: directory_pb2_grpc.DirectoryServiceStub,
+) -> None:
+    err = await call(stub, "his-field")
+    assert type(err) is errors.InvalidArgument
+    assert err.message == "the HIS refused a parameter: id_card_number"
+    assert err.field_violations == (
+        errors.FieldViolation("id_card_number", "refused by the HIS (vendor code 40001)"),
+    )
+    assert (err.reason, err.metadata) == ("HIS_INVALID_ARGUMENT", {"vendor_code": "40001"})
+
+
+async def test_a_rule_refusal_carries_the_rule_and_its_text(
+    stub: directory_pb2_grpc.DirectoryServiceStub,
+) -> None:
+    err = await call(stub, "rule")
+    assert type(err) is errors.FailedPrecondition
+    assert err.message == (
+        "a hospital rule refuses this booking: one booking per patient per doctor per day "
+        "(rule real_name)"
+    )
+    assert err.reason == "BOOKING_RULE_VIOLATED"
+    assert err.metadata == {
+        "rule": "real_name",
+        "rule_text": "one booking per patient per doctor per day",
+    }
 
 
 async def test_key_in_progress_says_when_to_retry(
     stub: directory_pb2_grpc.DirectoryServiceStub,
 ) -> None:
     err = await call(stub, "in-progress")
-    assert err.code() == grpc.StatusCode.ABORTED
-    retry = details(err)["RetryInfo"]
-    assert isinstance(retry, error_details_pb2.RetryInfo)
-    assert retry.retry_delay.ToMilliseconds() == 2500
+    assert (type(err), err.retry_delay) == (errors.Aborted, 2.5)
+
+
+async def test_a_bad_key_names_the_field(stub: directory_pb2_grpc.DirectoryServiceStub) -> None:
+    err = await call(stub, "bad-key")
+    assert err.reason == "IDEMPOTENCY_KEY_INVALID"
+    assert err.field_violations == (
+        errors.FieldViolation("idempotency_key", "idempotency key is empty"),
+    )
 
 
 async def test_a_bug_is_internal_and_leaks_nothing(
     stub: directory_pb2_grpc.DirectoryServiceStub, caplog: pytest.LogCaptureFixture
 ) -> None:
     err = await call(stub, "bug")
-    assert err.code() == grpc.StatusCode.INTERNAL
-    assert err.details() == "internal error"
-    assert "ListDepartments failed unexpectedly" in caplog.text
+    assert type(err) is errors.Internal
+    correlation = err.metadata[errors.CORRELATION_KEY]
+    assert err.message == f"internal error (correlation id {correlation})"
+    assert f"DirectoryService.ListDepartments failed (correlation id {correlation})" in (
+        caplog.text
+    )
+
+
+def test_refusals_are_recorded_with_what_a_replay_needs() -> None:
+    """The ledger keeps the field and the rule text: a retry gets the same details."""
+    his = rejection(
+        HisRejected(RejectReason.INVALID_ARGUMENT, "40001", "x", field="id_card_number")
+    )
+    rule = rule_refusal(RuleRefusal(Reason.SLOT_FULL, "capacity", "no place is free"))
+    for recorded in (his, rule):
+        again = OperationError(**{**recorded.__dict__, "violations": list(recorded.violations)})
+        assert again == recorded
+        first, replay = replayed(recorded), replayed(again)
+        assert first.to_status() == replay.to_status()
+    assert replayed(rule).metadata == {"rule": "capacity", "rule_text": "no place is free"}
+    assert replayed(his).field_violations[0].field == "id_card_number"

@@ -1,0 +1,54 @@
+"""The cloud's error mapping: the one place a cloud servicer's exception becomes a status.
+
+Every servicer the cloud serves (registry, operations, the internal endpoint's forwarder)
+is wrapped with ``CLOUD_ERRORS`` (a :class:`mesh.errors.ErrorMapping`). The cloud's domain
+errors either are tree errors already (the registry's errors, ``HospitalUnavailable``:
+their class is their status code) or are translated by :func:`translate` below; anything
+else is a bug, answered INTERNAL with a correlation id and logged once.
+
+========================  ===========  ============================================
+error                     code         details
+========================  ===========  ============================================
+``PresenceUnavailable``   UNAVAILABLE  ``PRESENCE_UNAVAILABLE``, ``RetryInfo``; the
+                                       store's own error is logged, never sent
+========================  ===========  ============================================
+"""
+
+from __future__ import annotations
+
+import logging
+
+from cloud.presence import PresenceUnavailable
+from mesh import errors
+
+__all__ = ["CLOUD_ERRORS", "ERROR_DOMAIN", "translate"]
+
+log = logging.getLogger("cloud.errors")
+
+ERROR_DOMAIN = "cloud.hplus"
+"""``ErrorInfo.domain`` of the cloud node's own errors (the registry names its own)."""
+
+_PRESENCE_RETRY_SECONDS = 1.0
+
+
+def translate(err: Exception) -> errors.StatusError | None:
+    """The cloud's table: a domain error that is not a tree error → the tree error.
+
+    Args:
+        err: what a servicer raised.
+
+    Returns:
+        The error to send, or ``None`` for an exception no table knows (a bug).
+    """
+    if isinstance(err, PresenceUnavailable):
+        log.warning("presence unavailable: %s", err)
+        return errors.Unavailable(
+            "tunnel presence is unavailable; retry shortly",
+            reason="PRESENCE_UNAVAILABLE",
+            retry_delay=_PRESENCE_RETRY_SECONDS,
+        )
+    return None
+
+
+CLOUD_ERRORS = errors.ErrorMapping(domain=ERROR_DOMAIN, translate=translate, logger=log)
+"""The cloud's one error mapping (see the module docstring)."""
