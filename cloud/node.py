@@ -29,7 +29,7 @@ from cloud.census import (
 )
 from cloud.config import NodeConfig, TlsMode, parse_listen
 from cloud.db import create_engine
-from cloud.fleet import CredentialStore, migrate_fleet
+from cloud.fleet import CredentialInfo, CredentialStore, migrate_fleet
 from cloud.gateway import (
     ForwardHandler,
     HospitalRouter,
@@ -165,7 +165,7 @@ class CloudNode:
         secret = load_or_create_secret(cfg.cluster_secret, cfg.data_dir)
         store = self.credentials
 
-        async def authenticate(metadata: Sequence[tuple[str, Any]]) -> str | None:
+        async def authenticate(metadata: Sequence[tuple[str, Any]]) -> CredentialInfo | None:
             return await store.authenticate(bearer_token(list(metadata)))
 
         # The internal endpoint binds first: its port goes into presence records.

@@ -778,6 +778,28 @@ class Session:
         ping = tunnel_pb2.Ping(id=ping_id, sent_at=_timestamp_now())
         self.enqueue(tunnel_pb2.Frame(stream_id=0, ping=ping))
 
+    async def probe(self, within: float) -> bool:
+        """Pings the peer; True once anything arrives from it within ``within`` seconds.
+
+        A gateway asks this of an edge's tunnel when another connection claims the same
+        edge id. Any frame counts, not only the pong, so a busy tunnel whose pong waits
+        behind data is not mistaken for a dead one.
+        """
+        loop = self._loop
+        if loop is None or self._ended is None or self._ended.done() or self._closing:
+            return False
+        start = loop.time()
+        self.ping()
+        # Polled, not signalled: the reader's per-message path stays as it is, and a probe
+        # runs only when two tunnels claim one edge id.
+        while loop.time() - start < within:
+            if self._last_rx > start:
+                return True
+            if self._ended.done():
+                return False
+            await asyncio.sleep(0.01)
+        return self._last_rx > start
+
     async def _liveness(self) -> None:
         assert self._loop is not None
         interval = self.ping_interval
