@@ -11,7 +11,8 @@ Besides running sessions, the gateway keeps the rules about *who* may hold tunne
   live tunnel already holds that key, the gateway pings it: if it answers within
   ``liveness_probe`` seconds the newcomer is refused with ALREADY_EXISTS (so a stolen
   credential plus a known edge id cannot push the real edge off), otherwise the silent
-  tunnel is replaced (an edge reconnecting after its old connection went half-open).
+  tunnel is replaced (an edge reconnecting after its old connection went half-open). A
+  draining holder (after go-away from either side) gives way without being probed.
 """
 
 from __future__ import annotations
@@ -466,9 +467,15 @@ class TunnelGateway(tunnel_pb2_grpc.TunnelServiceServicer):
             peer=self._entries[session].origin.peer if session in self._entries else "",
         )
 
+    @staticmethod
+    def _gives_way(session: Session) -> bool:
+        # Ended, or draining (this node or the edge sent go-away): the edge is moving on, so
+        # its new tunnel is no conflict; the old one finishes its calls undisturbed.
+        return session.is_closed or (session.ready.is_set() and not session.accepting_calls)
+
     async def _is_alive(self, session: Session) -> bool:
         if not session.ready.is_set():
-            return not session.is_closed  # accepted a moment ago, still sending its welcome
+            return True  # accepted a moment ago, still sending its welcome
         return await session.probe(self._liveness_probe)
 
     def _replace(self, session: Session, by: str) -> None:
@@ -501,7 +508,7 @@ class TunnelGateway(tunnel_pb2_grpc.TunnelServiceServicer):
             if origin.credential_id and self._is_revoked(origin.credential_id):
                 return make_status(grpc.StatusCode.UNAUTHENTICATED, "credential revoked")
             holder = self._holders.get(key)
-            if holder is not None and holder is not session and not holder.is_closed:
+            if holder is not None and holder is not session and not self._gives_way(holder):
                 if await self._is_alive(holder):
                     return self._conflict(claim, self._holder(holder))
                 self._replace(holder, f"a new tunnel from {origin.peer}")
@@ -577,18 +584,18 @@ class TunnelGateway(tunnel_pb2_grpc.TunnelServiceServicer):
             claimant: Who claims it, for the log (node and peer).
 
         Returns:
-            The tunnel if it answered a ping; ``None`` if it is not here any more or stayed
-            silent, in which case it was closed as replaced.
+            The tunnel if it answered a ping; ``None`` if it is not here any more, is
+            draining, or stayed silent, in which case it was closed as replaced.
         """
         session = next(
             (s for s in self._entries if s.welcome.session_id == session_id and s.ready.is_set()),
             None,
         )
-        if session is None or session.is_closed:
+        if session is None or self._gives_way(session):
             return None
         entry = self._entries[session]
         async with self._key_locks.hold(entry.key or ("", "", -1)):
-            if session.is_closed:
+            if self._gives_way(session):
                 return None
             if await self._is_alive(session):
                 return self._holder(session)
