@@ -199,6 +199,33 @@ async def test_refused_duplicates_are_listed_for_operators(tmp_path: Path) -> No
             assert first.slots[0].connects == 1  # the real edge was never pushed off
 
 
+async def test_one_credential_cannot_hold_more_than_four_tunnels(tmp_path: Path) -> None:
+    """The default limit: one credential once opened 2,000 tunnels."""
+    async with CloudNode(node_config(tmp_path, "n1"), tunnel_config=FAST) as node:
+        assert node.credentials is not None
+        assert node.gateway is not None
+        cred = await node.credentials.issue("h-001")
+        async with contextlib.AsyncExitStack() as stack:
+            dialers = [
+                await stack.enter_async_context(edge(node, "h-001", cred.token, edge_id=f"e{i}"))
+                for i in range(6)
+            ]
+            await until(
+                lambda: (
+                    sum(d.slots[0].connects for d in dialers) == 4
+                    and sum(d.slots[0].failures >= 1 for d in dialers) == 2
+                )
+            )
+            assert len(node.gateway.sessions("h-001")) == 4
+            for d in dialers:
+                if d.slots[0].connects == 0:
+                    assert d.slots[0].last_error == (
+                        f"RESOURCE_EXHAUSTED: credential {cred.credential_id} already holds 4 "
+                        "live tunnel(s) on this node: the limit is 4 per credential "
+                        "(max_tunnels_per_credential)"
+                    )
+
+
 async def _at_least(listed: object, refused: int) -> bool:
     found = await listed()  # type: ignore[operator]
     return bool(found) and found[0].refused_tunnels >= refused
