@@ -61,6 +61,11 @@ def _timestamp_now() -> timestamp_pb2.Timestamp:
     return stamp
 
 
+def _seen(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 def _frame_cost(frame: tunnel_pb2.Frame) -> int:
     kind = frame.WhichOneof("kind")
     if kind == "message":
@@ -186,10 +191,12 @@ class Session:
         writer: asyncio.Task[None] | None = None
         liveness: asyncio.Task[None] | None = None
         try:
+            handshake = loop.create_task(self._handshake(), name=f"{self.name}-handshake")
+            # If the owner cancels us just as the handshake ends with a refusal, wait_for
+            # drops the refusal; mark it seen so asyncio does not log it as never retrieved.
+            handshake.add_done_callback(_seen)
             try:
-                leftover = await asyncio.wait_for(
-                    self._handshake(), timeout=self.config.handshake_timeout
-                )
+                leftover = await asyncio.wait_for(handshake, timeout=self.config.handshake_timeout)
             except TimeoutError:
                 raise _End(
                     make_status(grpc.StatusCode.DEADLINE_EXCEEDED, "handshake timed out")
