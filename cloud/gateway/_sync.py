@@ -119,9 +119,15 @@ class PresenceSync:
         """Republish every local session once (updates RTT, in-flight calls, last seen)."""
         if self._gateway is None:
             return
-        for session in self._gateway.sessions():
+        gateway = self._gateway
+        for session in gateway.sessions():
             if session.ready.is_set() and not session.is_closed:
                 await self._presence.put(self.record(session))
+                if gateway.origin(session) is None:
+                    # It ended while we wrote: its removal may have landed first, and a
+                    # stale record would make a revocation look unconfirmed for a TTL.
+                    hospital, session_id = session.hello.hospital_id, session.welcome.session_id
+                    await self._presence.remove(hospital, session_id)
         self.heartbeats += 1
 
     async def run(self) -> None:
