@@ -95,7 +95,7 @@ async def test_a_credential_revoked_in_the_database_ends_its_tunnel_within_secon
 async def test_close_credential_tunnels_closes_at_once_and_reports_the_count(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING)
+    caplog.set_level(logging.WARNING, logger="mesh.tunnel")
     config = node_config(tmp_path, "n1", revocation_poll_seconds=60.0)  # the RPC alone
     async with CloudNode(config, tunnel_config=FAST) as node:
         assert node.credentials is not None
