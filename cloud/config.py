@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import ipaddress
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +33,16 @@ def parse_listen(value: str) -> tuple[str, int]:
         ValueError: the value is not ``HOST:PORT`` with a port in 0..65535.
     """
     return parse_hostport(value)
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only: ``localhost``, 127.0.0.0/8 or ``::1``."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # any other name may resolve to a public interface
+        return False
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -71,6 +82,19 @@ class NodeConfig:
     """Seconds a node's presence records live without a heartbeat (heartbeat: TTL/3)."""
     redis_namespace: str = "hplus:"
     """Prefix of every Redis key, so several environments can share one Redis."""
+    max_tunnels_per_credential: int = 4
+    """Live tunnels one credential may hold across the cloud; more: RESOURCE_EXHAUSTED.
+
+    An edge holds one or two tunnels (two when it is given two gateways) plus, briefly, one
+    more while it reconnects: 4 leaves room for that and stops a stolen credential from
+    opening thousands. Exact per node; across nodes as current as presence is."""
+    liveness_probe_seconds: float = 2.0
+    """How long an edge's tunnel has to answer a ping when a new connection claims the same
+    edge id and connection index: if it answers, the newcomer is refused (ALREADY_EXISTS);
+    if not, the silent tunnel is replaced (a reconnect after a half-open connection)."""
+    revocation_poll_seconds: float = 1.0
+    """How often the node asks the fleet database whether a credential of its live tunnels
+    was revoked: the safety net behind the revocation message (which is immediate)."""
     cluster_secret: str | None = dataclasses.field(default=None, repr=False)
     """Shared secret of the cloud's nodes for the internal endpoint; ``None``: made once
     under ``data_dir`` (fine for nodes that share a data directory, e.g. in development)."""
@@ -101,6 +125,27 @@ class NodeConfig:
             raise ConfigError("node_id: must not be empty")
         if self.grace_seconds < 0:
             raise ConfigError(f"grace_seconds: must be >= 0, got {self.grace_seconds}")
+        if self.max_tunnels_per_credential < 1:
+            raise ConfigError(
+                f"max_tunnels_per_credential: must be >= 1, got {self.max_tunnels_per_credential}"
+            )
+        if self.liveness_probe_seconds <= 0:
+            raise ConfigError(
+                f"liveness_probe_seconds: must be > 0, got {self.liveness_probe_seconds}"
+            )
+        if self.revocation_poll_seconds <= 0:
+            raise ConfigError(
+                f"revocation_poll_seconds: must be > 0, got {self.revocation_poll_seconds}"
+            )
+        if self.tls_mode is TlsMode.OFF:
+            for name in ("listen", "internal_listen"):
+                address = getattr(self, name)
+                if not _is_loopback(parse_listen(address)[0]):
+                    raise ConfigError(
+                        f"tls mode 'off' is for loopback only, but {name} is {address}: "
+                        "plaintext may listen only on 127.0.0.0/8, ::1 or localhost "
+                        "(use tls mode 'dev' or 'files' on other addresses)"
+                    )
         if self.tls_mode is TlsMode.FILES:
             missing = [n for n in ("tls_cert", "tls_key", "tls_ca") if getattr(self, n) is None]
             if missing:
@@ -122,8 +167,8 @@ class NodeConfig:
         the file.
 
         Args:
-            path: a TOML file with ``[node]``, ``[tls]``, ``[databases]`` and ``[redis]``
-                tables, or ``None``.
+            path: a TOML file with ``[node]``, ``[tls]``, ``[databases]``, ``[redis]``,
+                ``[census]`` and ``[tunnels]`` tables, or ``None``.
             env: the environment to read the ``HPLUS_*`` variables of ``_ENV`` from; tests
                 pass their own.
             overrides: values from flags, by field name.
@@ -163,7 +208,7 @@ def _from_file(path: Path) -> dict[str, object]:
     doc, text = load_toml(path)
     values: dict[str, object] = {}
     Section(doc, name="", path=path, text=text).reject_unknown(
-        ["node", "tls", "databases", "redis", "census"]
+        ["node", "tls", "databases", "redis", "census", "tunnels"]
     )
 
     def rel(p: str) -> Path:
@@ -228,6 +273,25 @@ def _from_file(path: Path) -> dict[str, object]:
             lambda v: 0.0 <= v <= 1.0,
             "must be within [0, 1]",
         )
+
+    tunnels = Section.of(doc, "tunnels", path=path, text=text)
+    tunnels.reject_unknown(["max_per_credential", "liveness_probe", "revocation_poll"])
+    present = doc.get("tunnels", {})
+    if "max_per_credential" in present:
+        values["max_tunnels_per_credential"] = tunnels.check(
+            "max_per_credential",
+            tunnels.get("max_per_credential", int, 4),
+            lambda v: v >= 1,
+            "must be >= 1",
+        )
+    for key, field in (
+        ("liveness_probe", "liveness_probe_seconds"),
+        ("revocation_poll", "revocation_poll_seconds"),
+    ):
+        if key in present:
+            values[field] = tunnels.check(
+                key, tunnels.get(key, float, 1.0), lambda v: v > 0, "must be > 0"
+            )
 
     red = Section.of(doc, "redis", path=path, text=text)
     red.reject_unknown(["url", "presence_ttl", "namespace"])

@@ -29,12 +29,14 @@ from cloud.census import (
 )
 from cloud.config import NodeConfig, TlsMode, parse_listen
 from cloud.db import create_engine
-from cloud.fleet import CredentialStore, migrate_fleet
+from cloud.fleet import CredentialInfo, CredentialStore, migrate_fleet
 from cloud.gateway import (
     ForwardHandler,
     HospitalRouter,
     InternalAuthInterceptor,
+    PresenceCluster,
     PresenceSync,
+    RevocationWatcher,
     load_or_create_secret,
 )
 from cloud.operations import OperationsServicer
@@ -86,6 +88,7 @@ class CloudNode:
         self._census_flusher: CensusFlusher | None = None
         self._releases: ReleaseResolver | None = None
         self._sync: PresenceSync | None = None
+        self.revocations: RevocationWatcher | None = None
         self._health = health.aio.HealthServicer()
         self._service_names: list[str] = []
         self._stopped = asyncio.Event()
@@ -168,7 +171,7 @@ class CloudNode:
         secret = load_or_create_secret(cfg.cluster_secret, cfg.data_dir)
         store = self.credentials
 
-        async def authenticate(metadata: Sequence[tuple[str, Any]]) -> str | None:
+        async def authenticate(metadata: Sequence[tuple[str, Any]]) -> CredentialInfo | None:
             return await store.authenticate(bearer_token(list(metadata)))
 
         # The internal endpoint binds first: its port goes into presence records.
@@ -185,6 +188,11 @@ class CloudNode:
             node_address=node_address,
             interval=cfg.presence_ttl / 3,
         )
+
+        def peer_channel(address: str) -> grpc.aio.Channel:
+            assert self.router is not None  # built right after the gateway
+            return self.router.peer_channel(address)
+
         self.gateway = TunnelGateway(
             authenticate=authenticate,
             node_id=cfg.node_id,
@@ -193,8 +201,25 @@ class CloudNode:
             next_epoch=self.presence.next_epoch,
             hooks=[self.census] if cfg.census_rate > 0 else [],
             check_hello=self._check_release,
+            max_tunnels_per_credential=cfg.max_tunnels_per_credential,
+            liveness_probe=cfg.liveness_probe_seconds,
+            cluster=PresenceCluster(
+                self.presence,
+                peer_channel,
+                node_id=cfg.node_id,
+                secret=secret,
+                probe_timeout=cfg.liveness_probe_seconds + 3.0,
+            ),
+            on_conflict=self._sync.on_conflict,
         )
         self._sync.attach(self.gateway)
+        self.revocations = RevocationWatcher(
+            self.gateway,
+            self.presence,
+            store,
+            node_id=cfg.node_id,
+            poll_interval=cfg.revocation_poll_seconds,
+        )
         peer_creds = (
             None
             if self.tls is None
@@ -210,7 +235,13 @@ class CloudNode:
 
         health_pb2_grpc.add_HealthServicer_to_server(self._health, internal)
         operations_pb2_grpc.add_OperationsServiceServicer_to_server(
-            OperationsServicer(self.presence), internal
+            OperationsServicer(
+                self.presence,
+                credentials=store,
+                revocations=self.revocations,
+                gateway=self.gateway,
+            ),
+            internal,
         )
         internal.add_generic_rpc_handlers([ForwardHandler(self.gateway, self.router)])
 
@@ -239,6 +270,7 @@ class CloudNode:
         await server.start()
         self._internal, self._server, self._starting = internal, server, None
         await self._sync.__aenter__()
+        await self.revocations.__aenter__()
         self._census_flusher.start()
         for name in ["", *self._service_names]:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -295,6 +327,8 @@ class CloudNode:
         await server.stop(grace)
         if self._internal is not None:
             await self._internal.stop(grace)
+        if self.revocations is not None:
+            await self.revocations.shutdown()
         if self._sync is not None:
             await self._sync.shutdown()
         if self._census_flusher is not None:
@@ -323,6 +357,8 @@ class CloudNode:
             if srv is not None:
                 await srv.stop(0)
         self._server = self._internal = self._starting = None
+        if self.revocations is not None:
+            await self.revocations.shutdown()
         if self._sync is not None:
             await self._sync.shutdown()
         if self.presence is not None:

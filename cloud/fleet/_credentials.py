@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+from collections.abc import Iterable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -19,6 +21,7 @@ from cloud.fleet._schema import CREDENTIALS
 __all__ = ["CredentialError", "CredentialInfo", "CredentialStore", "IssuedCredential"]
 
 _PREFIX = "hpc1"
+_BATCH = 500
 _HOSPITAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -99,8 +102,13 @@ class CredentialStore:
             token=minted.token,
         )
 
-    async def authenticate(self, token: str | None) -> str | None:
-        """The hospital a valid, unrevoked token belongs to, else ``None``."""
+    async def authenticate(self, token: str | None) -> CredentialInfo | None:
+        """The valid, unrevoked credential ``token`` proves, else ``None``.
+
+        Its ``hospital_id`` and ``credential_id`` are what the tunnel gateway needs (the
+        result satisfies `mesh.tunnel.Principal`): which hospital, and which credential to
+        count tunnels against and to close tunnels of when it is revoked.
+        """
         parsed = bearer.parse(token, _PREFIX)
         if parsed is None:
             return None
@@ -108,7 +116,7 @@ class CredentialStore:
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
-                    sa.select(CREDENTIALS.c.hospital_id, CREDENTIALS.c.secret_sha256).where(
+                    sa.select(CREDENTIALS).where(
                         CREDENTIALS.c.credential_id == credential_id,
                         CREDENTIALS.c.revoked_at.is_(None),
                     )
@@ -116,10 +124,43 @@ class CredentialStore:
             ).first()
         if row is None or not bearer.secret_matches(row.secret_sha256, secret):
             return None
-        return str(row.hospital_id)
+        return _info(row)
+
+    async def get(self, credential_id: str) -> CredentialInfo | None:
+        """The credential with that id (valid or revoked), or ``None``."""
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(CREDENTIALS).where(CREDENTIALS.c.credential_id == credential_id)
+                )
+            ).first()
+        return None if row is None else _info(row)
+
+    async def revoked(self, credential_ids: Iterable[str]) -> set[str]:
+        """Which of ``credential_ids`` are revoked (or no longer exist).
+
+        Nodes ask this every second about the credentials of their live tunnels: a primary
+        key lookup per id, in batches, with no dependence on anyone's clock.
+        """
+        wanted = sorted(set(credential_ids))
+        valid: set[str] = set()
+        async with self._engine.connect() as conn:
+            for start in range(0, len(wanted), _BATCH):
+                batch = wanted[start : start + _BATCH]
+                rows = await conn.execute(
+                    sa.select(CREDENTIALS.c.credential_id).where(
+                        CREDENTIALS.c.credential_id.in_(batch),
+                        CREDENTIALS.c.revoked_at.is_(None),
+                    )
+                )
+                valid.update(r.credential_id for r in rows)
+        return set(wanted) - valid
 
     async def revoke(self, credential_id: str) -> CredentialInfo:
         """Revoke a credential; tunnels opened with it are refused from now on.
+
+        Live tunnels of the credential are closed by the nodes holding them (they poll
+        `revoked`; ``CloseCredentialTunnels`` makes it immediate).
 
         Raises:
             CredentialError: no credential has that id.
@@ -143,8 +184,9 @@ class CredentialStore:
                 ).first()
                 if exists is None:
                     raise CredentialError(f"no credential with id {credential_id!r}")
-        infos = [i for i in await self.list() if i.credential_id == credential_id]
-        return infos[0]
+        info = await self.get(credential_id)
+        assert info is not None  # it existed a moment ago and credentials are never deleted
+        return info
 
     async def list(self, hospital_id: str | None = None) -> list[CredentialInfo]:
         """Stored credentials, newest first, of one hospital or all."""
@@ -155,13 +197,14 @@ class CredentialStore:
             query = query.where(CREDENTIALS.c.hospital_id == hospital_id)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [
-            CredentialInfo(
-                credential_id=r.credential_id,
-                hospital_id=r.hospital_id,
-                label=r.label,
-                created_at=_aware(r.created_at) or dt.datetime.now(dt.UTC),
-                revoked_at=_aware(r.revoked_at),
-            )
-            for r in rows
-        ]
+        return [_info(r) for r in rows]
+
+
+def _info(row: sa.Row[Any]) -> CredentialInfo:
+    return CredentialInfo(
+        credential_id=row.credential_id,
+        hospital_id=row.hospital_id,
+        label=row.label,
+        created_at=_aware(row.created_at) or dt.datetime.now(dt.UTC),
+        revoked_at=_aware(row.revoked_at),
+    )

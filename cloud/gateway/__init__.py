@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from cloud.gateway._cluster import PresenceCluster
 from cloud.gateway._forward import ForwardHandler
+from cloud.gateway._revocation import RevocationReport, RevocationWatcher
 from cloud.gateway._router import FORWARDED_KEY, ROUTE_KEY, HospitalRouter, HospitalUnavailable
 from cloud.gateway._secret import INTERNAL_AUTH_KEY, InternalAuthInterceptor, load_or_create_secret
 from cloud.gateway._sync import PresenceSync
@@ -15,6 +17,9 @@ __all__ = [
     "HospitalRouter",
     "HospitalUnavailable",
     "InternalAuthInterceptor",
+    "PresenceCluster",
     "PresenceSync",
+    "RevocationReport",
+    "RevocationWatcher",
     "load_or_create_secret",
 ]

@@ -163,10 +163,11 @@ class HospitalRouter:
         # Spread load over the hospital's tunnels on other nodes.
         record = random.choice(records)
         return _PeerChannel(
-            self._peer(record.node_address), hospital_id, self._secret, self._node_id
+            self.peer_channel(record.node_address), hospital_id, self._secret, self._node_id
         )
 
-    def _peer(self, address: str) -> grpc.aio.Channel:
+    def peer_channel(self, address: str) -> grpc.aio.Channel:
+        """The shared channel to a peer node's internal endpoint (closed by `close`)."""
         channel = self._peers.get(address)
         if channel is None:
             if self._creds is None:

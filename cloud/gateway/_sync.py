@@ -1,4 +1,4 @@
-"""Keeps presence in step with this node's tunnels, and replaces stale sessions."""
+"""Keeps presence in step with this node's tunnels and records refused duplicates."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any
 
-from cloud.presence import Presence, PresenceUnavailable, TunnelRecord
-from mesh.tunnel import Session, TunnelGateway
+from cloud.presence import Presence, PresenceUnavailable, RefusedTunnel, TunnelRecord
+from mesh.tunnel import EdgeConflict, Session, TunnelGateway
 
 __all__ = ["PresenceSync"]
 
@@ -23,8 +23,9 @@ class PresenceSync:
 
     (Replacing a reconnecting edge's stale session is the gateway's own job.)
 
-    Wire `on_session` into ``TunnelGateway(on_session=...)``. If presence (Redis) is down,
-    local tunnels keep serving; the heartbeat republishes everything once it is back.
+    Wire `on_session` and `on_conflict` into ``TunnelGateway(on_session=...,
+    on_conflict=...)``. If presence (Redis) is down, local tunnels keep serving; the
+    heartbeat republishes everything once it is back.
 
     Args:
         presence: where tunnels are published.
@@ -55,6 +56,7 @@ class PresenceSync:
         """The presence record of one local session."""
         hello, welcome = session.hello, session.welcome
         now = dt.datetime.now(dt.UTC)
+        origin = None if self._gateway is None else self._gateway.origin(session)
         return TunnelRecord(
             hospital_id=hello.hospital_id,
             session_id=welcome.session_id,
@@ -71,6 +73,8 @@ class PresenceSync:
             rtt_ms=None if session.rtt is None else session.rtt * 1000.0,
             in_flight=session.active_streams,
             warnings=tuple(welcome.warnings),
+            credential_id=origin.credential_id if origin else "",
+            peer=origin.peer if origin else "",
         )
 
     def on_session(self, session: Session, ended: bool) -> None:
@@ -81,6 +85,24 @@ class PresenceSync:
             )
             return
         self._spawn(self._presence.put(self.record(session)))
+
+    def on_conflict(self, conflict: EdgeConflict) -> None:
+        """Gateway callback: count a refused duplicate edge id for operators."""
+        claim, holder = conflict.claim, conflict.holder
+        refused = RefusedTunnel(
+            hospital_id=claim.hospital_id,
+            edge_id=claim.edge_id,
+            connection_index=claim.connection_index,
+            credential_id=claim.credential_id,
+            peer=claim.peer,
+            node_id=conflict.node_id,
+            at=conflict.at,
+            holder_session_id=holder.session_id,
+            holder_node_id=holder.node_id,
+            holder_peer=holder.peer,
+            holder_since=holder.since,
+        )
+        self._spawn(self._presence.record_refusal(refused))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         async def guarded() -> None:
@@ -104,9 +126,15 @@ class PresenceSync:
         """Republish every local session once (updates RTT, in-flight calls, last seen)."""
         if self._gateway is None:
             return
-        for session in self._gateway.sessions():
+        gateway = self._gateway
+        for session in gateway.sessions():
             if session.ready.is_set() and not session.is_closed:
                 await self._presence.put(self.record(session))
+                if gateway.origin(session) is None:
+                    # It ended while we wrote: its removal may have landed first, and a
+                    # stale record would make a revocation look unconfirmed for a TTL.
+                    hospital, session_id = session.hello.hospital_id, session.welcome.session_id
+                    await self._presence.remove(hospital, session_id)
         self.heartbeats += 1
 
     async def run(self) -> None:

@@ -7,13 +7,21 @@ refresh, so a node that dies stops being named within one TTL.
 from __future__ import annotations
 
 from cloud.presence._memory import InProcessPresence
-from cloud.presence._model import Presence, PresenceUnavailable, TunnelRecord
+from cloud.presence._model import (
+    EdgeConflicts,
+    Presence,
+    PresenceUnavailable,
+    RefusedTunnel,
+    TunnelRecord,
+)
 from cloud.presence._redis import RedisPresence
 
 __all__ = [
+    "EdgeConflicts",
     "InProcessPresence",
     "Presence",
     "PresenceUnavailable",
     "RedisPresence",
+    "RefusedTunnel",
     "TunnelRecord",
 ]

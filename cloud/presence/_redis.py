@@ -7,13 +7,18 @@ Keys (all prefixed with the namespace, ``hplus:`` by default):
 * ``tunnels:{hospital}`` — set of the hospital's session ids (pruned when a record expired).
 * ``lastseen:{hospital}`` — ISO time the hospital was last connected (never expires).
 * ``epoch:{hospital}`` — counter for connection epochs.
+* ``conflicts:{hospital}`` — hash: ``refused`` (count of refused duplicate edge ids) and
+  ``last`` (the last one as JSON); expires a week after the last refusal.
+* ``revoked:{credential}`` — hash: node id → tunnels it closed when the credential was
+  revoked; expires after a day.
+* channel ``revocations`` — credential ids, published when one is revoked.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -22,11 +27,20 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from cloud.presence._model import Presence, PresenceUnavailable, TunnelRecord
+from cloud.presence._model import (
+    EdgeConflicts,
+    Presence,
+    PresenceUnavailable,
+    RefusedTunnel,
+    TunnelRecord,
+)
 
 __all__ = ["RedisPresence"]
 
 log = logging.getLogger(__name__)
+
+_CONFLICTS_TTL_MS = 7 * 24 * 3600 * 1000
+_CLOSURES_TTL_MS = 24 * 3600 * 1000
 
 
 class RedisPresence(Presence):
@@ -124,6 +138,92 @@ class RedisPresence(Presence):
             return int(await self._r.incr(f"{self._ns}epoch:{hospital_id}"))
         except RedisError as err:
             raise PresenceUnavailable(f"presence store unreachable: {err}") from None
+
+    async def record_refusal(self, refused: RefusedTunnel) -> None:
+        """Count a refused duplicate and keep it as the last."""
+        key = f"{self._ns}conflicts:{refused.hospital_id}"
+        try:
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.hincrby(key, "refused", 1)
+                pipe.hset(key, "last", refused.to_json())
+                pipe.pexpire(key, _CONFLICTS_TTL_MS)
+                await pipe.execute()
+        except RedisError as err:
+            raise PresenceUnavailable(f"presence store unreachable: {err}") from None
+
+    async def conflicts(self, hospital_id: str | None = None) -> list[EdgeConflicts]:
+        """Refused duplicates per hospital."""
+        prefix = f"{self._ns}conflicts:"
+        try:
+            if hospital_id is not None:
+                keys = [f"{prefix}{hospital_id}"]
+            else:
+                keys = sorted(
+                    {_text(k) async for k in self._r.scan_iter(match=f"{prefix}*", count=500)}
+                )
+            async with self._r.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hmget(key, ["refused", "last"])
+                rows = await pipe.execute()
+        except RedisError as err:
+            raise PresenceUnavailable(f"presence store unreachable: {err}") from None
+        out = []
+        for key, (refused, last) in zip(keys, rows, strict=True):
+            if refused is None or last is None:
+                continue
+            try:
+                out.append(
+                    EdgeConflicts(
+                        hospital_id=key[len(prefix) :],
+                        refused=int(refused),
+                        last=RefusedTunnel.from_json(last),
+                    )
+                )
+            except ValueError as err:
+                log.warning("skipping unreadable conflict record %s: %s", key, err)
+        return out
+
+    async def publish_revocation(self, credential_id: str) -> None:
+        """Publish on the revocations channel."""
+        try:
+            await self._r.publish(f"{self._ns}revocations", credential_id)
+        except RedisError as err:
+            raise PresenceUnavailable(f"presence store unreachable: {err}") from None
+
+    async def revocations(self) -> AsyncIterator[str]:
+        """Subscribe to the revocations channel."""
+        pubsub = self._r.pubsub()
+        try:
+            await pubsub.subscribe(f"{self._ns}revocations")
+            while True:
+                # Bounded waits keep the connection's socket timeout from firing on a quiet
+                # channel.
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is not None and message.get("type") == "message":
+                    yield _text(message["data"])
+        except RedisError as err:
+            raise PresenceUnavailable(f"presence store unreachable: {err}") from None
+        finally:
+            await pubsub.aclose()
+
+    async def add_revocation_closures(self, credential_id: str, node_id: str, count: int) -> None:
+        """Add to the node's count for the credential."""
+        key = f"{self._ns}revoked:{credential_id}"
+        try:
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.hincrby(key, node_id, count)
+                pipe.pexpire(key, _CLOSURES_TTL_MS)
+                await pipe.execute()
+        except RedisError as err:
+            raise PresenceUnavailable(f"presence store unreachable: {err}") from None
+
+    async def revocation_closures(self, credential_id: str) -> dict[str, int]:
+        """Closed tunnels of the credential, per node."""
+        try:
+            values = await self._r.hgetall(f"{self._ns}revoked:{credential_id}")
+        except RedisError as err:
+            raise PresenceUnavailable(f"presence store unreachable: {err}") from None
+        return {_text(k): int(v) for k, v in values.items()}
 
     async def close(self) -> None:
         """Close the connection pool."""

@@ -60,6 +60,10 @@ class DialerConfig:
     """Largest backoff window, seconds."""
     stable_after: float = 60.0
     """A tunnel that stayed up this long resets the backoff."""
+    credential_backoff: float = 300.0
+    """Seconds (jittered down to half) before retrying after the cloud refused or revoked
+    the credential (UNAUTHENTICATED, PERMISSION_DENIED): it will not start working by
+    itself, so the edge must not hammer the cloud; install a new credential and restart."""
     keepalive_time: float = 20.0
     """Seconds between gRPC (HTTP/2) keepalive pings on an idle connection."""
     keepalive_timeout: float = 10.0
@@ -78,6 +82,8 @@ class DialerConfig:
             raise ValueError("the credential is empty")
         if self.connections is not None and self.connections < 1:
             raise ValueError("connections must be >= 1")
+        if self.credential_backoff <= 0:
+            raise ValueError("credential_backoff must be > 0")
 
     @property
     def slots(self) -> int:
@@ -103,6 +109,8 @@ class SlotState:
     """How many attempts failed."""
     last_error: str = ""
     """Why the last attempt failed or the last tunnel ended."""
+    retry_in: float = 0.0
+    """Seconds the slot decided to wait before its next attempt (0 after a drain)."""
 
 
 class Dialer:
@@ -193,11 +201,14 @@ class Dialer:
             tunnel.session.on_ready.append(on_ready)
             self._tunnels[index] = tunnel
             drained = False
+            code = -1
             try:
                 status = await tunnel.run()
+                code = status.code
                 drained = status.code == 0
                 state.last_error = "" if drained else _describe(status.code, status.message)
             except TunnelRefused as err:
+                code = err.status.code
                 state.last_error = _describe(err.status.code, err.status.message)
                 log.warning("tunnel %d to %s refused: %s", index, target, err)
             except Exception as err:  # a bug or transport error must not kill the dialer
@@ -212,11 +223,22 @@ class Dialer:
                 break
             gw = (gw + 1) % len(cfg.gateways)
             if drained:
+                state.retry_in = 0.0
                 log.info("tunnel %d drained by %s: reconnecting elsewhere", index, target)
                 continue
             state.failures += 1
             connected_for = time.monotonic() - up_since[0] if up_since else None
             delay = backoff.next_delay(connected_for)
+            if code in _CREDENTIAL_REFUSED:
+                delay = max(delay, cfg.credential_backoff * self._rng.uniform(0.5, 1.0))
+                log.error(
+                    "tunnel %d: the cloud refused this edge's credential (%s): retrying in "
+                    "%.0fs; ask the cloud operators for a new credential",
+                    index,
+                    state.last_error,
+                    delay,
+                )
+            state.retry_in = delay
             log.info("tunnel %d: retrying in %.1fs (%s)", index, delay, state.last_error)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=delay)
@@ -247,6 +269,11 @@ class Dialer:
         tb: TracebackType | None,
     ) -> None:
         await self.shutdown(0.0 if exc is not None else None)
+
+
+_CREDENTIAL_REFUSED = frozenset(
+    c.value[0] for c in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+)
 
 
 def _describe(code: int, message: str) -> str:

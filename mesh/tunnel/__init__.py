@@ -23,7 +23,17 @@ from mesh.tunnel._channel import SessionPicker, TunnelChannel
 from mesh.tunnel._config import SUPPORTED_REVISIONS, TunnelConfig
 from mesh.tunnel._edge import EdgeIdentity, EdgeTunnel
 from mesh.tunnel._errors import ProtocolViolation, TunnelClosed, TunnelRefused
-from mesh.tunnel._gateway import Authenticator, TunnelGateway, bearer_token
+from mesh.tunnel._gateway import (
+    Authenticator,
+    Claim,
+    ClusterView,
+    EdgeConflict,
+    Holder,
+    Principal,
+    TunnelGateway,
+    TunnelOrigin,
+    bearer_token,
+)
 from mesh.tunnel._hooks import CallHook, CallInfo, HookRejection
 from mesh.tunnel._server import TunnelServer, TunnelServicerContext
 from mesh.tunnel._session import Role, Session
@@ -41,12 +51,17 @@ __all__ = [
     "Authenticator",
     "CallHook",
     "CallInfo",
+    "Claim",
     "CloudGrpcTransport",
+    "ClusterView",
+    "EdgeConflict",
     "EdgeGrpcTransport",
     "EdgeIdentity",
     "EdgeTunnel",
+    "Holder",
     "HookRejection",
     "MemoryTransport",
+    "Principal",
     "ProtocolViolation",
     "Role",
     "Session",
@@ -57,6 +72,7 @@ __all__ = [
     "TunnelClosed",
     "TunnelConfig",
     "TunnelGateway",
+    "TunnelOrigin",
     "TunnelRefused",
     "TunnelServer",
     "TunnelServicerContext",

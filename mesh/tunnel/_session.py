@@ -61,6 +61,11 @@ def _timestamp_now() -> timestamp_pb2.Timestamp:
     return stamp
 
 
+def _seen(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 def _frame_cost(frame: tunnel_pb2.Frame) -> int:
     kind = frame.WhichOneof("kind")
     if kind == "message":
@@ -186,10 +191,12 @@ class Session:
         writer: asyncio.Task[None] | None = None
         liveness: asyncio.Task[None] | None = None
         try:
+            handshake = loop.create_task(self._handshake(), name=f"{self.name}-handshake")
+            # If the owner cancels us just as the handshake ends with a refusal, wait_for
+            # drops the refusal; mark it seen so asyncio does not log it as never retrieved.
+            handshake.add_done_callback(_seen)
             try:
-                leftover = await asyncio.wait_for(
-                    self._handshake(), timeout=self.config.handshake_timeout
-                )
+                leftover = await asyncio.wait_for(handshake, timeout=self.config.handshake_timeout)
             except TimeoutError:
                 raise _End(
                     make_status(grpc.StatusCode.DEADLINE_EXCEEDED, "handshake timed out")
@@ -777,6 +784,28 @@ class Session:
         self._pings[ping_id] = self._loop.time()
         ping = tunnel_pb2.Ping(id=ping_id, sent_at=_timestamp_now())
         self.enqueue(tunnel_pb2.Frame(stream_id=0, ping=ping))
+
+    async def probe(self, within: float) -> bool:
+        """Pings the peer; True once anything arrives from it within ``within`` seconds.
+
+        A gateway asks this of an edge's tunnel when another connection claims the same
+        edge id. Any frame counts, not only the pong, so a busy tunnel whose pong waits
+        behind data is not mistaken for a dead one.
+        """
+        loop = self._loop
+        if loop is None or self._ended is None or self._ended.done() or self._closing:
+            return False
+        start = loop.time()
+        self.ping()
+        # Polled, not signalled: the reader's per-message path stays as it is, and a probe
+        # runs only when two tunnels claim one edge id.
+        while loop.time() - start < within:
+            if self._last_rx > start:
+                return True
+            if self._ended.done():
+                return False
+            await asyncio.sleep(0.01)
+        return self._last_rx > start
 
     async def _liveness(self) -> None:
         assert self._loop is not None

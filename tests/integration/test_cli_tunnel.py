@@ -168,14 +168,50 @@ def test_operator_connects_a_hospital_and_sees_its_tunnel(node, tmp_path: Path) 
         )
         assert res.returncode == 1
         assert "UNAVAILABLE" in res.stderr
+        # Revoking the credential closes the live tunnel and says so.
+        credential_id = re.search(r"(\S+)\s+h-001\s", listed.stdout)
+        assert credential_id is not None, listed.stdout
+        res = cli(
+            "cloud",
+            "credentials",
+            "revoke",
+            credential_id.group(1),
+            "--data-dir",
+            str(tmp_path),
+            "--node",
+            f"localhost:{internal}",
+        )
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.splitlines()[1] == (
+            f"closed 1 live tunnel(s) of credential {credential_id.group(1)}: n1 1"
+        )
         edge.send_signal(signal.SIGTERM)
         _, err = edge.communicate(timeout=30)
         assert edge.returncode == 0, err
         assert "Traceback" not in err
+        assert "UNAUTHENTICATED: credential revoked" in err
     finally:
         if edge.poll() is None:
             edge.kill()
             edge.communicate()
+
+
+def test_revoke_with_no_node_to_confirm_says_so_and_exits_1(tmp_path: Path) -> None:
+    res = cli("cloud", "credentials", "issue", "h-001", "--data-dir", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    credential_id = res.stdout.split()[2]
+    res = cli("cloud", "credentials", "revoke", credential_id, "--data-dir", str(tmp_path))
+    assert res.returncode == 1
+    assert res.stdout.startswith(f"revoked credential {credential_id} of h-001 at ")
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith(
+        "hplus: error: revoked in the fleet database, but no node confirmed that its live "
+        "tunnels are closed"
+    )
+    assert "no cluster secret" in lines[0]
+    listed = cli("cloud", "credentials", "list", "--data-dir", str(tmp_path))
+    assert re.search(rf"{credential_id}\s+h-001\s+\S+\s+revoked", listed.stdout), listed.stdout
 
 
 @pytest.mark.parametrize(

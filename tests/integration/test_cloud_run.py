@@ -119,6 +119,19 @@ def test_bad_flags_are_one_line(args: list[str], needle: str) -> None:
     assert "Traceback" not in res.stderr
 
 
+def test_plaintext_on_a_public_address_is_refused_in_one_line(tmp_path: Path) -> None:
+    res = run_cli(
+        "cloud", "run", "--tls", "off", "--listen", "0.0.0.0:0", "--data-dir", str(tmp_path)
+    )
+    assert res.returncode == 2
+    assert res.stderr.splitlines() == [
+        "hplus: error: tls mode 'off' is for loopback only, but listen is 0.0.0.0:0: plaintext "
+        "may listen only on 127.0.0.0/8, ::1 or localhost (use tls mode 'dev' or 'files' on "
+        "other addresses)"
+    ]
+    assert res.stdout == ""  # it never started
+
+
 def test_listen_on_a_taken_port_is_one_line(tmp_path: Path) -> None:
     import socket
 

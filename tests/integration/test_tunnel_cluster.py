@@ -52,6 +52,7 @@ async def edge(
     *,
     gateways: tuple[str, ...] | None = None,
     edge_id: str = "edge-a",
+    credential_backoff: float = 300.0,
 ) -> AsyncIterator[Dialer]:
     assert node.tls is not None
     server = TunnelServer()
@@ -67,6 +68,7 @@ async def edge(
         ca_cert=node.tls.ca_cert.read_bytes(),
         backoff_initial=0.05,
         backoff_max=0.2,
+        credential_backoff=credential_backoff,
         tunnel=FAST,
     )
     async with Dialer(cfg, server) as dialer:
@@ -107,7 +109,7 @@ async def test_bad_credential_is_refused_and_never_connects(tmp_path: Path) -> N
             (revoked.token, "UNAUTHENTICATED"),
             (other.token, "PERMISSION_DENIED"),  # a hospital can never register as another
         ]:
-            async with edge(node, "h-001", token) as dialer:
+            async with edge(node, "h-001", token, credential_backoff=0.1) as dialer:
                 await until(lambda d=dialer: d.slots[0].failures >= 2)
                 assert not dialer.connected.is_set()
                 assert dialer.slots[0].connects == 0
@@ -116,22 +118,28 @@ async def test_bad_credential_is_refused_and_never_connects(tmp_path: Path) -> N
         assert node.gateway.sessions("h-001") == []
 
 
-async def test_reconnecting_edge_replaces_its_stale_session(tmp_path: Path) -> None:
+async def test_a_second_edge_with_the_same_id_is_refused_while_the_first_answers(
+    tmp_path: Path,
+) -> None:
     async with CloudNode(node_config(tmp_path, "n1"), tunnel_config=FAST) as node:
         assert node.credentials is not None
         assert node.gateway is not None
         cred = await node.credentials.issue("h-001")
         async with edge(node, "h-001", cred.token) as first:
             await asyncio.wait_for(first.connected.wait(), 10)
-            (old,) = node.gateway.sessions("h-001")
-            # The same edge (same id, same connection index) connects again, e.g. after a NAT
-            # dropped the old connection without either side noticing.
+            (held,) = node.gateway.sessions("h-001")
+            # Two front-end servers configured with the same edge id (or a stolen
+            # credential plus a known edge id) must not push each other off.
             async with edge(node, "h-001", cred.token) as second:
-                await asyncio.wait_for(second.connected.wait(), 10)
-                await until(lambda: old not in node.gateway.sessions("h-001"))
-                assert old not in node.gateway.sessions("h-001")
-                await first.shutdown(0)
+                await until(lambda: second.slots[0].failures >= 2)
+                assert second.slots[0].connects == 0
+                assert "ALREADY_EXISTS: edge id 'edge-a' connection 0 is held by a live " in (
+                    second.slots[0].last_error
+                )
+                assert node.gateway.sessions("h-001") == [held]
+                assert first.slots[0].connects == 1
                 await second.shutdown(0)
+            await first.shutdown(0)
 
 
 @pytest.mark.integration

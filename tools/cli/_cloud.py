@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tools.cli._base import CliError, Parser, write_secret_file
+from tools.cli._base import EXIT_FAILED, CliError, Parser, write_secret_file
 from tools.cli._node import channel_credentials, config_flags, failure, run_on_node
 from tools.cli._node import load_node_config as _load
 
@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         "tunnels",
         help="list connected hospitals: edge version, contract release, since, RTT, calls",
         description="Ask a node's internal endpoint (with the cluster secret) which hospitals "
-        "are connected. With Redis presence this covers every node.",
+        "are connected, with which credential, and which tunnels were refused because a live "
+        "tunnel held their edge id. With Redis presence this covers every node.",
     )
     config_flags(tun)
     tun.add_argument("--node", metavar="HOST:PORT", help="internal endpoint (default: config)")
@@ -91,8 +92,22 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     issue.add_argument("--out", type=Path, help="write the token to this file (mode 0600)")
     config_flags(issue)
     issue.set_defaults(func=_issue)
-    revoke = cs.add_parser("revoke", help="revoke a credential by its id")
+    revoke = cs.add_parser(
+        "revoke",
+        help="revoke a credential and close its live tunnels on every node",
+        description="Revoke a credential in the fleet database, then ask a node's internal "
+        "endpoint to close every live tunnel of it on every node and report how many it "
+        "closed. Exit 1 when revoked but not every node confirmed.",
+    )
     revoke.add_argument("credential_id", metavar="CREDENTIAL_ID")
+    revoke.add_argument("--node", metavar="HOST:PORT", help="internal endpoint (default: config)")
+    revoke.add_argument(
+        "--wait",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long to wait for every node to confirm (default 5)",
+    )
     config_flags(revoke)
     revoke.set_defaults(func=_revoke)
     ls = cs.add_parser("list", help="list credentials (ids, hospitals, state; never secrets)")
@@ -141,13 +156,64 @@ def _issue(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
+    from google.protobuf import duration_pb2
+
     from cloud.fleet import CredentialInfo, CredentialStore
+    from cloud.gateway import INTERNAL_AUTH_KEY
+    from hplus.cloud.v1 import operations_pb2, operations_pb2_grpc
+    from mesh import errors
+
+    if not 0 <= args.wait <= 60:
+        raise CliError(f"--wait: must be within 0..60 seconds, got {args.wait}")
 
     async def revoke(store: CredentialStore) -> CredentialInfo:
         return await store.revoke(args.credential_id)
 
     info = _with_fleet(_load(args), revoke)
     print(f"revoked credential {info.credential_id} of {info.hospital_id} at {info.revoked_at}")
+    sys.stdout.flush()
+    unconfirmed = (
+        "revoked in the fleet database, but no node confirmed that its live tunnels are "
+        "closed; every running node closes them within its revocation poll (1 s): run this "
+        "command again to check"
+    )
+    try:
+        target, creds, secret = _internal(args)
+    except CliError as err:
+        raise CliError(f"{unconfirmed} ({err.message})", exit_code=EXIT_FAILED) from None
+
+    async def close(channel: Any) -> operations_pb2.CloseCredentialTunnelsResponse:
+        wait = duration_pb2.Duration()
+        wait.FromNanoseconds(int(args.wait * 1e9))
+        stub = errors.wrap(operations_pb2_grpc.OperationsServiceStub(channel))
+        reply: operations_pb2.CloseCredentialTunnelsResponse = await stub.CloseCredentialTunnels(
+            operations_pb2.CloseCredentialTunnelsRequest(
+                credential_id=info.credential_id, wait=wait
+            ),
+            metadata=((INTERNAL_AUTH_KEY, secret),),
+            timeout=args.wait + 10,
+        )
+        return reply
+
+    try:
+        reply = run_on_node(target, creds, close, hint=_NODE_HINT)
+    except errors.StatusError as err:
+        raise failure(f"{unconfirmed}: node {target}", err) from None
+    except CliError as err:
+        raise CliError(f"{unconfirmed} ({err.message})", exit_code=EXIT_FAILED) from None
+    by_node = ", ".join(f"{n} {c}" for n, c in sorted(reply.closed_by_node.items()))
+    print(
+        f"closed {reply.closed_tunnels} live tunnel(s) of credential {reply.credential_id}"
+        + (f": {by_node}" if by_node else "")
+    )
+    if reply.remaining:
+        left = ", ".join(f"{c.gateway_node} (session {c.session_id})" for c in reply.remaining)
+        raise CliError(
+            f"{len(reply.remaining)} tunnel(s) of credential {reply.credential_id} still "
+            f"listed after {args.wait:g}s on {left}: a node that is down keeps its records "
+            "until its presence expires; run this command again to check",
+            exit_code=EXIT_FAILED,
+        )
     return 0
 
 
@@ -225,8 +291,11 @@ def _tunnels(args: argparse.Namespace) -> int:
 
     target, creds, secret = _internal(args)
 
-    async def fetch(channel: Any) -> list[operations_pb2.HospitalConnection]:
+    async def fetch(
+        channel: Any,
+    ) -> tuple[list[operations_pb2.HospitalConnection], list[operations_pb2.EdgeConflict]]:
         rows: list[operations_pb2.HospitalConnection] = []
+        metadata = ((INTERNAL_AUTH_KEY, secret),)
         stub = errors.wrap(operations_pb2_grpc.OperationsServiceStub(channel))
         token = ""
         while True:
@@ -234,30 +303,51 @@ def _tunnels(args: argparse.Namespace) -> int:
                 operations_pb2.ListConnectedHospitalsRequest(
                     hospital_id=args.hospital or "", page_size=500, page_token=token
                 ),
-                metadata=((INTERNAL_AUTH_KEY, secret),),
+                metadata=metadata,
                 timeout=10,
             )
             rows.extend(reply.connections)
             token = reply.next_page_token
             if not token:
-                return rows
+                break
+        conflicts = await stub.ListEdgeConflicts(
+            operations_pb2.ListEdgeConflictsRequest(hospital_id=args.hospital or ""),
+            metadata=metadata,
+            timeout=10,
+        )
+        return rows, list(conflicts.conflicts)
 
     try:
-        rows = run_on_node(target, creds, fetch, hint=_NODE_HINT)
+        rows, conflicts = run_on_node(target, creds, fetch, hint=_NODE_HINT)
     except errors.StatusError as err:
         raise failure(f"node {target}", err) from None
-    header = ("HOSPITAL", "EDGE", "VERSION", "CONTRACT", "NODE", "CONNECTED SINCE", "RTT", "CALLS")
-    print("{:<16} {:<22} {:<12} {:<9} {:<12} {:<26} {:>9} {:>5}".format(*header))
+    header = (
+        "HOSPITAL", "EDGE", "VERSION", "CONTRACT", "NODE", "CONNECTED SINCE", "RTT", "CALLS",
+        "CREDENTIAL",
+    )  # fmt: skip
+    print("{:<16} {:<22} {:<12} {:<9} {:<12} {:<26} {:>9} {:>5}  {}".format(*header))
     for c in rows:
         rtt = f"{c.rtt.ToMicroseconds() / 1000:.1f}ms" if c.HasField("rtt") else "-"
         since = c.connect_time.ToDatetime().isoformat(timespec="seconds") + "Z"
+        edge = c.edge_id if c.connection_index == 0 else f"{c.edge_id}#{c.connection_index}"
         print(
-            f"{c.hospital_id:<16} {c.edge_id:<22} {c.edge_version:<12} {c.contract_release:<9} "
-            f"{c.gateway_node:<12} {since:<26} {rtt:>9} {c.in_flight_calls:>5}"
+            f"{c.hospital_id:<16} {edge:<22} {c.edge_version:<12} {c.contract_release:<9} "
+            f"{c.gateway_node:<12} {since:<26} {rtt:>9} {c.in_flight_calls:>5}  "
+            f"{c.credential_id or '-'}"
         )
         for warning in c.warnings:
             print(f"  ! {warning}")
     print(f"{len(rows)} tunnel(s), {len({c.hospital_id for c in rows})} hospital(s)")
+    for x in conflicts:
+        last = x.last_time.ToDatetime().isoformat(timespec="seconds") + "Z"
+        held = x.holder_connect_time.ToDatetime().isoformat(timespec="seconds") + "Z"
+        print(
+            f"! {x.hospital_id}: {x.refused_tunnels} tunnel(s) refused as duplicates of a live "
+            f"edge id; last {last}: edge {x.edge_id} connection {x.connection_index} from "
+            f"{x.peer} (credential {x.credential_id or '-'}, refused by {x.refused_by_node}), "
+            f"held by session {x.holder_session_id} on {x.holder_node} from {x.holder_peer} "
+            f"since {held}"
+        )
     return 0
 
 

@@ -48,7 +48,10 @@ def test_file_env_and_flags_in_order(tmp_path: Path) -> None:
         ('[databases]\nreports = "x"\n', ":2: [databases] reports: unknown setting"),
         ("[census]\nrate = 2\n", ":2: [census] rate: 2.0 is invalid: must be within [0, 1]"),
         ('[node]\ninternal_listen = "x"\n', ":2: [node] internal_listen: expected HOST:PORT"),
-        ("[nodes]\n", ":1: nodes: unknown setting (known: census, databases, node, redis, tls)"),
+        (
+            "[nodes]\n",
+            ":1: nodes: unknown setting (known: census, databases, node, redis, tls, tunnels)",
+        ),
     ],
 )
 def test_bad_file_names_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -84,3 +87,64 @@ def test_fleet_database_defaults_to_sqlite_in_the_data_dir(tmp_path: Path) -> No
     assert cfg.fleet_url == f"sqlite+aiosqlite:///{tmp_path / 'fleet.db'}"
     path = write(tmp_path, '[databases]\nfleet = "postgresql+asyncpg://u@h/db"\n')
     assert NodeConfig.load(path=path, env={}).fleet_url == "postgresql+asyncpg://u@h/db"
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:0", "127.3.2.1:7000", "[::1]:7000", "localhost:1"])
+def test_plaintext_on_loopback_is_allowed(listen: str) -> None:
+    cfg = NodeConfig.load(env={}, overrides={"listen": listen, "tls_mode": TlsMode.OFF})
+    assert cfg.tls_mode is TlsMode.OFF
+
+
+@pytest.mark.parametrize(
+    ("field", "address"),
+    [
+        ("listen", "0.0.0.0:50051"),
+        ("listen", "[::]:50051"),
+        ("listen", "10.1.2.3:50051"),
+        ("listen", "node1.example.org:50051"),
+        ("internal_listen", "0.0.0.0:50061"),
+    ],
+)
+def test_plaintext_off_loopback_is_refused_from_flags(field: str, address: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        NodeConfig.load(env={}, overrides={field: address, "tls_mode": TlsMode.OFF})
+    message = str(info.value)
+    assert message == (
+        f"tls mode 'off' is for loopback only, but {field} is {address}: plaintext may listen "
+        "only on 127.0.0.0/8, ::1 or localhost (use tls mode 'dev' or 'files' on other "
+        "addresses)"
+    )
+
+
+def test_plaintext_off_loopback_is_refused_from_file_and_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, '[node]\nlisten = "0.0.0.0:7000"\n[tls]\nmode = "off"\n')
+    with pytest.raises(ConfigError, match=r"but listen is 0\.0\.0\.0:7000"):
+        NodeConfig.load(path=path, env={})
+    off = write(tmp_path, '[tls]\nmode = "off"\n')
+    with pytest.raises(ConfigError, match=r"but internal_listen is 0\.0\.0\.0:1"):
+        NodeConfig.load(path=off, env={"HPLUS_INTERNAL_LISTEN": "0.0.0.0:1"})
+    # TLS on a public address is fine.
+    assert NodeConfig.load(env={}, overrides={"listen": "0.0.0.0:7000"}).listen == "0.0.0.0:7000"
+
+
+def test_tunnel_settings_from_file(tmp_path: Path) -> None:
+    cfg = NodeConfig.load(env={})
+    assert (
+        cfg.max_tunnels_per_credential,
+        cfg.liveness_probe_seconds,
+        cfg.revocation_poll_seconds,
+    ) == (4, 2.0, 1.0)
+    path = write(
+        tmp_path,
+        "[tunnels]\nmax_per_credential = 2\nliveness_probe = 0.5\nrevocation_poll = 3\n",
+    )
+    cfg = NodeConfig.load(path=path, env={})
+    assert (
+        cfg.max_tunnels_per_credential,
+        cfg.liveness_probe_seconds,
+        cfg.revocation_poll_seconds,
+    ) == (2, 0.5, 3.0)
+    bad = write(tmp_path, "[tunnels]\n\nmax_per_credential = 0\n")
+    with pytest.raises(ConfigError) as info:
+        NodeConfig.load(path=bad, env={})
+    assert str(info.value) == f"{bad}:3: [tunnels] max_per_credential: 0 is invalid: must be >= 1"

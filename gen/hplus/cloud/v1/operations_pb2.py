@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fhplus/cloud/v1/operations.proto\x12\x0ehplus.cloud.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x8d\x03\n\x12HospitalConnection\x12\x13\n\x0bhospital_id\x18\x01 \x01(\t\x12\x15\n\rhospital_name\x18\x02 \x01(\t\x12\x0f\n\x07\x65\x64ge_id\x18\x03 \x01(\t\x12\x14\n\x0c\x65\x64ge_version\x18\x04 \x01(\t\x12\x18\n\x10\x63ontract_release\x18\x05 \x01(\t\x12\x19\n\x11protocol_revision\x18\x06 \x01(\x05\x12\x14\n\x0cgateway_node\x18\n \x01(\t\x12\x12\n\nsession_id\x18\x0b \x01(\t\x12\x30\n\x0c\x63onnect_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x03rtt\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fin_flight_calls\x18\x0e \x01(\x05\x12\x32\n\x0elast_seen_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04peer\x18\x10 \x01(\t\x12\x10\n\x08warnings\x18\x11 \x03(\t\"\xa1\x01\n\x1dListConnectedHospitalsRequest\x12\x13\n\x0bhospital_id\x18\x01 \x01(\t\x12\x14\n\x0cgateway_node\x18\x02 \x01(\t\x12\x14\n\x0c\x65\x64ge_version\x18\x03 \x01(\t\x12\x18\n\x10\x63ontract_release\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\n \x01(\x05\x12\x12\n\npage_token\x18\x0b \x01(\t\"\xa6\x01\n\x1eListConnectedHospitalsResponse\x12\x37\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32\".hplus.cloud.v1.HospitalConnection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x17\n\x0ftotal_hospitals\x18\x03 \x01(\x05\x12\x19\n\x11unreachable_nodes\x18\x04 \x03(\t\"\xc0\x03\n\x04Span\x12\x0f\n\x07span_id\x18\x01 \x01(\t\x12\x16\n\x0eparent_span_id\x18\x02 \x01(\t\x12&\n\x04kind\x18\x03 \x01(\x0e\x32\x18.hplus.cloud.v1.SpanKind\x12&\n\x04tier\x18\x04 \x01(\x0e\x32\x18.hplus.cloud.v1.SpanTier\x12\x0f\n\x07service\x18\n \x01(\t\x12\x0e\n\x06method\x18\x0b \x01(\t\x12\x0c\n\x04node\x18\x0c \x01(\t\x12\x13\n\x0bhospital_id\x18\r \x01(\t\x12.\n\nstart_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x15 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\"\n\x06status\x18\x16 \x01(\x0b\x32\x12.google.rpc.Status\x12\r\n\x05owner\x18\x17 \x01(\t\x12\x38\n\nattributes\x18\x18 \x03(\x0b\x32$.hplus.cloud.v1.Span.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"&\n\x12LookupTraceRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\"|\n\x13LookupTraceResponse\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12#\n\x05spans\x18\x02 \x03(\x0b\x32\x14.hplus.cloud.v1.Span\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\x12\x1c\n\x14pending_hospital_ids\x18\x04 \x03(\t*\x99\x01\n\x08SpanKind\x12\x19\n\x15SPAN_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12SPAN_KIND_INTERNAL\x10\x01\x12\x14\n\x10SPAN_KIND_SERVER\x10\x02\x12\x14\n\x10SPAN_KIND_CLIENT\x10\x03\x12\x16\n\x12SPAN_KIND_PRODUCER\x10\x04\x12\x16\n\x12SPAN_KIND_CONSUMER\x10\x05*a\n\x08SpanTier\x12\x19\n\x15SPAN_TIER_UNSPECIFIED\x10\x00\x12\x13\n\x0fSPAN_TIER_CLOUD\x10\x01\x12\x12\n\x0eSPAN_TIER_EDGE\x10\x02\x12\x11\n\rSPAN_TIER_HIS\x10\x03\x32\xee\x01\n\x11OperationsService\x12|\n\x16ListConnectedHospitals\x12-.hplus.cloud.v1.ListConnectedHospitalsRequest\x1a..hplus.cloud.v1.ListConnectedHospitalsResponse\"\x03\x90\x02\x01\x12[\n\x0bLookupTrace\x12\".hplus.cloud.v1.LookupTraceRequest\x1a#.hplus.cloud.v1.LookupTraceResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fhplus/cloud/v1/operations.proto\x12\x0ehplus.cloud.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xbe\x03\n\x12HospitalConnection\x12\x13\n\x0bhospital_id\x18\x01 \x01(\t\x12\x15\n\rhospital_name\x18\x02 \x01(\t\x12\x0f\n\x07\x65\x64ge_id\x18\x03 \x01(\t\x12\x14\n\x0c\x65\x64ge_version\x18\x04 \x01(\t\x12\x18\n\x10\x63ontract_release\x18\x05 \x01(\t\x12\x19\n\x11protocol_revision\x18\x06 \x01(\x05\x12\x14\n\x0cgateway_node\x18\n \x01(\t\x12\x12\n\nsession_id\x18\x0b \x01(\t\x12\x30\n\x0c\x63onnect_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x03rtt\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fin_flight_calls\x18\x0e \x01(\x05\x12\x32\n\x0elast_seen_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04peer\x18\x10 \x01(\t\x12\x10\n\x08warnings\x18\x11 \x03(\t\x12\x15\n\rcredential_id\x18\x12 \x01(\t\x12\x18\n\x10\x63onnection_index\x18\x13 \x01(\x05\"\xb8\x01\n\x1dListConnectedHospitalsRequest\x12\x13\n\x0bhospital_id\x18\x01 \x01(\t\x12\x14\n\x0cgateway_node\x18\x02 \x01(\t\x12\x14\n\x0c\x65\x64ge_version\x18\x03 \x01(\t\x12\x18\n\x10\x63ontract_release\x18\x04 \x01(\t\x12\x15\n\rcredential_id\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\n \x01(\x05\x12\x12\n\npage_token\x18\x0b \x01(\t\"\xa6\x01\n\x1eListConnectedHospitalsResponse\x12\x37\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32\".hplus.cloud.v1.HospitalConnection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x17\n\x0ftotal_hospitals\x18\x03 \x01(\x05\x12\x19\n\x11unreachable_nodes\x18\x04 \x03(\t\"\xc0\x03\n\x04Span\x12\x0f\n\x07span_id\x18\x01 \x01(\t\x12\x16\n\x0eparent_span_id\x18\x02 \x01(\t\x12&\n\x04kind\x18\x03 \x01(\x0e\x32\x18.hplus.cloud.v1.SpanKind\x12&\n\x04tier\x18\x04 \x01(\x0e\x32\x18.hplus.cloud.v1.SpanTier\x12\x0f\n\x07service\x18\n \x01(\t\x12\x0e\n\x06method\x18\x0b \x01(\t\x12\x0c\n\x04node\x18\x0c \x01(\t\x12\x13\n\x0bhospital_id\x18\r \x01(\t\x12.\n\nstart_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x15 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\"\n\x06status\x18\x16 \x01(\x0b\x32\x12.google.rpc.Status\x12\r\n\x05owner\x18\x17 \x01(\t\x12\x38\n\nattributes\x18\x18 \x03(\x0b\x32$.hplus.cloud.v1.Span.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"&\n\x12LookupTraceRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\"|\n\x13LookupTraceResponse\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12#\n\x05spans\x18\x02 \x03(\x0b\x32\x14.hplus.cloud.v1.Span\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\x12\x1c\n\x14pending_hospital_ids\x18\x04 \x03(\t\"_\n\x1d\x43loseCredentialTunnelsRequest\x12\x15\n\rcredential_id\x18\x01 \x01(\t\x12\'\n\x04wait\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xaa\x02\n\x1e\x43loseCredentialTunnelsResponse\x12\x15\n\rcredential_id\x18\x01 \x01(\t\x12\x13\n\x0bhospital_id\x18\x02 \x01(\t\x12\x16\n\x0e\x63losed_tunnels\x18\x03 \x01(\x05\x12X\n\x0e\x63losed_by_node\x18\x04 \x03(\x0b\x32@.hplus.cloud.v1.CloseCredentialTunnelsResponse.ClosedByNodeEntry\x12\x35\n\tremaining\x18\x05 \x03(\x0b\x32\".hplus.cloud.v1.HospitalConnection\x1a\x33\n\x11\x43losedByNodeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"O\n\x12ProbeTunnelRequest\x12\x13\n\x0bhospital_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x10\n\x08\x63laimant\x18\x03 \x01(\t\"y\n\x13ProbeTunnelResponse\x12\x0c\n\x04live\x18\x01 \x01(\x08\x12\x30\n\x0c\x63onnect_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x14\n\x0cgateway_node\x18\x04 \x01(\t\"/\n\x18ListEdgeConflictsRequest\x12\x13\n\x0bhospital_id\x18\x01 \x01(\t\"\xd2\x02\n\x0c\x45\x64geConflict\x12\x13\n\x0bhospital_id\x18\x01 \x01(\t\x12\x17\n\x0frefused_tunnels\x18\x02 \x01(\x03\x12-\n\tlast_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x65\x64ge_id\x18\x04 \x01(\t\x12\x18\n\x10\x63onnection_index\x18\x05 \x01(\x05\x12\x0c\n\x04peer\x18\x06 \x01(\t\x12\x15\n\rcredential_id\x18\x07 \x01(\t\x12\x17\n\x0frefused_by_node\x18\x08 \x01(\t\x12\x19\n\x11holder_session_id\x18\t \x01(\t\x12\x13\n\x0bholder_node\x18\n \x01(\t\x12\x13\n\x0bholder_peer\x18\x0b \x01(\t\x12\x37\n\x13holder_connect_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\x19ListEdgeConflictsResponse\x12/\n\tconflicts\x18\x01 \x03(\x0b\x32\x1c.hplus.cloud.v1.EdgeConflict*\x99\x01\n\x08SpanKind\x12\x19\n\x15SPAN_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12SPAN_KIND_INTERNAL\x10\x01\x12\x14\n\x10SPAN_KIND_SERVER\x10\x02\x12\x14\n\x10SPAN_KIND_CLIENT\x10\x03\x12\x16\n\x12SPAN_KIND_PRODUCER\x10\x04\x12\x16\n\x12SPAN_KIND_CONSUMER\x10\x05*a\n\x08SpanTier\x12\x19\n\x15SPAN_TIER_UNSPECIFIED\x10\x00\x12\x13\n\x0fSPAN_TIER_CLOUD\x10\x01\x12\x12\n\x0eSPAN_TIER_EDGE\x10\x02\x12\x11\n\rSPAN_TIER_HIS\x10\x03\x32\xb3\x04\n\x11OperationsService\x12|\n\x16ListConnectedHospitals\x12-.hplus.cloud.v1.ListConnectedHospitalsRequest\x1a..hplus.cloud.v1.ListConnectedHospitalsResponse\"\x03\x90\x02\x01\x12[\n\x0bLookupTrace\x12\".hplus.cloud.v1.LookupTraceRequest\x1a#.hplus.cloud.v1.LookupTraceResponse\"\x03\x90\x02\x01\x12|\n\x16\x43loseCredentialTunnels\x12-.hplus.cloud.v1.CloseCredentialTunnelsRequest\x1a..hplus.cloud.v1.CloseCredentialTunnelsResponse\"\x03\x90\x02\x02\x12V\n\x0bProbeTunnel\x12\".hplus.cloud.v1.ProbeTunnelRequest\x1a#.hplus.cloud.v1.ProbeTunnelResponse\x12m\n\x11ListEdgeConflicts\x12(.hplus.cloud.v1.ListEdgeConflictsRequest\x1a).hplus.cloud.v1.ListEdgeConflictsResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,28 +36,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SPAN_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_SPAN_ATTRIBUTESENTRY']._serialized_options = b'8\001'
+  _globals['_CLOSECREDENTIALTUNNELSRESPONSE_CLOSEDBYNODEENTRY']._loaded_options = None
+  _globals['_CLOSECREDENTIALTUNNELSRESPONSE_CLOSEDBYNODEENTRY']._serialized_options = b'8\001'
   _globals['_OPERATIONSSERVICE'].methods_by_name['ListConnectedHospitals']._loaded_options = None
   _globals['_OPERATIONSSERVICE'].methods_by_name['ListConnectedHospitals']._serialized_options = b'\220\002\001'
   _globals['_OPERATIONSSERVICE'].methods_by_name['LookupTrace']._loaded_options = None
   _globals['_OPERATIONSSERVICE'].methods_by_name['LookupTrace']._serialized_options = b'\220\002\001'
-  _globals['_SPANKIND']._serialized_start=1492
-  _globals['_SPANKIND']._serialized_end=1645
-  _globals['_SPANTIER']._serialized_start=1647
-  _globals['_SPANTIER']._serialized_end=1744
+  _globals['_OPERATIONSSERVICE'].methods_by_name['CloseCredentialTunnels']._loaded_options = None
+  _globals['_OPERATIONSSERVICE'].methods_by_name['CloseCredentialTunnels']._serialized_options = b'\220\002\002'
+  _globals['_OPERATIONSSERVICE'].methods_by_name['ListEdgeConflicts']._loaded_options = None
+  _globals['_OPERATIONSSERVICE'].methods_by_name['ListEdgeConflicts']._serialized_options = b'\220\002\001'
+  _globals['_SPANKIND']._serialized_start=2634
+  _globals['_SPANKIND']._serialized_end=2787
+  _globals['_SPANTIER']._serialized_start=2789
+  _globals['_SPANTIER']._serialized_end=2886
   _globals['_HOSPITALCONNECTION']._serialized_start=142
-  _globals['_HOSPITALCONNECTION']._serialized_end=539
-  _globals['_LISTCONNECTEDHOSPITALSREQUEST']._serialized_start=542
-  _globals['_LISTCONNECTEDHOSPITALSREQUEST']._serialized_end=703
-  _globals['_LISTCONNECTEDHOSPITALSRESPONSE']._serialized_start=706
-  _globals['_LISTCONNECTEDHOSPITALSRESPONSE']._serialized_end=872
-  _globals['_SPAN']._serialized_start=875
-  _globals['_SPAN']._serialized_end=1323
-  _globals['_SPAN_ATTRIBUTESENTRY']._serialized_start=1274
-  _globals['_SPAN_ATTRIBUTESENTRY']._serialized_end=1323
-  _globals['_LOOKUPTRACEREQUEST']._serialized_start=1325
-  _globals['_LOOKUPTRACEREQUEST']._serialized_end=1363
-  _globals['_LOOKUPTRACERESPONSE']._serialized_start=1365
-  _globals['_LOOKUPTRACERESPONSE']._serialized_end=1489
-  _globals['_OPERATIONSSERVICE']._serialized_start=1747
-  _globals['_OPERATIONSSERVICE']._serialized_end=1985
+  _globals['_HOSPITALCONNECTION']._serialized_end=588
+  _globals['_LISTCONNECTEDHOSPITALSREQUEST']._serialized_start=591
+  _globals['_LISTCONNECTEDHOSPITALSREQUEST']._serialized_end=775
+  _globals['_LISTCONNECTEDHOSPITALSRESPONSE']._serialized_start=778
+  _globals['_LISTCONNECTEDHOSPITALSRESPONSE']._serialized_end=944
+  _globals['_SPAN']._serialized_start=947
+  _globals['_SPAN']._serialized_end=1395
+  _globals['_SPAN_ATTRIBUTESENTRY']._serialized_start=1346
+  _globals['_SPAN_ATTRIBUTESENTRY']._serialized_end=1395
+  _globals['_LOOKUPTRACEREQUEST']._serialized_start=1397
+  _globals['_LOOKUPTRACEREQUEST']._serialized_end=1435
+  _globals['_LOOKUPTRACERESPONSE']._serialized_start=1437
+  _globals['_LOOKUPTRACERESPONSE']._serialized_end=1561
+  _globals['_CLOSECREDENTIALTUNNELSREQUEST']._serialized_start=1563
+  _globals['_CLOSECREDENTIALTUNNELSREQUEST']._serialized_end=1658
+  _globals['_CLOSECREDENTIALTUNNELSRESPONSE']._serialized_start=1661
+  _globals['_CLOSECREDENTIALTUNNELSRESPONSE']._serialized_end=1959
+  _globals['_CLOSECREDENTIALTUNNELSRESPONSE_CLOSEDBYNODEENTRY']._serialized_start=1908
+  _globals['_CLOSECREDENTIALTUNNELSRESPONSE_CLOSEDBYNODEENTRY']._serialized_end=1959
+  _globals['_PROBETUNNELREQUEST']._serialized_start=1961
+  _globals['_PROBETUNNELREQUEST']._serialized_end=2040
+  _globals['_PROBETUNNELRESPONSE']._serialized_start=2042
+  _globals['_PROBETUNNELRESPONSE']._serialized_end=2163
+  _globals['_LISTEDGECONFLICTSREQUEST']._serialized_start=2165
+  _globals['_LISTEDGECONFLICTSREQUEST']._serialized_end=2212
+  _globals['_EDGECONFLICT']._serialized_start=2215
+  _globals['_EDGECONFLICT']._serialized_end=2553
+  _globals['_LISTEDGECONFLICTSRESPONSE']._serialized_start=2555
+  _globals['_LISTEDGECONFLICTSRESPONSE']._serialized_end=2631
+  _globals['_OPERATIONSSERVICE']._serialized_start=2889
+  _globals['_OPERATIONSSERVICE']._serialized_end=3452
 # @@protoc_insertion_point(module_scope)

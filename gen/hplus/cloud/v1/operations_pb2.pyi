@@ -106,6 +106,8 @@ class HospitalConnection(_message.Message):
     LAST_SEEN_TIME_FIELD_NUMBER: _builtins.int
     PEER_FIELD_NUMBER: _builtins.int
     WARNINGS_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    CONNECTION_INDEX_FIELD_NUMBER: _builtins.int
     hospital_id: _builtins.str
     """The connected hospital."""
     hospital_name: _builtins.str
@@ -128,6 +130,10 @@ class HospitalConnection(_message.Message):
     """Network peer the tunnel came from (the hospital's egress), in gRPC peer form, e.g.
     "ipv4:203.0.113.7:53122".
     """
+    credential_id: _builtins.str
+    """Public id of the credential the tunnel was opened with (never the token)."""
+    connection_index: _builtins.int
+    """Which of the edge's tunnels this is (an edge given two gateways holds 0 and 1)."""
     @_builtins.property
     def connect_time(self) -> _timestamp_pb2.Timestamp:
         """When this tunnel was established."""
@@ -163,10 +169,12 @@ class HospitalConnection(_message.Message):
         last_seen_time: _timestamp_pb2.Timestamp | None = ...,
         peer: _builtins.str = ...,
         warnings: _abc.Iterable[_builtins.str] | None = ...,
+        credential_id: _builtins.str = ...,
+        connection_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["connect_time", b"connect_time", "last_seen_time", b"last_seen_time", "rtt", b"rtt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connect_time", b"connect_time", "contract_release", b"contract_release", "edge_id", b"edge_id", "edge_version", b"edge_version", "gateway_node", b"gateway_node", "hospital_id", b"hospital_id", "hospital_name", b"hospital_name", "in_flight_calls", b"in_flight_calls", "last_seen_time", b"last_seen_time", "peer", b"peer", "protocol_revision", b"protocol_revision", "rtt", b"rtt", "session_id", b"session_id", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connect_time", b"connect_time", "connection_index", b"connection_index", "contract_release", b"contract_release", "credential_id", b"credential_id", "edge_id", b"edge_id", "edge_version", b"edge_version", "gateway_node", b"gateway_node", "hospital_id", b"hospital_id", "hospital_name", b"hospital_name", "in_flight_calls", b"in_flight_calls", "last_seen_time", b"last_seen_time", "peer", b"peer", "protocol_revision", b"protocol_revision", "rtt", b"rtt", "session_id", b"session_id", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -182,6 +190,7 @@ class ListConnectedHospitalsRequest(_message.Message):
     GATEWAY_NODE_FIELD_NUMBER: _builtins.int
     EDGE_VERSION_FIELD_NUMBER: _builtins.int
     CONTRACT_RELEASE_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     hospital_id: _builtins.str
@@ -192,6 +201,8 @@ class ListConnectedHospitalsRequest(_message.Message):
     """When set, only edges running this software version."""
     contract_release: _builtins.str
     """When set, only edges on this contract release."""
+    credential_id: _builtins.str
+    """When set, only tunnels opened with this credential (its public id)."""
     page_size: _builtins.int
     """Maximum number of rows to return; see paging conventions in common.proto."""
     page_token: _builtins.str
@@ -203,12 +214,13 @@ class ListConnectedHospitalsRequest(_message.Message):
         gateway_node: _builtins.str = ...,
         edge_version: _builtins.str = ...,
         contract_release: _builtins.str = ...,
+        credential_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_release", b"contract_release", "edge_version", b"edge_version", "gateway_node", b"gateway_node", "hospital_id", b"hospital_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_release", b"contract_release", "credential_id", b"credential_id", "edge_version", b"edge_version", "gateway_node", b"gateway_node", "hospital_id", b"hospital_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -423,3 +435,279 @@ class LookupTraceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LookupTraceResponse: _TypeAlias = LookupTraceResponse  # noqa: Y015
+
+@_typing.final
+class CloseCredentialTunnelsRequest(_message.Message):
+    """Request of CloseCredentialTunnels."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
+    credential_id: _builtins.str
+    """Public id of the revoked credential. Required."""
+    @_builtins.property
+    def wait(self) -> _duration_pb2.Duration:
+        """How long to wait for every node to confirm; default 5 s, at most 60 s."""
+
+    def __init__(
+        self,
+        *,
+        credential_id: _builtins.str = ...,
+        wait: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["wait", b"wait"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential_id", b"credential_id", "wait", b"wait"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseCredentialTunnelsRequest: _TypeAlias = CloseCredentialTunnelsRequest  # noqa: Y015
+
+@_typing.final
+class CloseCredentialTunnelsResponse(_message.Message):
+    """Response of CloseCredentialTunnels."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ClosedByNodeEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    HOSPITAL_ID_FIELD_NUMBER: _builtins.int
+    CLOSED_TUNNELS_FIELD_NUMBER: _builtins.int
+    CLOSED_BY_NODE_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    credential_id: _builtins.str
+    """The credential."""
+    hospital_id: _builtins.str
+    """The hospital it was issued for."""
+    closed_tunnels: _builtins.int
+    """Tunnels of the credential closed since it was revoked, by every node together."""
+    @_builtins.property
+    def closed_by_node(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """The same count per gateway node (nodes that closed none are absent)."""
+
+    @_builtins.property
+    def remaining(self) -> _containers.RepeatedCompositeFieldContainer[Global___HospitalConnection]:
+        """Tunnels of the credential still listed when the wait ended; empty when every node
+        confirmed. A node that is down keeps its rows until its presence expires.
+        """
+
+    def __init__(
+        self,
+        *,
+        credential_id: _builtins.str = ...,
+        hospital_id: _builtins.str = ...,
+        closed_tunnels: _builtins.int = ...,
+        closed_by_node: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        remaining: _abc.Iterable[Global___HospitalConnection] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["closed_by_node", b"closed_by_node", "closed_tunnels", b"closed_tunnels", "credential_id", b"credential_id", "hospital_id", b"hospital_id", "remaining", b"remaining"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseCredentialTunnelsResponse: _TypeAlias = CloseCredentialTunnelsResponse  # noqa: Y015
+
+@_typing.final
+class ProbeTunnelRequest(_message.Message):
+    """Request of ProbeTunnel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOSPITAL_ID_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    CLAIMANT_FIELD_NUMBER: _builtins.int
+    hospital_id: _builtins.str
+    """The hospital of the tunnel. Required."""
+    session_id: _builtins.str
+    """The tunnel's session id. Required."""
+    claimant: _builtins.str
+    """Who claims the tunnel's edge id, for the log: node and network peer."""
+    def __init__(
+        self,
+        *,
+        hospital_id: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+        claimant: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claimant", b"claimant", "hospital_id", b"hospital_id", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProbeTunnelRequest: _TypeAlias = ProbeTunnelRequest  # noqa: Y015
+
+@_typing.final
+class ProbeTunnelResponse(_message.Message):
+    """Response of ProbeTunnel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIVE_FIELD_NUMBER: _builtins.int
+    CONNECT_TIME_FIELD_NUMBER: _builtins.int
+    PEER_FIELD_NUMBER: _builtins.int
+    GATEWAY_NODE_FIELD_NUMBER: _builtins.int
+    live: _builtins.bool
+    """True when the tunnel answered; false when it is not on this node any more, or stayed
+    silent and was closed as replaced.
+    """
+    peer: _builtins.str
+    """Where the live tunnel comes from, in gRPC peer form."""
+    gateway_node: _builtins.str
+    """The node holding it."""
+    @_builtins.property
+    def connect_time(self) -> _timestamp_pb2.Timestamp:
+        """When the live tunnel connected."""
+
+    def __init__(
+        self,
+        *,
+        live: _builtins.bool = ...,
+        connect_time: _timestamp_pb2.Timestamp | None = ...,
+        peer: _builtins.str = ...,
+        gateway_node: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["connect_time", b"connect_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connect_time", b"connect_time", "gateway_node", b"gateway_node", "live", b"live", "peer", b"peer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProbeTunnelResponse: _TypeAlias = ProbeTunnelResponse  # noqa: Y015
+
+@_typing.final
+class ListEdgeConflictsRequest(_message.Message):
+    """Request of ListEdgeConflicts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOSPITAL_ID_FIELD_NUMBER: _builtins.int
+    hospital_id: _builtins.str
+    """When set, only this hospital's."""
+    def __init__(
+        self,
+        *,
+        hospital_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hospital_id", b"hospital_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEdgeConflictsRequest: _TypeAlias = ListEdgeConflictsRequest  # noqa: Y015
+
+@_typing.final
+class EdgeConflict(_message.Message):
+    """Refused duplicate tunnels of one hospital."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOSPITAL_ID_FIELD_NUMBER: _builtins.int
+    REFUSED_TUNNELS_FIELD_NUMBER: _builtins.int
+    LAST_TIME_FIELD_NUMBER: _builtins.int
+    EDGE_ID_FIELD_NUMBER: _builtins.int
+    CONNECTION_INDEX_FIELD_NUMBER: _builtins.int
+    PEER_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    REFUSED_BY_NODE_FIELD_NUMBER: _builtins.int
+    HOLDER_SESSION_ID_FIELD_NUMBER: _builtins.int
+    HOLDER_NODE_FIELD_NUMBER: _builtins.int
+    HOLDER_PEER_FIELD_NUMBER: _builtins.int
+    HOLDER_CONNECT_TIME_FIELD_NUMBER: _builtins.int
+    hospital_id: _builtins.str
+    """The hospital."""
+    refused_tunnels: _builtins.int
+    """Tunnels refused because a live tunnel held their edge id (kept a week after the last)."""
+    edge_id: _builtins.str
+    """The edge id the last refused tunnel claimed."""
+    connection_index: _builtins.int
+    """Its connection index."""
+    peer: _builtins.str
+    """Where it came from, in gRPC peer form."""
+    credential_id: _builtins.str
+    """Public id of the credential it used."""
+    refused_by_node: _builtins.str
+    """The node that refused it."""
+    holder_session_id: _builtins.str
+    """Session id of the live tunnel that kept the edge id."""
+    holder_node: _builtins.str
+    """The node holding that tunnel."""
+    holder_peer: _builtins.str
+    """Where the live tunnel comes from."""
+    @_builtins.property
+    def last_time(self) -> _timestamp_pb2.Timestamp:
+        """When the last one was refused."""
+
+    @_builtins.property
+    def holder_connect_time(self) -> _timestamp_pb2.Timestamp:
+        """When the live tunnel connected."""
+
+    def __init__(
+        self,
+        *,
+        hospital_id: _builtins.str = ...,
+        refused_tunnels: _builtins.int = ...,
+        last_time: _timestamp_pb2.Timestamp | None = ...,
+        edge_id: _builtins.str = ...,
+        connection_index: _builtins.int = ...,
+        peer: _builtins.str = ...,
+        credential_id: _builtins.str = ...,
+        refused_by_node: _builtins.str = ...,
+        holder_session_id: _builtins.str = ...,
+        holder_node: _builtins.str = ...,
+        holder_peer: _builtins.str = ...,
+        holder_connect_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["holder_connect_time", b"holder_connect_time", "last_time", b"last_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_index", b"connection_index", "credential_id", b"credential_id", "edge_id", b"edge_id", "holder_connect_time", b"holder_connect_time", "holder_node", b"holder_node", "holder_peer", b"holder_peer", "holder_session_id", b"holder_session_id", "hospital_id", b"hospital_id", "last_time", b"last_time", "peer", b"peer", "refused_by_node", b"refused_by_node", "refused_tunnels", b"refused_tunnels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EdgeConflict: _TypeAlias = EdgeConflict  # noqa: Y015
+
+@_typing.final
+class ListEdgeConflictsResponse(_message.Message):
+    """Response of ListEdgeConflicts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFLICTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def conflicts(self) -> _containers.RepeatedCompositeFieldContainer[Global___EdgeConflict]:
+        """One entry per hospital with refused duplicates, ordered by hospital id."""
+
+    def __init__(
+        self,
+        *,
+        conflicts: _abc.Iterable[Global___EdgeConflict] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conflicts", b"conflicts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEdgeConflictsResponse: _TypeAlias = ListEdgeConflictsResponse  # noqa: Y015

@@ -26,12 +26,15 @@ if _version_not_supported:
 
 
 class OperationsServiceStub:
-    """Read-only views for cloud operators and the monitoring dashboard: which hospitals are
-    connected where, and what happened to one request across every hop.
+    """Views for cloud operators and the monitoring dashboard (which hospitals are connected
+    where, refused duplicate edges, what happened to one request across every hop), and the
+    few actions operators and peer nodes take on tunnels: closing the tunnels of a revoked
+    credential, and checking whether an edge's tunnel is still alive.
 
     Callers are operators authenticated by the operations identity provider; every call
-    is audited. Nothing here returns patient data: span attributes are masked at the
-    source according to the `(hplus.options.v1.pii)` field option.
+    is audited. Nothing here returns patient data or secrets: span attributes are masked at
+    the source according to the `(hplus.options.v1.pii)` field option, and credentials
+    appear only by their public id.
     """
 
     def __init__(self, channel):
@@ -50,15 +53,33 @@ class OperationsServiceStub:
                 request_serializer=hplus_dot_cloud_dot_v1_dot_operations__pb2.LookupTraceRequest.SerializeToString,
                 response_deserializer=hplus_dot_cloud_dot_v1_dot_operations__pb2.LookupTraceResponse.FromString,
                 _registered_method=True)
+        self.CloseCredentialTunnels = channel.unary_unary(
+                '/hplus.cloud.v1.OperationsService/CloseCredentialTunnels',
+                request_serializer=hplus_dot_cloud_dot_v1_dot_operations__pb2.CloseCredentialTunnelsRequest.SerializeToString,
+                response_deserializer=hplus_dot_cloud_dot_v1_dot_operations__pb2.CloseCredentialTunnelsResponse.FromString,
+                _registered_method=True)
+        self.ProbeTunnel = channel.unary_unary(
+                '/hplus.cloud.v1.OperationsService/ProbeTunnel',
+                request_serializer=hplus_dot_cloud_dot_v1_dot_operations__pb2.ProbeTunnelRequest.SerializeToString,
+                response_deserializer=hplus_dot_cloud_dot_v1_dot_operations__pb2.ProbeTunnelResponse.FromString,
+                _registered_method=True)
+        self.ListEdgeConflicts = channel.unary_unary(
+                '/hplus.cloud.v1.OperationsService/ListEdgeConflicts',
+                request_serializer=hplus_dot_cloud_dot_v1_dot_operations__pb2.ListEdgeConflictsRequest.SerializeToString,
+                response_deserializer=hplus_dot_cloud_dot_v1_dot_operations__pb2.ListEdgeConflictsResponse.FromString,
+                _registered_method=True)
 
 
 class OperationsServiceServicer:
-    """Read-only views for cloud operators and the monitoring dashboard: which hospitals are
-    connected where, and what happened to one request across every hop.
+    """Views for cloud operators and the monitoring dashboard (which hospitals are connected
+    where, refused duplicate edges, what happened to one request across every hop), and the
+    few actions operators and peer nodes take on tunnels: closing the tunnels of a revoked
+    credential, and checking whether an edge's tunnel is still alive.
 
     Callers are operators authenticated by the operations identity provider; every call
-    is audited. Nothing here returns patient data: span attributes are masked at the
-    source according to the `(hplus.options.v1.pii)` field option.
+    is audited. Nothing here returns patient data or secrets: span attributes are masked at
+    the source according to the `(hplus.options.v1.pii)` field option, and credentials
+    appear only by their public id.
     """
 
     def ListConnectedHospitals(self, request, context):
@@ -80,6 +101,38 @@ class OperationsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CloseCredentialTunnels(self, request, context):
+        """Closes every live tunnel of a revoked credential on every node and reports how many
+        were closed. The node asked closes its own at once, tells the other nodes (a message
+        through shared presence; each node also checks the fleet database every second), then
+        waits up to `wait` until no tunnel of the credential is listed anywhere. Tunnels end
+        with UNAUTHENTICATED "credential revoked", which tells the edge not to retry soon.
+        NOT_FOUND for an unknown credential, FAILED_PRECONDITION for one that is not revoked
+        (revoke it in the fleet database first: `hplus cloud credentials revoke`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProbeTunnel(self, request, context):
+        """Asks the node holding a tunnel whether its edge still answers (a ping, within that
+        node's liveness probe time). A peer node calls it when a new tunnel claims the same
+        hospital, edge id and connection index: a live holder keeps the edge id and the
+        newcomer is refused with ALREADY_EXISTS; a silent holder is closed as replaced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEdgeConflicts(self, request, context):
+        """Lists, per hospital, the tunnels refused because a live tunnel already held their
+        edge id and connection index (two front-end servers with one edge id, or a stolen
+        credential), with the last refusal's details.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperationsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +146,21 @@ def add_OperationsServiceServicer_to_server(servicer, server):
                     request_deserializer=hplus_dot_cloud_dot_v1_dot_operations__pb2.LookupTraceRequest.FromString,
                     response_serializer=hplus_dot_cloud_dot_v1_dot_operations__pb2.LookupTraceResponse.SerializeToString,
             ),
+            'CloseCredentialTunnels': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseCredentialTunnels,
+                    request_deserializer=hplus_dot_cloud_dot_v1_dot_operations__pb2.CloseCredentialTunnelsRequest.FromString,
+                    response_serializer=hplus_dot_cloud_dot_v1_dot_operations__pb2.CloseCredentialTunnelsResponse.SerializeToString,
+            ),
+            'ProbeTunnel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProbeTunnel,
+                    request_deserializer=hplus_dot_cloud_dot_v1_dot_operations__pb2.ProbeTunnelRequest.FromString,
+                    response_serializer=hplus_dot_cloud_dot_v1_dot_operations__pb2.ProbeTunnelResponse.SerializeToString,
+            ),
+            'ListEdgeConflicts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEdgeConflicts,
+                    request_deserializer=hplus_dot_cloud_dot_v1_dot_operations__pb2.ListEdgeConflictsRequest.FromString,
+                    response_serializer=hplus_dot_cloud_dot_v1_dot_operations__pb2.ListEdgeConflictsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'hplus.cloud.v1.OperationsService', rpc_method_handlers)
@@ -102,12 +170,15 @@ def add_OperationsServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class OperationsService:
-    """Read-only views for cloud operators and the monitoring dashboard: which hospitals are
-    connected where, and what happened to one request across every hop.
+    """Views for cloud operators and the monitoring dashboard (which hospitals are connected
+    where, refused duplicate edges, what happened to one request across every hop), and the
+    few actions operators and peer nodes take on tunnels: closing the tunnels of a revoked
+    credential, and checking whether an edge's tunnel is still alive.
 
     Callers are operators authenticated by the operations identity provider; every call
-    is audited. Nothing here returns patient data: span attributes are masked at the
-    source according to the `(hplus.options.v1.pii)` field option.
+    is audited. Nothing here returns patient data or secrets: span attributes are masked at
+    the source according to the `(hplus.options.v1.pii)` field option, and credentials
+    appear only by their public id.
     """
 
     @staticmethod
@@ -154,6 +225,87 @@ class OperationsService:
             '/hplus.cloud.v1.OperationsService/LookupTrace',
             hplus_dot_cloud_dot_v1_dot_operations__pb2.LookupTraceRequest.SerializeToString,
             hplus_dot_cloud_dot_v1_dot_operations__pb2.LookupTraceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseCredentialTunnels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hplus.cloud.v1.OperationsService/CloseCredentialTunnels',
+            hplus_dot_cloud_dot_v1_dot_operations__pb2.CloseCredentialTunnelsRequest.SerializeToString,
+            hplus_dot_cloud_dot_v1_dot_operations__pb2.CloseCredentialTunnelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProbeTunnel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hplus.cloud.v1.OperationsService/ProbeTunnel',
+            hplus_dot_cloud_dot_v1_dot_operations__pb2.ProbeTunnelRequest.SerializeToString,
+            hplus_dot_cloud_dot_v1_dot_operations__pb2.ProbeTunnelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEdgeConflicts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hplus.cloud.v1.OperationsService/ListEdgeConflicts',
+            hplus_dot_cloud_dot_v1_dot_operations__pb2.ListEdgeConflictsRequest.SerializeToString,
+            hplus_dot_cloud_dot_v1_dot_operations__pb2.ListEdgeConflictsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,12 +27,15 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class OperationsServiceStub:
-    """Read-only views for cloud operators and the monitoring dashboard: which hospitals are
-    connected where, and what happened to one request across every hop.
+    """Views for cloud operators and the monitoring dashboard (which hospitals are connected
+    where, refused duplicate edges, what happened to one request across every hop), and the
+    few actions operators and peer nodes take on tunnels: closing the tunnels of a revoked
+    credential, and checking whether an edge's tunnel is still alive.
 
     Callers are operators authenticated by the operations identity provider; every call
-    is audited. Nothing here returns patient data: span attributes are masked at the
-    source according to the `(hplus.options.v1.pii)` field option.
+    is audited. Nothing here returns patient data or secrets: span attributes are masked at
+    the source according to the `(hplus.options.v1.pii)` field option, and credentials
+    appear only by their public id.
     """
 
     @_typing.overload
@@ -50,15 +53,38 @@ class OperationsServiceStub:
     the most recent seconds may be missing; see `complete`). NOT_FOUND when no span of
     the trace is known (traces are kept 7 days).
     """
+    CloseCredentialTunnels: _grpc.UnaryUnaryMultiCallable[_operations_pb2.CloseCredentialTunnelsRequest, _operations_pb2.CloseCredentialTunnelsResponse]
+    """Closes every live tunnel of a revoked credential on every node and reports how many
+    were closed. The node asked closes its own at once, tells the other nodes (a message
+    through shared presence; each node also checks the fleet database every second), then
+    waits up to `wait` until no tunnel of the credential is listed anywhere. Tunnels end
+    with UNAUTHENTICATED "credential revoked", which tells the edge not to retry soon.
+    NOT_FOUND for an unknown credential, FAILED_PRECONDITION for one that is not revoked
+    (revoke it in the fleet database first: `hplus cloud credentials revoke`).
+    """
+    ProbeTunnel: _grpc.UnaryUnaryMultiCallable[_operations_pb2.ProbeTunnelRequest, _operations_pb2.ProbeTunnelResponse]
+    """Asks the node holding a tunnel whether its edge still answers (a ping, within that
+    node's liveness probe time). A peer node calls it when a new tunnel claims the same
+    hospital, edge id and connection index: a live holder keeps the edge id and the
+    newcomer is refused with ALREADY_EXISTS; a silent holder is closed as replaced.
+    """
+    ListEdgeConflicts: _grpc.UnaryUnaryMultiCallable[_operations_pb2.ListEdgeConflictsRequest, _operations_pb2.ListEdgeConflictsResponse]
+    """Lists, per hospital, the tunnels refused because a live tunnel already held their
+    edge id and connection index (two front-end servers with one edge id, or a stolen
+    credential), with the last refusal's details.
+    """
 
 @_typing.type_check_only
 class OperationsServiceAsyncStub(OperationsServiceStub):
-    """Read-only views for cloud operators and the monitoring dashboard: which hospitals are
-    connected where, and what happened to one request across every hop.
+    """Views for cloud operators and the monitoring dashboard (which hospitals are connected
+    where, refused duplicate edges, what happened to one request across every hop), and the
+    few actions operators and peer nodes take on tunnels: closing the tunnels of a revoked
+    credential, and checking whether an edge's tunnel is still alive.
 
     Callers are operators authenticated by the operations identity provider; every call
-    is audited. Nothing here returns patient data: span attributes are masked at the
-    source according to the `(hplus.options.v1.pii)` field option.
+    is audited. Nothing here returns patient data or secrets: span attributes are masked at
+    the source according to the `(hplus.options.v1.pii)` field option, and credentials
+    appear only by their public id.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -73,14 +99,37 @@ class OperationsServiceAsyncStub(OperationsServiceStub):
     the most recent seconds may be missing; see `complete`). NOT_FOUND when no span of
     the trace is known (traces are kept 7 days).
     """
+    CloseCredentialTunnels: _aio.UnaryUnaryMultiCallable[_operations_pb2.CloseCredentialTunnelsRequest, _operations_pb2.CloseCredentialTunnelsResponse]  # type: ignore[assignment]
+    """Closes every live tunnel of a revoked credential on every node and reports how many
+    were closed. The node asked closes its own at once, tells the other nodes (a message
+    through shared presence; each node also checks the fleet database every second), then
+    waits up to `wait` until no tunnel of the credential is listed anywhere. Tunnels end
+    with UNAUTHENTICATED "credential revoked", which tells the edge not to retry soon.
+    NOT_FOUND for an unknown credential, FAILED_PRECONDITION for one that is not revoked
+    (revoke it in the fleet database first: `hplus cloud credentials revoke`).
+    """
+    ProbeTunnel: _aio.UnaryUnaryMultiCallable[_operations_pb2.ProbeTunnelRequest, _operations_pb2.ProbeTunnelResponse]  # type: ignore[assignment]
+    """Asks the node holding a tunnel whether its edge still answers (a ping, within that
+    node's liveness probe time). A peer node calls it when a new tunnel claims the same
+    hospital, edge id and connection index: a live holder keeps the edge id and the
+    newcomer is refused with ALREADY_EXISTS; a silent holder is closed as replaced.
+    """
+    ListEdgeConflicts: _aio.UnaryUnaryMultiCallable[_operations_pb2.ListEdgeConflictsRequest, _operations_pb2.ListEdgeConflictsResponse]  # type: ignore[assignment]
+    """Lists, per hospital, the tunnels refused because a live tunnel already held their
+    edge id and connection index (two front-end servers with one edge id, or a stolen
+    credential), with the last refusal's details.
+    """
 
 class OperationsServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Read-only views for cloud operators and the monitoring dashboard: which hospitals are
-    connected where, and what happened to one request across every hop.
+    """Views for cloud operators and the monitoring dashboard (which hospitals are connected
+    where, refused duplicate edges, what happened to one request across every hop), and the
+    few actions operators and peer nodes take on tunnels: closing the tunnels of a revoked
+    credential, and checking whether an edge's tunnel is still alive.
 
     Callers are operators authenticated by the operations identity provider; every call
-    is audited. Nothing here returns patient data: span attributes are masked at the
-    source according to the `(hplus.options.v1.pii)` field option.
+    is audited. Nothing here returns patient data or secrets: span attributes are masked at
+    the source according to the `(hplus.options.v1.pii)` field option, and credentials
+    appear only by their public id.
     """
 
     @_abc_1.abstractmethod
@@ -104,6 +153,44 @@ class OperationsServiceServicer(metaclass=_abc_1.ABCMeta):
         nodes, peer forwarding and the edge (edge spans arrive with its health reports, so
         the most recent seconds may be missing; see `complete`). NOT_FOUND when no span of
         the trace is known (traces are kept 7 days).
+        """
+
+    @_abc_1.abstractmethod
+    def CloseCredentialTunnels(
+        self,
+        request: _operations_pb2.CloseCredentialTunnelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.CloseCredentialTunnelsResponse, _abc.Awaitable[_operations_pb2.CloseCredentialTunnelsResponse]]:
+        """Closes every live tunnel of a revoked credential on every node and reports how many
+        were closed. The node asked closes its own at once, tells the other nodes (a message
+        through shared presence; each node also checks the fleet database every second), then
+        waits up to `wait` until no tunnel of the credential is listed anywhere. Tunnels end
+        with UNAUTHENTICATED "credential revoked", which tells the edge not to retry soon.
+        NOT_FOUND for an unknown credential, FAILED_PRECONDITION for one that is not revoked
+        (revoke it in the fleet database first: `hplus cloud credentials revoke`).
+        """
+
+    @_abc_1.abstractmethod
+    def ProbeTunnel(
+        self,
+        request: _operations_pb2.ProbeTunnelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.ProbeTunnelResponse, _abc.Awaitable[_operations_pb2.ProbeTunnelResponse]]:
+        """Asks the node holding a tunnel whether its edge still answers (a ping, within that
+        node's liveness probe time). A peer node calls it when a new tunnel claims the same
+        hospital, edge id and connection index: a live holder keeps the edge id and the
+        newcomer is refused with ALREADY_EXISTS; a silent holder is closed as replaced.
+        """
+
+    @_abc_1.abstractmethod
+    def ListEdgeConflicts(
+        self,
+        request: _operations_pb2.ListEdgeConflictsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.ListEdgeConflictsResponse, _abc.Awaitable[_operations_pb2.ListEdgeConflictsResponse]]:
+        """Lists, per hospital, the tunnels refused because a live tunnel already held their
+        edge id and connection index (two front-end servers with one edge id, or a stolen
+        credential), with the last refusal's details.
         """
 
 def add_OperationsServiceServicer_to_server(servicer: OperationsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

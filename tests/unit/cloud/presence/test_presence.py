@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
 import uuid
 
 import pytest
@@ -10,9 +12,11 @@ from cloud.presence import (
     Presence,
     PresenceUnavailable,
     RedisPresence,
+    RefusedTunnel,
     TunnelRecord,
 )
 from tests.support.ports import refused_port
+from tests.support.waiting import until
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
@@ -135,3 +139,71 @@ def test_record_json_round_trip() -> None:
     assert TunnelRecord.from_json(r.to_json()) == r
     with pytest.raises(ValueError, match="not a tunnel record"):
         TunnelRecord.from_json("{}")
+
+
+def test_record_from_a_newer_node_keeps_its_known_fields() -> None:
+    r = record(credential_id="c-1", peer="ipv4:10.0.0.1:5000")
+    data = json.loads(r.to_json())
+    data["added_in_a_later_release"] = {"x": 1}
+    assert TunnelRecord.from_json(json.dumps(data)) == r
+
+
+def refusal(hospital: str, edge: str, at_minute: int) -> RefusedTunnel:
+    return RefusedTunnel(
+        hospital_id=hospital,
+        edge_id=edge,
+        connection_index=0,
+        credential_id="c-9",
+        peer=f"ipv4:198.51.100.{at_minute}:4000",
+        node_id="n-2",
+        at=NOW + dt.timedelta(minutes=at_minute),
+        holder_session_id="s-1",
+        holder_node_id="n-1",
+        holder_peer="ipv4:203.0.113.7:5000",
+        holder_since=NOW,
+    )
+
+
+async def test_refused_duplicates_are_counted_per_hospital_with_the_last(
+    presence: Presence,
+) -> None:
+    assert await presence.conflicts() == []
+    await presence.record_refusal(refusal("h-2", "edge-a", 1))
+    await presence.record_refusal(refusal("h-1", "edge-a", 2))
+    await presence.record_refusal(refusal("h-1", "edge-b", 3))
+    summary = await presence.conflicts()
+    assert [(c.hospital_id, c.refused) for c in summary] == [("h-1", 2), ("h-2", 1)]
+    assert summary[0].last == refusal("h-1", "edge-b", 3)
+    (only,) = await presence.conflicts("h-2")
+    assert only.last == refusal("h-2", "edge-a", 1)
+    assert await presence.conflicts("h-3") == []
+
+
+async def test_revocations_reach_every_subscriber_and_closures_add_up(
+    presence: Presence,
+) -> None:
+    got: list[list[str]] = [[], []]
+
+    async def listen(into: list[str]) -> None:
+        async for credential_id in presence.revocations():
+            into.append(credential_id)
+
+    listeners = [asyncio.get_running_loop().create_task(listen(g)) for g in got]
+    try:
+
+        async def delivered() -> bool:
+            # Published until both subscriptions are live and have seen it.
+            await presence.publish_revocation("c-1")
+            return all(got)
+
+        await until(delivered)
+        assert all(set(g) == {"c-1"} for g in got)
+    finally:
+        for task in listeners:
+            task.cancel()
+        await asyncio.gather(*listeners, return_exceptions=True)
+    assert await presence.revocation_closures("c-1") == {}
+    await presence.add_revocation_closures("c-1", "n-1", 2)
+    await presence.add_revocation_closures("c-1", "n-2", 1)
+    await presence.add_revocation_closures("c-1", "n-1", 1)
+    assert await presence.revocation_closures("c-1") == {"n-1": 3, "n-2": 1}

@@ -233,29 +233,3 @@ async def test_edge_killed_mid_call_fails_the_call_and_a_new_tunnel_serves():
                 assert reply.value == "echo:back"
         finally:
             await channel.close()
-
-
-async def test_reconnecting_edge_replaces_its_stale_session():
-    async with running_rig() as rig:
-        old = rig.cloud_session
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{rig.cloud_port}")
-        try:
-            again = EdgeTunnel(
-                channel,
-                TunnelServer(),
-                credential="secret-h-1",
-                identity=EdgeIdentity(hospital_id=HOSPITAL, edge_id="edge-a"),
-            )
-            async with again:
-                await asyncio.wait_for(again.wait_ready(), 5)
-                assert rig.edge.task is not None
-                status = await asyncio.wait_for(rig.edge.task, 5)
-                assert status.code == grpc.StatusCode.UNAVAILABLE.value[0]
-                assert old.is_closed
-                assert rig.gateway.sessions(HOSPITAL) == [
-                    again_session := rig.gateway.pick(HOSPITAL)
-                ]
-                assert again_session is not None
-                assert again_session.welcome.epoch > old.welcome.epoch
-        finally:
-            await channel.close()
