@@ -18,8 +18,8 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
-from cloud import CloudNode
 from cloud.gateway import INTERNAL_AUTH_KEY
+from cloud.node import CloudNode
 from frontend_server.dialer import Dialer
 from hplus.cloud.v1 import operations_pb2, operations_pb2_grpc
 from tests.integration.test_tunnel_cluster import FAST, edge, node_config
