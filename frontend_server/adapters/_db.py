@@ -124,6 +124,7 @@ class DbHisAdapter(BaseAdapter):
         appointment_query_by_key=False,
         charge_query_by_key=False,
         refund_query_by_key=False,
+        bulk_slots=True,
     )
 
     def __init__(self, settings: DialectSettings) -> None:
@@ -419,6 +420,30 @@ class DbHisAdapter(BaseAdapter):
             rows = await self._select(
                 op, "V_HIS_SCHEDULE_SOURCE", [("SCHEDULE_ID", "=", schedule_id)]
             )
+            return tuple(E.slot(r, SLOT) for r in rows)
+
+    async def list_slots_between(
+        self, *, start: dt.date, end: dt.date | None = None
+    ) -> tuple[Slot, ...]:
+        """Lists the places of every session dated in a range (one SELECT by start time).
+
+        Args:
+            start: First date (inclusive).
+            end: Last date (inclusive); None for no upper bound.
+
+        Returns:
+            The slots.
+        """
+        op = "list_slots_between"
+        self._require("bulk_slots", op)
+        with self._logged(op):
+            where: list[tuple[str, str, Any]] = [
+                ("BEGIN_TIME", ">=", dt.datetime.combine(start, dt.time()))
+            ]
+            if end is not None:
+                after = dt.datetime.combine(end + dt.timedelta(days=1), dt.time())
+                where.append(("BEGIN_TIME", "<", after))
+            rows = await self._select(op, "V_HIS_SCHEDULE_SOURCE", where)
             return tuple(E.slot(r, SLOT) for r in rows)
 
     async def get_changes(self, since: str | None = None) -> Changes:

@@ -82,6 +82,7 @@ class RestHisAdapter(BaseAdapter):
         appointment_query_by_key=True,
         charge_query_by_key=True,
         refund_query_by_key=True,
+        bulk_slots=True,
     )
 
     def __init__(self, settings: DialectSettings) -> None:
@@ -263,6 +264,25 @@ class RestHisAdapter(BaseAdapter):
         op = "list_slots"
         with self._logged(op):
             data = await self._call(op, "GET", resource_id=schedule_id)
+            return tuple(E.slot(r, SLOT) for r in self._recs(data, op))
+
+    async def list_slots_between(
+        self, *, start: dt.date, end: dt.date | None = None
+    ) -> tuple[Slot, ...]:
+        """Lists the places of every session dated in a range (``GET /sources``).
+
+        Args:
+            start: First date (inclusive).
+            end: Last date (inclusive); None for no upper bound.
+
+        Returns:
+            The slots.
+        """
+        op = "list_slots_between"
+        self._require("bulk_slots", op)
+        with self._logged(op):
+            query = {"beginDate": start.isoformat(), "endDate": end.isoformat() if end else ""}
+            data = await self._call(op, "GET", query=query)
             return tuple(E.slot(r, SLOT) for r in self._recs(data, op))
 
     async def get_changes(self, since: str | None = None) -> Changes:

@@ -105,6 +105,7 @@ class SoapHisAdapter(BaseAdapter):
         appointment_query_by_key=True,
         charge_query_by_key=True,
         refund_query_by_key=True,
+        bulk_slots=True,
     )
 
     def __init__(self, settings: DialectSettings) -> None:
@@ -306,6 +307,24 @@ class SoapHisAdapter(BaseAdapter):
             return tuple(
                 E.slot(r, SLOT) for r in await self._list(op, {"PBID": schedule_id}, "HYLB")
             )
+
+    async def list_slots_between(
+        self, *, start: dt.date, end: dt.date | None = None
+    ) -> tuple[Slot, ...]:
+        """Lists the places of every session dated in a range (one trade).
+
+        Args:
+            start: First date (inclusive).
+            end: Last date (inclusive); None for no upper bound.
+
+        Returns:
+            The slots.
+        """
+        op = "list_slots_between"
+        self._require("bulk_slots", op)
+        with self._logged(op):
+            params = {"KSRQ": start.isoformat(), "JSRQ": end.isoformat() if end else ""}
+            return tuple(E.slot(r, SLOT) for r in await self._list(op, params, "HYLB"))
 
     async def get_changes(self, since: str | None = None) -> Changes:
         """Not offered by this dialect: reference data is read in full.
