@@ -7,6 +7,7 @@
 * the idempotency ledger (``ledger.db``) and the pending-task queue (``tasks.db``) in the
   data directory, the queue draining against the HIS at the profile's rate;
 * the resolver that settles UNKNOWN writes in the background;
+* the directory mirror (``directory.db``) and its refresher, which serve the change feed;
 * the tunnel registrar with every hospital servicer and the admin servicer;
 * the dialer that holds the tunnels to the cloud (optional: tests may serve the registrar
   another way).
@@ -26,6 +27,7 @@ import datetime
 import logging
 import socket
 import uuid
+import zoneinfo
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -34,9 +36,12 @@ from typing import Any
 from frontend_server.adapters import HisAdapter, make_adapter
 from frontend_server.admin import EdgeAdminServicer
 from frontend_server.dialer import Dialer, DialerConfig
+from frontend_server.directory import DirectoryMirror
 from frontend_server.ledger import Ledger, Resolver
-from frontend_server.profile import Profile
+from frontend_server.profile import OperationMode, Profile
 from frontend_server.services import (
+    DirectoryConfig,
+    DirectoryRefresher,
     Hospital,
     WriteRunner,
     dialect_settings,
@@ -77,6 +82,8 @@ class EdgeConfig:
     """How long in-flight calls and task attempts may finish at shutdown."""
     clock: Callable[[], datetime.datetime] = _wall_clock
     """The current time, timezone-aware, for the appointment rules (a seam for tests)."""
+    directory: DirectoryConfig = dataclasses.field(default_factory=DirectoryConfig)
+    """How the directory mirror is refreshed and the change feed paged."""
 
     def __post_init__(self) -> None:
         if self.dialer is not None and self.dialer.hospital_id != self.profile.hospital_id:
@@ -121,13 +128,30 @@ class EdgeApp:
             self.ledger, self.writes.probe, interval_seconds=config.resolve_interval_seconds
         )
         self.server = TunnelServer()
-        # Real-time calls are paced by his.limits; the queue paces its own drain.
+        # Real-time calls are paced by his.limits, and so are the mirror's reads; the queue
+        # paces its own drain.
+        his = paced(self.adapter, profile.his.limits)
+        directory = config.directory
+        self.mirror = DirectoryMirror(
+            config.data_dir / "directory.db",
+            history_seconds=directory.history_seconds,
+            tombstone_seconds=directory.tombstone_seconds,
+            max_entities=directory.max_entities,
+        )
+        self.refresher = DirectoryRefresher(
+            self.mirror,
+            his,
+            zone=zoneinfo.ZoneInfo(profile.business_hours.timezone),
+            config=directory,
+            clock=config.clock,
+        )
         self.hospital = Hospital(
             profile=profile,
-            adapter=paced(self.adapter, profile.his.limits),
+            adapter=his,
             writes=self.writes,
             queue=self.queue,
             clock=config.clock,
+            directory=self.refresher,
         )
         register_hospital_services(self.server, self.hospital)
         admin_pb2_grpc.add_EdgeAdminServiceServicer_to_server(
@@ -171,6 +195,7 @@ class EdgeApp:
         if recovered:
             log.warning("%d write(s) were in flight at the last stop: now UNKNOWN", recovered)
         await self.queue.start()
+        await self.mirror.open()
         self._started = True
 
     async def run(self) -> None:
@@ -182,6 +207,8 @@ class EdgeApp:
         async with asyncio.TaskGroup() as group:
             group.create_task(self.queue.run(), name="edge-queue")
             group.create_task(self.resolver.run(), name="edge-resolver")
+            if self.config.profile.mode("get_changes") is not OperationMode.UNSUPPORTED:
+                group.create_task(self.refresher.run(), name="edge-directory")
             if self.dialer is not None:
                 group.create_task(self.dialer.run(), name="edge-dialer")
             group.create_task(self._wait_stop(), name="edge-stop")
@@ -192,6 +219,7 @@ class EdgeApp:
             await self.dialer.shutdown(self.config.grace_seconds)
         await self.queue.shutdown(grace_seconds=self.config.grace_seconds)
         await self.resolver.shutdown()
+        await self.refresher.shutdown()
 
     async def shutdown(self) -> None:
         """Drains the tunnels, stops the queue and the resolver, closes the stores."""
@@ -210,7 +238,10 @@ class EdgeApp:
             try:
                 await self.ledger.aclose()
             finally:
-                await self.adapter.aclose()
+                try:
+                    await self.mirror.aclose()
+                finally:
+                    await self.adapter.aclose()
 
     async def __aenter__(self) -> EdgeApp:
         await self.start()

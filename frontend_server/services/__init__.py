@@ -21,6 +21,7 @@ from frontend_server.services._directory import DirectoryServicer
 from frontend_server.services._errors import ERROR_DOMAIN, REJECTIONS, abort_with
 from frontend_server.services._limits import PacedAdapter, paced
 from frontend_server.services._patient import PatientServicer
+from frontend_server.services._refresh import DirectoryConfig, DirectoryRefresher
 from frontend_server.services._report import ReportServicer
 from frontend_server.services._task import TaskServicer, task_executor
 from frontend_server.services._writes import Probe, WriteRunner
@@ -39,6 +40,8 @@ __all__ = [
     "REJECTIONS",
     "AppointmentServicer",
     "BillingServicer",
+    "DirectoryConfig",
+    "DirectoryRefresher",
     "DirectoryServicer",
     "Hospital",
     "PacedAdapter",

@@ -1,0 +1,366 @@
+"""Keeps the edge's directory mirror fresh: reads the HIS in the background, and on demand.
+
+The change feed is served from the mirror (:mod:`frontend_server.directory`), never from the
+HIS in the request path. This refresher fills it:
+
+* **full reads** list departments, doctors and the schedules from today, and read the slots
+  of that whole range in one call where the HIS has a bulk read (``bulk_slots``), else one
+  call per schedule. Entities of a full read that the HIS no longer lists are deleted.
+* A HIS with its own change feed (``incremental_changes``) is read incrementally between
+  full reads: the first read is the HIS's own full dump (which carries its watermark), then
+  only what changed after the watermark the mirror keeps. Full reads still come every
+  ``full_refresh_seconds``, for what such feeds miss (states that change with time, and
+  deletions some HIS never log).
+* Reads go through the hospital's paced adapter, so they count against ``his.limits`` with
+  the real-time calls; one refresh runs at a time, and a caller who asks for a fresh mirror
+  joins the refresh in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import math
+import zoneinfo
+from collections.abc import Iterable, Sequence
+
+from frontend_server.adapters import (
+    Department,
+    Doctor,
+    HisAdapter,
+    HisCapabilityError,
+    HisError,
+    HisRejected,
+    HisUnavailable,
+    RejectReason,
+    Schedule,
+    Slot,
+)
+from frontend_server.directory import (
+    ENTITY_KINDS,
+    DirectoryMirror,
+    FeedLimits,
+    MirrorEntity,
+    MirrorUpdate,
+)
+from frontend_server.services import _convert as convert
+from frontend_server.services._rules import Clock, utc_now
+from hplus.hospital.v1 import directory_pb2
+
+__all__ = ["DirectoryConfig", "DirectoryRefresher"]
+
+log = logging.getLogger("frontend_server.directory")
+
+_DELETED_KINDS = {
+    "SCHEDULE": directory_pb2.ENTITY_KIND_SCHEDULE,
+    "SLOT": directory_pb2.ENTITY_KIND_SLOT,
+}
+_UNSUPPORTED = frozenset({RejectReason.NOT_FOUND, RejectReason.INVALID_ARGUMENT})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DirectoryConfig:
+    """How the edge keeps its directory mirror and serves the change feed from it."""
+
+    refresh_seconds: float = 30.0
+    """Pause between background reads of the HIS (incremental where the HIS can)."""
+    full_refresh_seconds: float = 600.0
+    """Longest time between full reads of the HIS."""
+    max_staleness_seconds: float = 10.0
+    """A feed pass that starts on an older mirror first asks for a refresh …"""
+    wait_seconds: float = 3.0
+    """… and waits this long for it (then serves the mirror as it is; ``data_time`` says
+    how old it is). Also how long a pass waits for the very first read."""
+    history_seconds: float = 900.0
+    """How long superseded states are kept, so a pass reads one point in time."""
+    tombstone_seconds: float = 7 * 86400.0
+    """How long deletions are kept; older watermarks get a snapshot."""
+    max_entities: int = 500_000
+    """Largest directory accepted from the HIS."""
+    limits: FeedLimits = dataclasses.field(default_factory=FeedLimits)
+    """Bounds of a feed page (entries, bytes, assembly time)."""
+
+    def __post_init__(self) -> None:
+        for name in ("refresh_seconds", "full_refresh_seconds", "history_seconds"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0")
+        for name in ("max_staleness_seconds", "wait_seconds", "tombstone_seconds"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if self.max_entities < 1:
+            raise ValueError("max_entities must be >= 1")
+
+
+class DirectoryRefresher:
+    """Reads the HIS into the mirror (see the module docstring).
+
+    Args:
+        mirror: the opened mirror.
+        adapter: the hospital's (paced) HIS adapter.
+        zone: the hospital's time zone (dates of schedules and slots, today).
+        config: intervals and bounds.
+        clock: the current time, timezone-aware.
+    """
+
+    def __init__(
+        self,
+        mirror: DirectoryMirror,
+        adapter: HisAdapter,
+        *,
+        zone: zoneinfo.ZoneInfo,
+        config: DirectoryConfig | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.mirror = mirror
+        self.config = config or DirectoryConfig()
+        self._adapter = adapter
+        self._zone = zone
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._bulk_refused = False
+        self._reported = ""
+        self.last_error = ""
+        """Why the last refresh failed ("" after a success)."""
+        self.refreshes = 0
+        """Refreshes that succeeded."""
+
+    def today(self) -> dt.date:
+        """The hospital's current date."""
+        return self._clock().astimezone(self._zone).date()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Refreshes every ``refresh_seconds`` (and when asked) until :meth:`shutdown`."""
+        while not self._stop.is_set():
+            with contextlib.suppress(Exception):  # reported by _refresh; try again later
+                await asyncio.shield(self._start())
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.refresh_seconds):
+                    await self._wake.wait()
+
+    async def shutdown(self) -> None:
+        """Stops the loop and cancels a refresh in flight."""
+        self._stop.set()
+        self._wake.set()
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _start(self) -> asyncio.Task[None]:
+        if self._task is None or self._task.done():
+            task = asyncio.get_running_loop().create_task(self._refresh(), name="directory-refresh")
+            # A caller may stop waiting (its deadline); the outcome is reported by _refresh.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._task = task
+        return self._task
+
+    async def refresh(self) -> None:
+        """Reads the HIS now (or joins the read in flight) and waits for it.
+
+        Raises:
+            HisError: the HIS could not be read.
+            MirrorError: the mirror refused what was read.
+        """
+        await asyncio.shield(self._start())
+
+    async def ensure_fresh(self) -> None:
+        """Before a feed pass: refreshes a stale mirror, waiting a bounded time.
+
+        A mirror older than ``max_staleness_seconds`` is refreshed; the pass waits at most
+        ``wait_seconds`` for it.
+
+        Raises:
+            HisUnavailable: the mirror has never read the HIS (the reason is the last
+                refresh's error), so there is nothing to serve yet.
+        """
+        data_time = self.mirror.data_time
+        age = math.inf if data_time is None else (self._clock() - data_time).total_seconds()
+        if age > self.config.max_staleness_seconds:
+            task = self._start()
+            with contextlib.suppress(TimeoutError, Exception):
+                async with asyncio.timeout(self.config.wait_seconds):
+                    await asyncio.shield(task)
+        if self.mirror.data_time is None:
+            self._wake.set()
+            raise HisUnavailable(
+                "the directory mirror has not read the HIS yet"
+                + (f" ({self.last_error})" if self.last_error else ""),
+                operation="get_changes",
+                dialect=self._adapter.dialect,
+            )
+
+    # -- one refresh -------------------------------------------------------------------
+
+    async def _refresh(self) -> None:
+        try:
+            update = await self._read()
+            stats = await self.mirror.apply(update)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            self.last_error = f"{type(err).__name__}: {err}"
+            if await self.mirror.rebuild_if_damaged(err):
+                self.last_error = "the mirror file was damaged and has been rebuilt"
+            if self.last_error != self._reported:
+                self._reported = self.last_error
+                if isinstance(err, HisError):
+                    log.warning("directory refresh failed: %s", self.last_error)
+                else:
+                    log.error("directory refresh failed", exc_info=err)
+            raise
+        self.refreshes += 1
+        self.last_error = ""
+        if self._reported:
+            log.info("directory refresh works again")
+            self._reported = ""
+        if stats.changed or stats.deleted or stats.aged:
+            log.debug(
+                "directory: %d changed, %d deleted, %d aged out, %d entities",
+                stats.changed,
+                stats.deleted,
+                stats.aged,
+                stats.entities,
+            )
+
+    async def _read(self) -> MirrorUpdate:
+        adapter = self._adapter
+        mirror = self.mirror
+        today = self.today()
+        started = self._clock()
+        if adapter.capabilities.incremental_changes:
+            full_due = (
+                mirror.full_time is None
+                or (started - mirror.full_time).total_seconds() >= self.config.full_refresh_seconds
+            )
+            if mirror.his_watermark is None:
+                everything = await adapter.get_changes(None)
+                return self._update(
+                    everything.departments,
+                    everything.doctors,
+                    everything.schedules,
+                    everything.slots,
+                    complete=frozenset(ENTITY_KINDS),
+                    today=today,
+                    read_time=started,
+                    his_watermark=everything.watermark,
+                )
+            if not full_due:
+                try:
+                    delta = await adapter.get_changes(mirror.his_watermark)
+                except (ValueError, HisRejected) as err:
+                    if isinstance(err, HisRejected) and err.reason not in _UNSUPPORTED:
+                        raise
+                    log.warning("the HIS refused its own change watermark: reading it in full")
+                    await mirror.forget_his_watermark()
+                    return await self._read()
+                deleted = [
+                    (_DELETED_KINDS[d.kind], d.entity_id)
+                    for d in delta.deleted
+                    if d.kind in _DELETED_KINDS
+                ]
+                return self._update(
+                    delta.departments,
+                    delta.doctors,
+                    delta.schedules,
+                    delta.slots,
+                    deleted=deleted,
+                    today=today,
+                    read_time=started,
+                    his_watermark=delta.watermark or mirror.his_watermark,
+                )
+        departments = await adapter.list_departments()
+        doctors = await adapter.list_doctors()
+        schedules = await adapter.list_schedules(start=today)
+        slots = await self._slots(today, schedules)
+        return self._update(
+            departments,
+            doctors,
+            schedules,
+            slots,
+            complete=frozenset(ENTITY_KINDS),
+            today=today,
+            read_time=started,
+        )
+
+    async def _slots(self, today: dt.date, schedules: Sequence[Schedule]) -> list[Slot]:
+        adapter = self._adapter
+        if adapter.capabilities.bulk_slots and not self._bulk_refused:
+            try:
+                return list(await adapter.list_slots_between(start=today))
+            except HisCapabilityError:
+                pass
+            except HisRejected as err:
+                if err.reason not in _UNSUPPORTED:
+                    raise
+                # An older release of the vendor's HIS without the bulk read.
+                log.warning("the HIS refused the bulk slot read (%s): reading per schedule", err)
+                self._bulk_refused = True
+        slots: list[Slot] = []
+        for schedule in schedules:
+            slots.extend(await adapter.list_slots(schedule.schedule_id))
+        return slots
+
+    def _update(
+        self,
+        departments: Iterable[Department],
+        doctors: Iterable[Doctor],
+        schedules: Iterable[Schedule],
+        slots: Iterable[Slot],
+        *,
+        today: dt.date,
+        read_time: dt.datetime,
+        complete: frozenset[int] = frozenset(),
+        deleted: Sequence[tuple[int, str]] = (),
+        his_watermark: str | None = None,
+    ) -> MirrorUpdate:
+        entities: list[MirrorEntity] = []
+        for dep in departments:
+            entities.append(
+                MirrorEntity(
+                    directory_pb2.ENTITY_KIND_DEPARTMENT,
+                    dep.department_id,
+                    None,
+                    convert.department(dep),
+                )
+            )
+        for doc in doctors:
+            entities.append(
+                MirrorEntity(
+                    directory_pb2.ENTITY_KIND_DOCTOR, doc.doctor_id, None, convert.doctor(doc)
+                )
+            )
+        for sch in schedules:
+            entities.append(
+                MirrorEntity(
+                    directory_pb2.ENTITY_KIND_SCHEDULE,
+                    sch.schedule_id,
+                    sch.visit_date,
+                    convert.schedule(sch),
+                )
+            )
+        for slot in slots:
+            entities.append(
+                MirrorEntity(
+                    directory_pb2.ENTITY_KIND_SLOT,
+                    slot.slot_id,
+                    slot.start.astimezone(self._zone).date(),
+                    convert.slot(slot),
+                )
+            )
+        return MirrorUpdate(
+            entities=entities,
+            deleted=deleted,
+            complete=complete,
+            scope_start=today,
+            read_time=read_time,
+            his_watermark=his_watermark,
+        )
