@@ -33,6 +33,7 @@ from frontend_server.adapters import (
     HisAdapter,
     HisCapabilityError,
     HisError,
+    HisProtocolError,
     HisRejected,
     HisUnavailable,
     RejectReason,
@@ -59,6 +60,7 @@ _DELETED_KINDS = {
     "SLOT": directory_pb2.ENTITY_KIND_SLOT,
 }
 _UNSUPPORTED = frozenset({RejectReason.NOT_FOUND, RejectReason.INVALID_ARGUMENT})
+_BULK_RETRY = dt.timedelta(hours=1)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -122,7 +124,7 @@ class DirectoryRefresher:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
-        self._bulk_refused = False
+        self._bulk_retry: dt.datetime | None = None
         self._reported = ""
         self.last_error = ""
         """Why the last refresh failed ("" after a success)."""
@@ -293,17 +295,25 @@ class DirectoryRefresher:
 
     async def _slots(self, today: dt.date, schedules: Sequence[Schedule]) -> list[Slot]:
         adapter = self._adapter
-        if adapter.capabilities.bulk_slots and not self._bulk_refused:
+        now = self._clock()
+        if adapter.capabilities.bulk_slots and (
+            self._bulk_retry is None or now >= self._bulk_retry
+        ):
             try:
                 return list(await adapter.list_slots_between(start=today))
             except HisCapabilityError:
                 pass
-            except HisRejected as err:
-                if err.reason not in _UNSUPPORTED:
+            except (HisRejected, HisProtocolError) as err:
+                if isinstance(err, HisRejected) and err.reason not in _UNSUPPORTED:
                     raise
-                # An older release of the vendor's HIS without the bulk read.
-                log.warning("the HIS refused the bulk slot read (%s): reading per schedule", err)
-                self._bulk_refused = True
+                # Most likely a release of the vendor's HIS without the bulk read: read per
+                # schedule, and try the bulk read again later (the HIS may be upgraded).
+                log.warning(
+                    "the HIS refused the bulk slot read (%s): reading per schedule for %.0f s",
+                    err,
+                    _BULK_RETRY.total_seconds(),
+                )
+                self._bulk_retry = now + _BULK_RETRY
         slots: list[Slot] = []
         for schedule in schedules:
             slots.extend(await adapter.list_slots(schedule.schedule_id))
