@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from frontend_server.adapters import _entities as E
-from frontend_server.adapters._base import WRITE_OPERATIONS, BaseAdapter
+from frontend_server.adapters._base import WRITE_OPERATIONS, BaseAdapter, converted
 from frontend_server.adapters._codec import Record
 from frontend_server.adapters._domain import (
     Appointment,
@@ -444,7 +444,7 @@ class DbHisAdapter(BaseAdapter):
                 after = dt.datetime.combine(end + dt.timedelta(days=1), dt.time())
                 where.append(("BEGIN_TIME", "<", after))
             rows = await self._select(op, "V_HIS_SCHEDULE_SOURCE", where)
-            return tuple(E.slot(r, SLOT) for r in rows)
+            return await converted(rows, lambda r: E.slot(r, SLOT))
 
     async def get_changes(self, since: str | None = None) -> Changes:
         """Directory changes after a watermark (``MODIFY_TIME`` and the deletion log).

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote as url_quote
 
 from frontend_server.adapters import _entities as E
-from frontend_server.adapters._base import WRITE_OPERATIONS, BaseAdapter
+from frontend_server.adapters._base import WRITE_OPERATIONS, BaseAdapter, converted
 from frontend_server.adapters._codec import Record
 from frontend_server.adapters._domain import (
     Appointment,
@@ -283,7 +283,7 @@ class RestHisAdapter(BaseAdapter):
         with self._logged(op):
             query = {"beginDate": start.isoformat(), "endDate": end.isoformat() if end else ""}
             data = await self._call(op, "GET", query=query)
-            return tuple(E.slot(r, SLOT) for r in self._recs(data, op))
+            return await converted(self._recs(data, op), lambda r: E.slot(r, SLOT))
 
     async def get_changes(self, since: str | None = None) -> Changes:
         """Directory changes after a watermark.

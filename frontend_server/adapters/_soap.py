@@ -11,7 +11,7 @@ import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
 from frontend_server.adapters import _entities as E
-from frontend_server.adapters._base import WRITE_OPERATIONS, BaseAdapter
+from frontend_server.adapters._base import WRITE_OPERATIONS, BaseAdapter, converted
 from frontend_server.adapters._codec import Record
 from frontend_server.adapters._domain import (
     Appointment,
@@ -324,7 +324,8 @@ class SoapHisAdapter(BaseAdapter):
         self._require("bulk_slots", op)
         with self._logged(op):
             params = {"KSRQ": start.isoformat(), "JSRQ": end.isoformat() if end else ""}
-            return tuple(E.slot(r, SLOT) for r in await self._list(op, params, "HYLB"))
+            rows = await self._list(op, params, "HYLB")
+            return await converted(rows, lambda r: E.slot(r, SLOT))
 
     async def get_changes(self, since: str | None = None) -> Changes:
         """Not offered by this dialect: reference data is read in full.

@@ -21,6 +21,7 @@ entity's content digest changes (never merely because the HIS was read again).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 
 _SCHEMA_VERSION = "1"
 _CHUNK = 256  # rows per query while a page is assembled
+_SLICE = 200  # entities digested between two yields to the event loop
 _ONEOF: dict[int, str] = {
     directory_pb2.ENTITY_KIND_DEPARTMENT: "department",
     directory_pb2.ENTITY_KIND_DOCTOR: "doctor",
@@ -217,6 +219,7 @@ class DirectoryMirror:
         self._data_time: dt.datetime | None = None
         self._full_time: dt.datetime | None = None
         self._his_watermark: str | None = None
+        self._writing = asyncio.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -396,6 +399,10 @@ class DirectoryMirror:
                 f"the HIS published {len(update.entities)} directory entities, more than the "
                 f"bound of {self._max_entities}"
             )
+        async with self._writing:
+            return await self._apply(update)
+
+    async def _apply(self, update: MirrorUpdate) -> MirrorStats:
         assert self._engine is not None
         seq = self._seq()
         now = update.read_time
@@ -406,7 +413,9 @@ class DirectoryMirror:
         superseded: list[dict[str, Any]] = []
         seen: set[tuple[int, str]] = set()
         oversized = 0
-        for e in update.entities:
+        for i, e in enumerate(update.entities, 1):
+            if i % _SLICE == 0:
+                await asyncio.sleep(0)  # thousands of digests: let the edge's other work run
             key = (e.kind, e.entity_id)
             day = e.day.toordinal() if e.day is not None else None
             if key in seen or (day is not None and day < scope):

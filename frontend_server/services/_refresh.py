@@ -61,6 +61,7 @@ _DELETED_KINDS = {
 }
 _UNSUPPORTED = frozenset({RejectReason.NOT_FOUND, RejectReason.INVALID_ARGUMENT})
 _BULK_RETRY = dt.timedelta(hours=1)
+_SLICE = 200
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -245,7 +246,7 @@ class DirectoryRefresher:
             )
             if mirror.his_watermark is None:
                 everything = await adapter.get_changes(None)
-                return self._update(
+                return await self._update(
                     everything.departments,
                     everything.doctors,
                     everything.schedules,
@@ -269,7 +270,7 @@ class DirectoryRefresher:
                     for d in delta.deleted
                     if d.kind in _DELETED_KINDS
                 ]
-                return self._update(
+                return await self._update(
                     delta.departments,
                     delta.doctors,
                     delta.schedules,
@@ -283,7 +284,7 @@ class DirectoryRefresher:
         doctors = await adapter.list_doctors()
         schedules = await adapter.list_schedules(start=today)
         slots = await self._slots(today, schedules)
-        return self._update(
+        return await self._update(
             departments,
             doctors,
             schedules,
@@ -319,7 +320,7 @@ class DirectoryRefresher:
             slots.extend(await adapter.list_slots(schedule.schedule_id))
         return slots
 
-    def _update(
+    async def _update(
         self,
         departments: Iterable[Department],
         doctors: Iterable[Doctor],
@@ -348,7 +349,9 @@ class DirectoryRefresher:
                     directory_pb2.ENTITY_KIND_DOCTOR, doc.doctor_id, None, convert.doctor(doc)
                 )
             )
-        for sch in schedules:
+        for i, sch in enumerate(schedules, 1):
+            if i % _SLICE == 0:
+                await asyncio.sleep(0)  # thousands of conversions: let other work run
             entities.append(
                 MirrorEntity(
                     directory_pb2.ENTITY_KIND_SCHEDULE,
@@ -357,7 +360,9 @@ class DirectoryRefresher:
                     convert.schedule(sch),
                 )
             )
-        for slot in slots:
+        for i, slot in enumerate(slots, 1):
+            if i % _SLICE == 0:
+                await asyncio.sleep(0)
             entities.append(
                 MirrorEntity(
                     directory_pb2.ENTITY_KIND_SLOT,
