@@ -12,9 +12,9 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from tools.cli._base import CliError, Parser
+from tools.cli._base import CliError, Parser, write_secret_file
 
-__all__ = ["build_parser", "main"]
+__all__ = ["CliError", "build_parser", "main", "write_secret_file"]
 
 Register = Callable[["argparse._SubParsersAction[Parser]"], None]
 
