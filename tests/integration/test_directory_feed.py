@@ -18,6 +18,7 @@ from frontend_server.directory import FeedLimits
 from frontend_server.services import DirectoryConfig
 from hplus.hospital.v1 import directory_pb2
 from tests.integration.hospital_env import Env, error_reason, hospital
+from tests.support.feed import CloudModel, Fetch
 from tests.unit.frontend_server.adapters.helpers import mirror as his_mirror
 from tools.his_sim import Outage, SimBase
 
@@ -32,45 +33,13 @@ QUIET = DirectoryConfig(
 )
 
 
-class Cloud:
-    """What the cloud holds of one hospital: (kind, id) -> change."""
+def feed(env: Env) -> Fetch:
+    """The hospital's feed through the tunnel, as the cloud calls it."""
 
-    def __init__(self) -> None:
-        self.held: dict[tuple[int, str], directory_pb2.EntityChange] = {}
-        self.watermark = ""
-        self.pages: list[directory_pb2.GetChangesResponse] = []
+    async def fetch(request: directory_pb2.GetChangesRequest) -> directory_pb2.GetChangesResponse:
+        return await env.directory.GetChanges(request, timeout=T)
 
-    async def sync(self, env: Env, *, page_size: int = 5000, between_pages=None):  # type: ignore[no-untyped-def]
-        token, seen, self.pages = "", set(), []
-        while True:
-            page = await env.directory.GetChanges(
-                directory_pb2.GetChangesRequest(
-                    since=self.watermark, page_token=token, page_size=page_size
-                ),
-                timeout=T,
-            )
-            self.pages.append(page)
-            for c in page.changes:
-                key = (c.kind, c.entity_id)
-                seen.add(key)
-                held = self.held.get(key)
-                if held is None or held.version < c.version:
-                    self.held[key] = c
-            token = page.next_page_token
-            if not token:
-                break
-            if between_pages is not None:
-                await between_pages(len(self.pages))
-        if page.snapshot:
-            for key in [k for k in self.held if k not in seen]:
-                del self.held[key]
-        self.watermark = page.watermark
-        return page
-
-    def state(self) -> dict[tuple[int, str], bytes]:
-        return {
-            k: c.content_digest for k, c in self.held.items() if c.WhichOneof("change") != "deleted"
-        }
+    return fetch
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
@@ -78,8 +47,8 @@ async def test_a_pass_is_one_point_in_time_while_the_his_changes(
     dialect: str, tmp_path: Path
 ) -> None:
     async with hospital(dialect, tmp_path, directory=QUIET) as env:
-        reference = Cloud()
-        await reference.sync(env)
+        reference = CloudModel()
+        await reference.sync(feed(env))
         assert len(reference.pages) > 1  # the byte bound cut the 7-day directory
         for page in reference.pages:
             changes = directory_pb2.GetChangesResponse(changes=page.changes)
@@ -101,16 +70,16 @@ async def test_a_pass_is_one_point_in_time_while_the_his_changes(
             await his_mirror(env.his)
             await env.app.refresher.refresh()
 
-        cloud = Cloud()
-        last = await cloud.sync(env, page_size=200, between_pages=the_his_changes)
+        cloud = CloudModel()
+        last = await cloud.sync(feed(env), page_size=200, between_pages=the_his_changes)
         assert all(p.snapshot for p in cloud.pages)
-        delivered = [(c.kind, c.entity_id) for p in cloud.pages for c in p.changes]
+        delivered = cloud.delivered()
         assert len(delivered) == len(set(delivered))
         # The pass is the directory as it was when the pass began, nothing of the changes.
         assert cloud.state() == reference.state()
         assert last.watermark == reference.watermark
 
-        incremental = await cloud.sync(env)
+        incremental = await cloud.sync(feed(env))
         assert not incremental.snapshot
         changed = {(c.kind, c.entity_id): c for c in incremental.changes}
         for schedule_id in suspended:
@@ -120,23 +89,23 @@ async def test_a_pass_is_one_point_in_time_while_the_his_changes(
         assert all(changed[(directory_pb2.ENTITY_KIND_SLOT, s)].deleted for s in withdrawn_slots)
         assert changed[(directory_pb2.ENTITY_KIND_DOCTOR, doctor)].doctor.specialty == "新的擅长"
         # The cloud now holds exactly what a fresh snapshot says.
-        fresh = Cloud()
-        await fresh.sync(env)
+        fresh = CloudModel()
+        await fresh.sync(feed(env))
         assert cloud.state() == fresh.state()
         assert (directory_pb2.ENTITY_KIND_SCHEDULE, withdrawn) not in cloud.state()
 
 
 async def test_watermarks_of_another_store_get_a_snapshot(tmp_path: Path) -> None:
     async with hospital("rest", tmp_path, directory=QUIET) as env:
-        cloud = Cloud()
-        await cloud.sync(env)
+        cloud = CloudModel()
+        await cloud.sync(feed(env))
         entities = len(cloud.held)
         for since in ("m1.0123456789abcdef.1", "full:2026-01-01", cloud.watermark + "0"):
             page = await env.directory.GetChanges(
                 directory_pb2.GetChangesRequest(since=since, page_size=5000), timeout=T
             )
             assert page.snapshot, since
-        quiet = await cloud.sync(env)
+        quiet = await cloud.sync(feed(env))
         assert (quiet.snapshot, len(quiet.changes), len(cloud.held)) == (False, 0, entities)
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await env.directory.GetChanges(
@@ -151,8 +120,8 @@ async def test_a_damaged_mirror_file_is_rebuilt_when_the_edge_starts(tmp_path: P
     data.mkdir()
     (data / "directory.db").write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
     async with hospital("soap", tmp_path, directory=QUIET) as env:
-        cloud = Cloud()
-        page = await cloud.sync(env)
+        cloud = CloudModel()
+        page = await cloud.sync(feed(env))
         assert page.snapshot
         assert len(cloud.held) == env.app.mirror.size > 0
         assert (data / "directory.db.damaged").exists()

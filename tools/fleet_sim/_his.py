@@ -521,3 +521,11 @@ class MemoryHis:
             if self._schedule_id(j) == schedule_id:
                 return j
         return None
+
+    def slot_index(self, slot_id: str) -> int | None:
+        """The index of a slot by id (for tests and the control API)."""
+        schedule_id, _, number = slot_id.rpartition("-")
+        j = self.schedule_index(schedule_id)
+        if j is None or not number.isdigit() or int(number) >= self.shape.slots:
+            return None
+        return j * self.shape.slots + int(number)

@@ -89,9 +89,11 @@ def fleet_hospitals(count: int, *, seed: int = 1, prefix: str = "sim-") -> list[
         raise ValueError(f"prefix {prefix!r}: hospital ids must match {_ID.pattern}")
     out = []
     for i in range(1, count + 1):
-        region_code, region = REGIONS[(i + seed) % len(REGIONS)]
-        kind = KINDS[(i * 7 + seed) % len(KINDS)]
-        series = (i - 1) // (len(REGIONS) * len(KINDS))
+        # Every (region, kind) pair once per series, so names never repeat.
+        combo = i - 1
+        region_code, region = REGIONS[(combo + seed) % len(REGIONS)]
+        kind = KINDS[(combo // len(REGIONS) + seed) % len(KINDS)]
+        series = combo // (len(REGIONS) * len(KINDS))
         name = f"{region}{kind}" + (f"第{series + 1}分院" if series else "")
         out.append(SimHospital(i, f"{prefix}{i:05d}", name, region_code, seed * 100_003 + i))
     return out

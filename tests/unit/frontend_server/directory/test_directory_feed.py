@@ -28,6 +28,7 @@ from frontend_server.directory import (
 )
 from hplus.hospital.v1 import directory_pb2
 from mesh.digest import bucket_digests, bucket_of, content_digest
+from tests.support.feed import CloudModel, Fetch
 
 TODAY = dt.date(2026, 3, 2)
 DEPT, DOCTOR, SCHEDULE, SLOT = (
@@ -125,54 +126,13 @@ async def mirror(tmp_path: Path, clock: Clock):  # type: ignore[no-untyped-def]
         yield m
 
 
-class Cloud:
-    """The cloud's side of the contract, in a dict: (kind, id) -> (version, change)."""
+def feed(source: DirectoryMirror, **kw: object) -> Fetch:
+    """The feed of ``source`` as the cloud calls it."""
 
-    def __init__(self) -> None:
-        self.held: dict[tuple[int, str], tuple[int, directory_pb2.EntityChange]] = {}
-        self.watermark = ""
-        self.pages: list[directory_pb2.GetChangesResponse] = []
+    async def fetch(request: directory_pb2.GetChangesRequest) -> directory_pb2.GetChangesResponse:
+        return await get_changes(source, request, today=TODAY, **kw)  # type: ignore[arg-type]
 
-    async def sync(
-        self, source: DirectoryMirror, *, page_size: int = 0, between_pages=None, **req
-    ) -> directory_pb2.GetChangesResponse:  # type: ignore[no-untyped-def]
-        token = ""
-        seen: set[tuple[int, str]] = set()
-        self.pages = []
-        while True:
-            page = await get_changes(
-                source,
-                directory_pb2.GetChangesRequest(
-                    since=self.watermark, page_token=token, page_size=page_size, **req
-                ),
-                today=TODAY,
-            )
-            self.pages.append(page)
-            for c in page.changes:
-                key = (c.kind, c.entity_id)
-                seen.add(key)
-                held = self.held.get(key)
-                if held is not None and held[0] >= c.version:
-                    continue
-                self.held[key] = (c.version, c)
-            token = page.next_page_token
-            if not token:
-                break
-            if between_pages is not None:
-                await between_pages(len(self.pages))
-        if page.snapshot:
-            kinds = set(req.get("kinds") or ALL)
-            for key in [k for k in self.held if k[0] in kinds and k not in seen]:
-                del self.held[key]
-        self.watermark = page.watermark
-        return page
-
-    def state(self) -> dict[tuple[int, str], bytes]:
-        return {
-            k: c.content_digest
-            for k, (_, c) in self.held.items()
-            if c.WhichOneof("change") != "deleted"
-        }
+    return fetch
 
 
 async def mirror_state(m: DirectoryMirror) -> dict[tuple[int, str], bytes]:
@@ -187,19 +147,19 @@ async def test_versions_change_only_with_content(mirror: DirectoryMirror, clock:
     entities = directory()
     stats = await mirror.apply(update(entities, clock))
     assert stats.changed == len(entities)
-    cloud = Cloud()
-    await cloud.sync(mirror)
-    versions = {k: v for k, (v, _) in cloud.held.items()}
+    cloud = CloudModel()
+    await cloud.sync(feed(mirror))
+    versions = {k: c.version for k, c in cloud.held.items()}
     assert len(set(versions.values())) == len(versions)  # every change its own position
     head = mirror.head
     again = await mirror.apply(update(entities, clock))
     assert (again.changed, again.deleted, mirror.head) == (0, 0, head)
-    quiet = await cloud.sync(mirror)
+    quiet = await cloud.sync(feed(mirror))
     assert not quiet.changes
     slot = next(e for e in entities if e.kind == SLOT)
     await mirror.apply(update([with_remaining(slot, 1)], clock, complete=frozenset()))
     assert mirror.head > head
-    changed = await cloud.sync(mirror)
+    changed = await cloud.sync(feed(mirror))
     assert [(c.entity_id, c.version, c.slot.version) for c in changed.changes] == [
         (slot.entity_id, mirror.head, mirror.head)
     ]
@@ -228,24 +188,24 @@ async def test_a_snapshot_pass_reads_one_point_while_the_mirror_changes(
         )
         await mirror.apply(update([*changed, new], clock, complete=frozenset(), deleted=gone))
 
-    cloud = Cloud()
-    last = await cloud.sync(mirror, page_size=9, between_pages=churn)
+    cloud = CloudModel()
+    last = await cloud.sync(feed(mirror), page_size=9, between_pages=churn)
     assert last.snapshot
     assert len(cloud.pages) > 5
     assert all(p.snapshot for p in cloud.pages)
     # Exactly the state when the pass began: nothing twice, nothing of the churn.
-    delivered = [(c.kind, c.entity_id) for p in cloud.pages for c in p.changes]
+    delivered = cloud.delivered()
     assert len(delivered) == len(set(delivered))
     assert cloud.state() == before
     assert await mirror_state(mirror) != before
     # The next pass from the watermark brings exactly the churn, and the cloud converges.
-    incremental = await cloud.sync(mirror, page_size=5)
+    incremental = await cloud.sync(feed(mirror), page_size=5)
     assert not incremental.snapshot
     assert cloud.state() == await mirror_state(mirror)
     deletions = [c for p in cloud.pages for c in p.changes if c.WhichOneof("change") == "deleted"]
     assert deletions
     assert all(not c.content_digest for c in deletions)
-    quiet = await cloud.sync(mirror)
+    quiet = await cloud.sync(feed(mirror))
     assert (len(quiet.changes), quiet.snapshot, quiet.watermark) == (0, False, cloud.watermark)
 
 
@@ -255,8 +215,8 @@ async def test_an_incremental_pass_reads_one_point_while_the_mirror_changes(
     entities = directory()
     slots = [e for e in entities if e.kind == SLOT]
     await mirror.apply(update(entities, clock))
-    cloud = Cloud()
-    await cloud.sync(mirror)
+    cloud = CloudModel()
+    await cloud.sync(feed(mirror))
     await mirror.apply(
         update([with_remaining(s, 0) for s in slots[:30]], clock, complete=frozenset())
     )
@@ -267,13 +227,13 @@ async def test_an_incremental_pass_reads_one_point_while_the_mirror_changes(
             update([with_remaining(s, 2) for s in slots[:40]], clock, complete=frozenset())
         )
 
-    await cloud.sync(mirror, page_size=4, between_pages=churn)
+    await cloud.sync(feed(mirror), page_size=4, between_pages=churn)
     delivered = [c.entity_id for p in cloud.pages for c in p.changes]
     assert sorted(delivered) == sorted(s.entity_id for s in slots[:30])
     positions = [c.version for p in cloud.pages for c in p.changes]
     assert positions == sorted(positions)  # log order
     assert cloud.state() == at_start
-    await cloud.sync(mirror)
+    await cloud.sync(feed(mirror))
     assert cloud.state() == await mirror_state(mirror)
 
 
@@ -288,11 +248,11 @@ async def test_a_pass_older_than_the_history_still_converges(tmp_path: Path, clo
             changed = [with_remaining(s, page_number % 3) for s in slots[page_number::5]]
             await mirror.apply(update(changed, clock, complete=frozenset()))
 
-        cloud = Cloud()
-        await cloud.sync(mirror, page_size=10, between_pages=churn)
-        delivered = [(c.kind, c.entity_id) for p in cloud.pages for c in p.changes]
+        cloud = CloudModel()
+        await cloud.sync(feed(mirror), page_size=10, between_pages=churn)
+        delivered = cloud.delivered()
         assert len(delivered) == len(set(delivered)) == len(entities)
-        await cloud.sync(mirror)
+        await cloud.sync(feed(mirror))
         assert cloud.state() == await mirror_state(mirror)
 
 
@@ -301,8 +261,8 @@ async def test_foreign_future_garbage_and_pruned_watermarks_get_a_snapshot(
 ) -> None:
     entities = directory(days=1)
     await mirror.apply(update(entities, clock))
-    cloud = Cloud()
-    await cloud.sync(mirror)
+    cloud = CloudModel()
+    await cloud.sync(feed(mirror))
     good = cloud.watermark
     _, store, seq = good.split(".")
     async with DirectoryMirror(tmp_path / "other.db", clock=clock) as other:
@@ -323,20 +283,20 @@ async def test_foreign_future_garbage_and_pruned_watermarks_get_a_snapshot(
     # learn of it, so it gets a snapshot. Newer watermarks keep their increments.
     async with DirectoryMirror(tmp_path / "pruned.db", clock=clock, tombstone_seconds=60) as m:
         await m.apply(update(entities, clock))
-        old = Cloud()
-        await old.sync(m)
+        old = CloudModel()
+        await old.sync(feed(m))
         await m.apply(
             update([], clock, complete=frozenset(), deleted=[(SLOT, entities[-1].entity_id)])
         )
-        recent = Cloud()
-        await recent.sync(m)
+        recent = CloudModel()
+        await recent.sync(feed(m))
         clock.now += 120
         await m.apply(update(entities[:-1], clock))  # prunes the deletion
         assert m.horizon > 0
-        stale = await old.sync(m)
+        stale = await old.sync(feed(m))
         assert stale.snapshot
         assert (SLOT, entities[-1].entity_id) not in old.state()
-        fresh = await recent.sync(m)
+        fresh = await recent.sync(feed(m))
         assert not fresh.snapshot
 
 
@@ -460,8 +420,8 @@ async def test_buckets_filter_snapshots_and_the_digest_matches_the_feed(
 ) -> None:
     entities = directory()
     await mirror.apply(update(entities, clock))
-    cloud = Cloud()
-    await cloud.sync(mirror, page_size=5000)
+    cloud = CloudModel()
+    await cloud.sync(feed(mirror), page_size=5000)
     digest = await directory_digest(
         mirror, directory_pb2.GetDirectoryDigestRequest(bucket_count=8), today=TODAY
     )
@@ -495,8 +455,8 @@ async def test_buckets_filter_snapshots_and_the_digest_matches_the_feed(
 async def test_past_days_age_out_without_deletions(mirror: DirectoryMirror, clock: Clock) -> None:
     entities = directory(days=3)
     await mirror.apply(update(entities, clock))
-    cloud = Cloud()
-    await cloud.sync(mirror)
+    cloud = CloudModel()
+    await cloud.sync(feed(mirror))
     tomorrow = TODAY + dt.timedelta(days=1)
     still = [e for e in entities if e.day is None or e.day >= tomorrow]
     stats = await mirror.apply(update(still, clock, scope=tomorrow))
