@@ -6,7 +6,8 @@ hospital's HIS, and queues slow work. Its parts so far:
 * :mod:`frontend_server.profile`: the hospital's validated configuration profile;
 * :mod:`frontend_server.rules`: the appointment rule engine;
 * :mod:`frontend_server.ledger`: the idempotency ledger of HIS writes;
-* :mod:`frontend_server.tasks`: the durable, rate-limited pending-task queue.
+* :mod:`frontend_server.tasks`: the durable, rate-limited pending-task queue;
+* :mod:`frontend_server.directory`: the directory mirror the change feed is served from.
 """
 
 from __future__ import annotations
