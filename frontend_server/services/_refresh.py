@@ -187,7 +187,7 @@ class DirectoryRefresher:
         """
         data_time = self.mirror.data_time
         age = math.inf if data_time is None else (self._clock() - data_time).total_seconds()
-        if age > self.config.max_staleness_seconds:
+        if age > self.config.max_staleness_seconds and not self._stop.is_set():
             task = self._start()
             with contextlib.suppress(TimeoutError, Exception):
                 async with asyncio.timeout(self.config.wait_seconds):
@@ -206,6 +206,7 @@ class DirectoryRefresher:
     async def _refresh(self) -> None:
         try:
             update = await self._read()
+            await self._refuse_emptied(update)
             stats = await self.mirror.apply(update)
         except asyncio.CancelledError:
             raise
@@ -233,6 +234,29 @@ class DirectoryRefresher:
                 stats.aged,
                 stats.entities,
             )
+
+    async def _refuse_emptied(self, update: MirrorUpdate) -> None:
+        """Refuses a full read that lists nothing of a kind the mirror holds.
+
+        A HIS answering an empty list by mistake (a failed join, a view being rebuilt)
+        would otherwise delete that kind from every read store; a real hospital does not
+        lose all its departments, doctors or sessions between two reads.
+
+        Raises:
+            HisProtocolError: the read lists no entity of a kind the mirror holds.
+        """
+        for kind in sorted(update.complete):
+            if any(e.kind == kind for e in update.entities):
+                continue
+            held = len(await self.mirror.digest_entries(kind, update.scope_start))
+            if held:
+                name = directory_pb2.EntityKind.Name(kind)  # type: ignore[arg-type]
+                raise HisProtocolError(
+                    f"the HIS listed no {name} while the mirror holds {held}: read not "
+                    "applied (taken for a HIS fault)",
+                    operation="directory_refresh",
+                    dialect=self._adapter.dialect,
+                )
 
     async def _read(self) -> MirrorUpdate:
         adapter = self._adapter

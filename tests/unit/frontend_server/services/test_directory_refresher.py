@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from frontend_server.adapters import HisUnavailable, make_adapter
+from frontend_server.adapters import HisProtocolError, HisUnavailable, make_adapter
 from frontend_server.directory import ENTITY_KINDS, DirectoryMirror, FeedQuery
 from frontend_server.services import DirectoryConfig, DirectoryRefresher
 from hplus.hospital.v1 import directory_pb2
@@ -181,3 +181,15 @@ async def test_a_pass_waits_a_bounded_time_for_a_stale_mirror(tmp_path: Path) ->
 
 def _everything() -> FeedQuery:
     return FeedQuery(frozenset(ENTITY_KINDS), None, dt.date(2000, 1, 1))
+
+
+async def test_a_full_read_that_lists_nothing_of_a_kind_is_refused(tmp_path: Path) -> None:
+    async with SoapHis(seed=SEED) as his, refresher_on(his, tmp_path) as refresher:
+        await refresher.refresh()
+        before = refresher.mirror.entity_ids()
+        for schedule in his.core.list_schedules():
+            his.core.delete_schedule(schedule.schedule_id)  # the HIS answers no sessions
+        with pytest.raises(HisProtocolError, match="listed no ENTITY_KIND_SCHEDULE"):
+            await refresher.refresh()
+        assert refresher.mirror.entity_ids() == before
+        assert "listed no" in refresher.last_error
