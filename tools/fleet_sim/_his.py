@@ -17,6 +17,7 @@ import bisect
 import collections
 import dataclasses
 import datetime as dt
+import functools
 import random
 import secrets
 import time
@@ -85,6 +86,23 @@ class DirectoryShape:
             raise ValueError("slots must be in [1, 48]")
         if not 1 <= self.capacity <= 255:
             raise ValueError("capacity must be in [1, 255]")
+
+
+class _Day(NamedTuple):
+    date: dt.date
+    text: str
+    midnight: int
+
+
+@functools.lru_cache(maxsize=4096)
+def _calendar(first_day: dt.date, day: int) -> _Day:
+    """Day ``day`` after ``first_day``: date, id text, local midnight in epoch seconds.
+
+    Cached: every hospital of the fleet shares the same few days.
+    """
+    date = first_day + dt.timedelta(days=day)
+    midnight = int(dt.datetime.combine(date, dt.time(), ZONE).timestamp())
+    return _Day(date, f"{date:%Y%m%d}", midnight)
 
 
 class _Old(NamedTuple):
@@ -174,8 +192,7 @@ class MemoryHis:
 
     def _schedule_id(self, j: int) -> str:
         day, doctor, period = self._schedule_of(j)
-        date = self.first_day + dt.timedelta(days=day)
-        return f"S{date:%Y%m%d}-{doctor:04d}{_PERIODS[period][3]}"
+        return f"S{_calendar(self.first_day, day).text}-{doctor:04d}{_PERIODS[period][3]}"
 
     def _ids(self, kind: int) -> Iterator[tuple[str, int]]:
         """(id, global index) of every entity of ``kind``, in id order."""
@@ -198,10 +215,10 @@ class MemoryHis:
 
     def _day(self, kind: int, index: int) -> dt.date | None:
         if kind == SCHEDULE:
-            return self.first_day + dt.timedelta(days=self._schedule_of(index - self._base[2])[0])
+            return _calendar(self.first_day, self._schedule_of(index - self._base[2])[0]).date
         if kind == SLOT:
             j = (index - self._base[3]) // self.shape.slots
-            return self.first_day + dt.timedelta(days=self._schedule_of(j)[0])
+            return _calendar(self.first_day, self._schedule_of(j)[0]).date
         return None
 
     # -- state, now or as of a position ------------------------------------------------
@@ -315,10 +332,11 @@ class MemoryHis:
         per = self.shape.slots
         j, n = divmod(m, per)
         day, _, period = self._schedule_of(j)
-        date = self.first_day + dt.timedelta(days=day)
         _, start, minutes, _ = _PERIODS[period]
-        begin = dt.datetime.combine(date, start, ZONE) + dt.timedelta(minutes=minutes * n / per)
-        end = begin + dt.timedelta(minutes=minutes / per)
+        length = minutes * 60 // per
+        begin = _calendar(self.first_day, day).midnight + start.hour * 3600 + start.minute * 60
+        begin += n * length
+        schedule_id = self._schedule_id(j)
         remaining = self._remaining_of(m, view)
         if self._suspended_of(j, view):
             status = directory_pb2.SLOT_STATUS_BUSY_UNAVAILABLE
@@ -327,14 +345,14 @@ class MemoryHis:
         else:
             status = directory_pb2.SLOT_STATUS_BUSY
         out = directory_pb2.Slot(
-            slot_id=f"{self._schedule_id(j)}-{n:02d}",
-            schedule_id=self._schedule_id(j),
+            slot_id=f"{schedule_id}-{n:02d}",
+            schedule_id=schedule_id,
             status=status,
             capacity=self.shape.capacity,
             remaining=remaining,
         )
-        out.start_time.FromDatetime(begin)
-        out.end_time.FromDatetime(end)
+        out.start_time.seconds = begin
+        out.end_time.seconds = begin + length
         return out
 
     def _change(self, kind: int, entity_id: str, index: int, view: _Overrides) -> FeedEntry:
