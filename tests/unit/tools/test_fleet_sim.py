@@ -208,3 +208,36 @@ async def test_the_control_api_applies_faults_to_a_selection(
         async with http.post(f"{url}/rate", json={"changes_per_second": 2}) as r:
             assert r.status == 200
         assert fleet.change_rate == 2
+
+
+def test_public_surface_is_pinned() -> None:
+    import tools.fleet_sim
+    import tools.fleet_sim.services
+
+    assert tools.fleet_sim.__all__ == [
+        "DEPARTMENTS",
+        "FAULTS",
+        "DirectoryShape",
+        "EdgeFaults",
+        "Fleet",
+        "FleetConfig",
+        "FleetError",
+        "MemoryHis",
+        "SimEdge",
+        "SimHospital",
+        "control_app",
+        "fleet_hospitals",
+        "hospitals_toml",
+        "issue_credentials",
+        "main",
+        "read_credentials",
+        "rss_kib",
+        "write_hospitals_toml",
+    ]
+    assert tools.fleet_sim.services.__all__ == [
+        "FEED_FAULTS",
+        "SERVICES",
+        "FleetDirectoryServicer",
+        "FleetPatientServicer",
+        "PatientBook",
+    ]
