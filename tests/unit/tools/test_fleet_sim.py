@@ -8,11 +8,12 @@ import tomllib
 from collections.abc import AsyncIterator
 
 import aiohttp
+import grpc
 import pytest
 from aiohttp import web
 
 from frontend_server.directory import directory_digest, get_changes
-from hplus.hospital.v1 import directory_pb2
+from hplus.hospital.v1 import directory_pb2, directory_pb2_grpc
 from mesh.digest import bucket_digests, bucket_of, content_digest
 from tests.support.feed import CloudModel, Fetch
 from tools.fleet_sim import (
@@ -24,6 +25,7 @@ from tools.fleet_sim import (
     fleet_hospitals,
     hospitals_toml,
 )
+from tools.fleet_sim.services import SERVICES
 
 SHAPE = DirectoryShape(doctors=3, days=3, slots=4, capacity=2)
 TODAY = dt.date(2026, 3, 2)
@@ -241,3 +243,60 @@ def test_public_surface_is_pinned() -> None:
         "FleetPatientServicer",
         "PatientBook",
     ]
+
+
+@pytest.fixture
+async def served_edge() -> AsyncIterator[tuple[Fleet, grpc.aio.Channel]]:
+    """A simulated edge's services on a real grpc.aio server (no tunnel needed here)."""
+    hospitals = fleet_hospitals(1)
+    fleet = Fleet(
+        FleetConfig(gateways=("localhost:1",), tls=False, shape=SHAPE),
+        hospitals,
+        {h.hospital_id: "token" for h in hospitals},
+    )
+    edge = next(iter(fleet.edges.values()))
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    for register in SERVICES:
+        register(server, edge)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield fleet, channel
+    finally:
+        await server.stop(None)
+
+
+async def test_feed_faults_corrupt_what_the_cloud_receives(
+    served_edge: tuple[Fleet, grpc.aio.Channel],
+) -> None:
+    fleet, channel = served_edge
+    edge = next(iter(fleet.edges.values()))
+    stub = directory_pb2_grpc.DirectoryServiceStub(channel)
+    request = directory_pb2.GetChangesRequest(page_size=5000)
+    clean = await stub.GetChanges(request, timeout=10)
+    assert all(len(c.content_digest) == 32 and c.version > 0 for c in clean.changes)
+    by_id = {c.entity_id: c for c in clean.changes}
+    await fleet.fault([edge], "renamed")
+    renamed = await stub.GetChanges(request, timeout=10)
+    assert len(renamed.changes) == len(clean.changes)
+    assert not any(c.department.department_id for c in renamed.changes if c.HasField("department"))
+    assert not any(c.slot.slot_id for c in renamed.changes if c.HasField("slot"))
+    await fleet.fault([edge], "garbage")
+    garbage = await stub.GetChanges(request, timeout=10)
+    wrong = [c for c in garbage.changes if c.version == 0]
+    assert len(wrong) == (len(garbage.changes) + 1) // 2
+    assert all(len(c.content_digest) == 7 for c in wrong)
+    assert all(
+        (c.kind == directory_pb2.ENTITY_KIND_SLOT) != (c.WhichOneof("change") == "slot")
+        for c in wrong
+    )
+    await fleet.fault([edge], "rewind")
+    rewound = await stub.GetChanges(request, timeout=10)
+    assert all(c.version < by_id[c.entity_id].version for c in rewound.changes)
+    await fleet.clear([edge])
+    assert (await stub.GetChanges(request, timeout=10)).changes[0].version > 0
+    await fleet.fault([edge], "slow", latency=5)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.ListDepartments(directory_pb2.ListDepartmentsRequest(), timeout=0.2)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
