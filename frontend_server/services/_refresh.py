@@ -13,7 +13,9 @@ HIS in the request path. This refresher fills it:
   deletions some HIS never log).
 * Reads go through the hospital's paced adapter, so they count against ``his.limits`` with
   the real-time calls; one refresh runs at a time, and a caller who asks for a fresh mirror
-  joins the refresh in flight.
+  joins the refresh in flight. A slow read (a HIS without the bulk read: one call per
+  schedule) spaces the next ones out, so the mirror keeps the HIS busy at most a tenth of
+  the time.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import dataclasses
 import datetime as dt
 import logging
 import math
+import time
 import zoneinfo
 from collections.abc import Iterable, Sequence
 
@@ -61,6 +64,7 @@ _DELETED_KINDS = {
 }
 _UNSUPPORTED = frozenset({RejectReason.NOT_FOUND, RejectReason.INVALID_ARGUMENT})
 _BULK_RETRY = dt.timedelta(hours=1)
+_DUTY = 10  # a refresh that took T seconds is followed by at least 10 T of rest
 _SLICE = 200
 
 
@@ -69,7 +73,8 @@ class DirectoryConfig:
     """How the edge keeps its directory mirror and serves the change feed from it."""
 
     refresh_seconds: float = 30.0
-    """Pause between background reads of the HIS (incremental where the HIS can)."""
+    """Pause between background reads of the HIS (incremental where the HIS can); at
+    least ten times the last read's duration."""
     full_refresh_seconds: float = 600.0
     """Longest time between full reads of the HIS."""
     max_staleness_seconds: float = 10.0
@@ -131,6 +136,8 @@ class DirectoryRefresher:
         """Why the last refresh failed ("" after a success)."""
         self.refreshes = 0
         """Refreshes that succeeded."""
+        self.last_seconds = 0.0
+        """How long the last refresh took."""
 
     def today(self) -> dt.date:
         """The hospital's current date."""
@@ -145,7 +152,7 @@ class DirectoryRefresher:
                 await asyncio.shield(self._start())
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.refresh_seconds):
+                async with asyncio.timeout(self._gap(self.config.refresh_seconds)):
                     await self._wake.wait()
 
     async def shutdown(self) -> None:
@@ -157,6 +164,10 @@ class DirectoryRefresher:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+    def _gap(self, seconds: float) -> float:
+        """``seconds``, stretched so slow reads keep the HIS busy a tenth of the time."""
+        return max(seconds, _DUTY * self.last_seconds)
 
     def _start(self) -> asyncio.Task[None]:
         if self._task is None or self._task.done():
@@ -187,7 +198,7 @@ class DirectoryRefresher:
         """
         data_time = self.mirror.data_time
         age = math.inf if data_time is None else (self._clock() - data_time).total_seconds()
-        if age > self.config.max_staleness_seconds and not self._stop.is_set():
+        if age > self._gap(self.config.max_staleness_seconds) and not self._stop.is_set():
             task = self._start()
             with contextlib.suppress(TimeoutError, Exception):
                 async with asyncio.timeout(self.config.wait_seconds):
@@ -204,6 +215,7 @@ class DirectoryRefresher:
     # -- one refresh -------------------------------------------------------------------
 
     async def _refresh(self) -> None:
+        started = time.monotonic()
         try:
             update = await self._read()
             await self._refuse_emptied(update)
@@ -221,6 +233,8 @@ class DirectoryRefresher:
                 else:
                     log.error("directory refresh failed", exc_info=err)
             raise
+        finally:
+            self.last_seconds = time.monotonic() - started
         self.refreshes += 1
         self.last_error = ""
         if self._reported:

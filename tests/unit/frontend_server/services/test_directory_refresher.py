@@ -164,19 +164,58 @@ async def test_a_withdrawn_schedule_is_deleted_from_the_mirror(
 
 
 async def test_a_pass_waits_a_bounded_time_for_a_stale_mirror(tmp_path: Path) -> None:
-    config = DirectoryConfig(max_staleness_seconds=0.0, wait_seconds=0.05)
-    async with SoapHis(seed=SEED) as his, refresher_on(his, tmp_path, config) as refresher:
-        await his.inject(Outage(mode="503"))
-        with pytest.raises(HisUnavailable, match="has not read the HIS yet"):
-            await refresher.ensure_fresh()  # nothing to serve: say so, never an empty feed
-        await his.clear_faults()
-        await refresher.refresh()
-        read = refresher.mirror.data_time
-        assert read is not None
-        # A HIS slower than the wait: the pass goes on with the mirror as it is.
-        await his.inject(Latency(seconds=30.0, operations=frozenset()))
-        await refresher.ensure_fresh()
-        assert refresher.mirror.data_time == read
+    now = [dt.datetime.now(dt.UTC)]
+    config = DirectoryConfig(max_staleness_seconds=10.0, wait_seconds=0.05)
+    async with (
+        SoapHis(seed=SEED) as his,
+        make_adapter(settings_for(his)) as adapter,
+        DirectoryMirror(tmp_path / "directory.db") as mirror,
+    ):
+        refresher = DirectoryRefresher(
+            mirror, adapter, zone=ZONE, config=config, clock=lambda: now[0]
+        )
+        try:
+            await his.inject(Outage(mode="503"))
+            with pytest.raises(HisUnavailable, match="has not read the HIS yet"):
+                await refresher.ensure_fresh()  # nothing to serve: say so, never empty
+            await his.clear_faults()
+            await refresher.refresh()
+            read = mirror.data_time
+            assert read is not None
+            his.request_log.clear()
+            await refresher.ensure_fresh()  # fresh enough: the HIS is not asked
+            assert not his.request_log
+            # Stale, and the HIS slower than the wait: the pass goes on with the mirror
+            # as it is, while the refresh it asked for is under way.
+            now[0] += dt.timedelta(hours=1)
+            await his.inject(Latency(seconds=30.0, operations=frozenset()))
+            await refresher.ensure_fresh()
+            assert mirror.data_time == read
+            assert his.request_log  # the refresh did start
+        finally:
+            await refresher.shutdown()
+
+
+async def test_slow_reads_space_the_next_ones_out(tmp_path: Path) -> None:
+    now = [dt.datetime.now(dt.UTC)]
+    config = DirectoryConfig(max_staleness_seconds=0.0)
+    async with (
+        SoapHis(seed=SEED) as his,
+        make_adapter(settings_for(his, disabled_capabilities=frozenset({"bulk_slots"}))) as a,
+        DirectoryMirror(tmp_path / "directory.db") as mirror,
+    ):
+        refresher = DirectoryRefresher(mirror, a, zone=ZONE, config=config, clock=lambda: now[0])
+        await refresher.refresh()  # one read per schedule: slow
+        took = dt.timedelta(seconds=refresher.last_seconds)
+        assert took.total_seconds() > 0
+        his.request_log.clear()
+        now[0] += 5 * took
+        await refresher.ensure_fresh()  # stale, but within ten times the last read
+        assert not his.request_log
+        now[0] += 6 * took
+        await refresher.ensure_fresh()  # beyond: the refresh starts
+        assert his.request_log
+        await refresher.shutdown()
 
 
 def _everything() -> FeedQuery:
