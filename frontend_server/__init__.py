@@ -13,6 +13,7 @@ part loads that part and what it needs; the parts, each with its own ``__all__``
 * :mod:`frontend_server.services`: the ``hplus.hospital.v1`` servicers;
 * :mod:`frontend_server.dialer`: the tunnels to the cloud;
 * :mod:`frontend_server.sqlite`: the SQLite engine the ledger and the queue share;
+* :mod:`frontend_server.directory`: the directory mirror the change feed is served from;
 * :mod:`frontend_server.app`: :class:`~frontend_server.app.EdgeApp`, the edge's composition root.
 """
 

@@ -10,6 +10,7 @@
   store refuses the start with :class:`StoreRefused`), and reported in GetEdgeInfo's
   components (a store found damaged while running fails its calls with DATA_LOSS);
 * the resolver that settles UNKNOWN writes in the background;
+* the directory mirror (``directory.db``) and its refresher, which serve the change feed;
 * the tunnel registrar with every hospital servicer and the admin servicer;
 * the dialer that holds the tunnels to the cloud (optional: tests may serve the registrar
   another way).
@@ -30,6 +31,7 @@ import datetime
 import logging
 import socket
 import uuid
+import zoneinfo
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -39,9 +41,12 @@ from frontend_server._datadir import IDENTITY_FILE, DataDir, StoreRefused, Store
 from frontend_server.adapters import HisAdapter, make_adapter
 from frontend_server.admin import EdgeAdminServicer
 from frontend_server.dialer import Dialer, DialerConfig
+from frontend_server.directory import DirectoryMirror
 from frontend_server.ledger import LEDGER_STORE, Ledger, Resolver
-from frontend_server.profile import Profile
+from frontend_server.profile import OperationMode, Profile
 from frontend_server.services import (
+    DirectoryConfig,
+    DirectoryRefresher,
     Hospital,
     WriteRunner,
     dialect_settings,
@@ -97,6 +102,8 @@ class EdgeConfig:
     reset_stores: frozenset[str] = frozenset()
     """Stores (``"ledger"``, ``"tasks"``) to archive and begin anew *if* they fail the start
     checks; a store that passes them is kept."""
+    directory: DirectoryConfig = dataclasses.field(default_factory=DirectoryConfig)
+    """How the directory mirror is refreshed and the change feed paged."""
 
     def __post_init__(self) -> None:
         if self.dialer is not None and self.dialer.hospital_id != self.profile.hospital_id:
@@ -150,13 +157,30 @@ class EdgeApp:
             self.ledger, self.writes.probe, interval_seconds=config.resolve_interval_seconds
         )
         self.server = TunnelServer()
-        # Real-time calls are paced by his.limits; the queue paces its own drain.
+        # Real-time calls are paced by his.limits, and so are the mirror's reads; the queue
+        # paces its own drain.
+        his = paced(self.adapter, profile.his.limits)
+        directory = config.directory
+        self.mirror = DirectoryMirror(
+            config.data_dir / "directory.db",
+            history_seconds=directory.history_seconds,
+            tombstone_seconds=directory.tombstone_seconds,
+            max_entities=directory.max_entities,
+        )
+        self.refresher = DirectoryRefresher(
+            self.mirror,
+            his,
+            zone=zoneinfo.ZoneInfo(profile.business_hours.timezone),
+            config=directory,
+            clock=config.clock,
+        )
         self.hospital = Hospital(
             profile=profile,
-            adapter=paced(self.adapter, profile.his.limits),
+            adapter=his,
             writes=self.writes,
             queue=self.queue,
             clock=config.clock,
+            directory=self.refresher,
         )
         register_hospital_services(self.server, self.hospital)
         admin_pb2_grpc.add_EdgeAdminServiceServicer_to_server(
@@ -231,6 +255,7 @@ class EdgeApp:
             if recovered:
                 log.warning("%d write(s) were in flight at the last stop: now UNKNOWN", recovered)
             await self.queue.start()
+            await self.mirror.open()
         except BaseException:
             await self.aclose()
             raise
@@ -245,6 +270,8 @@ class EdgeApp:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._run_queue(), name="edge-queue")
             group.create_task(self.resolver.run(), name="edge-resolver")
+            if self.config.profile.mode("get_changes") is not OperationMode.UNSUPPORTED:
+                group.create_task(self.refresher.run(), name="edge-directory")
             if self.dialer is not None:
                 group.create_task(self.dialer.run(), name="edge-dialer")
             group.create_task(self._wait_stop(), name="edge-stop")
@@ -263,6 +290,7 @@ class EdgeApp:
             await self.dialer.shutdown(self.config.grace_seconds)
         await self.queue.shutdown(grace_seconds=self.config.grace_seconds)
         await self.resolver.shutdown()
+        await self.refresher.shutdown()
 
     async def shutdown(self) -> None:
         """Drains the tunnels, stops the queue and the resolver, closes the stores."""
@@ -287,7 +315,10 @@ class EdgeApp:
             try:
                 await self.ledger.aclose()
             finally:
-                await self.adapter.aclose()
+                try:
+                    await self.mirror.aclose()
+                finally:
+                    await self.adapter.aclose()
         if self._opened:
             damaged = [name for name, damage in self._damage().items() if damage]
             await asyncio.to_thread(self.data.record_clean_stop, damaged=damaged)

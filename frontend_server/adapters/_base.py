@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import ClassVar, Self
+from typing import ClassVar, Self, TypeVar
 
 from typing_extensions import override
 
@@ -24,7 +25,26 @@ from frontend_server.adapters._protocol import HisAdapter
 from frontend_server.adapters._settings import DialectSettings
 from frontend_server.adapters._vendors import UNAVAILABLE_CODE
 
-__all__ = ["WRITE_OPERATIONS", "BaseAdapter"]
+__all__ = ["WRITE_OPERATIONS", "BaseAdapter", "converted"]
+
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
+_SLICE = 200
+
+
+async def converted(items: Iterable[_In], convert: Callable[[_In], _Out]) -> tuple[_Out, ...]:
+    """``tuple(map(convert, items))``, letting the event loop run between slices.
+
+    A bulk read returns thousands of records; converting them in one go would hold up the
+    edge's other work (real-time calls, tunnel pings) for a noticeable time.
+    """
+    out: list[_Out] = []
+    for i, item in enumerate(items, 1):
+        out.append(convert(item))
+        if i % _SLICE == 0:
+            await asyncio.sleep(0)
+    return tuple(out)
+
 
 _log = logging.getLogger("frontend_server.adapters")
 

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from typing_extensions import override
 
 from frontend_server.adapters import _entities as E
+from frontend_server.adapters._base import converted
 from frontend_server.adapters._codec import Record
 from frontend_server.adapters._dbaccess import DbAccess
 from frontend_server.adapters._domain import (
@@ -88,6 +89,7 @@ class DbHisAdapter(DbAccess):
         appointment_query_by_key=False,
         charge_query_by_key=False,
         refund_query_by_key=False,
+        bulk_slots=True,
     )
     REQUEST_FIELDS: ClassVar[Mapping[str, str]] = {
         "PATIENT_NAME": "name",
@@ -174,6 +176,22 @@ class DbHisAdapter(DbAccess):
                 op, "V_HIS_SCHEDULE_SOURCE", [("SCHEDULE_ID", "=", schedule_id)]
             )
             return tuple(E.slot(r, SLOT) for r in rows)
+
+    @override
+    async def list_slots_between(
+        self, *, start: dt.date, end: dt.date | None = None
+    ) -> tuple[Slot, ...]:
+        op = "list_slots_between"
+        self._require("bulk_slots", op)
+        with self._logged(op):
+            where: list[tuple[str, str, Any]] = [
+                ("BEGIN_TIME", ">=", dt.datetime.combine(start, dt.time()))
+            ]
+            if end is not None:
+                after = dt.datetime.combine(end + dt.timedelta(days=1), dt.time())
+                where.append(("BEGIN_TIME", "<", after))
+            rows = await self._select(op, "V_HIS_SCHEDULE_SOURCE", where)
+            return await converted(rows, lambda r: E.slot(r, SLOT))
 
     @override
     async def get_changes(self, since: str | None = None) -> Changes:

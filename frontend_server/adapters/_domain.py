@@ -68,6 +68,8 @@ class Capabilities:
         refund_query_by_key: The HIS finds a refund by our idempotency key.
         hold: The HIS can hold (lock) a place before booking.
         archived_reports: Archived reports can be retrieved (slow path).
+        bulk_slots: :meth:`HisAdapter.list_slots_between` works: the slots of a whole date
+            range in one read (else one read per schedule).
     """
 
     incremental_changes: bool
@@ -76,6 +78,7 @@ class Capabilities:
     refund_query_by_key: bool
     hold: bool = True
     archived_reports: bool = True
+    bulk_slots: bool = False
 
 
 @dataclass(frozen=True)

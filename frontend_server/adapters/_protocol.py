@@ -118,6 +118,16 @@ class HisAdapter(Protocol):
         """
         ...
 
+    async def list_slots_between(
+        self, *, start: dt.date, end: dt.date | None = None
+    ) -> tuple[Slot, ...]:
+        """Lists the places of every session dated in ``[start, end]`` in one read.
+
+        Raises:
+            HisCapabilityError: ``bulk_slots`` is not supported.
+        """
+        ...
+
     async def get_changes(self, since: str | None = None) -> Changes:
         """Directory changes after a watermark.
 

@@ -11,7 +11,7 @@ from urllib.parse import quote as url_quote
 from typing_extensions import override
 
 from frontend_server.adapters import _entities as E
-from frontend_server.adapters._base import WRITE_OPERATIONS, BaseAdapter
+from frontend_server.adapters._base import WRITE_OPERATIONS, BaseAdapter, converted
 from frontend_server.adapters._codec import Record
 from frontend_server.adapters._domain import (
     Appointment,
@@ -84,6 +84,7 @@ class RestHisAdapter(BaseAdapter):
         appointment_query_by_key=True,
         charge_query_by_key=True,
         refund_query_by_key=True,
+        bulk_slots=True,
     )
     REQUEST_FIELDS: ClassVar[Mapping[str, str]] = {
         "name": "name",
@@ -255,6 +256,17 @@ class RestHisAdapter(BaseAdapter):
         with self._logged(op):
             data = await self._call(op, "GET", resource_id=schedule_id)
             return tuple(E.slot(r, SLOT) for r in self._recs(data, op))
+
+    @override
+    async def list_slots_between(
+        self, *, start: dt.date, end: dt.date | None = None
+    ) -> tuple[Slot, ...]:
+        op = "list_slots_between"
+        self._require("bulk_slots", op)
+        with self._logged(op):
+            query = {"beginDate": start.isoformat(), "endDate": end.isoformat() if end else ""}
+            data = await self._call(op, "GET", query=query)
+            return await converted(self._recs(data, op), lambda r: E.slot(r, SLOT))
 
     @override
     async def get_changes(self, since: str | None = None) -> Changes:

@@ -29,6 +29,7 @@ CAPABILITY_NAMES = frozenset(
         "refund_query_by_key",
         "hold",
         "archived_reports",
+        "bulk_slots",
     }
 )
 """Capabilities a hospital's settings may switch off (see :class:`Capabilities`)."""

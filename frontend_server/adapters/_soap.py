@@ -12,7 +12,7 @@ from defusedxml import DefusedXmlException
 from typing_extensions import override
 
 from frontend_server.adapters import _entities as E
-from frontend_server.adapters._base import WRITE_OPERATIONS, BaseAdapter
+from frontend_server.adapters._base import WRITE_OPERATIONS, BaseAdapter, converted
 from frontend_server.adapters._codec import Record
 from frontend_server.adapters._domain import (
     Appointment,
@@ -106,6 +106,7 @@ class SoapHisAdapter(BaseAdapter):
         appointment_query_by_key=True,
         charge_query_by_key=True,
         refund_query_by_key=True,
+        bulk_slots=True,
     )
     REQUEST_FIELDS: ClassVar[Mapping[str, str]] = {
         "XM": "name",
@@ -293,6 +294,17 @@ class SoapHisAdapter(BaseAdapter):
             return tuple(
                 E.slot(r, SLOT) for r in await self._list(op, {"PBID": schedule_id}, "HYLB")
             )
+
+    @override
+    async def list_slots_between(
+        self, *, start: dt.date, end: dt.date | None = None
+    ) -> tuple[Slot, ...]:
+        op = "list_slots_between"
+        self._require("bulk_slots", op)
+        with self._logged(op):
+            params = {"KSRQ": start.isoformat(), "JSRQ": end.isoformat() if end else ""}
+            rows = await self._list(op, params, "HYLB")
+            return await converted(rows, lambda r: E.slot(r, SLOT))
 
     @override
     async def get_changes(self, since: str | None = None) -> Changes:

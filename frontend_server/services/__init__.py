@@ -27,6 +27,7 @@ from frontend_server.services._errors import (
 )
 from frontend_server.services._limits import PacedAdapter, paced
 from frontend_server.services._patient import PatientServicer
+from frontend_server.services._refresh import DirectoryConfig, DirectoryRefresher
 from frontend_server.services._report import ReportServicer
 from frontend_server.services._task import TaskServicer, task_executor
 from frontend_server.services._writes import Probe, WriteRunner
@@ -46,6 +47,8 @@ __all__ = [
     "REJECTIONS",
     "AppointmentServicer",
     "BillingServicer",
+    "DirectoryConfig",
+    "DirectoryRefresher",
     "DirectoryServicer",
     "Hospital",
     "InvalidRequest",

@@ -9,6 +9,7 @@ from typing import TypeVar
 from frontend_server.adapters import HisAdapter
 from frontend_server.profile import OperationMode, Profile
 from frontend_server.services._errors import InvalidRequest, Unsupported
+from frontend_server.services._refresh import DirectoryRefresher
 from frontend_server.services._rules import Clock, SlotIndex, utc_now
 from frontend_server.services._writes import WriteRunner
 from frontend_server.tasks import TaskQueue
@@ -36,6 +37,9 @@ class Hospital:
     time zone."""
     slots: SlotIndex = dataclasses.field(default_factory=SlotIndex)
     """Which session each HIS slot id belongs to (filled by ``ListSlots``)."""
+    directory: DirectoryRefresher | None = None
+    """The directory mirror and its refresher, which serve the change feed (None: the
+    feed is not offered)."""
 
     async def patient_id(self, ref: common_pb2.PatientRef, field: str = "patient") -> str:
         """The HIS patient id of a reference (by card when the id is empty).

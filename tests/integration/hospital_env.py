@@ -7,8 +7,9 @@ exactly as the cloud does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from cloud.node import CloudNode
 from frontend_server.app import EdgeApp, EdgeConfig
 from frontend_server.dialer import DialerConfig
 from frontend_server.profile import Profile, load_profile
+from frontend_server.services import DirectoryConfig
 from hplus.hospital.v1 import (
     admin_pb2_grpc,
     appointment_pb2_grpc,
@@ -41,7 +43,10 @@ EXAMPLES = {
     "db": "lakeside-clinic.toml",
 }
 SEED = 11
-FAST = TunnelConfig(ping_interval=0.5, handshake_timeout=5.0, drain_grace=2.0)
+# The simulator runs in the test's event loop: rendering a large answer (the bulk slot read
+# of a 7-day directory) holds the loop for a while, which a 0.5 s ping would take for a dead
+# peer on a loaded machine. Dead-peer detection is tested in test_tunnel_faults.
+FAST = TunnelConfig(ping_interval=2.0, handshake_timeout=5.0, drain_grace=2.0)
 
 
 def simulator(dialect: str) -> SimBase:
@@ -143,7 +148,12 @@ async def cloud_node(data_dir: Path) -> AsyncIterator[CloudNode]:
 
 
 def edge_config(
-    node: CloudNode, profile: Profile, token: str, data_dir: Path, his: SimBase
+    node: CloudNode,
+    profile: Profile,
+    token: str,
+    data_dir: Path,
+    his: SimBase,
+    directory: DirectoryConfig | None = None,
 ) -> EdgeConfig:
     assert node.tls is not None
     overrides: dict[str, object] = {}
@@ -169,25 +179,42 @@ def edge_config(
         adapter_overrides=overrides,
         resolve_interval_seconds=60.0,
         grace_seconds=1.0,
+        directory=directory or DirectoryConfig(),
     )
 
 
 @asynccontextmanager
 async def hospital(
-    dialect: str, tmp_path: Path, *, extra: str = "", write_seconds: float = 1.0
+    dialect: str,
+    tmp_path: Path,
+    *,
+    extra: str = "",
+    write_seconds: float = 1.0,
+    directory: DirectoryConfig | None = None,
+    before_edge: Callable[[SimBase], Awaitable[None]] | None = None,
 ) -> AsyncIterator[Env]:
-    """A running simulator, cloud node and edge for the dialect's example hospital."""
+    """A running simulator, cloud node and edge for the dialect's example hospital.
+
+    ``directory`` configures the edge's directory mirror; ``before_edge`` runs once the
+    simulator is up, before the edge starts (to inject a fault the edge meets at start).
+    """
     async with simulator(dialect) as his, cloud_node(tmp_path / "cloud") as node:
+        if before_edge is not None:
+            await before_edge(his)
         profile = load_profile(
             write_profile(tmp_path, dialect, his_url(his), extra=extra, write_seconds=write_seconds)
         )
         assert node.credentials is not None
         assert node.router is not None
         token = (await node.credentials.issue(profile.hospital_id)).token
-        app = EdgeApp(edge_config(node, profile, token, tmp_path / "edge", his))
+        app = EdgeApp(edge_config(node, profile, token, tmp_path / "edge", his, directory))
         async with app:
             assert app.dialer is not None
             await asyncio.wait_for(app.dialer.connected.wait(), 10)
+            # The directory mirror reads the HIS as the edge starts: let that first read
+            # finish (or fail) so it does not run under the test's own measurements.
+            with contextlib.suppress(Exception):
+                await app.refresher.refresh()
             channel = await node.router.channel_for(profile.hospital_id)
             yield Env(dialect=dialect, his=his, app=app, node=node, channel=channel)
 

@@ -13,9 +13,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from tools.cli._base import EXIT_BROKEN_PIPE, CliError, Parser
+from tools.cli._base import EXIT_BROKEN_PIPE, CliError, Parser, write_secret_file
 
-__all__ = ["build_parser", "main"]
+__all__ = ["CliError", "build_parser", "main", "write_secret_file"]
 
 Register = Callable[["argparse._SubParsersAction[Parser]"], None]
 

@@ -122,7 +122,8 @@ class HisCore(BillingOps):
         Returns:
             Sum of its slots' remaining places.
         """
-        return sum(self.slot_state(s).remaining for s in self.slots_of(sched.schedule_id))
+        ids = self._schedule_slots.get(sched.schedule_id, ())
+        return sum(self.slot_state(self.slots[i]).remaining for i in ids)
 
     def schedule_capacity(self, sched: Schedule) -> int:
         """Total places of a session (0 for unlimited).
@@ -133,7 +134,7 @@ class HisCore(BillingOps):
         Returns:
             Sum of its slots' capacities.
         """
-        return sum(s.capacity for s in self.slots_of(sched.schedule_id))
+        return sum(self.slots[i].capacity for i in self._schedule_slots.get(sched.schedule_id, ()))
 
     def list_departments(self) -> list[Department]:
         """Lists departments in display order.
@@ -206,10 +207,31 @@ class HisCore(BillingOps):
         if schedule_id not in self.schedules:
             raise HisError("NOT_FOUND", f"排班{schedule_id}不存在")
         self.expire_holds()
+        return self._sorted_slots(schedule_id)
+
+    def _sorted_slots(self, schedule_id: str) -> list[Slot]:
         return sorted(
-            (s for s in self.slots.values() if s.schedule_id == schedule_id),
+            (self.slots[i] for i in self._schedule_slots.get(schedule_id, ())),
             key=lambda s: (s.start, s.ticket_number, s.slot_id),
         )
+
+    def slots_between(self, start: dt.date, end: dt.date | None = None) -> list[Slot]:
+        """Lists the slots of every schedule dated in a range, in one read.
+
+        The bulk read vendors offer to synchronise a whole booking horizon.
+
+        Args:
+            start: First date (inclusive).
+            end: Last date (inclusive); None for no upper bound.
+
+        Returns:
+            Slots by schedule date, schedule id, start time and ticket number.
+        """
+        self.expire_holds()
+        out: list[Slot] = []
+        for sched in self.list_schedules(start=start, end=end):
+            out.extend(self._sorted_slots(sched.schedule_id))
+        return out
 
     def changes_since(self, since: dt.datetime | None) -> Changes:
         """Returns the reference data changed after ``since`` (all of it for None).
@@ -281,8 +303,8 @@ class HisCore(BillingOps):
         stamp = self._stamp()
         self.deleted.append(("SCHEDULE", schedule_id, stamp))
         self._mark("SCHEDULE", schedule_id)
-        for slot in [s for s in self.slots.values() if s.schedule_id == schedule_id]:
-            del self.slots[slot.slot_id]
+        for slot_id in self._schedule_slots.pop(schedule_id, []):
+            slot = self.slots.pop(slot_id)
             self.deleted.append(("SLOT", slot.slot_id, stamp))
             self._mark("SLOT", slot.slot_id)
 

@@ -113,6 +113,7 @@ class RestHis(SimBase):
             web.get(f"{P}/doctors", h("list_doctors", self._doctors)),
             web.get(f"{P}/schedules", h("list_schedules", self._schedules)),
             web.get(f"{P}/schedules/{{scheduleId}}/sources", h("list_slots", self._sources)),
+            web.get(f"{P}/sources", h("list_slots_between", self._sources_between)),
             web.get(f"{P}/changes", h("get_changes", self._changes)),
             web.post(f"{P}/registrations/lock", h("hold", self._lock, write=True)),
             web.post(f"{P}/registrations/unlock", h("release_hold", self._unlock, write=True)),
@@ -417,6 +418,16 @@ class RestHis(SimBase):
 
     def _sources(self, q: dict[str, Any]) -> Any:
         return [self._source(s) for s in self.core.slots_of(req(q, "scheduleId"))]
+
+    def _sources_between(self, q: dict[str, Any]) -> Any:
+        end = opt(q, "endDate")
+        return [
+            self._source(s)
+            for s in self.core.slots_between(
+                parse_date(req(q, "beginDate"), "beginDate"),
+                parse_date(end, "endDate") if end else None,
+            )
+        ]
 
     def _changes(self, q: dict[str, Any]) -> Any:
         since = opt(q, "since")

@@ -11,7 +11,16 @@ from aiohttp import web
 from defusedxml import DefusedXmlException
 
 from tools.his_sim._base import SimBase, guarded
-from tools.his_sim._model import Appointment, Charge, HisError, Patient, Payment, Refund, Report
+from tools.his_sim._model import (
+    Appointment,
+    Charge,
+    HisError,
+    Patient,
+    Payment,
+    Refund,
+    Report,
+    Slot,
+)
 from tools.his_sim._wire import (
     fen_to_yuan,
     fmt_date,
@@ -124,6 +133,7 @@ class SoapHis(SimBase):
             "1002": ("list_doctors", self._t1002, False),
             "1003": ("list_schedules", self._t1003, False),
             "1004": ("list_slots", self._t1004, False),
+            "1005": ("list_slots_between", self._t1005, False),
             "2001": ("hold", self._t2001, True),
             "2002": ("release_hold", self._t2002, True),
             "2003": ("book", self._t2003, True),
@@ -440,24 +450,29 @@ class SoapHis(SimBase):
             ]
         }
 
+    def _slot_item(self, s: Slot) -> dict[str, Any]:
+        state = self.core.slot_state(s)
+        return {
+            "HYID": s.slot_id,
+            "PBID": s.schedule_id,
+            "XH": s.ticket_number,
+            "KSSJ": fmt_dt(s.start),
+            "JSSJ": fmt_dt(s.end),
+            "ZHS": s.capacity,
+            "SYHS": state.remaining,
+            "SDS": state.held,
+            "ZT": HYZT[state.status],
+        }
+
     def _t1004(self, q: dict[str, Any]) -> dict[str, Any]:
-        out = []
-        for s in self.core.slots_of(req(q, "PBID")):
-            state = self.core.slot_state(s)
-            out.append(
-                {
-                    "HYID": s.slot_id,
-                    "PBID": s.schedule_id,
-                    "XH": s.ticket_number,
-                    "KSSJ": fmt_dt(s.start),
-                    "JSSJ": fmt_dt(s.end),
-                    "ZHS": s.capacity,
-                    "SYHS": state.remaining,
-                    "SDS": state.held,
-                    "ZT": HYZT[state.status],
-                }
-            )
-        return {"HYLB": out}
+        return {"HYLB": [self._slot_item(s) for s in self.core.slots_of(req(q, "PBID"))]}
+
+    def _t1005(self, q: dict[str, Any]) -> dict[str, Any]:
+        end = opt(q, "JSRQ")
+        slots = self.core.slots_between(
+            parse_date(req(q, "KSRQ"), "KSRQ"), parse_date(end, "JSRQ") if end else None
+        )
+        return {"HYLB": [self._slot_item(s) for s in slots]}
 
     def _t2001(self, q: dict[str, Any]) -> dict[str, Any]:
         minutes = opt(q, "SDSC", "0")

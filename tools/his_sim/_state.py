@@ -73,6 +73,10 @@ class CoreState:
         self.doctors = {d.doctor_id: d for d in data.doctors}
         self.schedules = {s.schedule_id: s for s in data.schedules}
         self.slots = {s.slot_id: s for s in data.slots}
+        self._schedule_slots: dict[str, list[str]] = {}
+        """Slot ids of each schedule: listing a session's slots must not scan every slot."""
+        for slot in data.slots:
+            self._schedule_slots.setdefault(slot.schedule_id, []).append(slot.slot_id)
         self.patients = {p.patient_id: p for p in data.patients}
         self.bills = {b.bill_id: b for b in data.bills}
         self.reports = {r.report_id: r for r in data.reports}

@@ -79,6 +79,29 @@ async def test_lists_departments_doctors_schedules_and_slots(
     assert all(s.status in ("FREE", "FULL", "HELD", "UNAVAILABLE") for s in slots)
 
 
+async def test_bulk_slots_of_a_date_range_equal_the_per_schedule_listing(
+    his: SimBase, adapter: HisAdapter
+) -> None:
+    assert adapter.capabilities.bulk_slots
+    start = his.core.today + dt.timedelta(days=1)
+    end = start + dt.timedelta(days=1)
+    bulk = await adapter.list_slots_between(start=start, end=end)
+    per_schedule = []
+    for schedule in await adapter.list_schedules(start=start, end=end):
+        per_schedule.extend(await adapter.list_slots(schedule.schedule_id))
+    assert bulk
+    assert sorted(bulk, key=lambda s: s.slot_id) == sorted(per_schedule, key=lambda s: s.slot_id)
+    everything = await adapter.list_slots_between(start=his.core.today)
+    assert {s.slot_id for s in everything} == set(his.core.slots)
+    settings = dataclasses.replace(
+        settings_for(his), disabled_capabilities=frozenset({"bulk_slots"})
+    )
+    async with make_adapter(settings) as limited:
+        with pytest.raises(HisCapabilityError) as info:
+            await limited.list_slots_between(start=start)
+        assert info.value.capability == "bulk_slots"
+
+
 async def test_changes_since_a_watermark_or_capability_error(
     his: SimBase, adapter: HisAdapter
 ) -> None:

@@ -68,7 +68,7 @@ async def test_hold_book_cancel_and_query_by_serial(soap):
 
 
 async def test_no_incremental_sync_trade(soap):
-    code, msg, _ = await soap.call("1005", {"GXSJ": "2026-01-01 00:00:00"})
+    code, msg, _ = await soap.call("1099", {"GXSJ": "2026-01-01 00:00:00"})
     assert code == "1001"
     assert "交易码" in msg
 
