@@ -5,7 +5,7 @@ from __future__ import annotations
 import google.rpc.status_pb2 as status_pb2
 import grpc
 
-__all__ = ["ProtocolViolation", "TunnelClosed", "TunnelRefused", "make_status"]
+__all__ = ["LimitExceeded", "ProtocolViolation", "TunnelClosed", "TunnelRefused", "make_status"]
 
 
 def make_status(code: grpc.StatusCode, message: str = "") -> status_pb2.Status:
@@ -35,3 +35,7 @@ class TunnelRefused(TunnelClosed):
 
 class ProtocolViolation(Exception):
     """The peer broke the tunnel protocol; the whole tunnel ends with INVALID_ARGUMENT."""
+
+
+class LimitExceeded(Exception):
+    """The peer exceeded a tunnel-wide bound; the whole tunnel ends with RESOURCE_EXHAUSTED."""
