@@ -2,9 +2,12 @@
 
 Three accounts per tunnel (limits in `TunnelConfig`):
 
-* frames that carry no data, per second (a flood ends the tunnel with RESOURCE_EXHAUSTED), and
-  refused opens, per second (a caller that keeps ignoring ``max_concurrent_streams`` is a
-  protocol violation);
+* frames that carry no data, per second: pings, pongs, window updates, empty chunks and
+  cancels of live streams (open-and-cancel bursts are the "rapid reset" attack) in one count,
+  frames for streams that already ended in another (each stream that ends allows a few that
+  crossed its end in flight); a flood ends the tunnel with RESOURCE_EXHAUSTED. Refused opens
+  are counted too: a caller that keeps ignoring ``max_concurrent_streams`` is a protocol
+  violation;
 * credit lent beyond the per-stream windows so that messages larger than the window can
   arrive (never more than ``max_buffered_bytes``; a stream that finds it in use waits);
 * messages received and not yet read by the application (``max_queued_messages``).
@@ -44,6 +47,7 @@ class PeerBudget:
         self._outbound = outbound
         self._interval_start = 0.0
         self._idle_frames = 0
+        self._crossing_frames = 0
         self._refusals = 0
         self._interval_data = 0
         self._interval_ended = 0
@@ -58,6 +62,7 @@ class PeerBudget:
         if now - self._interval_start >= 1.0:
             self._interval_start = now
             self._idle_frames = 0
+            self._crossing_frames = 0
             self._refusals = 0
             self._interval_data = self._outbound.data_bytes
             self._interval_ended = 0
@@ -73,15 +78,30 @@ class PeerBudget:
         self._tick()
         self._idle_frames += 1
         budget = self._config.max_control_frames_per_second
-        if self._idle_frames > budget and self._idle_frames > (
-            budget
-            + ((self._outbound.data_bytes - self._interval_data) >> 10)
-            + CROSSING_FRAMES * self._interval_ended
+        if self._idle_frames > budget and self._idle_frames > budget + (
+            (self._outbound.data_bytes - self._interval_data) >> 10
         ):
-            raise LimitExceeded(
-                f"flood: more than {self._idle_frames - 1} frames without data in one second "
-                f"(last: {what}; limit max_control_frames_per_second={budget})"
-            )
+            self._flood(self._idle_frames, what)
+
+    def crossing_frame(self, what: str) -> None:
+        """Counts a frame for a stream that has ended (it may have crossed the end in flight).
+
+        Raises:
+            LimitExceeded: More than the flood budget and the allowance of the streams that
+                ended in the current second.
+        """
+        self._tick()
+        self._crossing_frames += 1
+        budget = self._config.max_control_frames_per_second
+        if self._crossing_frames > budget + CROSSING_FRAMES * self._interval_ended:
+            self._flood(self._crossing_frames, what)
+
+    def _flood(self, count: int, what: str) -> None:
+        budget = self._config.max_control_frames_per_second
+        raise LimitExceeded(
+            f"flood: more than {count - 1} frames without data in one second "
+            f"(last: {what}; limit max_control_frames_per_second={budget})"
+        )
 
     def refusal(self) -> None:
         """Counts an open refused for ``max_concurrent_streams``.

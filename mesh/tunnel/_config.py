@@ -87,11 +87,14 @@ class TunnelConfig:
     stops reading until they are sent (grpc-go stops reading at 50 as well)."""
 
     max_control_frames_per_second: int = 1000
-    """Frames that carry no data (pings, pongs, window updates, empty chunks, frames for
-    ended streams) the peer may send per second, plus one per KiB of data we sent in that
-    second (window updates answer our data). Past it the tunnel ends with RESOURCE_EXHAUSTED
-    (HTTP/2 servers do the same against ping, settings and empty-frame floods). A well-behaved
-    peer sends a ping every few seconds and one window update per half window of data."""
+    """Frames that carry no data (pings, pongs, window updates, empty chunks, cancels of
+    live streams) the peer may send per second, plus one per KiB of data we sent in that
+    second (window updates answer our data); frames for streams that already ended have a
+    budget of their own, plus 16 per stream that ended in that second (frames cross an end
+    in flight). Past either the tunnel ends with RESOURCE_EXHAUSTED, as HTTP/2 servers do
+    against ping, empty-frame and rapid-reset (open and cancel) floods. A well-behaved peer
+    sends a ping every few seconds, one window update per half window of data, and cancels
+    a handful of calls a second."""
 
     max_metadata_bytes: int = 16 * 1024
     """Largest request headers of an ``open`` (method, metadata, trace context) and largest

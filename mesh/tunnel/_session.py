@@ -23,11 +23,12 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import google.rpc.status_pb2 as status_pb2
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf.message import Message
 
 from hplus.tunnel.v1 import tunnel_pb2
 from mesh.tunnel._budget import PeerBudget
@@ -46,10 +47,22 @@ _log = logging.getLogger("mesh.tunnel")
 _OK = grpc.StatusCode.OK.value[0]
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 _EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
+_M = TypeVar("_M", bound=Message)
 _STREAM0_KINDS = frozenset({"hello", "welcome", "ping", "pong", "go_away"})
 _YIELD_EVERY = 64
 """Frames applied between two yields to the event loop (an outer message may carry many)."""
 _session_ids = itertools.count(1)
+
+
+def _detached(message: _M) -> _M:
+    """A copy of a received message that owns its memory.
+
+    A message parsed from an outer message shares that outer message's memory: keeping a
+    reference to one frame would keep the whole outer message (up to its limit) alive.
+    """
+    copy = type(message)()
+    copy.CopyFrom(message)
+    return copy
 
 
 class Role(enum.Enum):
@@ -410,7 +423,7 @@ class Session:
         if first.stream_id != 0 or kind not in ("welcome", "go_away"):
             raise ProtocolViolation(f"expected welcome, got {kind or 'an empty frame'}")
         if kind == "go_away":
-            go_away = first.go_away
+            go_away = _detached(first.go_away)
             self.peer_go_away = go_away
             self.peer_go_away_at = time.monotonic()
             status = status_pb2.Status(
@@ -424,7 +437,7 @@ class Session:
         problem = welcome_problem(welcome, config)
         if problem is not None:
             raise ProtocolViolation(problem)
-        self.welcome = welcome
+        self.welcome = _detached(welcome)
         self._set_peer(
             welcome.revision,
             welcome.initial_window_bytes,
@@ -448,7 +461,9 @@ class Session:
         # registry check and presence records shown on every node).
         problem = hello_problem(hello, self.config)
         if problem is not None:
-            self._log_once("hello", "%s: refused a hello: %s", self.name, problem)
+            self._log_once(
+                "hello", "%s: refused a hello with INVALID_ARGUMENT: %s", self.name, problem
+            )
             status = make_status(grpc.StatusCode.INVALID_ARGUMENT, problem)
             await self._send_quietly([self._go_away(status)])
             raise _End(status)
@@ -463,7 +478,7 @@ class Session:
         if refusal is not None:
             await self._send_quietly([self._go_away(refusal)])
             raise _End(refusal)
-        self.hello = hello
+        self.hello = hello = _detached(hello)
         welcome = self.welcome
         welcome.revision = max(common)
         welcome.initial_window_bytes = self.config.initial_window_bytes
@@ -532,11 +547,15 @@ class Session:
         return tunnel_pb2.Frame(stream_id=0, go_away=go_away)
 
     def _violation_status(self, message: str) -> status_pb2.Status:
-        _log.warning("%s: protocol violation: %s", self.name, message)
+        _log.warning(
+            "%s: closing the tunnel with INVALID_ARGUMENT: protocol violation: %s",
+            self.name,
+            message,
+        )
         return make_status(grpc.StatusCode.INVALID_ARGUMENT, f"protocol violation: {message}")
 
     def _exhausted_status(self, message: str) -> status_pb2.Status:
-        _log.warning("%s: closing the tunnel: %s", self.name, message)
+        _log.warning("%s: closing the tunnel with RESOURCE_EXHAUSTED: %s", self.name, message)
         return make_status(_EXHAUSTED, message)
 
     def _log_once(self, kind: str, message: str, *args: object) -> None:
@@ -545,9 +564,17 @@ class Session:
             self._logged.add(kind)
             _log.warning(message, *args)
 
-    def exhaust_stream(self, stream: _Stream, reason: str) -> None:
-        """Ends one stream with RESOURCE_EXHAUSTED (the peer made it hold too much)."""
-        self._log_once(reason, "%s: ending stream %d: %s", self.name, stream.id, reason)
+    def exhaust_stream(self, stream: _Stream, reason: str, kind: str) -> None:
+        """Ends one stream with RESOURCE_EXHAUSTED (the peer made it hold too much).
+
+        Args:
+            stream: The stream.
+            reason: The status message.
+            kind: What was exceeded; the first stream per kind and tunnel is logged.
+        """
+        self._log_once(
+            kind, "%s: ending stream %d with RESOURCE_EXHAUSTED: %s", self.name, stream.id, reason
+        )
         if isinstance(stream, ServerStream):
             stream.close(make_status(_EXHAUSTED, reason), [])
             if stream.task is not None and not stream.task.done():
@@ -593,7 +620,10 @@ class Session:
         except _End as end:
             self._finish(end.status)
         except TransportError as err:
-            self._finish(make_status(err.code, err.details))
+            if err.code is _EXHAUSTED:  # gRPC's own limit, e.g. an oversized outer message
+                self._finish(self._exhausted_status(err.details))
+            else:
+                self._finish(make_status(err.code, err.details))
         except Exception:
             _log.exception("%s: reader failed", self.name)
             self._finish(make_status(grpc.StatusCode.INTERNAL, "tunnel reader failed"))
@@ -656,7 +686,7 @@ class Session:
             raise _End(status_pb2.Status(code=code, message=f"peer reported: {message}"))
         if self.peer_go_away is None:
             self.peer_go_away_at = time.monotonic()
-        self.peer_go_away = go_away
+        self.peer_go_away = _detached(go_away)
         self.drain_requested.set()
         if self.role is Role.CLOUD:
             for stream in list(self._streams.values()):
@@ -678,7 +708,7 @@ class Session:
         if stream is None:
             if stream_id > self._last_peer_id:
                 raise ProtocolViolation(f"{kind} for unknown stream {stream_id}")
-            self.budget.idle_frame(f"{kind} for ended stream {stream_id}")
+            self.budget.crossing_frame(f"{kind} for ended stream {stream_id}")
             return
         assert isinstance(stream, ServerStream)
         if kind == "message":
@@ -690,6 +720,7 @@ class Session:
                 raise ProtocolViolation(f"misplaced half_close on stream {stream_id}")
             stream.close_inbox()
         elif kind == "cancel":
+            self.budget.idle_frame(kind)  # open-and-cancel bursts cost a handler each
             stream.cancel_handler(
                 clip(frame.cancel.reason, self.config.max_text_bytes) or "cancelled by caller"
             )
@@ -730,7 +761,9 @@ class Session:
         if len(self._streams) >= limit or len(self._tasks) >= 2 * limit:
             self.budget.refusal()
             reason = f"too many concurrent streams (max_concurrent_streams {limit})"
-            self._log_once("streams", "%s: refusing streams: %s", self.name, reason)
+            self._log_once(
+                "streams", "%s: refusing streams with RESOURCE_EXHAUSTED: %s", self.name, reason
+            )
             self._refuse(stream_id, _EXHAUSTED, reason)
             return
         size = (
@@ -743,13 +776,19 @@ class Session:
             reason = (
                 f"request headers of {size} bytes exceed the limit of {config.max_metadata_bytes}"
             )
-            self._log_once("metadata", "%s: refusing a stream: %s", self.name, reason)
+            self._log_once(
+                "headers", "%s: refusing a stream with RESOURCE_EXHAUSTED: %s", self.name, reason
+            )
             self._refuse(stream_id, _EXHAUSTED, reason)
             return
         deadline = None
         if open_frame.HasField("timeout"):
             deadline = self._loop.time() + open_frame.timeout.ToNanoseconds() / 1e9
-        stream = ServerStream(self, stream_id, self.peer_window, open_frame, deadline)
+        # Keep what the call needs, not the frame (see _detached); the message is applied now.
+        kept = tunnel_pb2.OpenStream(method=open_frame.method, metadata=open_frame.metadata)
+        if open_frame.HasField("trace"):
+            kept.trace.CopyFrom(open_frame.trace)
+        stream = ServerStream(self, stream_id, self.peer_window, kept, deadline)
         self._streams[stream_id] = stream
         self._idle.clear()
         self.calls_started += 1
@@ -770,7 +809,7 @@ class Session:
             raise ProtocolViolation(f"{kind} for stream {stream_id}, never opened")
         stream = self._streams.get(stream_id)
         if stream is None:
-            self.budget.idle_frame(f"{kind} for ended stream {stream_id}")
+            self.budget.crossing_frame(f"{kind} for ended stream {stream_id}")
             return
         assert isinstance(stream, CallerStream)
         if kind == "message":
@@ -795,7 +834,9 @@ class Session:
         limit = self.config.max_metadata_bytes
         if size <= limit:
             return False
-        self.exhaust_stream(stream, f"{what} of {size} bytes exceed the limit of {limit}")
+        self.exhaust_stream(
+            stream, f"{what} of {size} bytes exceed the limit of {limit}", "headers"
+        )
         return True
 
     def _caller_chunk(self, stream: CallerStream, chunk: tunnel_pb2.MessageChunk) -> bool:
@@ -814,7 +855,13 @@ class Session:
         limit = self.config.max_metadata_bytes
         if size > limit:
             reason = f"response headers and trailers of {size} bytes exceed the limit of {limit}"
-            self._log_once("trailers", "%s: ending stream %d: %s", self.name, stream.id, reason)
+            self._log_once(
+                "headers",
+                "%s: ending stream %d with RESOURCE_EXHAUSTED: %s",
+                self.name,
+                stream.id,
+                reason,
+            )
             stream.finish(Final(make_status(_EXHAUSTED, reason), []))  # the server closed it
             return
         if close.HasField("headers"):
@@ -829,7 +876,7 @@ class Session:
             if not self._caller_chunk(stream, close.message):
                 return
         trailers = pairs_from_entries(close.trailers)
-        status = close.status
+        status = _detached(close.status)
         if status.details and not any(key == DETAILS_KEY for key, _ in trailers):
             trailers.append((DETAILS_KEY, status.SerializeToString()))
         stream.finish(Final(status, trailers))
@@ -962,12 +1009,7 @@ class Session:
         while True:
             await asyncio.sleep(interval)
             now = self._loop.time()
-            silent = now - self._last_rx
-            if silent > 3 * interval:
-                self._finish(
-                    make_status(grpc.StatusCode.UNAVAILABLE, f"peer silent for {silent:.1f}s")
-                )
-                return
+            # First the stall: a reader paused by our own backpressure is not peer silence.
             started = self.outbound.send_started
             if started is not None and now - started > 3 * interval:
                 status = self._exhausted_status(
@@ -976,6 +1018,12 @@ class Session:
                 )
                 self.enqueue(self._go_away(status))
                 self._finish(status)
+                return
+            silent = now - self._last_rx
+            if silent > 3 * interval:
+                self._finish(
+                    make_status(grpc.StatusCode.UNAVAILABLE, f"peer silent for {silent:.1f}s")
+                )
                 return
             if self.role is Role.EDGE:
                 self.ping()

@@ -232,7 +232,8 @@ class _Stream:
         session = self.session
         if not session.budget.count_message():
             limit = session.config.max_queued_messages
-            session.exhaust_stream(self, f"more than {limit} received messages are not read yet")
+            reason = f"more than {limit} received messages are not read yet"
+            session.exhaust_stream(self, reason, "unread")
             return
         self._inbox.append(message)
         waiter = self._inbox_waiter

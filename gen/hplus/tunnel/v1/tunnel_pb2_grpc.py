@@ -147,9 +147,11 @@ class TunnelServiceStub:
     trailers (with the status) of a stream: at most 16 KiB each; more ends that stream with
     RESOURCE_EXHAUSTED.
     * Frames that carry no data (ping, pong, window_update, an empty continuation chunk, a
-    frame for a stream that has ended): at most 1,000 per second plus one per KiB of data
-    the receiving side sent in that second; past it the tunnel ends with RESOURCE_EXHAUSTED
-    (a flood, like HTTP/2's ping and empty-frame floods).
+    cancel of a live stream): at most 1,000 per second plus one per KiB of data the
+    receiving side sent in that second; frames for a stream that has ended: at most 1,000
+    per second plus 16 for each stream that ended in that second (they crossed its end in
+    flight). Past either, the tunnel ends with RESOURCE_EXHAUSTED (a flood, like HTTP/2's
+    ping, empty-frame and rapid-reset floods).
     * Replies a side queues for the peer: at most 50 unsent pongs and stream refusals, and
     twice the outbound byte bound (4 MiB) of frames, before it stops reading the outer
     stream until they are sent; producers of message data wait at the bound itself.
@@ -296,9 +298,11 @@ class TunnelServiceServicer:
     trailers (with the status) of a stream: at most 16 KiB each; more ends that stream with
     RESOURCE_EXHAUSTED.
     * Frames that carry no data (ping, pong, window_update, an empty continuation chunk, a
-    frame for a stream that has ended): at most 1,000 per second plus one per KiB of data
-    the receiving side sent in that second; past it the tunnel ends with RESOURCE_EXHAUSTED
-    (a flood, like HTTP/2's ping and empty-frame floods).
+    cancel of a live stream): at most 1,000 per second plus one per KiB of data the
+    receiving side sent in that second; frames for a stream that has ended: at most 1,000
+    per second plus 16 for each stream that ended in that second (they crossed its end in
+    flight). Past either, the tunnel ends with RESOURCE_EXHAUSTED (a flood, like HTTP/2's
+    ping, empty-frame and rapid-reset floods).
     * Replies a side queues for the peer: at most 50 unsent pongs and stream refusals, and
     twice the outbound byte bound (4 MiB) of frames, before it stops reading the outer
     stream until they are sent; producers of message data wait at the bound itself.
@@ -457,9 +461,11 @@ class TunnelService:
     trailers (with the status) of a stream: at most 16 KiB each; more ends that stream with
     RESOURCE_EXHAUSTED.
     * Frames that carry no data (ping, pong, window_update, an empty continuation chunk, a
-    frame for a stream that has ended): at most 1,000 per second plus one per KiB of data
-    the receiving side sent in that second; past it the tunnel ends with RESOURCE_EXHAUSTED
-    (a flood, like HTTP/2's ping and empty-frame floods).
+    cancel of a live stream): at most 1,000 per second plus one per KiB of data the
+    receiving side sent in that second; frames for a stream that has ended: at most 1,000
+    per second plus 16 for each stream that ended in that second (they crossed its end in
+    flight). Past either, the tunnel ends with RESOURCE_EXHAUSTED (a flood, like HTTP/2's
+    ping, empty-frame and rapid-reset floods).
     * Replies a side queues for the peer: at most 50 unsent pongs and stream refusals, and
     twice the outbound byte bound (4 MiB) of frames, before it stops reading the outer
     stream until they are sent; producers of message data wait at the bound itself.

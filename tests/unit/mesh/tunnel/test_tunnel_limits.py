@@ -171,6 +171,22 @@ async def test_empty_continuation_chunks_are_a_flood():
     assert status.code == EXHAUSTED
 
 
+async def test_open_and_cancel_bursts_are_a_flood():
+    request = S(value="wait:reset").SerializeToString()
+    first = tunnel_pb2.MessageChunk(message_size=len(request), data=request)
+    async with real_edge() as (edge, cloud, run):
+        for burst in range(4):
+            frames = []
+            for i in range(1 + 2000 * burst, 2000 * (burst + 1), 2):
+                frames.append(opening(i, "Unary", message=first, half_close=True))
+                frames.append(Frame(stream_id=i, cancel=tunnel_pb2.Cancel(reason="reset")))
+            await cloud.send(frames)
+        status = await asyncio.wait_for(asyncio.shield(run), 5)
+        assert status.code == EXHAUSTED
+        assert "cancel" in status.message
+        assert edge.task_count == 0
+
+
 async def test_the_reader_yields_to_other_tasks_inside_a_big_outer_message():
     ticks = 0
     stop = asyncio.Event()
