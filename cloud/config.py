@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import enum
 import socket
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 
 from mesh.config import ConfigError, Section, load_toml
 from mesh.net import parse_hostport
+from mesh.tunnel import TunnelConfig
 
 __all__ = ["NodeConfig", "TlsMode", "parse_listen"]
 
@@ -39,7 +41,14 @@ class NodeConfig:
     """Everything a cloud node needs to start."""
 
     listen: str = "127.0.0.1:50051"
-    """``HOST:PORT`` of the public endpoint: tunnels from edges, APIs (port 0: any free)."""
+    """``HOST:PORT`` of the public endpoint: tunnels from edges, health (port 0: any free).
+
+    Its gRPC message limit is the tunnel's (``tunnel.max_inbound_outer_message_bytes``)."""
+    registry_listen: str | None = None
+    """``HOST:PORT`` of the registry endpoint (``RegistryService``); default: the host of
+    ``listen`` and the next port (port 0 when ``listen``'s is 0). Release images travel whole
+    in one message, so it keeps a 33 MiB message limit that the tunnel endpoint must not
+    have: it is a server of its own."""
     internal_listen: str = "127.0.0.1:50061"
     """``HOST:PORT`` of the internal endpoint: node-to-node forwarding and operations.
 
@@ -74,6 +83,9 @@ class NodeConfig:
     cluster_secret: str | None = dataclasses.field(default=None, repr=False)
     """Shared secret of the cloud's nodes for the internal endpoint; ``None``: made once
     under ``data_dir`` (fine for nodes that share a data directory, e.g. in development)."""
+    tunnel: TunnelConfig = dataclasses.field(default_factory=TunnelConfig)
+    """Limits and timers of the tunnels this node accepts (``[tunnel]``; see
+    `mesh.tunnel.TunnelConfig` for each one and its reason)."""
 
     @property
     def registry_url(self) -> str:
@@ -81,6 +93,15 @@ class NodeConfig:
         return self.registry_database_url or (
             f"sqlite+aiosqlite:///{self.data_dir / 'registry.db'}"
         )
+
+    @property
+    def registry_address(self) -> str:
+        """``registry_listen``, or its default derived from ``listen``."""
+        if self.registry_listen:
+            return self.registry_listen
+        host, port = parse_listen(self.listen)
+        host = f"[{host}]" if ":" in host else host
+        return f"{host}:{port + 1 if port else 0}"
 
     @property
     def fleet_url(self) -> str:
@@ -93,6 +114,10 @@ class NodeConfig:
                 parse_listen(getattr(self, name))
             except ValueError as err:
                 raise ConfigError(f"{name}: {err}") from None
+        try:
+            parse_listen(self.registry_address)
+        except ValueError as err:
+            raise ConfigError(f"registry_listen: {err}") from None
         if not 0.0 <= self.census_rate <= 1.0:
             raise ConfigError(f"census_rate: must be within [0, 1], got {self.census_rate}")
         if self.presence_ttl <= 0:
@@ -148,6 +173,7 @@ class NodeConfig:
 _ENV = {
     "HPLUS_LISTEN": "listen",
     "HPLUS_INTERNAL_LISTEN": "internal_listen",
+    "HPLUS_REGISTRY_LISTEN": "registry_listen",
     "HPLUS_DATA_DIR": "data_dir",
     "HPLUS_NODE_ID": "node_id",
     "HPLUS_FLEET_DATABASE_URL": "fleet_database_url",
@@ -163,7 +189,7 @@ def _from_file(path: Path) -> dict[str, object]:
     doc, text = load_toml(path)
     values: dict[str, object] = {}
     Section(doc, name="", path=path, text=text).reject_unknown(
-        ["node", "tls", "databases", "redis", "census"]
+        ["node", "tls", "databases", "redis", "census", "tunnel"]
     )
 
     def rel(p: str) -> Path:
@@ -171,9 +197,11 @@ def _from_file(path: Path) -> dict[str, object]:
         return Path(p) if Path(p).is_absolute() else path.parent / p
 
     node = Section.of(doc, "node", path=path, text=text)
-    node.reject_unknown(["listen", "internal_listen", "data_dir", "node_id", "grace_seconds"])
+    node.reject_unknown(
+        ["listen", "internal_listen", "registry_listen", "data_dir", "node_id", "grace_seconds"]
+    )
     present = doc.get("node", {})
-    for key in ("listen", "internal_listen"):
+    for key in ("listen", "internal_listen", "registry_listen"):
         if key in present:
             value = node.get(key, str, "")
             try:
@@ -246,4 +274,27 @@ def _from_file(path: Path) -> dict[str, object]:
         values["presence_ttl"] = red.check(
             "presence_ttl", red.get("presence_ttl", float, 30.0), lambda v: v > 0, "must be > 0"
         )
+    if "tunnel" in doc:
+        values["tunnel"] = _tunnel_from(Section.of(doc, "tunnel", path=path, text=text), doc)
     return values
+
+
+_TUNNEL_KEYS: dict[str, type] = {
+    name: kind for name, kind in typing.get_type_hints(TunnelConfig).items() if kind in (int, float)
+}
+"""``[tunnel]`` settings: every number of `TunnelConfig`, by its field name."""
+
+
+def _tunnel_from(section: Section, doc: Mapping[str, typing.Any]) -> TunnelConfig:
+    section.reject_unknown(_TUNNEL_KEYS)
+    present = doc.get("tunnel", {})
+    values = {
+        key: section.get(key, kind, kind()) for key, kind in _TUNNEL_KEYS.items() if key in present
+    }
+    try:
+        return TunnelConfig(**values)
+    except ValueError as err:
+        # Point at the setting the message names first (a bound may involve two).
+        message = str(err)
+        named = min((key for key in present if key in message), key=message.find, default=None)
+        raise section.error(named, str(err)) from None

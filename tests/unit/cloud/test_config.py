@@ -48,7 +48,17 @@ def test_file_env_and_flags_in_order(tmp_path: Path) -> None:
         ('[databases]\nreports = "x"\n', ":2: [databases] reports: unknown setting"),
         ("[census]\nrate = 2\n", ":2: [census] rate: 2.0 is invalid: must be within [0, 1]"),
         ('[node]\ninternal_listen = "x"\n', ":2: [node] internal_listen: expected HOST:PORT"),
-        ("[nodes]\n", ":1: nodes: unknown setting (known: census, databases, node, redis, tls)"),
+        (
+            "[nodes]\n",
+            ":1: nodes: unknown setting (known: census, databases, node, redis, tls, tunnel)",
+        ),
+        ('[node]\nregistry_listen = "x"\n', ":2: [node] registry_listen: expected HOST:PORT"),
+        ("[tunnel]\nping_intervall = 1\n", ":2: [tunnel] ping_intervall: unknown setting"),
+        ('[tunnel]\nping_interval = "1s"\n', ":2: [tunnel] ping_interval: expected float"),
+        (
+            "[tunnel]\nmax_message_bytes = 4\n\nmax_buffered_bytes = 2\n",
+            ":4: [tunnel] max_buffered_bytes: max_buffered_bytes must be >= max_message_bytes",
+        ),
     ],
 )
 def test_bad_file_names_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -84,3 +94,21 @@ def test_fleet_database_defaults_to_sqlite_in_the_data_dir(tmp_path: Path) -> No
     assert cfg.fleet_url == f"sqlite+aiosqlite:///{tmp_path / 'fleet.db'}"
     path = write(tmp_path, '[databases]\nfleet = "postgresql+asyncpg://u@h/db"\n')
     assert NodeConfig.load(path=path, env={}).fleet_url == "postgresql+asyncpg://u@h/db"
+
+
+def test_registry_listens_next_to_the_public_endpoint_unless_told(tmp_path: Path) -> None:
+    assert NodeConfig.load(env={}).registry_address == "127.0.0.1:50052"
+    assert NodeConfig(listen="0.0.0.0:0").registry_address == "0.0.0.0:0"
+    assert NodeConfig(listen="[::1]:7000").registry_address == "[::1]:7001"
+    cfg = NodeConfig.load(env={"HPLUS_REGISTRY_LISTEN": "10.0.0.1:9000"})
+    assert cfg.registry_address == "10.0.0.1:9000"
+    path = write(tmp_path, '[node]\nregistry_listen = "127.0.0.1:0"\n')
+    assert NodeConfig.load(path=path, env={}).registry_address == "127.0.0.1:0"
+
+
+def test_tunnel_limits_come_from_the_tunnel_table(tmp_path: Path) -> None:
+    path = write(tmp_path, "[tunnel]\nping_interval = 0.5\nmax_concurrent_streams = 20\n")
+    cfg = NodeConfig.load(path=path, env={})
+    assert cfg.tunnel.ping_interval == 0.5
+    assert cfg.tunnel.max_concurrent_streams == 20
+    assert cfg.tunnel.initial_window_bytes == NodeConfig().tunnel.initial_window_bytes
