@@ -17,12 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import inspect
 import itertools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import google.rpc.status_pb2 as status_pb2
@@ -33,8 +32,22 @@ from google.protobuf.message import Message
 from hplus.tunnel.v1 import tunnel_pb2
 from mesh.tunnel._budget import PeerBudget
 from mesh.tunnel._config import DEFAULT_PEER_MAX_CONCURRENT_STREAMS, TunnelConfig
-from mesh.tunnel._errors import LimitExceeded, ProtocolViolation, TunnelClosed, make_status
-from mesh.tunnel._limits import clip, hello_problem, metadata_size, welcome_problem
+from mesh.tunnel._errors import (
+    EndSession,
+    LimitExceeded,
+    ProtocolViolation,
+    TunnelClosed,
+    make_status,
+)
+from mesh.tunnel._handshake import (
+    HelloCheck,
+    Refused,
+    cloud_handshake,
+    detached,
+    edge_handshake,
+    send_quietly,
+)
+from mesh.tunnel._limits import clip, metadata_size
 from mesh.tunnel._metadata import DETAILS_KEY, pairs_from_entries
 from mesh.tunnel._outbound import FRAME_OVERHEAD, Outbound
 from mesh.tunnel._stream import CallerStream, Final, ServerStream, _Stream
@@ -54,30 +67,11 @@ _YIELD_EVERY = 64
 _session_ids = itertools.count(1)
 
 
-def _detached(message: _M) -> _M:
-    """A copy of a received message that owns its memory.
-
-    A message parsed from an outer message shares that outer message's memory: keeping a
-    reference to one frame would keep the whole outer message (up to its limit) alive.
-    """
-    copy = type(message)()
-    copy.CopyFrom(message)
-    return copy
-
-
 class Role(enum.Enum):
     """Which end of the tunnel a session is."""
 
     EDGE = "edge"
     CLOUD = "cloud"
-
-
-class _End(Exception):
-    """Internal: the session must end with ``status``."""
-
-    def __init__(self, status: status_pb2.Status) -> None:
-        super().__init__(status.message)
-        self.status = status
 
 
 def _timestamp_now() -> timestamp_pb2.Timestamp:
@@ -113,10 +107,7 @@ class Session:
         role: Role,
         config: TunnelConfig | None = None,
         hello: tunnel_pb2.Hello | None = None,
-        accept_hello: Callable[
-            [tunnel_pb2.Hello], Awaitable[status_pb2.Status | None] | status_pb2.Status | None
-        ]
-        | None = None,
+        accept_hello: HelloCheck | None = None,
         on_open: Callable[[ServerStream], None] | None = None,
         welcome: tunnel_pb2.Welcome | None = None,
     ) -> None:
@@ -222,7 +213,7 @@ class Session:
                     self._handshake(), timeout=self.config.handshake_timeout
                 )
             except TimeoutError:
-                raise _End(
+                raise EndSession(
                     make_status(grpc.StatusCode.DEADLINE_EXCEEDED, "handshake timed out")
                 ) from None
             self.ready.set()
@@ -234,13 +225,13 @@ class Session:
             for loop_task in (writer, reader, liveness):
                 loop_task.add_done_callback(self._loop_task_done)
             status = await self._ended
-        except _End as end:
+        except EndSession as end:
             status = end.status
         except TransportError as err:
             status = make_status(err.code, err.details)
         except ProtocolViolation as err:
             status = self._violation_status(str(err))
-            await self._send_quietly([self._go_away(status)])
+            await send_quietly(self.transport, [self._go_away(status)])
         except asyncio.CancelledError:
             # The owner cancelled us (e.g. grpc cancels the Connect handler when the edge's
             # stream breaks): still fail every call and stop every task before leaving.
@@ -399,110 +390,22 @@ class Session:
 
     async def _handshake(self) -> list[tunnel_pb2.Frame]:
         if self.role is Role.EDGE:
-            return await self._edge_handshake()
-        return await self._cloud_handshake()
-
-    async def _edge_handshake(self) -> list[tunnel_pb2.Frame]:
-        hello = self.hello
-        config = self.config
-        del hello.revisions[:]
-        hello.revisions.extend(config.revisions)
-        hello.initial_window_bytes = config.initial_window_bytes
-        hello.max_message_bytes = config.max_message_bytes
-        hello.max_concurrent_streams = config.max_concurrent_streams
-        if not hello.capabilities:
-            hello.capabilities.extend(config.capabilities)
-        await self.transport.send([tunnel_pb2.Frame(stream_id=0, hello=hello)])
-        frames = await self.transport.recv()
-        if frames is None:
-            raise _End(make_status(grpc.StatusCode.UNAVAILABLE, "cloud closed the handshake"))
-        if not frames:
-            raise ProtocolViolation("empty outer message")
-        first = frames[0]
-        kind = first.WhichOneof("kind")
-        if first.stream_id != 0 or kind not in ("welcome", "go_away"):
-            raise ProtocolViolation(f"expected welcome, got {kind or 'an empty frame'}")
-        if kind == "go_away":
-            go_away = _detached(first.go_away)
-            self.peer_go_away = go_away
-            self.peer_go_away_at = time.monotonic()
-            status = status_pb2.Status(
-                code=go_away.status.code or _UNAVAILABLE,
-                message=clip(go_away.status.message, config.max_text_bytes),
+            try:
+                agreed = await edge_handshake(self.transport, self.config, self.hello)
+            except Refused as refused:
+                self.peer_go_away = refused.go_away
+                self.peer_go_away_at = time.monotonic()
+                raise
+        else:
+            agreed = await cloud_handshake(
+                self.transport, self.config, self.welcome, self._accept_hello, self.name
             )
-            raise _End(status)
-        welcome = first.welcome
-        if welcome.revision not in config.revisions:
-            raise ProtocolViolation(f"welcome picked revision {welcome.revision}")
-        problem = welcome_problem(welcome, config)
-        if problem is not None:
-            raise ProtocolViolation(problem)
-        self.welcome = _detached(welcome)
-        self._set_peer(
-            welcome.revision,
-            welcome.initial_window_bytes,
-            welcome.max_message_bytes,
-            welcome.max_concurrent_streams,
-        )
-        return list(frames[1:])
-
-    async def _cloud_handshake(self) -> list[tunnel_pb2.Frame]:
-        frames = await self.transport.recv()
-        if frames is None:
-            raise _End(make_status(grpc.StatusCode.UNAVAILABLE, "edge closed before hello"))
-        if not frames:
-            raise ProtocolViolation("empty outer message")
-        first = frames[0]
-        kind = first.WhichOneof("kind")
-        if first.stream_id != 0 or kind != "hello":
-            raise ProtocolViolation(f"expected hello, got {kind or 'an empty frame'}")
-        hello = first.hello
-        # Sizes first, before any work is done with the hello (it reaches logs, the
-        # registry check and presence records shown on every node).
-        problem = hello_problem(hello, self.config)
-        if problem is not None:
-            self._log_once(
-                "hello", "%s: refused a hello with INVALID_ARGUMENT: %s", self.name, problem
-            )
-            status = make_status(grpc.StatusCode.INVALID_ARGUMENT, problem)
-            await self._send_quietly([self._go_away(status)])
-            raise _End(status)
-        common = set(hello.revisions) & set(self.config.revisions)
-        if not common:
-            status = make_status(grpc.StatusCode.UNAVAILABLE, "unsupported revision")
-            await self._send_quietly([self._go_away(status)])
-            raise _End(status)
-        refusal = self._accept_hello(hello) if self._accept_hello is not None else None
-        if inspect.isawaitable(refusal):
-            refusal = await refusal
-        if refusal is not None:
-            await self._send_quietly([self._go_away(refusal)])
-            raise _End(refusal)
-        self.hello = hello = _detached(hello)
-        welcome = self.welcome
-        welcome.revision = max(common)
-        welcome.initial_window_bytes = self.config.initial_window_bytes
-        welcome.max_message_bytes = self.config.max_message_bytes
-        welcome.max_concurrent_streams = self.config.max_concurrent_streams
-        welcome.ping_interval.FromNanoseconds(int(self.config.ping_interval * 1e9))
-        offered = set(self.config.capabilities)
-        del welcome.capabilities[:]
-        welcome.capabilities.extend(c for c in hello.capabilities if c in offered)
-        self._set_peer(
-            welcome.revision,
-            hello.initial_window_bytes,
-            hello.max_message_bytes,
-            hello.max_concurrent_streams,
-        )
-        await self.transport.send([tunnel_pb2.Frame(stream_id=0, welcome=welcome)])
-        return list(frames[1:])
-
-    def _set_peer(self, revision: int, window: int, max_message: int, max_streams: int) -> None:
-        self.revision = revision
-        self.outbound.revision = revision
-        self.peer_window = window
-        self.peer_max_message = max_message
-        self.peer_max_streams = max_streams or DEFAULT_PEER_MAX_CONCURRENT_STREAMS
+        self.hello, self.welcome = agreed.hello, agreed.welcome
+        self.revision = self.outbound.revision = agreed.revision
+        self.peer_window = agreed.peer_window
+        self.peer_max_message = agreed.peer_max_message
+        self.peer_max_streams = agreed.peer_max_streams
+        return agreed.leftover
 
     @property
     def ping_interval(self) -> float:
@@ -535,10 +438,6 @@ class Session:
         except Exception:
             _log.exception("%s: writer failed", self.name)
             self._finish(make_status(grpc.StatusCode.INTERNAL, "tunnel writer failed"))
-
-    async def _send_quietly(self, frames: Sequence[tunnel_pb2.Frame]) -> None:
-        with contextlib.suppress(TransportError, TimeoutError):
-            await asyncio.wait_for(self.transport.send(frames), timeout=2.0)
 
     def _go_away(self, status: status_pb2.Status, last: int | None = None) -> tunnel_pb2.Frame:
         go_away = tunnel_pb2.GoAway(
@@ -617,7 +516,7 @@ class Session:
             status = self._exhausted_status(str(err))
             self.enqueue(self._go_away(status))
             self._finish(status)
-        except _End as end:
+        except EndSession as end:
             self._finish(end.status)
         except TransportError as err:
             if err.code is _EXHAUSTED:  # gRPC's own limit, e.g. an oversized outer message
@@ -683,10 +582,10 @@ class Session:
         code = go_away.status.code
         message = clip(go_away.status.message, self.config.max_text_bytes)
         if code not in (_OK, _UNAVAILABLE):
-            raise _End(status_pb2.Status(code=code, message=f"peer reported: {message}"))
+            raise EndSession(status_pb2.Status(code=code, message=f"peer reported: {message}"))
         if self.peer_go_away is None:
             self.peer_go_away_at = time.monotonic()
-        self.peer_go_away = _detached(go_away)
+        self.peer_go_away = detached(go_away)
         self.drain_requested.set()
         if self.role is Role.CLOUD:
             for stream in list(self._streams.values()):
@@ -784,7 +683,7 @@ class Session:
         deadline = None
         if open_frame.HasField("timeout"):
             deadline = self._loop.time() + open_frame.timeout.ToNanoseconds() / 1e9
-        # Keep what the call needs, not the frame (see _detached); the message is applied now.
+        # Keep what the call needs, not the frame (see detached); the message is applied now.
         kept = tunnel_pb2.OpenStream(method=open_frame.method, metadata=open_frame.metadata)
         if open_frame.HasField("trace"):
             kept.trace.CopyFrom(open_frame.trace)
@@ -876,7 +775,7 @@ class Session:
             if not self._caller_chunk(stream, close.message):
                 return
         trailers = pairs_from_entries(close.trailers)
-        status = _detached(close.status)
+        status = detached(close.status)
         if status.details and not any(key == DETAILS_KEY for key, _ in trailers):
             trailers.append((DETAILS_KEY, status.SerializeToString()))
         stream.finish(Final(status, trailers))
