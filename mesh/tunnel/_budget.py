@@ -55,7 +55,9 @@ class PeerBudget:
         """Bytes of credit lent beyond the windows, now."""
         self._borrowers: dict[int, _Stream] = {}
         self.queued_messages = 0
-        """Messages received and not yet read, over all live streams."""
+        """Messages received and not yet read, over all live streams (streams count their
+        own messages in and out of it)."""
+        self.max_queued_messages = config.max_queued_messages
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -119,8 +121,7 @@ class PeerBudget:
 
     def stream_ended(self, stream: _Stream) -> None:
         """A stream left the session: release what it held, allow its crossing frames."""
-        self._tick()
-        self._interval_ended += 1
+        self._interval_ended += 1  # counted into the current second at its next tick
         if stream.wants_extra:
             self._borrowers.pop(stream.id, None)
         lent = stream.release()
@@ -154,13 +155,6 @@ class PeerBudget:
             stream.lend(stream.wants_extra)
 
     # -- unread messages -------------------------------------------------------------------
-
-    def count_message(self) -> bool:
-        """Counts a received message not yet read; False when the tunnel holds its limit."""
-        if self.queued_messages < self._config.max_queued_messages:
-            self.queued_messages += 1
-            return True
-        return False
 
     def uncount_messages(self, count: int) -> None:
         """``count`` received messages were read (or dropped)."""

@@ -40,9 +40,10 @@ class TunnelConfig:
 
     The same dataclass configures both sides. What a misbehaving peer can make this side
     hold is bounded by: ``max_inbound_outer_message_bytes`` per outer message read,
-    ``max_concurrent_streams * initial_window_bytes + max_buffered_bytes`` of message data,
-    ``max_outbound_bytes`` (plus ``max_queued_control_frames`` small replies) of frames to
-    send, and ``max_control_frames_per_second`` frames that carry no data.
+    ``max_concurrent_streams * initial_window_bytes + max_buffered_bytes`` of message data
+    in at most ``max_queued_messages`` unread messages, twice ``max_outbound_bytes`` (plus
+    ``max_queued_control_frames`` small replies) of frames to send, and
+    ``max_control_frames_per_second`` frames that carry no data.
     """
 
     revisions: tuple[int, ...] = SUPPORTED_REVISIONS

@@ -10,7 +10,8 @@ twice the byte bound. A peer that does not read therefore cannot make us queue w
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from hplus.tunnel.v1 import tunnel_pb2
@@ -68,6 +69,7 @@ class Outbound:
         self._event = asyncio.Event()
         self._room_waiters: list[_Stream] = []
         self._reader_waiter: asyncio.Future[None] | None = None
+        self._clock: Callable[[], float] = time.monotonic
 
     def put(
         self, frame: tunnel_pb2.Frame, cost: int = FRAME_OVERHEAD, control: bool = False
@@ -88,7 +90,7 @@ class Outbound:
             self._controls += 1
             self.queued_controls += 1
         else:
-            self.data_bytes += cost - FRAME_OVERHEAD
+            self.data_bytes += cost
         if not self._event.is_set():
             self._event.set()
 
@@ -132,6 +134,8 @@ class Outbound:
             TransportError: The outer stream is gone.
         """
         limit = self._limit
+        clock = self._clock = asyncio.get_running_loop().time
+        transport = self._transport
         while True:
             if not self._frames:
                 if self.closing:
@@ -142,11 +146,17 @@ class Outbound:
             batch, self._frames = self._frames, []
             costs, self._costs = self._costs, []
             controls, self._controls = self._controls, 0
-            if self.revision < 2:
+            if len(batch) == 1:
+                # The common case (a lone call's frame), without the extra coroutine of _send.
+                self.send_started = clock()
+                await transport.send(batch)
+                self.send_started = None
+                self.queued_bytes -= costs[0]
+                if self._room_waiters or self._reader_waiter is not None:
+                    self._after_send()
+            elif self.revision < 2:
                 for frame, cost in zip(batch, costs, strict=True):
                     await self._send([frame], cost)
-            elif len(batch) == 1:
-                await self._send(batch, costs[0])
             else:
                 start = 0
                 size = 0
@@ -158,18 +168,24 @@ class Outbound:
                 await self._send(batch[start:], size)
             if controls:
                 self.queued_controls -= controls
-                self._wake_reader()
+                if self._reader_waiter is not None:
+                    self._wake_reader()
 
     async def _send(self, frames: Sequence[tunnel_pb2.Frame], cost: int) -> None:
-        self.send_started = asyncio.get_running_loop().time()
+        self.send_started = self._clock()
         await self._transport.send(frames)
         self.send_started = None
         self.queued_bytes -= cost
+        if self._room_waiters or self._reader_waiter is not None:
+            self._after_send()
+
+    def _after_send(self) -> None:
         if self._room_waiters and self.queued_bytes < self._bound:
             waiters, self._room_waiters = self._room_waiters, []
             for stream in waiters:
                 stream.wake_sender()
-        self._wake_reader()
+        if self._reader_waiter is not None:
+            self._wake_reader()
 
     def _wake_reader(self) -> None:
         waiter = self._reader_waiter

@@ -488,6 +488,8 @@ class Session:
         assert self._loop is not None
         loop = self._loop
         outbound = self.outbound
+        control_bound = self.config.max_queued_control_frames
+        on_frame = self._on_frame
         try:
             await self._apply(leftover)
             while True:
@@ -507,7 +509,17 @@ class Session:
                     continue  # ending: keep reading until the peer's end, apply nothing
                 if not frames:
                     raise ProtocolViolation("empty outer message")
-                await self._apply(frames)
+                if (
+                    len(frames) < _YIELD_EVERY
+                    and outbound.queued_controls + len(frames) < control_bound
+                ):
+                    # The common case: few frames, each may add at most one reply.
+                    for frame in frames:
+                        on_frame(frame)
+                        if self._closing:
+                            break
+                else:
+                    await self._apply(frames)
         except ProtocolViolation as err:
             status = self._violation_status(str(err))
             self.enqueue(self._go_away(status))
@@ -665,12 +677,11 @@ class Session:
             )
             self._refuse(stream_id, _EXHAUSTED, reason)
             return
-        size = (
-            len(open_frame.method)
-            + metadata_size(open_frame.metadata)
-            + len(open_frame.trace.traceparent)
-            + len(open_frame.trace.tracestate)
-        )
+        size = len(open_frame.method)
+        if open_frame.metadata:
+            size += metadata_size(open_frame.metadata)
+        if open_frame.HasField("trace"):
+            size += len(open_frame.trace.traceparent) + len(open_frame.trace.tracestate)
         if size > config.max_metadata_bytes:
             reason = (
                 f"request headers of {size} bytes exceed the limit of {config.max_metadata_bytes}"
@@ -683,11 +694,7 @@ class Session:
         deadline = None
         if open_frame.HasField("timeout"):
             deadline = self._loop.time() + open_frame.timeout.ToNanoseconds() / 1e9
-        # Keep what the call needs, not the frame (see detached); the message is applied now.
-        kept = tunnel_pb2.OpenStream(method=open_frame.method, metadata=open_frame.metadata)
-        if open_frame.HasField("trace"):
-            kept.trace.CopyFrom(open_frame.trace)
-        stream = ServerStream(self, stream_id, self.peer_window, kept, deadline)
+        stream = ServerStream(self, stream_id, self.peer_window, open_frame, deadline)
         self._streams[stream_id] = stream
         self._idle.clear()
         self.calls_started += 1
@@ -750,7 +757,11 @@ class Session:
         return False
 
     def _caller_close(self, stream: CallerStream, close: tunnel_pb2.CloseStream) -> None:
-        size = close.ByteSize() - len(close.message.data)
+        size = close.status.ByteSize()
+        if close.trailers:
+            size += metadata_size(close.trailers)
+        if close.HasField("headers"):
+            size += close.headers.ByteSize()
         limit = self.config.max_metadata_bytes
         if size > limit:
             reason = f"response headers and trailers of {size} bytes exceed the limit of {limit}"
@@ -775,7 +786,7 @@ class Session:
             if not self._caller_chunk(stream, close.message):
                 return
         trailers = pairs_from_entries(close.trailers)
-        status = detached(close.status)
+        status = close.status
         if status.details and not any(key == DETAILS_KEY for key, _ in trailers):
             trailers.append((DETAILS_KEY, status.SerializeToString()))
         stream.finish(Final(status, trailers))
@@ -846,6 +857,8 @@ class Session:
             self._waiting_opens[stream_id] = stream
             return stream, False
         folded = False
+        # Our own frame: an estimate of its size is enough for the outbound bound.
+        cost = FRAME_OVERHEAD + len(method)
         if (
             first_message is not None
             and self.revision >= 2
@@ -854,19 +867,21 @@ class Session:
             open_frame.message.message_size = len(first_message)
             open_frame.message.data = first_message
             stream.send_credit -= len(first_message)
+            cost += len(first_message)
             folded = True
             if half_close:
                 open_frame.half_close = True
                 stream.half_closed = True
-        self._send_open(stream, open_frame)
+        self._send_open(stream, open_frame, cost)
         return stream, folded
 
-    def _send_open(self, stream: CallerStream, open_frame: tunnel_pb2.OpenStream) -> None:
+    def _send_open(
+        self, stream: CallerStream, open_frame: tunnel_pb2.OpenStream, cost: int
+    ) -> None:
         self._opened += 1
         self.opens_sent += 1
         self._opened_upto = stream.id
-        frame = tunnel_pb2.Frame(stream_id=stream.id, open=open_frame)
-        self.enqueue(frame, frame.ByteSize())
+        self.outbound.put(tunnel_pb2.Frame(stream_id=stream.id, open=open_frame), cost)
 
     def _open_waiting(self) -> None:
         assert self._loop is not None
@@ -880,7 +895,7 @@ class Session:
             if stream.deadline is not None:
                 left = max(stream.deadline - self._loop.time(), 0.0)
                 open_frame.timeout.FromNanoseconds(int(left * 1e9))
-            self._send_open(stream, open_frame)
+            self._send_open(stream, open_frame, FRAME_OVERHEAD + len(open_frame.method))
             stream.add_credit(self.peer_window)  # wakes its sender
             if stream.half_close_after_open:
                 stream.half_close_after_open = False

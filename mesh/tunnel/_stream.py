@@ -19,6 +19,7 @@ import grpc
 from hplus.tunnel.v1 import tunnel_pb2
 from mesh.tunnel._config import MAX_WINDOW_BYTES
 from mesh.tunnel._errors import ProtocolViolation, make_status
+from mesh.tunnel._metadata import pairs_from_entries
 from mesh.tunnel._outbound import FRAME_OVERHEAD
 
 if TYPE_CHECKING:
@@ -32,16 +33,19 @@ class StreamEnded(Exception):
 
 
 class Final:
-    """How a call ended, from the caller's point of view."""
+    """How a call ended, from the caller's point of view.
 
-    __slots__ = ("code", "details", "status", "trailers")
+    Only Python values are kept (code, message, trailers): a received status shares the
+    memory of its whole outer message.
+    """
+
+    __slots__ = ("code", "details", "trailers")
 
     def __init__(
         self,
         status: status_pb2.Status,
         trailers: list[tuple[str, str | bytes]],
     ) -> None:
-        self.status = status
         self.code = _code_of(status.code)
         self.details = status.message
         self.trailers = trailers
@@ -218,7 +222,8 @@ class _Stream:
         """
         if self._counted:
             self._counted = False
-            self.session.budget.uncount_messages(len(self._inbox))
+            if self._inbox:
+                self.session.budget.queued_messages -= len(self._inbox)
         extra, self._extra = self._extra, 0
         self.wants_extra = 0
         return extra
@@ -229,12 +234,12 @@ class _Stream:
         return self._partial is not None
 
     def _deliver(self, message: bytes) -> None:
-        session = self.session
-        if not session.budget.count_message():
-            limit = session.config.max_queued_messages
-            reason = f"more than {limit} received messages are not read yet"
-            session.exhaust_stream(self, reason, "unread")
+        budget = self.session.budget
+        if budget.queued_messages >= budget.max_queued_messages:
+            reason = f"more than {budget.max_queued_messages} received messages are not read yet"
+            self.session.exhaust_stream(self, reason, "unread")
             return
+        budget.queued_messages += 1
         self._inbox.append(message)
         waiter = self._inbox_waiter
         if waiter is not None and not waiter.done():
@@ -287,7 +292,7 @@ class _Stream:
             return None
         message = self._inbox.popleft()
         if self._counted:
-            self.session.budget.uncount_messages(1)
+            self.session.budget.queued_messages -= 1
         self._consumed(len(message))
         return message
 
@@ -416,7 +421,14 @@ class ServerStream(_Stream):
     ) -> None:
         super().__init__(session, stream_id, send_credit)
         self.method = open_frame.method
-        self.open = open_frame
+        # Python values, not the frame: a kept frame would keep its whole outer message.
+        self.metadata = pairs_from_entries(open_frame.metadata) if open_frame.metadata else []
+        """Request headers, as ``grpc`` gives them to servicers."""
+        self.trace: tunnel_pb2.TraceContext | None = None
+        """The caller's trace context, if it sent one."""
+        if open_frame.HasField("trace"):
+            self.trace = tunnel_pb2.TraceContext()
+            self.trace.CopyFrom(open_frame.trace)
         self.deadline = deadline
         self.headers_sent = False
         self.task: asyncio.Task[None] | None = None
@@ -467,7 +479,8 @@ class ServerStream(_Stream):
             self.timer.cancel()
             self.timer = None
         self.session.forget(self.id)
-        self.drop_inbox()
+        if self._inbox or self._partial is not None:
+            self.drop_inbox()
         self.wake()
 
     def cancel_handler(self, reason: str) -> None:
