@@ -136,8 +136,8 @@ class TunnelServiceStub:
     its limit; an edge treats such a welcome as a protocol violation.
     * Concurrent streams: at most `max_concurrent_streams` of the receiver (absent or 0, as
     from releases before 1.2.0: 100). A caller queues calls beyond the peer's limit until a
-    stream ends. The server refuses an `open` beyond its limit (or while as many handlers
-    of cancelled streams are still finishing) by closing that stream with
+    stream ends. The server refuses an `open` beyond its limit (or while twice that many
+    handlers, of streams that ended, are still finishing) by closing that stream with
     RESOURCE_EXHAUSTED, like HTTP/2's REFUSED_STREAM.
     * Buffered message bytes per tunnel: at most `max_concurrent_streams` windows plus the
     large-message budget (8 MiB by default, never less than `max_message_bytes`); and at
@@ -287,8 +287,8 @@ class TunnelServiceServicer:
     its limit; an edge treats such a welcome as a protocol violation.
     * Concurrent streams: at most `max_concurrent_streams` of the receiver (absent or 0, as
     from releases before 1.2.0: 100). A caller queues calls beyond the peer's limit until a
-    stream ends. The server refuses an `open` beyond its limit (or while as many handlers
-    of cancelled streams are still finishing) by closing that stream with
+    stream ends. The server refuses an `open` beyond its limit (or while twice that many
+    handlers, of streams that ended, are still finishing) by closing that stream with
     RESOURCE_EXHAUSTED, like HTTP/2's REFUSED_STREAM.
     * Buffered message bytes per tunnel: at most `max_concurrent_streams` windows plus the
     large-message budget (8 MiB by default, never less than `max_message_bytes`); and at
@@ -450,8 +450,8 @@ class TunnelService:
     its limit; an edge treats such a welcome as a protocol violation.
     * Concurrent streams: at most `max_concurrent_streams` of the receiver (absent or 0, as
     from releases before 1.2.0: 100). A caller queues calls beyond the peer's limit until a
-    stream ends. The server refuses an `open` beyond its limit (or while as many handlers
-    of cancelled streams are still finishing) by closing that stream with
+    stream ends. The server refuses an `open` beyond its limit (or while twice that many
+    handlers, of streams that ended, are still finishing) by closing that stream with
     RESOURCE_EXHAUSTED, like HTTP/2's REFUSED_STREAM.
     * Buffered message bytes per tunnel: at most `max_concurrent_streams` windows plus the
     large-message budget (8 MiB by default, never less than `max_message_bytes`); and at

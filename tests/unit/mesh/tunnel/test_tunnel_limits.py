@@ -258,11 +258,21 @@ async def test_a_peer_that_never_reads_gets_bounded_queues_then_resource_exhaust
     await cloud_end.send(opens)
     await asyncio.wait_for(edge_end.blocked.wait(), 5)
     peak = 0
-    while not run.done():
-        peak = max(peak, edge.outbound.queued_bytes)
-        await asyncio.sleep(0.01)
+
+    async def ping_and_sample() -> None:
         # Pings keep the fake cloud "alive" for the silence bound; the reader keeps reading.
-        await cloud_end.send([Frame(ping=tunnel_pb2.Ping(id=1))])
+        nonlocal peak
+        while True:
+            peak = max(peak, edge.outbound.queued_bytes)
+            await cloud_end.send([Frame(ping=tunnel_pb2.Ping(id=1))])
+            await asyncio.sleep(0.01)  # pacing, not waiting for anything
+
+    pinger = asyncio.ensure_future(ping_and_sample())
+    try:
+        await asyncio.wait_for(asyncio.shield(run), 10)
+    finally:
+        pinger.cancel()
+        await asyncio.gather(pinger, return_exceptions=True)
     status = run.result()
     assert status.code == EXHAUSTED
     assert "does not read" in status.message
