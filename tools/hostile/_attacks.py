@@ -93,6 +93,8 @@ class Attack:
     """Size of each of those calls' request."""
     hello: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Edge role: fields of the hello to override."""
+    hang_up: bool = False
+    """End the outer stream as soon as the attack is done (do not wait for the target)."""
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -401,7 +403,10 @@ async def huge_metadata(peer: Peer, opts: Options) -> Notes:
 
 
 async def drain_storm(peer: Peer, opts: Options) -> Notes:
-    """Welcome, then go-away at once (every time the edge connects)."""
+    """Welcome, then go-away, then the end of the stream, at once (on every connection).
+
+    What a node that drains as soon as an edge arrives looks like to the edge.
+    """
     await peer.next_frame("hello")
     go_away = tunnel_pb2.GoAway(status=status_pb2.Status(code=14, message="draining"))
     if opts.reconnect_after:
@@ -433,8 +438,8 @@ ATTACKS: dict[str, Attack] = {
         Attack("rapid-reset", "bursts of open and cancel", rapid_reset, roles=("gateway",)),
         Attack("huge-metadata", "100 KB of headers or trailers per stream", huge_metadata,
                calls=20),
-        Attack("drain-storm", "welcome and go-away at once, on every connection", drain_storm,
-               roles=("gateway",), handshake=False),
+        Attack("drain-storm", "welcome, go-away and the end of the stream at once, on every "
+               "connection", drain_storm, roles=("gateway",), handshake=False, hang_up=True),
     )
 }  # fmt: skip
 """Every attack, by name."""
@@ -512,7 +517,7 @@ async def run_attack(
     except (TimeoutError, EOFError) as err:
         notes["stopped"] = str(err) or type(err).__name__
     peer.start_reading()  # see how the target ends the tunnel
-    closed = await peer.wait_closed(opts.close_within)
+    closed = True if attack.hang_up else await peer.wait_closed(opts.close_within)
     alive.cancel()
     await asyncio.gather(alive, return_exceptions=True)
     return AttackResult(
