@@ -73,6 +73,7 @@ def upsert(
     *,
     only: Sequence[str] | None = None,
     newer: bool = False,
+    repair: bool = False,
 ) -> Any:
     """An INSERT … ON CONFLICT DO UPDATE statement for the connection's dialect.
 
@@ -82,13 +83,17 @@ def upsert(
         keys: its primary key columns.
         only: columns to update on conflict (default: every non-key column).
         newer: update only when the incoming ``version`` is higher than the held one.
+        repair: with ``newer``, also when it is equal (drift repair: same version, other
+            content).
     """
     stmt = insert_for(conn, table)
     names = only if only is not None else [c.name for c in table.columns if c.name not in keys]
+    where = None
+    if newer:
+        held, incoming = table.c.version, stmt.excluded.version
+        where = (held <= incoming) if repair else (held < incoming)
     return stmt.on_conflict_do_update(
-        index_elements=list(keys),
-        set_={n: stmt.excluded[n] for n in names},
-        where=(table.c.version < stmt.excluded.version) if newer else None,
+        index_elements=list(keys), set_={n: stmt.excluded[n] for n in names}, where=where
     )
 
 
@@ -205,8 +210,9 @@ class ChangePass:
         kinds: the kinds requested.
         since: the watermark the request carried ("" for a full pass).
         zone: the hospital's time zone (slot dates are local).
-        buckets: for a bucket pass, ``(bucket_count, buckets)``; its watermark is not saved
-            (it covers only some entities).
+        buckets: for a bucket pass, ``(bucket_count, buckets)``: a drift repair. Its
+            watermark is not saved (it covers only some entities), and it replaces entities
+            whose content differs even at an equal version.
         last_data_time: ``data_time`` of the last completed pass of these kinds, to notice a
             feed that went back in time.
     """
@@ -287,16 +293,19 @@ class ChangePass:
     ) -> None:
         table, id_col = TABLES[kind]
         h = self.hospital_id
+        repair = self._buckets is not None
         ids = [c.entity_id for c in changes]
         held: dict[str, int] = {}
+        digests: dict[str, bytes] = {}
         dead: dict[str, int] = {}
         for chunk in _chunks(ids):
             rows = await conn.execute(
-                sa.select(id_col, table.c.version).where(
+                sa.select(id_col, table.c.version, table.c.content_digest).where(
                     table.c.hospital_id == h, id_col.in_(chunk)
                 )
             )
-            held.update((r[0], r[1]) for r in rows)
+            for r in rows:
+                held[r[0]], digests[r[0]] = r[1], bytes(r[2])
             rows = await conn.execute(
                 sa.select(TOMBSTONES.c.entity_id, TOMBSTONES.c.version).where(
                     TOMBSTONES.c.hospital_id == h,
@@ -320,12 +329,15 @@ class ChangePass:
                 continue
             if snapshot:
                 self._seen[kind].add(c.entity_id)
-            if have is not None and have >= c.version:
+            # A drift repair takes the edge's content even at an equal version: the HIS
+            # changed it without a trace the feed could see (that is what drift is).
+            repaired = repair and have == c.version and digests.get(c.entity_id) != c.digest
+            if have is not None and have >= c.version and not repaired:
                 self.result.stale += have > c.version
                 continue
             writes.append(_row(h, c, self._zone, now))
         if writes:
-            stmt = upsert(conn, table, ["hospital_id", id_col.name], newer=True)
+            stmt = upsert(conn, table, ["hospital_id", id_col.name], newer=True, repair=repair)
             await conn.execute(stmt, writes)
             self.result.written += len(writes)
             if kind == directory_pb2.ENTITY_KIND_DOCTOR:

@@ -14,7 +14,7 @@ import dataclasses
 import datetime as dt
 import random
 import zoneinfo
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
@@ -281,6 +281,11 @@ class FakeHospitals:
         """Hospitals whose pages carry an invalid change."""
         self.calls: dict[str, int] = {}
         """Calls per hospital."""
+        self.requests: list[tuple[str, directory_pb2.GetChangesRequest]] = []
+        """Every GetChanges request, in order."""
+        self.on_page: Callable[[str, int], Awaitable[None]] | None = None
+        """Awaited after each answered page with the hospital and the page's number in the
+        pass (1 for the first), to act mid-pass (e.g. cut the database)."""
         self.page_done: asyncio.Event = asyncio.Event()
         """Set after every answered call."""
         self._unhang = asyncio.Event()
@@ -309,9 +314,16 @@ class FakeHospitals:
     ) -> directory_pb2.GetChangesResponse:
         """One page of the hospital's feed."""
         hospital = await self._enter(hospital_id)
+        copy = directory_pb2.GetChangesRequest()
+        copy.CopyFrom(request)
+        self.requests.append((hospital_id, copy))
         page = hospital.get_changes(request)
         if hospital_id in self.garbage and page.changes:
             page.changes[-1].version = 0
+        if self.on_page is not None:
+            number = 1 + (int(request.page_token.split(":")[1]) // (request.page_size or 500)
+                          if request.page_token else 0)  # fmt: skip
+            await self.on_page(hospital_id, number)
         self.page_done.set()
         return page
 

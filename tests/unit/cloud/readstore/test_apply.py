@@ -61,7 +61,9 @@ async def test_migrations_match_the_schema_module(store: ReadStore) -> None:
 async def test_full_then_incremental_applies_only_what_changed(store: ReadStore) -> None:
     hospital = SyntheticHospital(H, doctors=3, days=2, slots_per_session=4)
     result = await full_pass(store, hospital, page_size=7)
-    assert result.snapshot and result.done and result.pages > 3
+    assert result.snapshot
+    assert result.done
+    assert result.pages > 3
     assert await store.count(H, SLOT) == len(hospital.ids(SLOT)) == 3 * 2 * 4
     assert await store.count(H, DOC) == 3
     assert (await store.doctor_departments(H))[f"{H}-doc-0"] == [f"{H}-dep-0"]

@@ -30,8 +30,8 @@ HOSPITALS = [
                    region_code="330106", features=("appointment", "payment")),
     HospitalRecord(hospital_id="river-county", name="长河县人民医院", aliases=("县医院",),
                    region_code="330122", features=("appointment",)),
-    HospitalRecord(hospital_id="lakeside", name="湖畔社区卫生服务中心", aliases=("湖畔诊所", "第一诊所"),
-                   region_code="440305", features=("reports",)),
+    HospitalRecord(hospital_id="lakeside", name="湖畔社区卫生服务中心",
+                   aliases=("湖畔诊所", "第一诊所"), region_code="440305", features=("reports",)),
 ]  # fmt: skip
 
 
@@ -95,9 +95,12 @@ async def test_sql_looking_and_wildcard_queries_match_literally(store: ReadStore
 async def test_search_pages_with_a_cursor(store: ReadStore) -> None:
     q = store.queries
     first = await q.search_hospitals(limit=2)
-    assert len(first.hospitals) == 2 and first.next_cursor and first.total_size == 3
+    assert len(first.hospitals) == 2
+    assert first.next_cursor
+    assert first.total_size == 3
     second = await q.search_hospitals(limit=2, cursor=first.next_cursor)
-    assert await ids(second) == ["river-county"] and second.next_cursor == ""
+    assert await ids(second) == ["river-county"]
+    assert second.next_cursor == ""
     with pytest.raises(QueryError, match="page_token"):
         await q.search_hospitals(cursor="garbage!")
     dep_cursor = (await _departments_cursor(store)).next_cursor
@@ -114,7 +117,8 @@ async def test_departments_doctors_and_as_of(store: ReadStore) -> None:
     hospital = SyntheticHospital(H, doctors=4, days=2, slots_per_session=2)
     q = store.queries
     before = await q.list_departments(H)
-    assert before.departments == [] and before.as_of is None
+    assert before.departments == []
+    assert before.as_of is None
     await sync(store, hospital)
     deps = await q.list_departments(H)
     assert [d.name for d in deps.departments] == ["科室0", "科室1"]
@@ -125,7 +129,9 @@ async def test_departments_doctors_and_as_of(store: ReadStore) -> None:
     assert doctors.doctors[0].title == "主任医师"
     paged = await q.list_doctors(H, limit=3)
     rest = await q.list_doctors(H, limit=3, cursor=paged.next_cursor)
-    assert len(paged.doctors) == 3 and len(rest.doctors) == 1 and rest.next_cursor == ""
+    assert len(paged.doctors) == 3
+    assert len(rest.doctors) == 1
+    assert rest.next_cursor == ""
     with pytest.raises(UnknownHospital):
         await q.list_departments("nowhere")
 
@@ -165,7 +171,8 @@ async def test_slots_in_the_hospitals_zone_with_paging_and_filters(store: ReadSt
         start.year, start.month, start.day,
     )  # fmt: skip
     assert first.period == patient_pb2.DAY_PERIOD_MORNING
-    assert first.fee.units == 50 and first.fee.currency_code == "CNY"
+    assert first.fee.units == 50
+    assert first.fee.currency_code == "CNY"
     assert first.registration_type == "专家号"
     assert page.as_of is not None
 
@@ -226,7 +233,8 @@ def test_master_data_file_errors_name_file_line_and_key(tmp_path: Path) -> None:
     )
     records = load_hospitals(good)
     assert [r.hospital_id for r in records] == ["a", "b"]
-    assert records[0].lat == 30.1 and records[0].time_zone == ZONE
+    assert records[0].lat == 30.1
+    assert records[0].time_zone == ZONE
 
     def error(text: str) -> str:
         bad = tmp_path / "bad.toml"
