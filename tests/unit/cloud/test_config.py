@@ -48,7 +48,10 @@ def test_file_env_and_flags_in_order(tmp_path: Path) -> None:
         ('[databases]\nreports = "x"\n', ":2: [databases] reports: unknown setting"),
         ("[census]\nrate = 2\n", ":2: [census] rate: 2.0 is invalid: must be within [0, 1]"),
         ('[node]\ninternal_listen = "x"\n', ":2: [node] internal_listen: expected HOST:PORT"),
-        ("[nodes]\n", ":1: nodes: unknown setting (known: census, databases, node, redis, tls)"),
+        (
+            "[nodes]\n",
+            ":1: nodes: unknown setting (known: census, databases, node, redis, sync, tls)",
+        ),
     ],
 )
 def test_bad_file_names_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:
