@@ -14,6 +14,7 @@ import base64
 import binascii
 import dataclasses
 import datetime as dt
+import functools
 import json
 import zoneinfo
 from collections.abc import Awaitable, Callable, Sequence
@@ -64,6 +65,95 @@ _SAME_SCHEDULE = sa.and_(
     SLOTS.c.hospital_id == SCHEDULES.c.hospital_id,
     SLOTS.c.schedule_id == SCHEDULES.c.schedule_id,
 )
+
+
+# What `convert.slot` reads: a page has hundreds of rows, so only these are fetched.
+_SLOT_COLUMNS = [
+    *(SLOTS.c[n] for n in ("hospital_id", "slot_id", "start_at", "end_at", "status", "capacity",
+                           "remaining", "fee_units", "fee_nanos", "fee_currency")),
+    *(SCHEDULES.c[n].label(f"s_{n}") for n in (
+        "department_id", "doctor_id", "clinic_type", "date", "period", "start_minute",
+        "end_minute", "fee_units", "fee_nanos", "fee_currency", "status", "slot_mode",
+        "release_time")),
+]  # fmt: skip
+
+
+def _header_columns(hospital_id: str, kind: int) -> tuple[Any, Any]:
+    """Scalar subqueries of the hospital's zone and a kind's data_time (labelled ``h_*``).
+
+    Added to a list's own SELECT they cost no round trip (PostgreSQL runs uncorrelated
+    scalar subqueries once per statement).
+    """
+    zone = (
+        sa.select(HOSPITALS.c.time_zone)
+        .where(HOSPITALS.c.hospital_id == hospital_id)
+        .scalar_subquery()
+        .label("h_zone")
+    )
+    data_time = (
+        sa.select(SYNC_KINDS.c.data_time)
+        .where(SYNC_KINDS.c.hospital_id == hospital_id, SYNC_KINDS.c.kind == kind)
+        .scalar_subquery()
+        .label("h_data_time")
+    )
+    return zone, data_time
+
+
+@functools.lru_cache(maxsize=16)
+def _slot_statement(department: bool, doctor: bool, available: bool, after: bool) -> Any:
+    """The ListSlots SELECT for one shape of filters, built once.
+
+    Bound parameters: ``h``, ``start``, ``end``, ``n``, ``dep``, ``doc``, and ``k_*`` for
+    the cursor. Built once per shape because building a statement (and its cache key)
+    costs more than running it on a hot read path.
+    """
+    s, sl = SCHEDULES, SLOTS
+    h = sa.bindparam("h", type_=sa.String)
+    zone = sa.select(HOSPITALS.c.time_zone).where(HOSPITALS.c.hospital_id == h)
+    data_time = sa.select(SYNC_KINDS.c.data_time).where(
+        SYNC_KINDS.c.hospital_id == h, SYNC_KINDS.c.kind == directory_pb2.ENTITY_KIND_SLOT
+    )
+    stmt = (
+        sa.select(
+            *_SLOT_COLUMNS,
+            zone.scalar_subquery().label("h_zone"),
+            data_time.scalar_subquery().label("h_data_time"),
+        )
+        .select_from(sl.join(s, _SAME_SCHEDULE))
+        .where(
+            s.c.hospital_id == h,
+            s.c.date >= sa.bindparam("start", type_=sa.Date),
+            s.c.date <= sa.bindparam("end", type_=sa.Date),
+        )
+        .order_by(s.c.date, sl.c.start_at, s.c.doctor_id, sl.c.slot_id)
+        .limit(sa.bindparam("n", type_=sa.Integer))
+    )
+    if department:
+        stmt = stmt.where(s.c.department_id == sa.bindparam("dep", type_=sa.String))
+    if doctor:
+        stmt = stmt.where(s.c.doctor_id == sa.bindparam("doc", type_=sa.String))
+    if available:
+        stmt = stmt.where(
+            s.c.status.in_(OPEN_SCHEDULE), sl.c.status == directory_pb2.SLOT_STATUS_FREE
+        )
+    if after:
+        key = sa.tuple_(
+            sa.bindparam("k_date", type_=sa.Date),
+            sa.bindparam("k_start", type_=sa.DateTime(timezone=True)),
+            sa.bindparam("k_doc", type_=sa.String),
+            sa.bindparam("k_slot", type_=sa.String),
+        )
+        stmt = stmt.where(sa.tuple_(s.c.date, sl.c.start_at, s.c.doctor_id, sl.c.slot_id) > key)
+    return stmt
+
+
+@functools.lru_cache(maxsize=64)
+def _zone(name: str) -> zoneinfo.ZoneInfo:
+    return zoneinfo.ZoneInfo(name)
+
+
+def _as_of(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
+    return convert.timestamp(value) if value is not None else None
 
 
 class QueryError(Exception):
@@ -190,22 +280,11 @@ class ReadQueries:
 
     async def _header(self, conn: Any, hospital_id: str, kind: int) -> tuple[Any, Any]:
         """The hospital's zone and the kind's data_time; raises UnknownHospital."""
-        data_time = (
-            sa.select(SYNC_KINDS.c.data_time)
-            .where(SYNC_KINDS.c.hospital_id == hospital_id, SYNC_KINDS.c.kind == kind)
-            .scalar_subquery()
-        )
-        row = (
-            await conn.execute(
-                sa.select(HOSPITALS.c.time_zone, data_time.label("data_time")).where(
-                    HOSPITALS.c.hospital_id == hospital_id
-                )
-            )
-        ).first()
-        if row is None:
+        zone, data_time = _header_columns(hospital_id, kind)
+        row = (await conn.execute(sa.select(zone, data_time))).first()
+        if row is None or row.h_zone is None:
             raise UnknownHospital(hospital_id)
-        as_of = convert.timestamp(row.data_time) if row.data_time is not None else None
-        return zoneinfo.ZoneInfo(row.time_zone), as_of
+        return _zone(row.h_zone), _as_of(row.h_data_time)
 
     async def search_hospitals(
         self,
@@ -415,46 +494,31 @@ class ReadQueries:
             raise QueryError("end_date", "is before start_date")
         if (end - start_date).days > MAX_SLOT_DAYS:
             raise QueryError("end_date", f"more than {MAX_SLOT_DAYS} days after start_date")
-        s, sl = SCHEDULES, SLOTS
-        stmt = (
-            sa.select(
-                sl,
-                *(c.label(f"s_{c.name}") for c in s.columns if c.name not in ("hospital_id",)),
-            )
-            .select_from(
-                sl.join(
-                    s,
-                    sa.and_(
-                        s.c.hospital_id == sl.c.hospital_id, s.c.schedule_id == sl.c.schedule_id
-                    ),
-                )
-            )
-            .where(s.c.hospital_id == hospital_id, s.c.date >= start_date, s.c.date <= end)
-            .order_by(s.c.date, sl.c.start_at, s.c.doctor_id, sl.c.slot_id)
-            .limit(size + 1)
-        )
-        if department_id:
-            stmt = stmt.where(s.c.department_id == department_id)
-        if doctor_id:
-            stmt = stmt.where(s.c.doctor_id == doctor_id)
-        if only_available:
-            stmt = stmt.where(
-                s.c.status.in_(OPEN_SCHEDULE), sl.c.status == directory_pb2.SLOT_STATUS_FREE
-            )
+        params: dict[str, Any] = {
+            "h": hospital_id, "start": start_date, "end": end, "n": size + 1,
+            "dep": department_id, "doc": doctor_id,
+        }  # fmt: skip
         if after is not None:
             try:
-                key = (
-                    dt.date.fromisoformat(after[0]),
-                    dt.datetime.fromisoformat(after[1]),
-                    after[2],
-                    after[3],
+                params.update(
+                    k_date=dt.date.fromisoformat(after[0]),
+                    k_start=dt.datetime.fromisoformat(after[1]),
+                    k_doc=after[2],
+                    k_slot=after[3],
                 )
             except ValueError:
                 raise QueryError("page_token", "is not a token this server issued") from None
-            stmt = stmt.where(sa.tuple_(s.c.date, sl.c.start_at, s.c.doctor_id, sl.c.slot_id) > key)
+        stmt = _slot_statement(
+            bool(department_id), bool(doctor_id), only_available, after is not None
+        )
         async with self._replicas.read() as conn:
-            zone, as_of = await self._header(conn, hospital_id, directory_pb2.ENTITY_KIND_SLOT)
-            rows = (await conn.execute(stmt)).all()
+            rows = (await conn.execute(stmt, params)).all()
+            if rows:  # the usual case: one round trip
+                if rows[0].h_zone is None:
+                    raise UnknownHospital(hospital_id)
+                zone, as_of = _zone(rows[0].h_zone), _as_of(rows[0].h_data_time)
+            else:
+                zone, as_of = await self._header(conn, hospital_id, directory_pb2.ENTITY_KIND_SLOT)
         more = len(rows) > size
         rows = rows[:size]
         next_cursor = ""

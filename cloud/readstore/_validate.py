@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 
 from google.protobuf.message import Message
 from google.type import date_pb2, money_pb2
@@ -89,12 +90,15 @@ class Change:
     """The Department, Doctor, Schedule or Slot; ``None`` for a deletion."""
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _bad_id(value: str) -> str | None:
     if not value:
         return "must not be empty"
     if len(value) > ID:
         return f"longer than {ID} characters"
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+    if _CONTROL.search(value):
         return "contains control characters"
     return None
 

@@ -163,12 +163,18 @@ class SyncEngine:
                 async with asyncio.timeout(tick):
                     await self._wake.wait()
 
-    async def run_round(self) -> None:
-        """Start a sync job for every hospital with something due and none running."""
+    async def run_round(self, *, wait: bool = False) -> None:
+        """Start a sync job for every hospital with something due and none running.
+
+        Args:
+            wait: return only once the jobs this round started have finished (tools,
+                benchmarks; the background loop does not wait).
+        """
         now = self._clock()
         if now >= self._next_prune:
             self._next_prune = now + 3600.0
             await self._prune()
+        started = []
         for hospital_id in await self.store.hospital_ids():
             if hospital_id in self._jobs:
                 continue
@@ -180,6 +186,9 @@ class SyncEngine:
                 )
                 self._jobs[hospital_id] = job
                 job.add_done_callback(self._forget)
+                started.append(job)
+        if wait and started:
+            await asyncio.gather(*started)
 
     def _forget(self, job: asyncio.Task[None]) -> None:
         for hospital_id, running in list(self._jobs.items()):

@@ -45,6 +45,7 @@ class _Entry:
     version: int
     seq: int
     entity: Message | None  # None: deleted
+    digest: bytes = b""  # of ``entity`` when put (edit_silently recomputes it)
 
 
 class SyntheticHospital:
@@ -114,16 +115,14 @@ class SyntheticHospital:
                 first = dt.datetime.combine(date, dt.time(8), self.zone)
                 for n in range(slots_per_session):
                     begin = first + dt.timedelta(minutes=15 * n)
+                    remaining = self._rng.randint(0, 2)
                     self.put(directory_pb2.Slot(
                         slot_id=f"{schedule}-{n}", schedule_id=schedule,
                         start_time=_stamp(begin), end_time=_stamp(begin + dt.timedelta(minutes=15)),
-                        status=directory_pb2.SLOT_STATUS_FREE, capacity=2,
-                        remaining=self._rng.randint(0, 2),
+                        status=directory_pb2.SLOT_STATUS_FREE if remaining
+                        else directory_pb2.SLOT_STATUS_BUSY,
+                        capacity=2, remaining=remaining,
                     ))  # fmt: skip
-        for entry in self._entries.values():
-            slot = entry.entity
-            if isinstance(slot, directory_pb2.Slot) and slot.remaining == 0:
-                slot.status = directory_pb2.SLOT_STATUS_BUSY
 
     # -- changing the directory -------------------------------------------------------------
 
@@ -134,7 +133,9 @@ class SyntheticHospital:
         self._seq += 1
         old = self._entries.get((kind, entity_id))
         version = (old.version if old else 0) + 1
-        self._entries[(kind, entity_id)] = _Entry(version, self._seq, entity)
+        self._entries[(kind, entity_id)] = _Entry(
+            version, self._seq, entity, content_digest(entity)
+        )
         self.data_time = dt.datetime.now(dt.UTC)
 
     def delete(self, kind: int, entity_id: str) -> None:
@@ -174,6 +175,7 @@ class SyntheticHospital:
         assert entry.entity is not None
         for name, value in fields.items():
             setattr(entry.entity, name, value)
+        entry.digest = content_digest(entry.entity)
 
     def reset(self) -> None:
         """Forget the change log (a reinstalled edge): old watermarks get a snapshot."""
@@ -230,7 +232,7 @@ class SyntheticHospital:
         if entry.entity is None:
             change.deleted = True
             return change
-        change.content_digest = content_digest(entry.entity)
+        change.content_digest = entry.digest
         getattr(change, _FIELD[kind]).CopyFrom(entry.entity)
         getattr(change, _FIELD[kind]).version = entry.version
         return change
@@ -250,7 +252,7 @@ class SyntheticHospital:
         )
         for kind in kinds:
             entries = [
-                (i, content_digest(e.entity))
+                (i, e.digest)
                 for (k, i), e in self._entries.items()
                 if k == kind and e.entity is not None
             ]
