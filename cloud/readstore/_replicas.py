@@ -147,7 +147,7 @@ class ReplicaSet:
             async with asyncio.timeout(self.check_timeout), state.engine.connect() as conn:
                 row = (await conn.execute(_LAG_SQL)).one()
         except (TimeoutError, OSError, SQLAlchemyError) as err:
-            state.lag, state.error = math.inf, str(err).splitlines()[0][:200] or type(err).__name__
+            state.lag, state.error = math.inf, _reason(err)
         else:
             if not row.standby:
                 lag = 0.0  # promoted: it is a primary now, nothing to wait for
@@ -186,13 +186,17 @@ class ReplicaSet:
         finds it healthy, and this read goes to the primary.
         """
         engine = self.reader()
-        try:
+        if engine is self.primary:
             conn = await self._autocommit(engine).connect()
-        except (OSError, DBAPIError) as err:
-            if engine is self.primary:
-                raise
-            self._drop(engine, err)
-            conn = await self._autocommit(self.primary).connect()
+        else:
+            try:
+                # A replica that went silent (no reset, no answer) must not hold a read
+                # for the driver's minute-long connect timeout.
+                async with asyncio.timeout(self.check_timeout):
+                    conn = await self._autocommit(engine).connect()
+            except (TimeoutError, OSError, DBAPIError) as err:
+                self._drop(engine, err)
+                conn = await self._autocommit(self.primary).connect()
         try:
             yield conn
         finally:
@@ -201,6 +205,11 @@ class ReplicaSet:
     def _drop(self, engine: AsyncEngine, err: BaseException) -> None:
         for state in self.replicas:
             if state.engine is engine:
-                state.lag, state.error = math.inf, str(err).splitlines()[0][:200]
+                state.lag, state.error = math.inf, _reason(err)
                 log.warning("read replica %s is unreachable: %s", state.name, state.error)
         self._healthy = [s for s in self._healthy if s.engine is not engine]
+
+
+def _reason(err: BaseException) -> str:
+    lines = str(err).splitlines()
+    return lines[0][:200] if lines and lines[0] else type(err).__name__

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -45,6 +46,7 @@ SLOTS = (directory_pb2.ENTITY_KIND_SCHEDULE, directory_pb2.ENTITY_KIND_SLOT)
 """Kinds synced together, often: sessions and slots (one watermark)."""
 
 _DRIFT = "drift"
+_OFFLINE_RETRY = 5.0  # seconds between looks at an offline hospital's tunnel
 _DIRECTORY = "departments+doctors"
 _SLOTS = "schedules+slots"
 _GROUPS = {_DIRECTORY: DIRECTORY, _SLOTS: SLOTS}
@@ -105,8 +107,6 @@ class SyncEngine:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._next_prune = 0.0
-        self.rounds = 0
-        """Scheduling rounds completed (tests wait on it)."""
 
     async def start(self) -> None:
         """Start scheduling in the background."""
@@ -157,7 +157,9 @@ class SyncEngine:
                 await self.run_round()
             except _STORE_ERRORS as err:
                 log.warning("sync round skipped: read store unreachable: %s", _one_line(err))
-            self.rounds += 1
+            except Exception:
+                # Scheduling must outlive a bug met once; the next tick tries again.
+                log.exception("sync round failed")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(tick):
@@ -185,15 +187,14 @@ class SyncEngine:
                     self._job(hospital_id, groups), name=f"sync-{hospital_id}"
                 )
                 self._jobs[hospital_id] = job
-                job.add_done_callback(self._forget)
+                job.add_done_callback(functools.partial(self._forget, hospital_id))
                 started.append(job)
         if wait and started:
             await asyncio.gather(*started)
 
-    def _forget(self, job: asyncio.Task[None]) -> None:
-        for hospital_id, running in list(self._jobs.items()):
-            if running is job:
-                del self._jobs[hospital_id]
+    def _forget(self, hospital_id: str, job: asyncio.Task[None]) -> None:
+        if self._jobs.get(hospital_id) is job:
+            del self._jobs[hospital_id]
 
     def _first_due(self, hospital_id: str, now: float) -> dict[str, float]:
         # First contact: everything now; drift checks spread over the interval, so 2,000
@@ -218,7 +219,15 @@ class SyncEngine:
 
     async def _job(self, hospital_id: str, groups: list[str]) -> None:
         try:
-            await self._sync_due(hospital_id, groups)
+            if not await self._sync_due(hospital_id, groups):
+                # Offline: look again soon, so a hospital that reconnects is synced within
+                # seconds, not one interval later.
+                self._reschedule(hospital_id, groups)
+                due = self._due[hospital_id]
+                for g in groups:
+                    if g != _DRIFT:
+                        due[g] = min(due[g], self._clock() + _OFFLINE_RETRY)
+                return
         except asyncio.CancelledError:
             raise
         except _STORE_ERRORS as err:
@@ -226,18 +235,18 @@ class SyncEngine:
         except Exception:
             # A bug met with one hospital's data must not stop the sync of all the others.
             log.exception("sync of %s failed unexpectedly", hospital_id)
-        finally:
-            self._reschedule(hospital_id, groups)
+        self._reschedule(hospital_id, groups)
 
-    async def _sync_due(self, hospital_id: str, groups: list[str]) -> None:
+    async def _sync_due(self, hospital_id: str, groups: list[str]) -> bool:
+        """Sync what is due if this node should; False when the hospital is offline."""
         where = await self.source.locality(hospital_id)
         if where is Locality.OFFLINE:
             if hospital_id not in self._offline:
                 self._offline.add(hospital_id)
                 await self.store.set_offline(hospital_id, True)
-            return
+            return False
         if where is not Locality.LOCAL:
-            return
+            return True
         if hospital_id in self._offline:
             self._offline.discard(hospital_id)
             await self.store.set_offline(hospital_id, False)
@@ -245,12 +254,13 @@ class SyncEngine:
             if not await self.store.acquire_lease(
                 hospital_id, self.node_id, self.config.lease_seconds
             ):
-                return
+                return True
             for group in groups:
                 if group == _DRIFT:
                     await self.check_drift(hospital_id)
                 else:
                     await self.sync_kinds(hospital_id, _GROUPS[group])
+        return True
 
     async def _prune(self) -> None:
         # Two days back covers every time zone's "yesterday"; slots past are not bookable.

@@ -110,8 +110,7 @@ async def test_offline_hospitals_are_skipped_and_marked_stale(store: ReadStore) 
     source.offline.add("h-1")
     source.remote.add("h-0")
     engine = SyncEngine(store, source, config=FAST, node_id="n1")
-    await engine.run_round()
-    await until(lambda: not engine._jobs)
+    await engine.run_round(wait=True)
     assert source.calls == {}  # neither was called: one is elsewhere, one nowhere
     states = {s.hospital_id: s for s in await store.status()}
     assert states["h-1"].offline_since is not None
@@ -120,8 +119,8 @@ async def test_offline_hospitals_are_skipped_and_marked_stale(store: ReadStore) 
     source.offline.clear()
     source.remote.clear()
     engine.mark_due("h-1")
-    await engine.run_round()
-    await until(lambda: synced(store, ["h-1"]))
+    await engine.run_round(wait=True)
+    assert await synced(store, ["h-1"])
     assert (await store.status("h-1"))[0].offline_since is None
 
 
@@ -183,16 +182,13 @@ async def test_two_nodes_never_sync_one_hospital_at_once(store: ReadStore) -> No
     a = SyncEngine(store, a_source, config=FAST, node_id="node-a")
     b = SyncEngine(store, b_source, config=FAST, node_id="node-b")
     assert await store.acquire_lease("h-0", "node-a", 60)
-    await b.run_round()
-    await until(lambda: not b._jobs)
+    await b.run_round(wait=True)
     assert b_source.calls == {}
-    await a.run_round()
-    await until(lambda: not a._jobs)
+    await a.run_round(wait=True)
     assert a_source.calls["h-0"] >= 2
     await a.shutdown()  # hands the lease on
     b.mark_due("h-0")
-    await b.run_round()
-    await until(lambda: not b._jobs)
+    await b.run_round(wait=True)
     assert b_source.calls.get("h-0", 0) >= 1
     assert (await store.status("h-0"))[0].lease_owner == "node-b"
     await b.shutdown()
