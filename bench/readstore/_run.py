@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from cloud.config import SyncConfig
 from cloud.readstore import HospitalRecord, ReadStore
-from cloud.sync import HospitalSource, SyncEngine
+from cloud.sync import SLOTS, HospitalSource, SyncEngine
 from cloud.sync.testing import FakeHospitals, SyntheticHospital
 from hplus.hospital.v1 import directory_pb2
 
@@ -190,6 +190,10 @@ async def _load(
     }
 
 
+def _median(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
 async def run(
     *, hospitals: int, url: str, source: str, calls: int, concurrency: int
 ) -> dict[str, Any]:
@@ -216,8 +220,8 @@ async def run(
             base_s, base_rows = await _baseline_insert(engine, fleet)
 
             changed = await fleet.change(0.01)
-            for h in fleet.hospital_ids:  # everything due now, as after one slot interval
-                sync.mark_due(h)
+            for h in fleet.hospital_ids:  # sessions and slots due, as every slot_interval
+                sync.mark_due(h, SLOTS)
             start = time.perf_counter()
             await sync.run_round(wait=True)
             incr_s = time.perf_counter() - start
@@ -260,8 +264,14 @@ async def run(
             sample = await list_slots(0)
             assert sample.slots, "the benchmark read returned no slots"  # type: ignore[attr-defined]
             await _load(min(calls, 500), concurrency, raw)  # warm both paths
-            base_q = await _load(calls, concurrency, raw)
-            ours_q = await _load(calls, concurrency, list_slots)
+            await _load(min(calls, 500), concurrency, list_slots)
+            # Interleaved three times, median of each: the machine is shared, and load that
+            # comes and goes would otherwise favour whichever ran in the quieter moment.
+            runs: dict[str, list[dict[str, float]]] = {"raw": [], "ours": []}
+            for _ in range(3):
+                runs["raw"].append(await _load(calls // 3, concurrency, raw))
+                runs["ours"].append(await _load(calls // 3, concurrency, list_slots))
+            base_q, ours_q = _median(runs["raw"]), _median(runs["ours"])
         finally:
             await store.close()
 
@@ -295,8 +305,8 @@ async def run(
          f"2,000 in <= 300 s (projected {summary['projected_2000_full_sync_s']} s)"),
         (f"full sync time ({rows:,} rows)", f"{base_s:.1f} s", f"{full_s:.1f} s",
          f"{full_s / base_s:.2f}x", ""),
-        (f"incremental round, all changing ({changed:,} changes)", "", f"{incr_s:.1f} s", "",
-         "lag p99 <= 10 s"),
+        (f"incremental slot round, all changing ({changed:,} changes)", "", f"{incr_s:.1f} s",
+         "", "lag p99 <= 10 s"),
         (f"ListSlots calls/s, concurrency {concurrency}", f"{base_q['calls_per_s']:,.0f}",
          f"{ours_q['calls_per_s']:,.0f}", f"{ours_q['calls_per_s'] / base_q['calls_per_s']:.2f}x",
          ">= 3x the tunnel path"),

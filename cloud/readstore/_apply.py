@@ -300,6 +300,9 @@ class ChangePass:
         self._first_snapshot: bool | None = None
         self._seen: dict[int, set[str]] = {k: set() for k in kinds}
         self.result = PassResult()
+        self.saved: tuple[str, dt.datetime | None] | None = None
+        """After the last page of a full or incremental pass: the watermark and data time
+        it saved (a bucket pass saves none)."""
 
     async def apply(self, page: directory_pb2.GetChangesResponse) -> bool:
         """Check and apply one page in one transaction.
@@ -361,21 +364,28 @@ class ChangePass:
         digests: dict[str, bytes] = {}
         dead: dict[str, int] = {}
         for chunk in _chunks(ids):
-            rows = await conn.execute(
-                sa.select(id_col, table.c.version, table.c.content_digest).where(
-                    table.c.hospital_id == h, id_in(conn, id_col, chunk)
-                )
+            # What the store holds and what it deleted, in one round trip.
+            living = sa.select(
+                id_col.label("id"),
+                table.c.version,
+                table.c.content_digest,
+                sa.literal(False).label("dead"),
+            ).where(table.c.hospital_id == h, id_in(conn, id_col, chunk))
+            deleted = sa.select(
+                TOMBSTONES.c.entity_id.label("id"),
+                TOMBSTONES.c.version,
+                sa.cast(sa.null(), sa.LargeBinary).label("content_digest"),
+                sa.literal(True).label("dead"),
+            ).where(
+                TOMBSTONES.c.hospital_id == h,
+                TOMBSTONES.c.kind == kind,
+                id_in(conn, TOMBSTONES.c.entity_id, chunk),
             )
-            for r in rows:
-                held[r[0]], digests[r[0]] = r[1], bytes(r[2])
-            rows = await conn.execute(
-                sa.select(TOMBSTONES.c.entity_id, TOMBSTONES.c.version).where(
-                    TOMBSTONES.c.hospital_id == h,
-                    TOMBSTONES.c.kind == kind,
-                    id_in(conn, TOMBSTONES.c.entity_id, chunk),
-                )
-            )
-            dead.update((r[0], r[1]) for r in rows)
+            for r in await conn.execute(sa.union_all(living, deleted)):
+                if r.dead:
+                    dead[r.id] = r.version
+                else:
+                    held[r.id], digests[r.id] = r.version, bytes(r.content_digest)
         writes: list[dict[str, Any]] = []
         gone: list[Change] = []
         for c in changes:
@@ -509,6 +519,7 @@ class ChangePass:
             }
             stmt = upsert(conn, SYNC_KINDS, ["hospital_id", "kind"], only=list(values))
             await conn.execute(stmt, [{"hospital_id": h, "kind": k, **values} for k in self.kinds])
+            self.saved = (page.watermark, values["data_time"])  # type: ignore[assignment]
         flags = []
         if self.result.stale and not snapshot:
             flags.append(

@@ -311,6 +311,7 @@ class ReadStore:
         *,
         full: bool = False,
         buckets: tuple[int, frozenset[int]] | None = None,
+        saved: tuple[str, dt.datetime | None] | None = None,
     ) -> ChangePass:
         """Start a pass of ``GetChanges`` for ``kinds``: its ``since`` is `ChangePass.since`.
 
@@ -319,8 +320,10 @@ class ReadStore:
             kinds: the entity kinds of the pass (they share one watermark).
             full: ask for a full snapshot whatever the saved watermark.
             buckets: ``(bucket_count, buckets)`` for a snapshot of some buckets only.
+            saved: the watermark and data time the caller knows were saved last (by its
+                own previous pass, `ChangePass.saved`), to spare reading them back.
         """
-        since, data_time = await self.watermark(hospital_id, kinds)
+        since, data_time = saved if saved is not None else await self.watermark(hospital_id, kinds)
         if full or buckets is not None:
             since = ""
         return ChangePass(

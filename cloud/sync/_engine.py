@@ -104,6 +104,10 @@ class SyncEngine:
         self._due: dict[str, dict[str, float]] = {}
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._offline: set[str] = set()
+        # While this node holds a hospital's lease without a break, what it last saved is
+        # what the store holds: a pass needs neither a lease write nor a watermark read.
+        self._leased: dict[str, float] = {}
+        self._saved: dict[tuple[str, tuple[int, ...]], tuple[str, dt.datetime | None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._next_prune = 0.0
@@ -126,6 +130,8 @@ class SyncEngine:
         for t in [*jobs, *([task] if task else [])]:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        self._leased.clear()
+        self._saved.clear()
         with contextlib.suppress(*_STORE_ERRORS):
             await self.store.release_leases(self.node_id)
 
@@ -140,12 +146,18 @@ class SyncEngine:
         """Run a scheduling round now (e.g. after a hospital connected)."""
         self._wake.set()
 
-    def mark_due(self, hospital_id: str) -> None:
-        """Sync every kind of a hospital at the next round (its tunnel just came up)."""
+    def mark_due(self, hospital_id: str, kinds: tuple[int, ...] | None = None) -> None:
+        """Sync a hospital at the next round (its tunnel just came up, an operator asked).
+
+        Args:
+            hospital_id: the hospital.
+            kinds: `DIRECTORY` or `SLOTS`; ``None``: both.
+        """
         due = self._due.get(hospital_id)
         if due is not None:
-            for group in _GROUPS:
-                due[group] = 0.0
+            for group, group_kinds in _GROUPS.items():
+                if kinds is None or kinds == group_kinds:
+                    due[group] = 0.0
         self.wake()
 
     # -- scheduling -------------------------------------------------------------------------
@@ -251,9 +263,7 @@ class SyncEngine:
             self._offline.discard(hospital_id)
             await self.store.set_offline(hospital_id, False)
         async with self._gate:
-            if not await self.store.acquire_lease(
-                hospital_id, self.node_id, self.config.lease_seconds
-            ):
+            if not await self._hold(hospital_id):
                 return True
             for group in groups:
                 if group == _DRIFT:
@@ -261,6 +271,26 @@ class SyncEngine:
                 else:
                     await self.sync_kinds(hospital_id, _GROUPS[group])
         return True
+
+    async def _hold(self, hospital_id: str) -> bool:
+        """Whether this node may sync the hospital now (taking or renewing its lease)."""
+        now = self._clock()
+        if self._leased.get(hospital_id, 0.0) > now:
+            return True
+        ttl = self.config.lease_seconds
+        if not await self.store.acquire_lease(hospital_id, self.node_id, ttl):
+            self._leased.pop(hospital_id, None)
+            self._forget_saved(hospital_id)
+            return False
+        if hospital_id not in self._leased:
+            self._forget_saved(hospital_id)  # another node may have synced it meanwhile
+        # Renewed at half its life, so it never lapses while this node keeps syncing.
+        self._leased[hospital_id] = now + ttl / 2
+        return True
+
+    def _forget_saved(self, hospital_id: str) -> None:
+        for key in [k for k in self._saved if k[0] == hospital_id]:
+            del self._saved[key]
 
     async def _prune(self) -> None:
         # Two days back covers every time zone's "yesterday"; slots past are not bookable.
@@ -284,11 +314,17 @@ class SyncEngine:
         Returns:
             What the pass did, or ``None`` when it failed.
         """
-        change_pass = await self.store.begin_pass(hospital_id, kinds, full=full)
+        key = (hospital_id, tuple(kinds))
+        change_pass = await self.store.begin_pass(
+            hospital_id, kinds, full=full, saved=self._saved.pop(key, None)
+        )
         request = directory_pb2.GetChangesRequest(
             since=change_pass.since, kinds=_enum(kinds), page_size=self.config.page_size
         )
-        return await self._run_pass(change_pass, request)
+        result = await self._run_pass(change_pass, request)
+        if change_pass.saved is not None and hospital_id in self._leased:
+            self._saved[key] = change_pass.saved
+        return result
 
     async def _run_pass(
         self, change_pass: ChangePass, request: directory_pb2.GetChangesRequest

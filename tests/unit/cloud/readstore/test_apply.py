@@ -85,25 +85,39 @@ async def test_full_then_incremental_applies_only_what_changed(store: ReadStore)
 
 async def test_a_lower_version_never_overwrites_and_is_flagged(store: ReadStore) -> None:
     hospital = SyntheticHospital(H, doctors=1, days=1, slots_per_session=2)
-    await full_pass(store, hospital)
     slot_id = hospital.ids(SLOT)[0]
-    change_pass = await store.begin_pass(H, SLOTS)
     stale = hospital.get_changes(directory_pb2.GetChangesRequest(kinds=[SLOT]))
     old = next(c for c in stale.changes if c.entity_id == slot_id)
-    hospital.book(5)
-    hospital.book(5)
-    newest = (await full_pass(store, hospital, kinds=SLOTS)).written
-    assert newest >= 1
-    version_before = await _version(store, slot_id)
-    old.version = 1
-    page = directory_pb2.GetChangesResponse(changes=[old], watermark="e1:999", snapshot=False)
+    slot = hospital.get(SLOT, slot_id)
+    assert isinstance(slot, directory_pb2.Slot)
+    slot.remaining, slot.status = 0, directory_pb2.SLOT_STATUS_BUSY
+    hospital.put(slot)  # version 2
+    await full_pass(store, hospital)
+    assert await _version(store, slot_id) == 2
+    page = directory_pb2.GetChangesResponse(changes=[old], watermark="e1:999")
     page.data_time.GetCurrentTime()
     change_pass = await store.begin_pass(H, SLOTS)
-    assert change_pass.since
+    assert change_pass.since  # an incremental pass
     await change_pass.apply(page)
-    assert await _version(store, slot_id) == version_before
-    if version_before > 1:
-        assert "feed went back" in (await store.status(H))[0].flag
+    assert await _version(store, slot_id) == 2
+    assert change_pass.result.stale == 1
+    assert "feed went back: 1 change(s) older than the store" in (await store.status(H))[0].flag
+
+
+async def test_data_time_going_back_is_flagged_and_as_of_never_moves_back(
+    store: ReadStore,
+) -> None:
+    hospital = SyntheticHospital(H, doctors=1, days=1, slots_per_session=1)
+    await full_pass(store, hospital, kinds=SLOTS)
+    before = (await store.status(H))[0].kinds[SLOT].data_time
+    assert before is not None
+    page = directory_pb2.GetChangesResponse(watermark="e1:1")
+    page.data_time.FromDatetime(before - dt.timedelta(hours=1))
+    change_pass = await store.begin_pass(H, SLOTS)
+    assert await change_pass.apply(page)
+    status = (await store.status(H))[0]
+    assert "data_time" in status.flag
+    assert status.kinds[SLOT].data_time == before
 
 
 async def _version(store: ReadStore, slot_id: str) -> int:
