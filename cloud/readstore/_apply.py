@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import zoneinfo
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -95,7 +96,23 @@ def upsert(
         repair: with ``newer``, also when it is equal (drift repair: same version, other
             content).
     """
-    stmt = insert_for(conn, table)
+    return _upsert(
+        conn.dialect.name, table, tuple(keys), None if only is None else tuple(only), newer, repair
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _upsert(
+    dialect: str,
+    table: sa.Table,
+    keys: tuple[str, ...],
+    only: tuple[str, ...] | None,
+    newer: bool,
+    repair: bool,
+) -> Any:
+    # Built once per shape: constructing one (its EXCLUDED columns) costs more than a
+    # small incremental page's whole write.
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     names = only if only is not None else [c.name for c in table.columns if c.name not in keys]
     where = None
     if newer:
@@ -115,6 +132,40 @@ def id_in(conn: AsyncConnection, column: sa.Column[Any], ids: list[str]) -> sa.C
     if conn.dialect.name == "postgresql":
         return column == sa.any_(sa.bindparam(None, ids, type_=postgresql.ARRAY(sa.String)))
     return column.in_(ids)
+
+
+def _member(dialect: str, column: sa.Column[Any]) -> sa.ColumnElement[bool]:
+    """``column`` is one of the bound list ``ids`` (an array parameter on PostgreSQL)."""
+    if dialect == "postgresql":
+        return column == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String)))
+    return column.in_(sa.bindparam("ids", expanding=True))
+
+
+@functools.lru_cache(maxsize=16)
+def _held_and_dead(dialect: str, kind: int) -> Any:
+    """What the store holds of some ids and which it deleted, in one round trip.
+
+    Bound parameters: ``h`` (the hospital) and ``ids``.
+    """
+    table, id_col = TABLES[kind]
+    h = sa.bindparam("h", type_=sa.String)
+    living = sa.select(
+        id_col.label("id"),
+        table.c.version,
+        table.c.content_digest,
+        sa.literal(False).label("dead"),
+    ).where(table.c.hospital_id == h, _member(dialect, id_col))
+    deleted = sa.select(
+        TOMBSTONES.c.entity_id.label("id"),
+        TOMBSTONES.c.version,
+        sa.cast(sa.null(), sa.LargeBinary).label("content_digest"),
+        sa.literal(True).label("dead"),
+    ).where(
+        TOMBSTONES.c.hospital_id == h,
+        TOMBSTONES.c.kind == kind,
+        _member(dialect, TOMBSTONES.c.entity_id),
+    )
+    return sa.union_all(living, deleted)
 
 
 _BULK = 64  # rows from which COPY beats a batch of INSERTs on PostgreSQL
@@ -363,25 +414,10 @@ class ChangePass:
         held: dict[str, int] = {}
         digests: dict[str, bytes] = {}
         dead: dict[str, int] = {}
+        held_and_dead = _held_and_dead(conn.dialect.name, kind)
         for chunk in _chunks(ids):
-            # What the store holds and what it deleted, in one round trip.
-            living = sa.select(
-                id_col.label("id"),
-                table.c.version,
-                table.c.content_digest,
-                sa.literal(False).label("dead"),
-            ).where(table.c.hospital_id == h, id_in(conn, id_col, chunk))
-            deleted = sa.select(
-                TOMBSTONES.c.entity_id.label("id"),
-                TOMBSTONES.c.version,
-                sa.cast(sa.null(), sa.LargeBinary).label("content_digest"),
-                sa.literal(True).label("dead"),
-            ).where(
-                TOMBSTONES.c.hospital_id == h,
-                TOMBSTONES.c.kind == kind,
-                id_in(conn, TOMBSTONES.c.entity_id, chunk),
-            )
-            for r in await conn.execute(sa.union_all(living, deleted)):
+            params = {"h": h, "ids": chunk}
+            for r in await conn.execute(held_and_dead, params):
                 if r.dead:
                     dead[r.id] = r.version
                 else:

@@ -6,6 +6,7 @@ go to the primary only; a sync cut off from the primary resumes from its waterma
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -173,3 +174,28 @@ async def test_the_primary_lost_mid_sync_resumes_from_the_watermark(pair: PgPair
     finally:
         await store.close()
         await proxy.close()
+
+
+async def test_a_silent_standby_cannot_hold_reads(pair: PgPair) -> None:
+    # The standby behind a proxy that stops moving bytes: no reset, no answer (a dead
+    # host behind a NAT). Reads must go to the primary within the check timeout.
+    proxy = Proxy("127.0.0.1", pair.standby_port)
+    await proxy.start()
+    store = await ReadStore.open(
+        pair.primary_url,
+        replica_urls=[pair.url(proxy.port)],
+        max_replica_lag=3600.0,
+        replica_check_interval=0.2,
+    )
+    try:
+        await store.put_hospitals([HospitalRecord(hospital_id="a", name="甲医院")])
+        await standby_in_use(store)
+        await until(lambda: _has(store, "a"))
+        proxy.blackhole()
+        async with asyncio.timeout(store.replicas.check_timeout * 3 + 5):
+            assert await names(store) == {"a"}
+        await until(lambda: store.replicas.reader() is store.replicas.primary)
+        assert not await in_recovery(store)
+    finally:
+        await proxy.close()
+        await store.close()
