@@ -479,12 +479,17 @@ class ReadStore:
             if hospital_id is not None:
                 ids = ids.where(ids_stmt.c.hospital_id == hospital_id)
             wanted = sorted((await conn.execute(ids)).scalars())
-            names = dict(
-                (await conn.execute(sa.select(HOSPITALS.c.hospital_id, HOSPITALS.c.name))).all()
-            )
-            hosp = {r.hospital_id: r for r in (await conn.execute(sa.select(SYNC_HOSPITALS))).all()}
+            names_q = sa.select(HOSPITALS.c.hospital_id, HOSPITALS.c.name)
+            hosp_q = sa.select(SYNC_HOSPITALS)
+            kinds_q = sa.select(SYNC_KINDS)
+            if hospital_id is not None:
+                names_q = names_q.where(HOSPITALS.c.hospital_id == hospital_id)
+                hosp_q = hosp_q.where(SYNC_HOSPITALS.c.hospital_id == hospital_id)
+                kinds_q = kinds_q.where(SYNC_KINDS.c.hospital_id == hospital_id)
+            names = {r[0]: r[1] for r in await conn.execute(names_q)}
+            hosp = {r.hospital_id: r for r in (await conn.execute(hosp_q)).all()}
             kinds: dict[str, dict[int, KindStatus]] = {}
-            for r in (await conn.execute(sa.select(SYNC_KINDS))).all():
+            for r in (await conn.execute(kinds_q)).all():
                 kinds.setdefault(r.hospital_id, {})[r.kind] = KindStatus(
                     kind=r.kind,
                     watermark=r.watermark,
