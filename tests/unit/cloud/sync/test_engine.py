@@ -225,3 +225,26 @@ async def test_a_pass_cut_short_by_the_hospital_resumes_from_the_saved_watermark
     mine = await store.digests("h-0", SLOTS, 4, hs[0].start)
     for kind in theirs.kinds:
         assert mine[kind.kind][1] == list(kind.bucket_digests)
+
+
+async def test_a_node_that_lost_the_lease_reads_the_watermark_again(store: ReadStore) -> None:
+    hs = await hospitals(store, 1)
+    a_source, b_source = FakeHospitals(hs), FakeHospitals(hs)
+    short = SyncConfig(lease_seconds=0.2, page_size=50, drift_interval=3600)
+    a = SyncEngine(store, a_source, config=short, node_id="node-a")
+    b = SyncEngine(store, b_source, config=SyncConfig(page_size=50), node_id="node-b")
+    await a.run_round(wait=True)
+    assert await synced(store, ["h-0"])
+    # A's lease lapses (A is busy elsewhere); B takes the hospital and moves its watermark.
+    await until(lambda: store.acquire_lease("h-0", "node-b", 60))
+    hs[0].book(2)
+    await b.run_round(wait=True)
+    moved = (await store.status("h-0"))[0].kinds[SLOT].watermark
+    a.mark_due("h-0")
+    await a.run_round(wait=True)
+    assert a_source.calls["h-0"] == 2  # only its first sync: B holds the lease now
+    await b.shutdown()
+    a.mark_due("h-0", SLOTS)
+    await a.run_round(wait=True)
+    assert a_source.requests[-1][1].since == moved  # not what A itself saved earlier
+    await a.shutdown()
