@@ -9,6 +9,7 @@ each hospital's change feed by `cloud.sync`. Reads (`ReadQueries`) answer the pa
 from __future__ import annotations
 
 from cloud.readstore._apply import ChangePass, PassResult
+from cloud.readstore._convert import FEATURE_ENUMS
 from cloud.readstore._hospitals import FEATURES, HospitalRecord, load_hospitals, pinyin_initials
 from cloud.readstore._query import (
     MAX_SLOT_DAYS,
@@ -28,6 +29,7 @@ from cloud.readstore._validate import ALL_KINDS, KIND_NAMES, Change, FeedError, 
 __all__ = [
     "ALL_KINDS",
     "FEATURES",
+    "FEATURE_ENUMS",
     "KIND_NAMES",
     "MAX_SLOT_DAYS",
     "Change",

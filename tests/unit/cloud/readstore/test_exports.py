@@ -8,6 +8,7 @@ def test_readstore_public_surface_is_pinned() -> None:
     assert cloud.readstore.__all__ == [
         "ALL_KINDS",
         "FEATURES",
+        "FEATURE_ENUMS",
         "KIND_NAMES",
         "MAX_SLOT_DAYS",
         "Change",
