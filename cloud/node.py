@@ -40,9 +40,11 @@ from cloud.gateway import (
     load_or_create_secret,
 )
 from cloud.operations import OperationsServicer
-from cloud.presence import InProcessPresence, Presence, RedisPresence
+from cloud.presence import InProcessPresence, Presence, PresenceUnavailable, RedisPresence
+from cloud.readstore import ReadStore
 from cloud.registry import MAX_MESSAGE_BYTES as REGISTRY_MAX_MESSAGE_BYTES
 from cloud.registry import ReleaseResolver, ReleaseStatus, build_registry
+from cloud.sync import RouterSource, SyncEngine
 from hplus.cloud.v1 import operations_pb2_grpc, registry_pb2, registry_pb2_grpc
 from hplus.tunnel.v1 import tunnel_pb2, tunnel_pb2_grpc
 from mesh.files import make_private_dir
@@ -62,6 +64,9 @@ class CloudNode:
     reflection and ``RegistryService``, with the registry's large limit for release images.
     Internal endpoint (``internal_listen``, cluster secret required): health, the
     operations service and the forwarder through which peer nodes reach tunnels held here.
+
+    It also keeps the public read store (``readstore``) in sync with the hospitals whose
+    tunnels it holds (``directory_sync``).
 
     Use as ``async with CloudNode(config) as node: await node.wait()``; ``shutdown()``
     drains tunnels and in-flight calls for ``config.grace_seconds``.
@@ -96,6 +101,8 @@ class CloudNode:
         self._releases: ReleaseResolver | None = None
         self._sync: PresenceSync | None = None
         self.revocations: RevocationWatcher | None = None
+        self.readstore: ReadStore | None = None
+        self.directory_sync: SyncEngine | None = None
         self._health = health.aio.HealthServicer()
         self._service_names: list[str] = []
         self._registry_service_names: list[str] = []
@@ -136,7 +143,7 @@ class CloudNode:
         Raises:
             OSError: an address cannot be bound.
             mesh.tls.TlsError: TLS material is missing or malformed.
-            cloud.db.DatabaseError: the fleet database cannot be reached.
+            cloud.db.DatabaseError: the fleet database or the read store cannot be reached.
         """
         try:
             await self._start()
@@ -245,6 +252,20 @@ class CloudNode:
             secret=secret,
             peer_credentials=peer_creds,
         )
+        self.readstore = await ReadStore.open(
+            cfg.readstore_url,
+            replica_urls=cfg.readstore_replica_urls,
+            max_replica_lag=cfg.sync.max_replica_lag,
+            replica_check_interval=cfg.sync.replica_check_interval,
+            online=self._online,
+        )
+        if cfg.sync.enabled:
+            self.directory_sync = SyncEngine(
+                self.readstore,
+                RouterSource(self.gateway, self.presence, self.router, node_id=cfg.node_id),
+                config=cfg.sync,
+                node_id=cfg.node_id,
+            )
 
         health_pb2_grpc.add_HealthServicer_to_server(self._health, internal)
         operations_pb2_grpc.add_OperationsServiceServicer_to_server(
@@ -309,6 +330,8 @@ class CloudNode:
         await self._sync.__aenter__()
         await self.revocations.__aenter__()
         self._census_flusher.start()
+        if self.directory_sync is not None:
+            await self.directory_sync.start()
         for name in ["", *self._service_names, *self._registry_service_names]:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -318,6 +341,18 @@ class CloudNode:
             cfg.registry_address,
             node_address,
         )
+
+    async def _online(self, hospital_ids: Sequence[str]) -> set[str]:
+        """Which of these hospitals have a tunnel up on any node (``online_booking_available``)."""
+        assert self.gateway is not None
+        assert self.presence is not None
+        here = {h for h in hospital_ids if any(s.accepting_calls for s in self.gateway.sessions(h))}
+        elsewhere = [h for h in hospital_ids if h not in here]
+        try:
+            found = await asyncio.gather(*(self.presence.lookup(h) for h in elsewhere))
+        except PresenceUnavailable:
+            return here
+        return here | {h for h, records in zip(elsewhere, found, strict=True) if records}
 
     async def _edges_on_release(self, version: str) -> int:
         """How many edges (of any node) currently announce ``version`` (blocks retiring)."""
@@ -365,6 +400,9 @@ class CloudNode:
         server, self._server = self._server, None
         grace = self.config.grace_seconds
         await self._health.enter_graceful_shutdown()
+        if self.directory_sync is not None:
+            # First, while tunnels are up: a pass cut here resumes from its watermark.
+            await self.directory_sync.shutdown()
         if self.gateway is not None:
             await self.gateway.shutdown(grace)
         await server.stop(grace)
@@ -378,6 +416,8 @@ class CloudNode:
             await self._sync.shutdown()
         if self._census_flusher is not None:
             await self._census_flusher.shutdown()
+        if self.readstore is not None:
+            await self.readstore.close()
         if self.router is not None:
             await self.router.close()
         if self.presence is not None:
@@ -414,6 +454,10 @@ class CloudNode:
             await self.revocations.shutdown()
         if self._sync is not None:
             await self._sync.shutdown()
+        if self.directory_sync is not None:
+            await self.directory_sync.shutdown()
+        if self.readstore is not None:
+            await self.readstore.close()
         if self.presence is not None:
             await self.presence.close()
         for engine in (self._engine, self._registry_engine):
