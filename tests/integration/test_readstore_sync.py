@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from cloud.config import NodeConfig, SyncConfig
 from cloud.node import CloudNode
@@ -119,26 +120,41 @@ async def test_the_node_syncs_a_connected_hospital_and_follows_its_changes(
         slot_kind = (await store.status(hospital_id))[0].kinds[directory_pb2.ENTITY_KIND_SLOT]
         assert slot_kind.watermark
 
-        # An edit the feed never reports (no version, no change record): only the digest
-        # comparison finds it, and only the differing bucket is re-read.
+        # Drift: the store lost what the feed delivered (a restored backup, a hand edit):
+        # its content no longer matches the edge's. The feed has nothing new to say about
+        # it, so only the digest comparison finds it, and only the differing bucket is
+        # re-read and repaired.
         other = next(
             s
             for s in his.core.schedules.values()
             if s.date >= dt.date.today() and s.schedule_id != schedule.schedule_id
         )
-        other.location = "新门诊楼 9 楼"
+        async with store.primary.begin() as conn:
+            changed = await conn.execute(
+                sa.text(
+                    "UPDATE rs_schedules SET location = 'stale', content_digest = :digest "
+                    "WHERE hospital_id = :hospital AND schedule_id = :schedule"
+                ),
+                {"digest": bytes(32), "hospital": hospital_id, "schedule": other.schedule_id},
+            )
+            assert changed.rowcount == 1
         drift = await engine.check_drift(hospital_id)
         assert drift is not None
-        # The schedule's bucket; the suspension also changed its slots' status at the HIS
-        # without change records of their own: that is drift too, and repaired the same way.
-        assert len(drift.differing[directory_pb2.ENTITY_KIND_SCHEDULE]) == 1
-        assert set(drift.differing) <= {
-            directory_pb2.ENTITY_KIND_SCHEDULE,
-            directory_pb2.ENTITY_KIND_SLOT,
+        assert {kind: len(b) for kind, b in drift.differing.items()} == {
+            directory_pb2.ENTITY_KIND_SCHEDULE: 1
         }
         again = await engine.check_drift(hospital_id)
         assert again is not None
         assert again.differing == {}
+        async with store.primary.connect() as conn:
+            location = await conn.scalar(
+                sa.text(
+                    "SELECT location FROM rs_schedules "
+                    "WHERE hospital_id = :hospital AND schedule_id = :schedule"
+                ),
+                {"hospital": hospital_id, "schedule": other.schedule_id},
+            )
+        assert location == other.location  # repaired from the edge's copy
 
 
 async def test_a_hospital_without_a_tunnel_is_listed_stale_and_offline(tmp_path: Path) -> None:
