@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cloud.accounts import Accounts, InProcessBuckets, LogCodeSender, RedisBuckets
 from cloud.census import (
     CensusFlusher,
     CensusStore,
@@ -40,10 +41,18 @@ from cloud.gateway import (
     load_or_create_secret,
 )
 from cloud.operations import OperationsServicer
+from cloud.partitioned import SCHEMAS as PARTITIONED
+from cloud.partitions import PartitionSet
 from cloud.presence import InProcessPresence, Presence, RedisPresence
 from cloud.registry import MAX_MESSAGE_BYTES as REGISTRY_MAX_MESSAGE_BYTES
 from cloud.registry import ReleaseResolver, ReleaseStatus, build_registry
-from hplus.cloud.v1 import operations_pb2_grpc, registry_pb2, registry_pb2_grpc
+from hplus.cloud.v1 import (
+    account_pb2,
+    account_pb2_grpc,
+    operations_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
 from hplus.tunnel.v1 import tunnel_pb2, tunnel_pb2_grpc
 from mesh.files import make_private_dir
 from mesh.tls import TlsFiles, ensure_dev_pki, load_server_credentials
@@ -57,7 +66,8 @@ log = logging.getLogger(__name__)
 class CloudNode:
     """A running cloud node: its public and internal ``grpc.aio`` servers and services.
 
-    Public endpoint (``listen``): health, reflection and ``TunnelService`` (edges dial in).
+    Public endpoint (``listen``): health, reflection, ``TunnelService`` (edges dial in) and
+    the patient API's ``AccountService`` (accounts live in the business partitions).
     Internal endpoint (``internal_listen``, cluster secret required): health, the
     operations service and the forwarder through which peer nodes reach tunnels held here.
 
@@ -89,6 +99,8 @@ class CloudNode:
         self._releases: ReleaseResolver | None = None
         self._sync: PresenceSync | None = None
         self.revocations: RevocationWatcher | None = None
+        self.partitions: PartitionSet | None = None
+        self.accounts: Accounts | None = None
         self._health = health.aio.HealthServicer()
         self._service_names: list[str] = []
         self._stopped = asyncio.Event()
@@ -232,6 +244,22 @@ class CloudNode:
             secret=secret,
             peer_credentials=peer_creds,
         )
+        self.partitions = await PartitionSet.open(
+            cfg.partitions_url,
+            first_urls=cfg.first_partition_urls,
+            schemas=PARTITIONED,
+            poll=cfg.partition_map_poll,
+        )
+        self.accounts = await Accounts.open(
+            self.partitions,
+            config=cfg.accounts,
+            sender=LogCodeSender(cfg.data_dir),
+            buckets=RedisBuckets.from_url(cfg.redis_url, namespace=cfg.redis_namespace)
+            if cfg.redis_url
+            else InProcessBuckets(),
+            channel_for=self.router.channel_for,
+            known_hospital=self._known_hospital,
+        )
 
         health_pb2_grpc.add_HealthServicer_to_server(self._health, internal)
         operations_pb2_grpc.add_OperationsServiceServicer_to_server(
@@ -257,10 +285,12 @@ class CloudNode:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         tunnel_pb2_grpc.add_TunnelServiceServicer_to_server(self.gateway, server)
         registry_pb2_grpc.add_RegistryServiceServicer_to_server(registry, server)
+        account_pb2_grpc.add_AccountServiceServicer_to_server(self.accounts.servicer, server)
         self._service_names = [
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             tunnel_pb2.DESCRIPTOR.services_by_name["TunnelService"].full_name,
             registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
+            account_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
             reflection.SERVICE_NAME,
         ]
         reflection.enable_server_reflection(self._service_names, server)
@@ -271,10 +301,16 @@ class CloudNode:
         self._internal, self._server, self._starting = internal, server, None
         await self._sync.__aenter__()
         await self.revocations.__aenter__()
+        await self.partitions.start()
         self._census_flusher.start()
         for name in ["", *self._service_names]:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("node %s listening on %s (internal %s)", cfg.node_id, cfg.listen, node_address)
+
+    async def _known_hospital(self, hospital_id: str) -> bool:
+        """Whether a hospital id is one of the platform's (a credential was ever issued)."""
+        assert self.credentials is not None
+        return bool(await self.credentials.list(hospital_id))
 
     async def _edges_on_release(self, version: str) -> int:
         """How many edges (of any node) currently announce ``version`` (blocks retiring)."""
@@ -333,6 +369,7 @@ class CloudNode:
             await self._sync.shutdown()
         if self._census_flusher is not None:
             await self._census_flusher.shutdown()
+        await self._close_accounts()
         if self.router is not None:
             await self.router.close()
         if self.presence is not None:
@@ -361,11 +398,20 @@ class CloudNode:
             await self.revocations.shutdown()
         if self._sync is not None:
             await self._sync.shutdown()
+        await self._close_accounts()
         if self.presence is not None:
             await self.presence.close()
         for engine in (self._engine, self._registry_engine):
             if engine is not None:
                 await engine.dispose()
+
+    async def _close_accounts(self) -> None:
+        accounts, self.accounts = self.accounts, None
+        if accounts is not None:
+            await accounts.close()
+        partitions, self.partitions = self.partitions, None
+        if partitions is not None:
+            await partitions.close()
 
     async def __aexit__(
         self,
