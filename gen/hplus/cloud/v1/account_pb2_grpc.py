@@ -163,8 +163,8 @@ class AccountServiceServicer:
 
     def SignOut(self, request, context):
         """Revokes the calling session's access token, or every session of the account.
-        Idempotent: signing out a session already revoked by this request returns the same
-        answer.
+        Idempotent by nature: a retry after a lost answer fails with UNAUTHENTICATED
+        (TOKEN_REVOKED), which tells the app the same thing, that the session is closed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -84,8 +84,8 @@ class AccountServiceStub:
     """
     SignOut: _grpc.UnaryUnaryMultiCallable[_account_pb2.SignOutRequest, _account_pb2.SignOutResponse]
     """Revokes the calling session's access token, or every session of the account.
-    Idempotent: signing out a session already revoked by this request returns the same
-    answer.
+    Idempotent by nature: a retry after a lost answer fails with UNAUTHENTICATED
+    (TOKEN_REVOKED), which tells the app the same thing, that the session is closed.
     """
     GetAccount: _grpc.UnaryUnaryMultiCallable[_account_pb2.GetAccountRequest, _account_pb2.GetAccountResponse]
     """Returns the calling account."""
@@ -172,8 +172,8 @@ class AccountServiceAsyncStub(AccountServiceStub):
     """
     SignOut: _aio.UnaryUnaryMultiCallable[_account_pb2.SignOutRequest, _account_pb2.SignOutResponse]  # type: ignore[assignment]
     """Revokes the calling session's access token, or every session of the account.
-    Idempotent: signing out a session already revoked by this request returns the same
-    answer.
+    Idempotent by nature: a retry after a lost answer fails with UNAUTHENTICATED
+    (TOKEN_REVOKED), which tells the app the same thing, that the session is closed.
     """
     GetAccount: _aio.UnaryUnaryMultiCallable[_account_pb2.GetAccountRequest, _account_pb2.GetAccountResponse]  # type: ignore[assignment]
     """Returns the calling account."""
@@ -275,8 +275,8 @@ class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_account_pb2.SignOutResponse, _abc.Awaitable[_account_pb2.SignOutResponse]]:
         """Revokes the calling session's access token, or every session of the account.
-        Idempotent: signing out a session already revoked by this request returns the same
-        answer.
+        Idempotent by nature: a retry after a lost answer fails with UNAUTHENTICATED
+        (TOKEN_REVOKED), which tells the app the same thing, that the session is closed.
         """
 
     @_abc_1.abstractmethod
