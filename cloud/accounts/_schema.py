@@ -74,7 +74,7 @@ CHALLENGES = sa.Table(
     sa.Column("state", sa.String(8), nullable=False),
     sa.Column("complete_request_id", sa.String(36), nullable=True),
     sa.Column("session_id", sa.String(32), nullable=True),
-    sa.UniqueConstraint("app_id", "request_id"),
+    sa.UniqueConstraint("app_id", "phone", "request_id"),
 )
 """One-time codes sent (only a salted hash of each), their attempts and what they opened:
 ``open``, ``used`` (``session_id``) or ``burned`` (attempts exhausted)."""

@@ -198,22 +198,26 @@ class SignIn:
     async def start(self, app: App, address: str, request_id: str, phone: str) -> Challenge:
         """Send a code to ``phone`` (E.164, checked) and return the challenge.
 
+        A retry with the same ``request_id`` (scoped to the app and the phone) returns the
+        first call's challenge and sends nothing.
+
         Raises:
             RateLimited: too many codes for the phone or the address.
-            mesh.errors.InvalidArgument: ``request_id`` was used with another phone.
             mesh.errors.Unavailable: the code could not be sent (CODE_NOT_SENT).
         """
         region = region_of_mobile(phone)
 
         async def earlier(conn: AsyncConnection) -> Any:
             query = sa.select(CHALLENGES).where(
-                CHALLENGES.c.app_id == app.app_id, CHALLENGES.c.request_id == request_id
+                CHALLENGES.c.app_id == app.app_id,
+                CHALLENGES.c.phone == phone,
+                CHALLENGES.c.request_id == request_id,
             )
             return (await conn.execute(query)).first()
 
         found = await self._parts.read(region, earlier)
         if found is not None:
-            return self._replayed(found, phone)
+            return self._replayed(found)
         await self._limit("phone", "codes_per_phone", phone, "sign-in codes")
         await self._limit("address", "codes_per_address", address, "sign-in codes")
         now = self._clock()
@@ -250,7 +254,7 @@ class SignIn:
             found = await self._parts.read(region, earlier)
             if found is None:
                 raise
-            return self._replayed(found, phone)
+            return self._replayed(found)
         try:
             await self._sender.send(SentCode(phone, code, challenge_id, expires))
         except OSError as err:
@@ -270,14 +274,7 @@ class SignIn:
             ) from None
         return Challenge(challenge_id, expires, CODE_LENGTH, self._config.code_attempts)
 
-    def _replayed(self, row: Any, phone: str) -> Challenge:
-        if row.phone != phone:
-            raise errors.InvalidArgument(
-                "request_id was used for another phone number",
-                reason="IDEMPOTENCY_KEY_REUSED",
-                domain=ERROR_DOMAIN,
-                field_violations=[("request_id", "already used with other parameters")],
-            )
+    def _replayed(self, row: Any) -> Challenge:
         return Challenge(
             row.challenge_id, _aware(row.expires_at), CODE_LENGTH, self._config.code_attempts
         )

@@ -44,7 +44,9 @@ def upgrade() -> None:
         sa.Column("complete_request_id", sa.String(36), nullable=True),
         sa.Column("session_id", sa.String(32), nullable=True),
         sa.PrimaryKeyConstraint("challenge_id", name="pk_sign_in_challenges"),
-        sa.UniqueConstraint("app_id", "request_id", name="uq_sign_in_challenges_app_id_request_id"),
+        sa.UniqueConstraint(
+            "app_id", "phone", "request_id", name="uq_sign_in_challenges_app_id_phone_request_id"
+        ),
     )
     op.create_index("ix_sign_in_challenges_phone", "sign_in_challenges", ["phone"])
     op.create_table(
