@@ -115,6 +115,10 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     config_flags(ls)
     ls.set_defaults(func=_list)
 
+    from tools.cli import _accounts
+
+    _accounts.register(csub)
+
 
 def _with_fleet(config: NodeConfig, action: Callable[..., Awaitable[T]]) -> T:
     from cloud.db import DatabaseError, create_engine
