@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mesh.config import ConfigError, Section, load_toml
 from mesh.net import parse_hostport
+from mesh.tunnel import TunnelConfig
 
 __all__ = ["AccountsConfig", "NodeConfig", "TlsMode", "parse_listen", "parse_rate"]
 
@@ -121,7 +122,14 @@ class NodeConfig:
     """Everything a cloud node needs to start."""
 
     listen: str = "127.0.0.1:50051"
-    """``HOST:PORT`` of the public endpoint: tunnels from edges, APIs (port 0: any free)."""
+    """``HOST:PORT`` of the public endpoint: tunnels from edges, health (port 0: any free).
+
+    Its gRPC message limit is the tunnel's (``tunnel.max_inbound_outer_message_bytes``)."""
+    registry_listen: str | None = None
+    """``HOST:PORT`` of the registry endpoint (``RegistryService``); default: the host of
+    ``listen`` and the next port (port 0 when ``listen``'s is 0). Release images travel whole
+    in one message, so it keeps a 33 MiB message limit that the tunnel endpoint must not
+    have: it is a server of its own."""
     internal_listen: str = "127.0.0.1:50061"
     """``HOST:PORT`` of the internal endpoint: node-to-node forwarding and operations.
 
@@ -179,6 +187,9 @@ class NodeConfig:
     cluster_secret: str | None = dataclasses.field(default=None, repr=False)
     """Shared secret of the cloud's nodes for the internal endpoint; ``None``: made once
     under ``data_dir`` (fine for nodes that share a data directory, e.g. in development)."""
+    tunnel: TunnelConfig = dataclasses.field(default_factory=TunnelConfig)
+    """Limits and timers of the tunnels this node accepts (``[tunnel]``; see
+    `mesh.tunnel.TunnelConfig` for each one and its reason)."""
 
     @property
     def registry_url(self) -> str:
@@ -205,6 +216,15 @@ class NodeConfig:
         return urls
 
     @property
+    def registry_address(self) -> str:
+        """``registry_listen``, or its default derived from ``listen``."""
+        if self.registry_listen:
+            return self.registry_listen
+        host, port = parse_listen(self.listen)
+        host = f"[{host}]" if ":" in host else host
+        return f"{host}:{port + 1 if port else 0}"
+
+    @property
     def fleet_url(self) -> str:
         """The fleet database URL, defaulted to ``<data_dir>/fleet.db``."""
         return self.fleet_database_url or f"sqlite+aiosqlite:///{self.data_dir / 'fleet.db'}"
@@ -215,6 +235,10 @@ class NodeConfig:
                 parse_listen(getattr(self, name))
             except ValueError as err:
                 raise ConfigError(f"{name}: {err}") from None
+        try:
+            parse_listen(self.registry_address)
+        except ValueError as err:
+            raise ConfigError(f"registry_listen: {err}") from None
         if not 0.0 <= self.census_rate <= 1.0:
             raise ConfigError(f"census_rate: must be within [0, 1], got {self.census_rate}")
         if self.presence_ttl <= 0:
@@ -243,8 +267,11 @@ class NodeConfig:
                 f"revocation_poll_seconds: must be > 0, got {self.revocation_poll_seconds}"
             )
         if self.tls_mode is TlsMode.OFF:
-            for name in ("listen", "internal_listen"):
-                address = getattr(self, name)
+            for name, address in (
+                ("listen", self.listen),
+                ("internal_listen", self.internal_listen),
+                ("registry_listen", self.registry_address),
+            ):
                 if not _is_loopback(parse_listen(address)[0]):
                     raise ConfigError(
                         f"tls mode 'off' is for loopback only, but {name} is {address}: "
@@ -273,7 +300,7 @@ class NodeConfig:
 
         Args:
             path: a TOML file with ``[node]``, ``[tls]``, ``[databases]``, ``[redis]``,
-                ``[census]`` and ``[tunnels]`` tables, or ``None``.
+                ``[census]`` and ``[tunnel]`` tables, or ``None``.
             env: the environment to read the ``HPLUS_*`` variables of ``_ENV`` from; tests
                 pass their own.
             overrides: values from flags, by field name.
@@ -301,6 +328,7 @@ class NodeConfig:
 _ENV = {
     "HPLUS_LISTEN": "listen",
     "HPLUS_INTERNAL_LISTEN": "internal_listen",
+    "HPLUS_REGISTRY_LISTEN": "registry_listen",
     "HPLUS_DATA_DIR": "data_dir",
     "HPLUS_NODE_ID": "node_id",
     "HPLUS_FLEET_DATABASE_URL": "fleet_database_url",
@@ -320,7 +348,7 @@ def _from_file(path: Path) -> dict[str, object]:
     doc, text = load_toml(path)
     values: dict[str, object] = {}
     Section(doc, name="", path=path, text=text).reject_unknown(
-        ["node", "tls", "databases", "redis", "census", "tunnels", "partitions", "accounts"]
+        ["node", "tls", "databases", "redis", "census", "tunnel", "partitions", "accounts"]
     )
 
     def rel(p: str) -> Path:
@@ -328,9 +356,11 @@ def _from_file(path: Path) -> dict[str, object]:
         return Path(p) if Path(p).is_absolute() else path.parent / p
 
     node = Section.of(doc, "node", path=path, text=text)
-    node.reject_unknown(["listen", "internal_listen", "data_dir", "node_id", "grace_seconds"])
+    node.reject_unknown(
+        ["listen", "internal_listen", "registry_listen", "data_dir", "node_id", "grace_seconds"]
+    )
     present = doc.get("node", {})
-    for key in ("listen", "internal_listen"):
+    for key in ("listen", "internal_listen", "registry_listen"):
         if key in present:
             value = node.get(key, str, "")
             try:
@@ -386,25 +416,6 @@ def _from_file(path: Path) -> dict[str, object]:
             "must be within [0, 1]",
         )
 
-    tunnels = Section.of(doc, "tunnels", path=path, text=text)
-    tunnels.reject_unknown(["max_per_credential", "liveness_probe", "revocation_poll"])
-    present = doc.get("tunnels", {})
-    if "max_per_credential" in present:
-        values["max_tunnels_per_credential"] = tunnels.check(
-            "max_per_credential",
-            tunnels.get("max_per_credential", int, 4),
-            lambda v: v >= 1,
-            "must be >= 1",
-        )
-    for key, field in (
-        ("liveness_probe", "liveness_probe_seconds"),
-        ("revocation_poll", "revocation_poll_seconds"),
-    ):
-        if key in present:
-            values[field] = tunnels.check(
-                key, tunnels.get(key, float, 1.0), lambda v: v > 0, "must be > 0"
-            )
-
     red = Section.of(doc, "redis", path=path, text=text)
     red.reject_unknown(["url", "presence_ttl", "namespace"])
     if "namespace" in doc.get("redis", {}):
@@ -422,6 +433,23 @@ def _from_file(path: Path) -> dict[str, object]:
         values["presence_ttl"] = red.check(
             "presence_ttl", red.get("presence_ttl", float, 30.0), lambda v: v > 0, "must be > 0"
         )
+    tunnel = Section.of(doc, "tunnel", path=path, text=text)
+    tunnel.reject_unknown([*_TUNNEL_KEYS, *_GATEWAY_KEYS])
+    present = doc.get("tunnel", {})
+    if "max_per_credential" in present:
+        values["max_tunnels_per_credential"] = tunnel.check(
+            "max_per_credential",
+            tunnel.get("max_per_credential", int, 4),
+            lambda v: v >= 1,
+            "must be >= 1",
+        )
+    for key in ("liveness_probe", "revocation_poll"):
+        if key in present:
+            values[_GATEWAY_KEYS[key]] = tunnel.check(
+                key, tunnel.get(key, float, 1.0), lambda v: v > 0, "must be > 0"
+            )
+    if any(key in _TUNNEL_KEYS for key in present):
+        values["tunnel"] = _tunnel_from(tunnel, present)
     values.update(_partitions_from_file(doc, path, text))
     return values
 
@@ -459,3 +487,30 @@ def _partitions_from_file(doc: Mapping[str, object], path: Path, text: str) -> d
             key = err.message.split(":", 1)[0].removeprefix("accounts.")
             raise accounts.error(key, err.message.split(": ", 1)[1]) from None
     return values
+
+
+_GATEWAY_KEYS = {
+    "max_per_credential": "max_tunnels_per_credential",
+    "liveness_probe": "liveness_probe_seconds",
+    "revocation_poll": "revocation_poll_seconds",
+}
+"""``[tunnel]`` settings the gateway applies (rather than each session), by NodeConfig field."""
+
+
+_TUNNEL_KEYS: dict[str, type] = {
+    name: kind for name, kind in typing.get_type_hints(TunnelConfig).items() if kind in (int, float)
+}
+"""``[tunnel]`` settings: every number of `TunnelConfig`, by its field name."""
+
+
+def _tunnel_from(section: Section, present: Mapping[str, typing.Any]) -> TunnelConfig:
+    values = {
+        key: section.get(key, kind, kind()) for key, kind in _TUNNEL_KEYS.items() if key in present
+    }
+    try:
+        return TunnelConfig(**values)
+    except ValueError as err:
+        # Point at the setting the message names first (a bound may involve two).
+        message = str(err)
+        named = min((key for key in present if key in message), key=message.find, default=None)
+        raise section.error(named, str(err)) from None

@@ -64,10 +64,12 @@ log = logging.getLogger(__name__)
 
 
 class CloudNode:
-    """A running cloud node: its public and internal ``grpc.aio`` servers and services.
+    """A running cloud node: its public, registry and internal ``grpc.aio`` servers.
 
     Public endpoint (``listen``): health, reflection, ``TunnelService`` (edges dial in) and
-    the patient API's ``AccountService`` (accounts live in the business partitions).
+    the patient API's ``AccountService`` (accounts live in the business partitions), with
+    the tunnel's message limit. Registry endpoint (``registry_listen``): health, reflection
+    and ``RegistryService``, with the registry's large limit for release images.
     Internal endpoint (``internal_listen``, cluster secret required): health, the
     operations service and the forwarder through which peer nodes reach tunnels held here.
 
@@ -76,22 +78,27 @@ class CloudNode:
 
     Args:
         config: the node's configuration.
-        tunnel_config: limits and timers of the tunnels this node accepts.
+        tunnel_config: limits and timers of the tunnels this node accepts (default:
+            ``config.tunnel``).
     """
 
     def __init__(self, config: NodeConfig, *, tunnel_config: TunnelConfig | None = None) -> None:
         self.config = config
         self.port: int | None = None
+        self.registry_port: int | None = None
         self.internal_port: int | None = None
         self.tls: TlsFiles | None = None
         self.gateway: TunnelGateway | None = None
         self.router: HospitalRouter | None = None
         self.presence: Presence | None = None
         self.credentials: CredentialStore | None = None
-        self._tunnel_config = tunnel_config
+        self._tunnel_config = tunnel_config or config.tunnel
         self._server: grpc.aio.Server | None = None
+        self._registry_server: grpc.aio.Server | None = None
         self._internal: grpc.aio.Server | None = None
         self._starting: grpc.aio.Server | None = None
+        self._starting_public: grpc.aio.Server | None = None
+        self._starting_registry: grpc.aio.Server | None = None
         self._engine: AsyncEngine | None = None
         self._registry_engine: AsyncEngine | None = None
         self.census: FieldCensus | None = None
@@ -103,12 +110,18 @@ class CloudNode:
         self.accounts: Accounts | None = None
         self._health = health.aio.HealthServicer()
         self._service_names: list[str] = []
+        self._registry_service_names: list[str] = []
         self._stopped = asyncio.Event()
 
     @property
     def service_names(self) -> list[str]:
         """Full names of the services the public endpoint serves."""
         return list(self._service_names)
+
+    @property
+    def registry_service_names(self) -> list[str]:
+        """Full names of the services the registry endpoint serves."""
+        return list(self._registry_service_names)
 
     def _address(self, listen: str) -> tuple[str, str]:
         host, port = parse_listen(listen)
@@ -273,39 +286,69 @@ class CloudNode:
         )
         internal.add_generic_rpc_handlers([ForwardHandler(self.gateway, self.router)])
 
+        # The public endpoint carries tunnels: its message limit is the tunnel's, so one
+        # outer message cannot make the node parse (and hold) more than that.
+        tunnel_limit = self._tunnel_config.max_inbound_outer_message_bytes
         server = grpc.aio.server(
             options=[
                 ("grpc.so_reuseport", 0),
                 *_KEEPALIVE,
-                # Release images travel whole in PushRelease/GetRelease (up to 32 MiB).
-                ("grpc.max_receive_message_length", REGISTRY_MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", REGISTRY_MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", tunnel_limit),
+                ("grpc.max_send_message_length", tunnel_limit),
             ]
         )
+        self._starting_public = server
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         tunnel_pb2_grpc.add_TunnelServiceServicer_to_server(self.gateway, server)
-        registry_pb2_grpc.add_RegistryServiceServicer_to_server(registry, server)
         account_pb2_grpc.add_AccountServiceServicer_to_server(self.accounts.servicer, server)
+        health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         self._service_names = [
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            health_name,
             tunnel_pb2.DESCRIPTOR.services_by_name["TunnelService"].full_name,
-            registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
             account_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
             reflection.SERVICE_NAME,
         ]
         reflection.enable_server_reflection(self._service_names, server)
         self.port = self._bind(server, cfg.listen)
 
+        # Release images travel whole in PushRelease/GetRelease (up to 32 MiB): the registry
+        # has a server of its own with that limit.
+        registry_server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", REGISTRY_MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", REGISTRY_MAX_MESSAGE_BYTES),
+            ]
+        )
+        self._starting_registry = registry_server
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, registry_server)
+        registry_pb2_grpc.add_RegistryServiceServicer_to_server(registry, registry_server)
+        self._registry_service_names = [
+            health_name,
+            registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
+            reflection.SERVICE_NAME,
+        ]
+        reflection.enable_server_reflection(self._registry_service_names, registry_server)
+        self.registry_port = self._bind(registry_server, cfg.registry_address)
+
         await internal.start()
         await server.start()
-        self._internal, self._server, self._starting = internal, server, None
+        await registry_server.start()
+        self._internal, self._server, self._registry_server = internal, server, registry_server
+        self._starting = self._starting_public = self._starting_registry = None
         await self._sync.__aenter__()
         await self.revocations.__aenter__()
         await self.partitions.start()
         self._census_flusher.start()
-        for name in ["", *self._service_names]:
+        for name in ["", *self._service_names, *self._registry_service_names]:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("node %s listening on %s (internal %s)", cfg.node_id, cfg.listen, node_address)
+        log.info(
+            "node %s listening on %s (registry %s, internal %s)",
+            cfg.node_id,
+            cfg.listen,
+            cfg.registry_address,
+            node_address,
+        )
 
     async def _known_hospital(self, hospital_id: str) -> bool:
         """Whether a hospital id is one of the platform's (a credential was ever issued)."""
@@ -361,6 +404,8 @@ class CloudNode:
         if self.gateway is not None:
             await self.gateway.shutdown(grace)
         await server.stop(grace)
+        if self._registry_server is not None:
+            await self._registry_server.stop(grace)
         if self._internal is not None:
             await self._internal.stop(grace)
         if self.revocations is not None:
@@ -390,10 +435,18 @@ class CloudNode:
 
     async def _abandon(self) -> None:
         # A failed start must not leave a bound port or an open engine behind.
-        for srv in (self._server, self._internal, self._starting):
+        for srv in (
+            self._server,
+            self._registry_server,
+            self._internal,
+            self._starting,
+            self._starting_public,
+            self._starting_registry,
+        ):
             if srv is not None:
                 await srv.stop(0)
-        self._server = self._internal = self._starting = None
+        self._server = self._registry_server = self._internal = self._starting = None
+        self._starting_public = self._starting_registry = None
         if self.revocations is not None:
             await self.revocations.shutdown()
         if self._sync is not None:

@@ -15,6 +15,9 @@
 * the dialer that holds the tunnels to the cloud (optional: tests may serve the registrar
   another way).
 
+Without a profile (``hplus edge run`` without ``--profile``) the edge serves only the
+admin service through its tunnels: no HIS, no stores.
+
 Use ``async with EdgeApp(config) as app:`` (runs until the block ends), or ``await
 app.run()`` and ``await app.shutdown()`` from another task. Shutdown drains the tunnels
 first (no new calls), then stops the queue (running attempts get a grace period and go
@@ -83,10 +86,13 @@ def _wall_clock() -> datetime.datetime:
 class EdgeConfig:
     """What one edge process runs."""
 
-    profile: Profile
-    """The hospital's validated profile (HIS, rules, queue settings)."""
-    data_dir: Path
-    """Directory of the edge's local stores (created if missing)."""
+    profile: Profile | None
+    """The hospital's validated profile (HIS, rules, queue settings); ``None`` serves only
+    the admin service (no HIS, no stores)."""
+    data_dir: Path | None = None
+    """Directory of the edge's local stores (created if missing); required with a profile."""
+    hospital_id: str = ""
+    """The hospital served; default: the profile's (required without one)."""
     dialer: DialerConfig | None = None
     """Where to dial out; ``None`` serves no tunnel (the registrar is still built)."""
     edge_id: str = ""
@@ -106,9 +112,22 @@ class EdgeConfig:
     """How the directory mirror is refreshed and the change feed paged."""
 
     def __post_init__(self) -> None:
-        if self.dialer is not None and self.dialer.hospital_id != self.profile.hospital_id:
+        if self.profile is not None:
+            if self.hospital_id and self.hospital_id != self.profile.hospital_id:
+                raise ValueError(
+                    f"hospital: the profile configures {self.profile.hospital_id!r}, "
+                    f"not {self.hospital_id!r}"
+                )
+            object.__setattr__(self, "hospital_id", self.profile.hospital_id)
+            if self.data_dir is None:
+                raise ValueError("data_dir: required with a profile (the ledger lives there)")
+        elif not self.hospital_id:
+            raise ValueError("hospital_id: required without a profile")
+        elif self.reset_stores:
+            raise ValueError("reset_stores: an edge without a profile keeps no stores")
+        if self.dialer is not None and self.dialer.hospital_id != self.hospital_id:
             raise ValueError(
-                f"hospital: the profile configures {self.profile.hospital_id!r}, "
+                f"hospital: the edge serves {self.hospital_id!r}, "
                 f"the dialer dials as {self.dialer.hospital_id!r}"
             )
         if not self.resolve_interval_seconds > 0:
@@ -123,24 +142,19 @@ class EdgeConfig:
         )
 
 
-class EdgeApp:
-    """One hospital's front-end server (see the module docstring).
+class _Hospital:
+    """The parts an edge builds from its profile.
 
-    Args:
-        config: what to run.
+    The HIS adapter, the stores, the queue, the resolver, the directory mirror, and the
+    hospital servicers registered on ``server``.
     """
 
-    def __init__(self, config: EdgeConfig) -> None:
-        self.config = config
-        self.edge_id = (
-            config.edge_id
-            or (config.dialer.edge_id if config.dialer is not None else "")
-            or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
-        )
-        profile = config.profile
+    def __init__(
+        self, config: EdgeConfig, profile: Profile, data_dir: Path, server: TunnelServer
+    ) -> None:
         # Nothing touches the data directory before start() has checked it.
         self.data = DataDir(
-            config.data_dir,
+            data_dir,
             hospital_id=profile.hospital_id,
             stores=[StoreSlot(LEDGER_STORE, "ledger.db"), StoreSlot(TASK_STORE, "tasks.db")],
         )
@@ -156,13 +170,12 @@ class EdgeApp:
         self.resolver = Resolver(
             self.ledger, self.writes.probe, interval_seconds=config.resolve_interval_seconds
         )
-        self.server = TunnelServer()
         # Real-time calls are paced by his.limits, and so are the mirror's reads; the queue
         # paces its own drain.
         his = paced(self.adapter, profile.his.limits)
         directory = config.directory
         self.mirror = DirectoryMirror(
-            config.data_dir / "directory.db",
+            data_dir / "directory.db",
             history_seconds=directory.history_seconds,
             tombstone_seconds=directory.tombstone_seconds,
             max_entities=directory.max_entities,
@@ -182,24 +195,155 @@ class EdgeApp:
             clock=config.clock,
             directory=self.refresher,
         )
-        register_hospital_services(self.server, self.hospital)
+        self.profile = profile
+        self._reset = config.reset_stores
+        register_hospital_services(server, self.hospital)
+
+    async def open(self, stack: contextlib.AsyncExitStack) -> None:
+        """Checks the data directory and opens the stores; ``stack`` closes them in reverse.
+
+        The adapter closes last and the identity record notes the clean stop after every
+        store has closed.
+        """
+        stack.push_async_callback(self.adapter.aclose)
+        await asyncio.to_thread(self.data.open, reset=self._reset)
+        stack.push_async_callback(self._record_clean_stop)
+        stack.push_async_callback(self.mirror.aclose)
+        stack.push_async_callback(self.ledger.aclose)
+        stack.push_async_callback(self.queue.aclose)
+        recovered = await self.ledger.start()
+        if recovered:
+            log.warning("%d write(s) were in flight at the last stop: now UNKNOWN", recovered)
+        await self.queue.start()
+        await self.mirror.open()
+
+    async def _record_clean_stop(self) -> None:
+        damaged = [name for name, damage in self.damage().items() if damage]
+        await asyncio.to_thread(self.data.record_clean_stop, damaged=damaged)
+
+    def start_tasks(self, group: asyncio.TaskGroup) -> None:
+        """Starts the queue, the resolver and (when the feed is offered) the refresher."""
+        group.create_task(self._run_queue(), name="edge-queue")
+        group.create_task(self.resolver.run(), name="edge-resolver")
+        if self.profile.mode("get_changes") is not OperationMode.UNSUPPORTED:
+            group.create_task(self.refresher.run(), name="edge-directory")
+
+    async def _run_queue(self) -> None:
+        try:
+            await self.queue.run()
+        except* TaskStoreDamaged:
+            # Logged where it was found. Only the queue stops: the other services go on,
+            # and GetEdgeInfo reports the store NOT_SERVING.
+            pass
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Stops the queue (running attempts get ``grace_seconds``), resolver, refresher."""
+        await self.queue.shutdown(grace_seconds=grace_seconds)
+        await self.resolver.shutdown()
+        await self.refresher.shutdown()
+
+    def damage(self) -> dict[str, str | None]:
+        """Each store's damage found while running (``None``: healthy)."""
+        return {
+            LEDGER_STORE.name: self.ledger.damage,
+            TASK_STORE.name: self.task_store.damage,
+        }
+
+
+class EdgeApp:
+    """One hospital's front-end server (see the module docstring).
+
+    Args:
+        config: what to run.
+    """
+
+    def __init__(self, config: EdgeConfig) -> None:
+        self.config = config
+        self.edge_id = (
+            config.edge_id
+            or (config.dialer.edge_id if config.dialer is not None else "")
+            or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+        )
+        self.server = TunnelServer()
+        profile = config.profile
+        self._parts: _Hospital | None = None
+        if profile is not None:
+            assert config.data_dir is not None  # EdgeConfig checks it
+            self._parts = _Hospital(config, profile, config.data_dir, self.server)
         admin_pb2_grpc.add_EdgeAdminServiceServicer_to_server(
             EdgeAdminServicer(
-                hospital_id=profile.hospital_id,
+                hospital_id=config.hospital_id,
                 edge_id=self.edge_id,
                 services=lambda: self.server.services,
                 components=self._components,
                 profile=profile,
-                queue_stats=self.queue.stats,
+                queue_stats=self._parts.queue.stats if self._parts is not None else None,
             ),
             self.server,
         )
         self.dialer = Dialer(config.dialer, self.server) if config.dialer is not None else None
         self._started = False
-        self._opened = False
-        self._closed = False
+        self._stack = contextlib.AsyncExitStack()
         self._stopping = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
+
+    # The profile's parts, for callers (and tests) that reach into a running edge.
+
+    @property
+    def _hospital_parts(self) -> _Hospital:
+        if self._parts is None:
+            raise AttributeError("this edge runs without a profile: no HIS, no stores")
+        return self._parts
+
+    @property
+    def data(self) -> DataDir:
+        """The data directory and its identity record."""
+        return self._hospital_parts.data
+
+    @property
+    def adapter(self) -> HisAdapter:
+        """The HIS adapter of the profile's dialect."""
+        return self._hospital_parts.adapter
+
+    @property
+    def ledger(self) -> Ledger:
+        """The idempotency ledger."""
+        return self._hospital_parts.ledger
+
+    @property
+    def task_store(self) -> TaskStore:
+        """The pending-task store."""
+        return self._hospital_parts.task_store
+
+    @property
+    def queue(self) -> TaskQueue:
+        """The pending-task queue."""
+        return self._hospital_parts.queue
+
+    @property
+    def writes(self) -> WriteRunner:
+        """Writes through the ledger."""
+        return self._hospital_parts.writes
+
+    @property
+    def resolver(self) -> Resolver:
+        """The resolver of UNKNOWN writes."""
+        return self._hospital_parts.resolver
+
+    @property
+    def mirror(self) -> DirectoryMirror:
+        """The directory mirror."""
+        return self._hospital_parts.mirror
+
+    @property
+    def refresher(self) -> DirectoryRefresher:
+        """The directory mirror's refresher."""
+        return self._hospital_parts.refresher
+
+    @property
+    def hospital(self) -> Hospital:
+        """The hospital servicers' collaborators."""
+        return self._hospital_parts.hospital
 
     def _components(self) -> list[admin_pb2.Component]:
         """What GetEdgeInfo reports about the parts whose state the edge knows."""
@@ -217,25 +361,19 @@ class EdgeApp:
                     name="tunnel", state=state, detail=f"{up} of {len(self.dialer.slots)} up"
                 )
             )
-        for name, damage in self._damage().items():
+        damage = self._parts.damage() if self._parts is not None else {}
+        for name, found in damage.items():
             components.append(
                 admin_pb2.Component(
                     name=name,
                     state=admin_pb2.COMPONENT_STATE_NOT_SERVING,
-                    detail=f"{damage}: calls that need it fail with DATA_LOSS; stop the edge "
+                    detail=f"{found}: calls that need it fail with DATA_LOSS; stop the edge "
                     "and restore the file",
                 )
-                if damage
+                if found
                 else admin_pb2.Component(name=name, state=admin_pb2.COMPONENT_STATE_SERVING)
             )
         return components
-
-    def _damage(self) -> dict[str, str | None]:
-        """Each store's damage found while running (``None``: healthy)."""
-        return {
-            LEDGER_STORE.name: self.ledger.damage,
-            TASK_STORE.name: self.task_store.damage,
-        }
 
     async def start(self) -> None:
         """Checks the data directory and opens the stores (idempotent).
@@ -249,48 +387,32 @@ class EdgeApp:
         if self._started:
             return
         try:
-            await asyncio.to_thread(self.data.open, reset=self.config.reset_stores)
-            self._opened = True
-            recovered = await self.ledger.start()
-            if recovered:
-                log.warning("%d write(s) were in flight at the last stop: now UNKNOWN", recovered)
-            await self.queue.start()
-            await self.mirror.open()
+            if self._parts is not None:
+                await self._parts.open(self._stack)
         except BaseException:
             await self.aclose()
             raise
         self._started = True
 
     async def run(self) -> None:
-        """Runs the queue, the resolver and the dialer until :meth:`shutdown`.
+        """Runs the queue, the resolver, the refresher and the dialer until :meth:`shutdown`.
 
         The first component that fails tears the others down.
         """
         await self.start()
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._run_queue(), name="edge-queue")
-            group.create_task(self.resolver.run(), name="edge-resolver")
-            if self.config.profile.mode("get_changes") is not OperationMode.UNSUPPORTED:
-                group.create_task(self.refresher.run(), name="edge-directory")
+            if self._parts is not None:
+                self._parts.start_tasks(group)
             if self.dialer is not None:
                 group.create_task(self.dialer.run(), name="edge-dialer")
             group.create_task(self._wait_stop(), name="edge-stop")
-
-    async def _run_queue(self) -> None:
-        try:
-            await self.queue.run()
-        except* TaskStoreDamaged:
-            # Logged where it was found. Only the queue stops: the other services go on,
-            # and GetEdgeInfo reports the store NOT_SERVING.
-            pass
 
     async def _wait_stop(self) -> None:
         await self._stopping.wait()
         if self.dialer is not None:
             await self.dialer.shutdown(self.config.grace_seconds)
-        await self.queue.shutdown(grace_seconds=self.config.grace_seconds)
-        await self.resolver.shutdown()
-        await self.refresher.shutdown()
+        if self._parts is not None:
+            await self._parts.stop(self.config.grace_seconds)
 
     async def shutdown(self) -> None:
         """Drains the tunnels, stops the queue and the resolver, closes the stores."""
@@ -306,22 +428,7 @@ class EdgeApp:
 
         Then notes the clean stop, with each store's entry count, in the identity record.
         """
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await self.queue.aclose()
-        finally:
-            try:
-                await self.ledger.aclose()
-            finally:
-                try:
-                    await self.mirror.aclose()
-                finally:
-                    await self.adapter.aclose()
-        if self._opened:
-            damaged = [name for name, damage in self._damage().items() if damage]
-            await asyncio.to_thread(self.data.record_clean_stop, damaged=damaged)
+        await self._stack.aclose()
 
     async def __aenter__(self) -> EdgeApp:
         await self.start()

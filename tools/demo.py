@@ -60,7 +60,7 @@ HOSPITALS = (
 """The three hospitals, one per dialect."""
 
 _READY = {
-    "node": re.compile(r"internal endpoint: (\S+)"),
+    "node": re.compile(r"registry endpoint: (\S+)"),
     "sim": re.compile(r"ready at (\S+)"),
     "edge": re.compile(r"dialing "),
 }
@@ -252,7 +252,9 @@ class _Demo:
     def demo(self) -> Path:
         return self.var / "demo"
 
-    async def start(self, listen: str, internal_listen: str) -> None:
+    async def start(
+        self, listen: str, internal_listen: str, registry_listen: str | None = None
+    ) -> None:
         """Starts everything and prints where to look once every tunnel is up."""
         var, demo = self.var, self.demo
         profiles = demo / "profiles"
@@ -262,6 +264,7 @@ class _Demo:
             "--data-dir", str(var),
             "--listen", listen,
             "--internal-listen", internal_listen,
+            *(("--registry-listen", registry_listen) if registry_listen else ()),
             "--node-id", "demo",
         )  # fmt: skip
         for h in HOSPITALS:
@@ -271,10 +274,13 @@ class _Demo:
                 db_file.unlink(missing_ok=True)
                 argv += ["--db-url", f"sqlite+aiosqlite:///{db_file}"]
             await self.sims[h.hospital_id].start(*argv)
-        internal = (await self.node.wait_ready()).group(1)
-        public = re.search(r"hplus cloud node \S+ listening on (\S+)", "".join(self.node.lines))
-        if public is None:
+        registry = (await self.node.wait_ready()).group(1)
+        printed = "".join(self.node.lines)
+        public = re.search(r"hplus cloud node \S+ listening on (\S+)", printed)
+        internal_match = re.search(r"internal endpoint: (\S+)", printed)
+        if public is None or internal_match is None:
             raise RuntimeError(f"the cloud node printed no address; see {self.node.log}")
+        internal = internal_match.group(1)
         gateway = public.group(1).replace("127.0.0.1", "localhost")  # the dev cert's name
         urls = {}
         for h in HOSPITALS:
@@ -307,7 +313,10 @@ class _Demo:
             "cloud", "apps", "issue", f"demo-{time.strftime('%Y%m%d-%H%M%S')}",
             "--channel", "web", "--out", str(key), "--data-dir", str(var),
         )  # fmt: skip
-        print(f"cloud node: public {public.group(1)}, internal {internal}, state in {var}")
+        print(
+            f"cloud node: public {public.group(1)}, registry {registry}, internal {internal}, "
+            f"state in {var}"
+        )
         print(f"logs: {demo / 'logs'}; generated profiles: {profiles}")
         print("three hospitals are connected. Try:")
         for line in _examples(var, internal, "<a slotId from DirectoryService/ListSlots>"):
@@ -327,7 +336,9 @@ class _Demo:
         await self.node.stop()
 
 
-async def _serve(var: Path, listen: str, internal_listen: str) -> int:
+async def _serve(
+    var: Path, listen: str, internal_listen: str, registry_listen: str | None = None
+) -> int:
     logs = var / "demo" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     stop = asyncio.Event()
@@ -340,7 +351,9 @@ async def _serve(var: Path, listen: str, internal_listen: str) -> int:
         sims={h.hospital_id: Child(f"his-{h.hospital_id}", "sim", logs) for h in HOSPITALS},
         edges={h.hospital_id: Child(f"edge-{h.hospital_id}", "edge", logs) for h in HOSPITALS},
     )
-    startup = asyncio.create_task(demo.start(listen, internal_listen), name="demo-start")
+    startup = asyncio.create_task(
+        demo.start(listen, internal_listen, registry_listen), name="demo-start"
+    )
     stopped = asyncio.create_task(stop.wait(), name="demo-stop")
     code = 0
     try:
@@ -380,10 +393,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--internal-listen", default="127.0.0.1:50061", help="node internal address"
     )
+    parser.add_argument(
+        "--registry-listen", help="node registry address (default: the public host, next port)"
+    )
     args = parser.parse_args(argv)
     var: Path = args.var.resolve()
     var.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(_serve(var, args.listen, args.internal_listen))
+    return asyncio.run(_serve(var, args.listen, args.internal_listen, args.registry_listen))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,15 @@ RESOURCE_EXHAUSTED for an app's rate limit); `CALLER` holds it for the rest of t
 
 from __future__ import annotations
 
-from cloud.accounts._apps import APP_KEY_PREFIX, App, AppError, AppStore, Channel, IssuedApp
+from cloud.accounts._apps import (
+    APP_KEY_PREFIX,
+    App,
+    AppError,
+    AppStore,
+    Channel,
+    IssuedApp,
+    migrate_apps,
+)
 from cloud.accounts._auth import APP_KEY_HEADER, CALLER, Authenticator, Caller, client_address
 from cloud.accounts._codes import CODES_FILE, CodeSender, LogCodeSender, SentCode
 from cloud.accounts._errors import RateLimited
@@ -68,4 +76,5 @@ __all__ = [
     "client_address",
     "mask_id_number",
     "mask_phone",
+    "migrate_apps",
 ]

@@ -1,9 +1,13 @@
 """Holds the edge's tunnels to the cloud: one supervisor per connection slot.
 
-Each slot dials a gateway, runs one `EdgeTunnel` until it ends, then decides: after a
-go-away (the node drains for a deploy) it reconnects at once to the next gateway; after a
-failure it waits a full-jitter backoff and tries the next gateway. With more than one
-gateway the edge holds two tunnels, starting on different nodes.
+Each slot dials a gateway, runs one `EdgeTunnel` until it ends, waits, and dials the next
+gateway. It always waits a full-jitter backoff, after a go-away too: a tunnel that stayed up
+for ``stable_after`` resets the backoff (so a deploy's drain costs at most
+``backoff_initial``), while one drained soon after it came up counts as a failure (a gateway
+that welcomes and drains at once cannot make the edge redial in a loop). A draining node's
+``go_away.reconnect_after`` is honoured too, counted from the go-away and capped at
+``reconnect_after_max``. With more than one gateway the edge holds two tunnels, starting on
+different nodes.
 """
 
 from __future__ import annotations
@@ -64,6 +68,9 @@ class DialerConfig:
     """Seconds (jittered down to half) before retrying after the cloud refused or revoked
     the credential (UNAUTHENTICATED, PERMISSION_DENIED): it will not start working by
     itself, so the edge must not hammer the cloud; install a new credential and restart."""
+    reconnect_after_max: float = 600.0
+    """Longest wait a gateway's go-away may ask for (``reconnect_after``), so a broken or
+    hostile gateway cannot park the edge for longer than ten minutes."""
     keepalive_time: float = 20.0
     """Seconds between gRPC (HTTP/2) keepalive pings on an idle connection."""
     keepalive_timeout: float = 10.0
@@ -84,6 +91,8 @@ class DialerConfig:
             raise ValueError("connections must be >= 1")
         if self.credential_backoff <= 0:
             raise ValueError("credential_backoff must be > 0")
+        if self.reconnect_after_max < 0:
+            raise ValueError("reconnect_after_max must be >= 0")
 
     @property
     def slots(self) -> int:
@@ -144,8 +153,9 @@ class Dialer:
             ("grpc.http2.max_pings_without_data", 0),
             # Our own backoff decides when to redial; gRPC's must not add to it.
             ("grpc.initial_reconnect_backoff_ms", 1000),
-            ("grpc.max_send_message_length", 8 * 1024 * 1024),
-            ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+            # The channel carries only the tunnel: its limit, not gRPC's 4 MiB default.
+            ("grpc.max_send_message_length", cfg.tunnel.max_inbound_outer_message_bytes),
+            ("grpc.max_receive_message_length", cfg.tunnel.max_inbound_outer_message_bytes),
         ]
         if not cfg.tls:
             return grpc.aio.insecure_channel(target, options=options)
@@ -222,26 +232,37 @@ class Dialer:
             if self._stop.is_set():
                 break
             gw = (gw + 1) % len(cfg.gateways)
-            if drained:
-                state.retry_in = 0.0
-                log.info("tunnel %d drained by %s: reconnecting elsewhere", index, target)
-                continue
-            state.failures += 1
             connected_for = time.monotonic() - up_since[0] if up_since else None
-            delay = backoff.next_delay(connected_for)
-            if code in _CREDENTIAL_REFUSED:
-                delay = max(delay, cfg.credential_backoff * self._rng.uniform(0.5, 1.0))
-                log.error(
-                    "tunnel %d: the cloud refused this edge's credential (%s): retrying in "
-                    "%.0fs; ask the cloud operators for a new credential",
-                    index,
-                    state.last_error,
-                    delay,
+            # Every end backs off, a drain too: only a tunnel that stayed up resets it.
+            delay = max(backoff.next_delay(connected_for), self._reconnect_hint(tunnel.session))
+            if drained:
+                log.info(
+                    "tunnel %d drained by %s: reconnecting elsewhere in %.1fs", index, target, delay
                 )
+            else:
+                state.failures += 1
+                if code in _CREDENTIAL_REFUSED:
+                    delay = max(delay, cfg.credential_backoff * self._rng.uniform(0.5, 1.0))
+                    log.error(
+                        "tunnel %d: the cloud refused this edge's credential (%s): retrying in "
+                        "%.0fs; ask the cloud operators for a new credential",
+                        index,
+                        state.last_error,
+                        delay,
+                    )
+                log.info("tunnel %d: retrying in %.1fs (%s)", index, delay, state.last_error)
             state.retry_in = delay
-            log.info("tunnel %d: retrying in %.1fs (%s)", index, delay, state.last_error)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=delay)
+
+    def _reconnect_hint(self, session: Session) -> float:
+        """Seconds left of the gateway's ``go_away.reconnect_after`` (capped), or 0."""
+        go_away = session.peer_go_away
+        if go_away is None or not go_away.HasField("reconnect_after"):
+            return 0.0
+        asked = min(go_away.reconnect_after.ToNanoseconds() / 1e9, self.config.reconnect_after_max)
+        since = time.monotonic() - (session.peer_go_away_at or time.monotonic())
+        return max(asked - since, 0.0)
 
     async def run(self) -> None:
         """Hold the tunnels until `shutdown`."""

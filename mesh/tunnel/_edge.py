@@ -9,12 +9,12 @@ from types import TracebackType
 import google.rpc.status_pb2 as status_pb2
 import grpc
 
-from hplus.tunnel.v1 import tunnel_pb2, tunnel_pb2_grpc
+from hplus.tunnel.v1 import tunnel_pb2
 from mesh.tunnel._config import TunnelConfig
 from mesh.tunnel._errors import TunnelRefused
 from mesh.tunnel._server import TunnelServer
 from mesh.tunnel._session import Role, Session
-from mesh.tunnel._transport import EdgeGrpcTransport
+from mesh.tunnel._transport import EdgeGrpcTransport, connect_raw
 
 __all__ = ["EdgeIdentity", "EdgeTunnel"]
 
@@ -88,11 +88,9 @@ class EdgeTunnel:
         )
         self._task: asyncio.Task[status_pb2.Status] | None = None
 
-    def _open_call(
-        self,
-    ) -> grpc.aio.StreamStreamCall[tunnel_pb2.ConnectRequest, tunnel_pb2.ConnectResponse]:
-        stub = tunnel_pb2_grpc.TunnelServiceStub(self._channel)
-        return stub.Connect(metadata=(("authorization", f"Bearer {self._credential}"),))
+    def _open_call(self) -> grpc.aio.StreamStreamCall[tunnel_pb2.ConnectRequest, object]:
+        # Raw responses: the transport decodes them, so garbage is a protocol violation.
+        return connect_raw(self._channel, (("authorization", f"Bearer {self._credential}"),))
 
     async def run(self) -> status_pb2.Status:
         """Runs the tunnel until it ends.

@@ -5,7 +5,14 @@ from __future__ import annotations
 import google.rpc.status_pb2 as status_pb2
 import grpc
 
-__all__ = ["ProtocolViolation", "TunnelClosed", "TunnelRefused", "make_status"]
+__all__ = [
+    "EndSession",
+    "LimitExceeded",
+    "ProtocolViolation",
+    "TunnelClosed",
+    "TunnelRefused",
+    "make_status",
+]
 
 
 def make_status(code: grpc.StatusCode, message: str = "") -> status_pb2.Status:
@@ -35,3 +42,15 @@ class TunnelRefused(TunnelClosed):
 
 class ProtocolViolation(Exception):
     """The peer broke the tunnel protocol; the whole tunnel ends with INVALID_ARGUMENT."""
+
+
+class LimitExceeded(Exception):
+    """The peer exceeded a tunnel-wide bound; the whole tunnel ends with RESOURCE_EXHAUSTED."""
+
+
+class EndSession(Exception):
+    """Internal: the session must end with ``status`` (no protocol violation involved)."""
+
+    def __init__(self, status: status_pb2.Status) -> None:
+        super().__init__(status.message)
+        self.status = status

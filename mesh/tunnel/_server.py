@@ -20,7 +20,6 @@ from mesh.tunnel._hooks import CallHook, CallInfo, HookRejection
 from mesh.tunnel._metadata import (
     MetadataPairs,
     entries_from_pairs,
-    pairs_from_entries,
     status_from_trailers,
 )
 from mesh.tunnel._session import Session
@@ -140,8 +139,8 @@ class TunnelServer(grpc.aio.Server):
 
     async def _serve(self, stream: ServerStream) -> None:
         loop = asyncio.get_running_loop()
-        metadata = pairs_from_entries(stream.open.metadata)
-        trace = stream.open.trace if stream.open.HasField("trace") else None
+        metadata = list(stream.metadata)
+        trace = stream.trace
         if (
             trace is not None
             and trace.traceparent

@@ -1,10 +1,15 @@
 """The session engine: one outer stream, many inner calls (see ``tunnel.proto``).
 
-A `Session` runs the handshake, then three owned tasks: the reader (applies every inbound
-frame synchronously, so frame order is kept), the writer (sends everything queued since its
-last send as one outer message: coalescing comes for free whenever frames queue up) and the
-liveness timer (pings and the three-interval silence bound). Inner calls are `CallerStream`
-and `ServerStream` objects; the channel and server adapters build gRPC semantics on them.
+A `Session` runs the handshake, then three owned tasks: the reader (applies inbound frames
+in order, yielding to the event loop every few dozen frames so one tunnel cannot stall the
+others), the writer (`Outbound`: sends everything queued since its last send as one outer
+message) and the liveness timer (pings, the three-interval silence bound and the bound on an
+outer message the peer does not take). Inner calls are `CallerStream` and `ServerStream`
+objects; the channel and server adapters build gRPC semantics on them.
+
+Every resource the peer can make a session hold is bounded (see `TunnelConfig`); exceeding a
+bound ends the stream or the tunnel with the status the specification names, and logs one
+line per kind of offence and tunnel.
 """
 
 from __future__ import annotations
@@ -12,22 +17,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import inspect
 import itertools
 import logging
+import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 import google.rpc.status_pb2 as status_pb2
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf.message import Message
 
 from hplus.tunnel.v1 import tunnel_pb2
-from mesh.tunnel._config import TunnelConfig
-from mesh.tunnel._errors import ProtocolViolation, TunnelClosed, make_status
+from mesh.tunnel._budget import PeerBudget
+from mesh.tunnel._config import (
+    DEFAULT_PEER_MAX_CONCURRENT_STREAMS,
+    FRAME_OVERHEAD,
+    TunnelConfig,
+)
+from mesh.tunnel._errors import (
+    EndSession,
+    LimitExceeded,
+    ProtocolViolation,
+    TunnelClosed,
+    make_status,
+)
+from mesh.tunnel._handshake import (
+    HelloCheck,
+    Refused,
+    cloud_handshake,
+    detached,
+    edge_handshake,
+    send_quietly,
+)
+from mesh.tunnel._limits import clip, metadata_size
 from mesh.tunnel._metadata import DETAILS_KEY, pairs_from_entries
-from mesh.tunnel._stream import CallerStream, Final, ServerStream
+from mesh.tunnel._outbound import Outbound
+from mesh.tunnel._stream import CallerStream, Final, ServerStream, _Stream
 from mesh.tunnel._transport import Transport, TransportError
 
 __all__ = ["Role", "Session"]
@@ -36,7 +63,11 @@ _log = logging.getLogger("mesh.tunnel")
 
 _OK = grpc.StatusCode.OK.value[0]
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
+_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
+_M = TypeVar("_M", bound=Message)
 _STREAM0_KINDS = frozenset({"hello", "welcome", "ping", "pong", "go_away"})
+_YIELD_EVERY = 64
+"""Frames applied between two yields to the event loop (an outer message may carry many)."""
 _session_ids = itertools.count(1)
 
 
@@ -45,14 +76,6 @@ class Role(enum.Enum):
 
     EDGE = "edge"
     CLOUD = "cloud"
-
-
-class _End(Exception):
-    """Internal: the session must end with ``status``."""
-
-    def __init__(self, status: status_pb2.Status) -> None:
-        super().__init__(status.message)
-        self.status = status
 
 
 def _timestamp_now() -> timestamp_pb2.Timestamp:
@@ -64,15 +87,6 @@ def _timestamp_now() -> timestamp_pb2.Timestamp:
 def _seen(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()
-
-
-def _frame_cost(frame: tunnel_pb2.Frame) -> int:
-    kind = frame.WhichOneof("kind")
-    if kind == "message":
-        return len(frame.message.data) + 16
-    if kind in ("open", "close", "headers"):
-        return frame.ByteSize()
-    return 16
 
 
 class Session:
@@ -102,10 +116,7 @@ class Session:
         role: Role,
         config: TunnelConfig | None = None,
         hello: tunnel_pb2.Hello | None = None,
-        accept_hello: Callable[
-            [tunnel_pb2.Hello], Awaitable[status_pb2.Status | None] | status_pb2.Status | None
-        ]
-        | None = None,
+        accept_hello: HelloCheck | None = None,
         on_open: Callable[[ServerStream], None] | None = None,
         welcome: tunnel_pb2.Welcome | None = None,
     ) -> None:
@@ -120,9 +131,14 @@ class Session:
         self.revision = 0
         self.peer_window = 0
         self.peer_max_message = 0
+        self.peer_max_streams = DEFAULT_PEER_MAX_CONCURRENT_STREAMS
+        """Streams this side may have open toward the peer at once (its announced limit)."""
         self.rtt: float | None = None
         """Last measured ping round-trip time in seconds."""
         self.peer_go_away: tunnel_pb2.GoAway | None = None
+        self.peer_go_away_at: float | None = None
+        """``time.monotonic()`` when the peer's go-away arrived (``reconnect_after`` counts
+        from it)."""
         self.drain_requested = asyncio.Event()
         """Set when the peer sent ``go_away`` (the edge should connect a fresh tunnel)."""
         self.ready = asyncio.Event()
@@ -132,13 +148,23 @@ class Session:
         self.status: status_pb2.Status | None = None
         """Final status of the tunnel, once it has ended."""
         self.calls_started = 0
+        self.opens_sent = 0
+        """Streams this side really opened (calls beyond the peer's limit wait, and some end
+        before they were opened)."""
         self.created = time.time()
         """Wall-clock time the session object was created (connected-since)."""
         self._streams: dict[int, CallerStream | ServerStream] = {}
         self._next_id = 1
         self._last_peer_id = 0
-        self._out: list[tunnel_pb2.Frame] = []
-        self._out_event = asyncio.Event()
+        self.outbound = Outbound(transport, self.config)
+        """The bounded queue of frames for the peer (see `Outbound`)."""
+        # Cloud side: streams opened and not ended, and opens held back by the peer's limit.
+        self._opened = 0
+        self._opened_upto = 0
+        self._waiting_opens: dict[int, CallerStream] = {}
+        self.budget = PeerBudget(self.config, self.outbound)
+        """What the peer makes this tunnel hold (see `PeerBudget`)."""
+        self._logged: set[str] = set()
         self._closing = False
         self._draining = False
         self._idle = asyncio.Event()
@@ -198,7 +224,7 @@ class Session:
             try:
                 leftover = await asyncio.wait_for(handshake, timeout=self.config.handshake_timeout)
             except TimeoutError:
-                raise _End(
+                raise EndSession(
                     make_status(grpc.StatusCode.DEADLINE_EXCEEDED, "handshake timed out")
                 ) from None
             self.ready.set()
@@ -210,18 +236,18 @@ class Session:
             for loop_task in (writer, reader, liveness):
                 loop_task.add_done_callback(self._loop_task_done)
             status = await self._ended
-        except _End as end:
+        except EndSession as end:
             status = end.status
         except TransportError as err:
             status = make_status(err.code, err.details)
         except ProtocolViolation as err:
             status = self._violation_status(str(err))
-            await self._send_quietly([self._go_away(status)])
+            await send_quietly(self.transport, [self._go_away(status)])
         except asyncio.CancelledError:
             # The owner cancelled us (e.g. grpc cancels the Connect handler when the edge's
             # stream breaks): still fail every call and stop every task before leaving.
             status = make_status(grpc.StatusCode.UNAVAILABLE, "tunnel lost")
-            self._closing = True
+            self._mark_closing()
             self.status = status
             self._teardown(status)
             for task in (reader, liveness, writer):
@@ -233,7 +259,7 @@ class Session:
             await self._reap_tasks()
             raise
         finally:
-            self._closing = True
+            self._mark_closing()
             # Not the reader: cancelling a task inside grpc.aio's ``call.read()`` cancels the
             # whole outer call, which would drop the frames the writer still has to flush.
             if liveness is not None:
@@ -241,7 +267,7 @@ class Session:
         self.status = status
         self._teardown(status)
         if writer is not None:
-            self._out_event.set()
+            self.outbound.wake_all()
             await self._settle(writer, 5.0 if status.code == _OK else 2.0)
         await self.transport.close()
         if reader is not None:
@@ -283,7 +309,12 @@ class Session:
         if not self._draining:
             self._draining = True
             last = self._last_peer_id if self.role is Role.EDGE else 0
-            self.enqueue(self._go_away(make_status(grpc.StatusCode.UNAVAILABLE, "draining"), last))
+            frame = self._go_away(make_status(grpc.StatusCode.UNAVAILABLE, "draining"), last)
+            if self.role is Role.CLOUD:
+                # A random share of the spread window: a node's edges come back spread out.
+                wait = random.uniform(0.0, self.config.drain_reconnect_spread)
+                frame.go_away.reconnect_after.FromNanoseconds(int(wait * 1e9))
+            self.enqueue(frame)
         wait = self.config.drain_grace if grace is None else grace
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout=wait)
@@ -301,7 +332,12 @@ class Session:
         if self._ended is not None and not self._ended.done():
             self._ended.set_result(status)
         elif self._ended is None:
-            self._closing = True
+            self._mark_closing()
+
+    def _mark_closing(self) -> None:
+        self._closing = True
+        self.outbound.closing = True
+        self.outbound.wake_all()
 
     def _teardown(self, status: status_pb2.Status) -> None:
         reason = f"tunnel closed: {status.message}" if status.message else "tunnel closed"
@@ -338,8 +374,19 @@ class Session:
             _log.error("%s: task %s failed", self.name, task.get_name(), exc_info=task.exception())
 
     def forget(self, stream_id: int) -> None:
-        """Drops an ended stream from the table."""
-        if self._streams.pop(stream_id, None) is not None and not self._streams:
+        """Drops an ended stream from the table and releases what it held."""
+        stream = self._streams.pop(stream_id, None)
+        if stream is None:
+            return
+        self.budget.stream_ended(stream)
+        if isinstance(stream, CallerStream):
+            if stream.waiting_open is not None:
+                self._waiting_opens.pop(stream_id, None)
+            else:
+                self._opened -= 1
+                if self._waiting_opens and not self._closing:
+                    self._open_waiting()
+        if not self._streams:
             self._check_quiet()
 
     def _check_quiet(self) -> None:
@@ -354,84 +401,22 @@ class Session:
 
     async def _handshake(self) -> list[tunnel_pb2.Frame]:
         if self.role is Role.EDGE:
-            return await self._edge_handshake()
-        return await self._cloud_handshake()
-
-    async def _edge_handshake(self) -> list[tunnel_pb2.Frame]:
-        hello = self.hello
-        config = self.config
-        del hello.revisions[:]
-        hello.revisions.extend(config.revisions)
-        hello.initial_window_bytes = config.initial_window_bytes
-        hello.max_message_bytes = config.max_message_bytes
-        if not hello.capabilities:
-            hello.capabilities.extend(config.capabilities)
-        await self.transport.send([tunnel_pb2.Frame(stream_id=0, hello=hello)])
-        frames = await self.transport.recv()
-        if frames is None:
-            raise _End(make_status(grpc.StatusCode.UNAVAILABLE, "cloud closed the handshake"))
-        if not frames:
-            raise ProtocolViolation("empty outer message")
-        first = frames[0]
-        kind = first.WhichOneof("kind")
-        if first.stream_id != 0 or kind not in ("welcome", "go_away"):
-            raise ProtocolViolation(f"expected welcome, got {kind or 'an empty frame'}")
-        if kind == "go_away":
-            status = status_pb2.Status()
-            status.CopyFrom(first.go_away.status)
-            if status.code == _OK:
-                status.code = _UNAVAILABLE
-            raise _End(status)
-        welcome = first.welcome
-        if welcome.revision not in config.revisions:
-            raise ProtocolViolation(f"welcome picked revision {welcome.revision}")
-        if welcome.initial_window_bytes < 1 or welcome.max_message_bytes < 1:
-            raise ProtocolViolation("welcome needs initial_window_bytes and max_message_bytes")
-        self.welcome = welcome
-        self._set_peer(welcome.revision, welcome.initial_window_bytes, welcome.max_message_bytes)
-        return list(frames[1:])
-
-    async def _cloud_handshake(self) -> list[tunnel_pb2.Frame]:
-        frames = await self.transport.recv()
-        if frames is None:
-            raise _End(make_status(grpc.StatusCode.UNAVAILABLE, "edge closed before hello"))
-        if not frames:
-            raise ProtocolViolation("empty outer message")
-        first = frames[0]
-        kind = first.WhichOneof("kind")
-        if first.stream_id != 0 or kind != "hello":
-            raise ProtocolViolation(f"expected hello, got {kind or 'an empty frame'}")
-        hello = first.hello
-        common = set(hello.revisions) & set(self.config.revisions)
-        if not common:
-            status = make_status(grpc.StatusCode.UNAVAILABLE, "unsupported revision")
-            await self._send_quietly([self._go_away(status)])
-            raise _End(status)
-        if hello.initial_window_bytes < 1 or hello.max_message_bytes < 1:
-            raise ProtocolViolation("hello needs initial_window_bytes and max_message_bytes")
-        refusal = self._accept_hello(hello) if self._accept_hello is not None else None
-        if inspect.isawaitable(refusal):
-            refusal = await refusal
-        if refusal is not None:
-            await self._send_quietly([self._go_away(refusal)])
-            raise _End(refusal)
-        self.hello = hello
-        welcome = self.welcome
-        welcome.revision = max(common)
-        welcome.initial_window_bytes = self.config.initial_window_bytes
-        welcome.max_message_bytes = self.config.max_message_bytes
-        welcome.ping_interval.FromNanoseconds(int(self.config.ping_interval * 1e9))
-        offered = set(self.config.capabilities)
-        del welcome.capabilities[:]
-        welcome.capabilities.extend(c for c in hello.capabilities if c in offered)
-        self._set_peer(welcome.revision, hello.initial_window_bytes, hello.max_message_bytes)
-        await self.transport.send([tunnel_pb2.Frame(stream_id=0, welcome=welcome)])
-        return list(frames[1:])
-
-    def _set_peer(self, revision: int, window: int, max_message: int) -> None:
-        self.revision = revision
-        self.peer_window = window
-        self.peer_max_message = max_message
+            try:
+                agreed = await edge_handshake(self.transport, self.config, self.hello)
+            except Refused as refused:
+                self.peer_go_away = refused.go_away
+                self.peer_go_away_at = time.monotonic()
+                raise
+        else:
+            agreed = await cloud_handshake(
+                self.transport, self.config, self.welcome, self._accept_hello, self.name
+            )
+        self.hello, self.welcome = agreed.hello, agreed.welcome
+        self.revision = self.outbound.revision = agreed.revision
+        self.peer_window = agreed.peer_window
+        self.peer_max_message = agreed.peer_max_message
+        self.peer_max_streams = agreed.peer_max_streams
+        return agreed.leftover
 
     @property
     def ping_interval(self) -> float:
@@ -444,51 +429,26 @@ class Session:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def enqueue(self, frame: tunnel_pb2.Frame) -> None:
-        """Queues a frame; the writer sends everything queued as one outer message."""
-        if self._closing and frame.WhichOneof("kind") != "go_away":
-            return
-        self._out.append(frame)
-        if not self._out_event.is_set():
-            self._out_event.set()
+    def enqueue(
+        self, frame: tunnel_pb2.Frame, cost: int = FRAME_OVERHEAD, *, control: bool = False
+    ) -> None:
+        """Queues a frame; the writer sends everything queued as one outer message.
+
+        Args:
+            frame: The frame.
+            cost: Its size in the outbound bound (see `Outbound.put`).
+            control: It answers a control frame of the peer (a pong, a refusal).
+        """
+        self.outbound.put(frame, cost, control)
 
     async def _write_loop(self) -> None:
-        transport = self.transport
-        limit = self.config.max_outer_message_bytes
         try:
-            while True:
-                if not self._out:
-                    if self._closing:
-                        return
-                    self._out_event.clear()
-                    await self._out_event.wait()
-                    continue
-                batch, self._out = self._out, []
-                if self.revision < 2:
-                    for frame in batch:
-                        await transport.send([frame])
-                    continue
-                if len(batch) == 1:
-                    await transport.send(batch)
-                    continue
-                start = 0
-                size = 0
-                for index, frame in enumerate(batch):
-                    cost = _frame_cost(frame)
-                    if size and size + cost > limit:
-                        await transport.send(batch[start:index])
-                        start, size = index, 0
-                    size += cost
-                await transport.send(batch[start:])
+            await self.outbound.run()
         except TransportError as err:
             self._finish(make_status(err.code, err.details))
         except Exception:
             _log.exception("%s: writer failed", self.name)
             self._finish(make_status(grpc.StatusCode.INTERNAL, "tunnel writer failed"))
-
-    async def _send_quietly(self, frames: Sequence[tunnel_pb2.Frame]) -> None:
-        with contextlib.suppress(TransportError, TimeoutError):
-            await asyncio.wait_for(self.transport.send(frames), timeout=2.0)
 
     def _go_away(self, status: status_pb2.Status, last: int | None = None) -> tunnel_pb2.Frame:
         go_away = tunnel_pb2.GoAway(
@@ -497,18 +457,55 @@ class Session:
         return tunnel_pb2.Frame(stream_id=0, go_away=go_away)
 
     def _violation_status(self, message: str) -> status_pb2.Status:
-        _log.warning("%s: protocol violation: %s", self.name, message)
+        _log.warning(
+            "%s: closing the tunnel with INVALID_ARGUMENT: protocol violation: %s",
+            self.name,
+            message,
+        )
         return make_status(grpc.StatusCode.INVALID_ARGUMENT, f"protocol violation: {message}")
+
+    def _exhausted_status(self, message: str) -> status_pb2.Status:
+        _log.warning("%s: closing the tunnel with RESOURCE_EXHAUSTED: %s", self.name, message)
+        return make_status(_EXHAUSTED, message)
+
+    def _log_once(self, kind: str, message: str, *args: object) -> None:
+        # One line per kind of offence and tunnel: a flood must not become a log flood.
+        if kind not in self._logged:
+            self._logged.add(kind)
+            _log.warning(message, *args)
+
+    def exhaust_stream(self, stream: _Stream, reason: str, kind: str) -> None:
+        """Ends one stream with RESOURCE_EXHAUSTED (the peer made it hold too much).
+
+        Args:
+            stream: The stream.
+            reason: The status message.
+            kind: What was exceeded; the first stream per kind and tunnel is logged.
+        """
+        self._log_once(
+            kind, "%s: ending stream %d with RESOURCE_EXHAUSTED: %s", self.name, stream.id, reason
+        )
+        if isinstance(stream, ServerStream):
+            stream.close(make_status(_EXHAUSTED, reason), [])
+            if stream.task is not None and not stream.task.done():
+                stream.task.cancel()
+        else:
+            assert isinstance(stream, CallerStream)
+            stream.cancel(_EXHAUSTED, reason, reason)
 
     # -- reading ---------------------------------------------------------------------------
 
     async def _read_loop(self, leftover: list[tunnel_pb2.Frame]) -> None:
         assert self._loop is not None
         loop = self._loop
+        outbound = self.outbound
+        control_bound = self.config.max_queued_control_frames
+        on_frame = self._on_frame
         try:
-            for frame in leftover:
-                self._on_frame(frame)
+            await self._apply(leftover)
             while True:
+                if outbound.reader_must_wait:
+                    await outbound.wait_reader_room()  # replies pile up: stop reading
                 frames = await self.transport.recv()
                 if frames is None:
                     if self.peer_go_away is not None or self._draining:
@@ -523,21 +520,56 @@ class Session:
                     continue  # ending: keep reading until the peer's end, apply nothing
                 if not frames:
                     raise ProtocolViolation("empty outer message")
-                for frame in frames:
-                    self._on_frame(frame)
-                    if self._closing:
-                        break
+                if (
+                    len(frames) < _YIELD_EVERY
+                    and outbound.queued_controls + len(frames) < control_bound
+                ):
+                    # The common case: few frames, each may add at most one reply.
+                    for frame in frames:
+                        on_frame(frame)
+                        if self._closing:
+                            break
+                else:
+                    await self._apply(frames)
         except ProtocolViolation as err:
             status = self._violation_status(str(err))
             self.enqueue(self._go_away(status))
             self._finish(status)
-        except _End as end:
+        except LimitExceeded as err:
+            status = self._exhausted_status(str(err))
+            self.enqueue(self._go_away(status))
+            self._finish(status)
+        except EndSession as end:
             self._finish(end.status)
         except TransportError as err:
-            self._finish(make_status(err.code, err.details))
+            if err.code is _EXHAUSTED:  # gRPC's own limit, e.g. an oversized outer message
+                self._finish(self._exhausted_status(err.details))
+            else:
+                self._finish(make_status(err.code, err.details))
         except Exception:
             _log.exception("%s: reader failed", self.name)
             self._finish(make_status(grpc.StatusCode.INTERNAL, "tunnel reader failed"))
+
+    async def _apply(self, frames: Sequence[tunnel_pb2.Frame]) -> None:
+        outbound = self.outbound
+        control_bound = self.config.max_queued_control_frames
+        on_frame = self._on_frame
+        countdown = _YIELD_EVERY
+        for frame in frames:
+            countdown -= 1
+            if not countdown:
+                # A big outer message must not keep the other tunnels from the event loop.
+                countdown = _YIELD_EVERY
+                await asyncio.sleep(0)
+                if self._closing:
+                    return
+            if outbound.queued_controls >= control_bound:
+                await outbound.wait_reader_room()  # unsent pongs: read no further meanwhile
+                if self._closing:
+                    return
+            on_frame(frame)
+            if self._closing:
+                return
 
     def _on_frame(self, frame: tunnel_pb2.Frame) -> None:
         kind = frame.WhichOneof("kind")
@@ -554,11 +586,12 @@ class Session:
             self._on_caller_frame(stream_id, kind, frame)
 
     def _on_tunnel_frame(self, kind: str, frame: tunnel_pb2.Frame) -> None:
+        self.budget.idle_frame(kind)
         if kind == "ping":
             pong = tunnel_pb2.Pong(
                 id=frame.ping.id, ping_sent_at=frame.ping.sent_at, sent_at=_timestamp_now()
             )
-            self.enqueue(tunnel_pb2.Frame(stream_id=0, pong=pong))
+            self.enqueue(tunnel_pb2.Frame(stream_id=0, pong=pong), control=True)
         elif kind == "pong":
             sent = self._pings.pop(frame.pong.id, None)
             if sent is not None and self._loop is not None:
@@ -570,12 +603,12 @@ class Session:
 
     def _on_go_away(self, go_away: tunnel_pb2.GoAway) -> None:
         code = go_away.status.code
+        message = clip(go_away.status.message, self.config.max_text_bytes)
         if code not in (_OK, _UNAVAILABLE):
-            status = status_pb2.Status()
-            status.CopyFrom(go_away.status)
-            status.message = f"peer reported: {status.message}"
-            raise _End(status)
-        self.peer_go_away = go_away
+            raise EndSession(status_pb2.Status(code=code, message=f"peer reported: {message}"))
+        if self.peer_go_away is None:
+            self.peer_go_away_at = time.monotonic()
+        self.peer_go_away = detached(go_away)
         self.drain_requested.set()
         if self.role is Role.CLOUD:
             for stream in list(self._streams.values()):
@@ -597,6 +630,7 @@ class Session:
         if stream is None:
             if stream_id > self._last_peer_id:
                 raise ProtocolViolation(f"{kind} for unknown stream {stream_id}")
+            self.budget.crossing_frame(f"{kind} for ended stream {stream_id}")
             return
         assert isinstance(stream, ServerStream)
         if kind == "message":
@@ -608,17 +642,23 @@ class Session:
                 raise ProtocolViolation(f"misplaced half_close on stream {stream_id}")
             stream.close_inbox()
         elif kind == "cancel":
-            stream.cancel_handler(frame.cancel.reason or "cancelled by caller")
+            self.budget.idle_frame(kind)  # open-and-cancel bursts cost a handler each
+            stream.cancel_handler(
+                clip(frame.cancel.reason, self.config.max_text_bytes) or "cancelled by caller"
+            )
         elif kind == "window_update":
+            self.budget.idle_frame(kind)
             stream.add_credit(frame.window_update.increment)
         else:
             raise ProtocolViolation(f"{kind} sent by the caller on stream {stream_id}")
 
     def _server_chunk(self, stream: ServerStream, chunk: tunnel_pb2.MessageChunk) -> None:
+        if not chunk.data and stream.mid_message:
+            self.budget.idle_frame("empty chunk")
         if not stream.on_chunk(chunk):
             stream.close(
                 make_status(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    _EXHAUSTED,
                     f"Received message larger than max ({chunk.message_size} vs. "
                     f"{self.config.max_message_bytes})",
                 ),
@@ -627,15 +667,45 @@ class Session:
             if stream.task is not None and not stream.task.done():
                 stream.task.cancel()
 
+    def _refuse(self, stream_id: int, code: grpc.StatusCode, reason: str) -> None:
+        close = tunnel_pb2.CloseStream(status=make_status(code, reason))
+        self.enqueue(tunnel_pb2.Frame(stream_id=stream_id, close=close), control=True)
+
     def _open_server_stream(self, stream_id: int, open_frame: tunnel_pb2.OpenStream) -> None:
         assert self._loop is not None
+        if self._draining or self._on_open is None:
+            self._refuse(stream_id, grpc.StatusCode.UNAVAILABLE, "tunnel is draining")
+            return
+        config = self.config
+        limit = config.max_concurrent_streams
+        # Handlers of cancelled streams still finishing count too (rapid reset), with room
+        # for the ones a well-behaved caller cancelled just before opening new streams.
+        if len(self._streams) >= limit or len(self._tasks) >= 2 * limit:
+            self.budget.refusal()
+            reason = f"too many concurrent streams (max_concurrent_streams {limit})"
+            self._log_once(
+                "streams", "%s: refusing streams with RESOURCE_EXHAUSTED: %s", self.name, reason
+            )
+            self._refuse(stream_id, _EXHAUSTED, reason)
+            return
+        size = len(open_frame.method)
+        if open_frame.metadata:
+            size += metadata_size(open_frame.metadata)
+        if open_frame.HasField("trace"):
+            size += len(open_frame.trace.traceparent) + len(open_frame.trace.tracestate)
+        if size > config.max_metadata_bytes:
+            reason = (
+                f"request headers of {size} bytes exceed the limit of {config.max_metadata_bytes}"
+            )
+            self._log_once(
+                "headers", "%s: refusing a stream with RESOURCE_EXHAUSTED: %s", self.name, reason
+            )
+            self._refuse(stream_id, _EXHAUSTED, reason)
+            return
         deadline = None
         if open_frame.HasField("timeout"):
             deadline = self._loop.time() + open_frame.timeout.ToNanoseconds() / 1e9
         stream = ServerStream(self, stream_id, self.peer_window, open_frame, deadline)
-        if self._draining or self._on_open is None:
-            stream.close(make_status(grpc.StatusCode.UNAVAILABLE, "tunnel is draining"), [])
-            return
         self._streams[stream_id] = stream
         self._idle.clear()
         self.calls_started += 1
@@ -652,30 +722,45 @@ class Session:
         self._on_open(stream)
 
     def _on_caller_frame(self, stream_id: int, kind: str, frame: tunnel_pb2.Frame) -> None:
-        if stream_id % 2 == 0 or stream_id >= self._next_id:
+        if stream_id % 2 == 0 or stream_id > self._opened_upto:
             raise ProtocolViolation(f"{kind} for stream {stream_id}, never opened")
         stream = self._streams.get(stream_id)
         if stream is None:
+            self.budget.crossing_frame(f"{kind} for ended stream {stream_id}")
             return
         assert isinstance(stream, CallerStream)
         if kind == "message":
+            if not frame.message.data and stream.mid_message:
+                self.budget.idle_frame("empty chunk")
             self._caller_chunk(stream, frame.message)
         elif kind == "headers":
             if stream.headers is not None:
                 raise ProtocolViolation(f"second headers on stream {stream_id}")
+            if self._metadata_too_big(stream, "response headers", frame.headers.ByteSize()):
+                return
             stream.set_headers(pairs_from_entries(frame.headers.metadata))
         elif kind == "close":
             self._caller_close(stream, frame.close)
         elif kind == "window_update":
+            self.budget.idle_frame(kind)
             stream.add_credit(frame.window_update.increment)
         else:
             raise ProtocolViolation(f"{kind} sent by the server on stream {stream_id}")
+
+    def _metadata_too_big(self, stream: CallerStream, what: str, size: int) -> bool:
+        limit = self.config.max_metadata_bytes
+        if size <= limit:
+            return False
+        self.exhaust_stream(
+            stream, f"{what} of {size} bytes exceed the limit of {limit}", "headers"
+        )
+        return True
 
     def _caller_chunk(self, stream: CallerStream, chunk: tunnel_pb2.MessageChunk) -> bool:
         if stream.on_chunk(chunk):
             return True
         stream.cancel(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            _EXHAUSTED,
             f"Received message larger than max ({chunk.message_size} vs. "
             f"{self.config.max_message_bytes})",
             "response message too large",
@@ -683,6 +768,23 @@ class Session:
         return False
 
     def _caller_close(self, stream: CallerStream, close: tunnel_pb2.CloseStream) -> None:
+        size = close.status.ByteSize()
+        if close.trailers:
+            size += metadata_size(close.trailers)
+        if close.HasField("headers"):
+            size += close.headers.ByteSize()
+        limit = self.config.max_metadata_bytes
+        if size > limit:
+            reason = f"response headers and trailers of {size} bytes exceed the limit of {limit}"
+            self._log_once(
+                "headers",
+                "%s: ending stream %d with RESOURCE_EXHAUSTED: %s",
+                self.name,
+                stream.id,
+                reason,
+            )
+            stream.finish(Final(make_status(_EXHAUSTED, reason), []))  # the server closed it
+            return
         if close.HasField("headers"):
             if stream.headers is not None:
                 raise ProtocolViolation(f"second headers on stream {stream.id}")
@@ -754,7 +856,20 @@ class Session:
             )
         if trace is not None:
             open_frame.trace.CopyFrom(trace)
+        self._streams[stream_id] = stream
+        self._idle.clear()
+        self.calls_started += 1
+        if self._waiting_opens or self._opened >= self.peer_max_streams:
+            # The peer's limit is reached: the open waits for a stream to end (like an
+            # HTTP/2 client at SETTINGS_MAX_CONCURRENT_STREAMS); data waits with it.
+            stream.deadline = None if timeout is None else self._loop.time() + max(timeout, 0.0)
+            stream.waiting_open = open_frame
+            stream.send_credit = 0
+            self._waiting_opens[stream_id] = stream
+            return stream, False
         folded = False
+        # Our own frame: an estimate of its size is enough for the outbound bound.
+        cost = FRAME_OVERHEAD + len(method)
         if (
             first_message is not None
             and self.revision >= 2
@@ -763,15 +878,41 @@ class Session:
             open_frame.message.message_size = len(first_message)
             open_frame.message.data = first_message
             stream.send_credit -= len(first_message)
+            cost += len(first_message)
             folded = True
             if half_close:
                 open_frame.half_close = True
                 stream.half_closed = True
-        self._streams[stream_id] = stream
-        self._idle.clear()
-        self.calls_started += 1
-        self.enqueue(tunnel_pb2.Frame(stream_id=stream_id, open=open_frame))
+        self._send_open(stream, open_frame, cost)
         return stream, folded
+
+    def _send_open(
+        self, stream: CallerStream, open_frame: tunnel_pb2.OpenStream, cost: int
+    ) -> None:
+        self._opened += 1
+        self.opens_sent += 1
+        self._opened_upto = stream.id
+        self.outbound.put(tunnel_pb2.Frame(stream_id=stream.id, open=open_frame), cost)
+
+    def _open_waiting(self) -> None:
+        assert self._loop is not None
+        if self.peer_go_away is not None:
+            return  # the peer takes no new streams: the waiting ones fail with it
+        while self._waiting_opens and self._opened < self.peer_max_streams:
+            stream = self._waiting_opens.pop(next(iter(self._waiting_opens)))
+            open_frame = stream.waiting_open
+            assert open_frame is not None
+            stream.waiting_open = None
+            if stream.deadline is not None:
+                left = max(stream.deadline - self._loop.time(), 0.0)
+                open_frame.timeout.FromNanoseconds(int(left * 1e9))
+            self._send_open(stream, open_frame, FRAME_OVERHEAD + len(open_frame.method))
+            stream.add_credit(self.peer_window)  # wakes its sender
+            if stream.half_close_after_open:
+                stream.half_close_after_open = False
+                self.enqueue(
+                    tunnel_pb2.Frame(stream_id=stream.id, half_close=tunnel_pb2.HalfClose())
+                )
 
     # -- liveness --------------------------------------------------------------------------
 
@@ -814,7 +955,18 @@ class Session:
             self.ping()
         while True:
             await asyncio.sleep(interval)
-            silent = self._loop.time() - self._last_rx
+            now = self._loop.time()
+            # First the stall: a reader paused by our own backpressure is not peer silence.
+            started = self.outbound.send_started
+            if started is not None and now - started > 3 * interval:
+                status = self._exhausted_status(
+                    f"the peer does not read: an outer message has waited {now - started:.1f}s "
+                    "to be sent"
+                )
+                self.enqueue(self._go_away(status))
+                self._finish(status)
+                return
+            silent = now - self._last_rx
             if silent > 3 * interval:
                 self._finish(
                     make_status(grpc.StatusCode.UNAVAILABLE, f"peer silent for {silent:.1f}s")

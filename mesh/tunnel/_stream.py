@@ -17,7 +17,9 @@ import google.rpc.status_pb2 as status_pb2
 import grpc
 
 from hplus.tunnel.v1 import tunnel_pb2
+from mesh.tunnel._config import FRAME_OVERHEAD, MAX_WINDOW_BYTES
 from mesh.tunnel._errors import ProtocolViolation, make_status
+from mesh.tunnel._metadata import pairs_from_entries
 
 if TYPE_CHECKING:
     from mesh.tunnel._session import Session
@@ -30,16 +32,19 @@ class StreamEnded(Exception):
 
 
 class Final:
-    """How a call ended, from the caller's point of view."""
+    """How a call ended, from the caller's point of view.
 
-    __slots__ = ("code", "details", "status", "trailers")
+    Only Python values are kept (code, message, trailers): a received status shares the
+    memory of its whole outer message.
+    """
+
+    __slots__ = ("code", "details", "trailers")
 
     def __init__(
         self,
         status: status_pb2.Status,
         trailers: list[tuple[str, str | bytes]],
     ) -> None:
-        self.status = status
         self.code = _code_of(status.code)
         self.details = status.message
         self.trailers = trailers
@@ -53,7 +58,15 @@ def _code_of(value: int) -> grpc.StatusCode:
 
 
 class _Stream:
-    """State shared by both ends of a stream."""
+    """State shared by both ends of a stream.
+
+    Receiving, the stream keeps ``granted + held + to_return == window + extra``: ``granted``
+    is the credit the peer still has, ``held`` the bytes buffered (partial message and
+    messages not yet consumed), ``to_return`` consumed bytes not yet given back, ``extra``
+    credit borrowed from the tunnel's large-message budget. Credit goes back to the peer
+    only as the application consumes messages, so ``held`` never exceeds the window plus
+    what the budget lent.
+    """
 
     def __init__(self, session: Session, stream_id: int, send_credit: int) -> None:
         self.session = session
@@ -61,11 +74,17 @@ class _Stream:
         self.send_credit = send_credit
         self.ended = False
         self._credit_waiter: asyncio.Future[None] | None = None
-        self._inbox: deque[tuple[bytes, int]] = deque()
+        self._inbox: deque[bytes] = deque()
         self._inbox_waiter: asyncio.Future[None] | None = None
         self.inbox_closed = False
-        self._granted = session.config.initial_window_bytes
+        self._window = session.config.initial_window_bytes
+        self._granted = self._window
+        self._held = 0
         self._to_return = 0
+        self._extra = 0
+        self._counted = True
+        self.wants_extra = 0
+        """Extra credit this stream waits for from the tunnel's large-message budget."""
         self._partial: bytearray | None = None
         self._partial_size = 0
 
@@ -79,14 +98,27 @@ class _Stream:
         await asyncio.shield(waiter)
 
     def add_credit(self, increment: int) -> None:
-        """Applies a window update from the peer."""
-        self.send_credit += increment
+        """Applies a window update from the peer.
+
+        Raises:
+            ProtocolViolation: The credit would exceed 2^31-1.
+        """
+        credit = self.send_credit + increment
+        if credit > MAX_WINDOW_BYTES:
+            raise ProtocolViolation(f"stream {self.id}: window_update overflows the credit")
+        self.send_credit = credit
+        waiter = self._credit_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def wake_sender(self) -> None:
+        """Wakes a sender waiting for credit or for room in the session's outbound queue."""
         waiter = self._credit_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     async def send_data(self, data: bytes) -> None:
-        """Sends one message as chunks, waiting for credit as needed.
+        """Sends one message as chunks, waiting for credit and for room in the outbound queue.
 
         Raises:
             StreamEnded: The stream ended before the whole message was sent.
@@ -94,12 +126,17 @@ class _Stream:
         session = self.session
         size = len(data)
         chunk_limit = session.config.chunk_bytes
+        outbound = session.outbound
         offset = 0
         first = True
         while first or offset < size:
             if self.ended:
                 raise StreamEnded
             if size and self.send_credit <= 0:
+                await self._wait_credit()
+                continue
+            if outbound.full:
+                outbound.wait_for_room(self)
                 await self._wait_credit()
                 continue
             take = min(size - offset, self.send_credit, chunk_limit)
@@ -109,7 +146,7 @@ class _Stream:
             self.send_credit -= take
             offset += take
             first = False
-            session.enqueue(tunnel_pb2.Frame(stream_id=self.id, message=chunk))
+            outbound.put(tunnel_pb2.Frame(stream_id=self.id, message=chunk), take + FRAME_OVERHEAD)
         if self.ended:
             raise StreamEnded
 
@@ -142,30 +179,67 @@ class _Stream:
                 return False
             if length > size:
                 raise ProtocolViolation(f"stream {self.id}: chunk longer than message_size")
+            self._held += length
             if length == size:
-                self._deliver(bytes(data), length)
+                self._deliver(data)
                 return True
             self._partial = bytearray(data)
             self._partial_size = size
-            self._return_credit(length)
+            self._credit_for_rest(size - length)
             return True
         if len(partial) + length > self._partial_size:
             raise ProtocolViolation(f"stream {self.id}: chunk longer than message_size")
         partial += data
+        self._held += length
         if len(partial) == self._partial_size:
             self._partial = None
-            self._deliver(bytes(partial), length)
-        else:
-            self._return_credit(length)
+            self._deliver(bytes(partial))
         return True
+
+    def _credit_for_rest(self, rest: int) -> None:
+        # The peer must be able to finish the message it started: what it still has to send
+        # may exceed its credit when the message is larger than the window (or queued
+        # messages hold part of it). Give back consumed bytes first, then borrow the rest.
+        if rest <= self._granted:
+            return
+        self._give_back()
+        if rest > self._granted:
+            self.wants_extra = rest - self._granted
+            self.session.budget.borrow(self)
+
+    def lend(self, amount: int) -> None:
+        """Receives ``amount`` bytes of extra credit from the session's budget (see `borrow`)."""
+        self.wants_extra = 0
+        self._extra += amount
+        self._send_credit(amount)
+
+    def release(self) -> int:
+        """The stream left the session: stop counting its unread messages, hand back credit.
+
+        Returns:
+            The bytes it had borrowed from the large-message budget.
+        """
+        if self._counted:
+            self._counted = False
+            if self._inbox:
+                self.session.budget.queued_messages -= len(self._inbox)
+        extra, self._extra = self._extra, 0
+        self.wants_extra = 0
+        return extra
 
     @property
     def mid_message(self) -> bool:
         """True while a message is partly received."""
         return self._partial is not None
 
-    def _deliver(self, message: bytes, owed: int) -> None:
-        self._inbox.append((message, owed))
+    def _deliver(self, message: bytes) -> None:
+        budget = self.session.budget
+        if budget.queued_messages >= budget.max_queued_messages:
+            reason = f"more than {budget.max_queued_messages} received messages are not read yet"
+            self.session.exhaust_stream(self, reason, "unread")
+            return
+        budget.queued_messages += 1
+        self._inbox.append(message)
         waiter = self._inbox_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -177,26 +251,48 @@ class _Stream:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _return_credit(self, length: int) -> None:
-        if self.ended or self.inbox_closed:
-            return
+    def _consumed(self, length: int) -> None:
+        self._held -= length
         self._to_return += length
-        if self._to_return * 2 >= self.session.config.initial_window_bytes:
-            self._granted += self._to_return
-            self.session.enqueue(
-                tunnel_pb2.Frame(
-                    stream_id=self.id,
-                    window_update=tunnel_pb2.WindowUpdate(increment=self._to_return),
-                )
+        if self._extra and self._partial is None:
+            # Borrowed credit is taken back, not returned: the window shrinks to normal.
+            cut = min(self._extra, self._to_return)
+            self._extra -= cut
+            self._to_return -= cut
+            self.session.budget.repay(cut)
+        if self._to_return * 2 >= self._window:
+            self._give_back()
+
+    def _give_back(self) -> None:
+        amount, self._to_return = self._to_return, 0
+        self._send_credit(amount)
+
+    def _send_credit(self, amount: int) -> None:
+        if amount <= 0 or self.ended or self.inbox_closed:
+            return  # the peer sends no more data on this stream
+        self._granted += amount
+        self.session.outbound.put(
+            tunnel_pb2.Frame(
+                stream_id=self.id, window_update=tunnel_pb2.WindowUpdate(increment=amount)
             )
-            self._to_return = 0
+        )
+
+    def drop_inbox(self) -> None:
+        """Forgets unread messages and a partial one (nobody will read them any more)."""
+        if self._counted:
+            self.session.budget.uncount_messages(len(self._inbox))
+        self._inbox.clear()
+        self._partial = None
+        self._held = 0
 
     def take(self) -> bytes | None:
         """Returns the next queued inbound message without waiting, if there is one."""
         if not self._inbox:
             return None
-        message, owed = self._inbox.popleft()
-        self._return_credit(owed)
+        message = self._inbox.popleft()
+        if self._counted:
+            self.session.budget.queued_messages -= 1
+        self._consumed(len(message))
         return message
 
     async def receive(self) -> bytes | None:
@@ -232,6 +328,11 @@ class CallerStream(_Stream):
         self._headers_waiter: asyncio.Future[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.on_done: list[Callable[[], None]] = []
+        self.waiting_open: tunnel_pb2.OpenStream | None = None
+        """The ``open`` held back while the peer's concurrent-stream limit is reached."""
+        self.deadline: float | None = None
+        """Event-loop time of the call's deadline (to recompute a held-back open's timeout)."""
+        self.half_close_after_open = False
 
     def set_headers(self, headers: list[tuple[str, str | bytes]]) -> None:
         """Records the response headers (once)."""
@@ -287,15 +388,20 @@ class CallerStream(_Stream):
         if self.half_closed or self.ended:
             return
         self.half_closed = True
-        self.session.enqueue(tunnel_pb2.Frame(stream_id=self.id, half_close=tunnel_pb2.HalfClose()))
+        if self.waiting_open is not None:
+            self.half_close_after_open = True  # sent right after the open
+            return
+        self.session.outbound.put(
+            tunnel_pb2.Frame(stream_id=self.id, half_close=tunnel_pb2.HalfClose())
+        )
 
     def cancel(self, code: grpc.StatusCode, details: str, reason: str) -> None:
         """Abandons the call: sends ``cancel`` and ends locally with ``code``."""
         if self.final is not None:
             return
         self.cancelled_locally = code is grpc.StatusCode.CANCELLED
-        if not self.session.is_closed:
-            self.session.enqueue(
+        if not self.session.is_closed and self.waiting_open is None:
+            self.session.outbound.put(
                 tunnel_pb2.Frame(stream_id=self.id, cancel=tunnel_pb2.Cancel(reason=reason))
             )
         self.finish(Final(make_status(code, details), []))
@@ -314,7 +420,14 @@ class ServerStream(_Stream):
     ) -> None:
         super().__init__(session, stream_id, send_credit)
         self.method = open_frame.method
-        self.open = open_frame
+        # Python values, not the frame: a kept frame would keep its whole outer message.
+        self.metadata = pairs_from_entries(open_frame.metadata) if open_frame.metadata else []
+        """Request headers, as ``grpc`` gives them to servicers."""
+        self.trace: tunnel_pb2.TraceContext | None = None
+        """The caller's trace context, if it sent one."""
+        if open_frame.HasField("trace"):
+            self.trace = tunnel_pb2.TraceContext()
+            self.trace.CopyFrom(open_frame.trace)
         self.deadline = deadline
         self.headers_sent = False
         self.task: asyncio.Task[None] | None = None
@@ -326,11 +439,10 @@ class ServerStream(_Stream):
         if self.headers_sent or self.ended:
             return
         self.headers_sent = True
-        self.session.enqueue(
-            tunnel_pb2.Frame(
-                stream_id=self.id, headers=tunnel_pb2.ResponseHeaders(metadata=metadata)
-            )
+        frame = tunnel_pb2.Frame(
+            stream_id=self.id, headers=tunnel_pb2.ResponseHeaders(metadata=metadata)
         )
+        self.session.outbound.put(frame, frame.ByteSize())
 
     def close(
         self,
@@ -351,7 +463,9 @@ class ServerStream(_Stream):
             close.message.message_size = len(message)
             close.message.data = message
             self.send_credit -= len(message)
-        self.session.enqueue(tunnel_pb2.Frame(stream_id=self.id, close=close))
+        self.session.outbound.put(
+            tunnel_pb2.Frame(stream_id=self.id, close=close), close.ByteSize()
+        )
         self.end()
 
     def end(self) -> None:
@@ -364,6 +478,8 @@ class ServerStream(_Stream):
             self.timer.cancel()
             self.timer = None
         self.session.forget(self.id)
+        if self._inbox or self._partial is not None:
+            self.drop_inbox()
         self.wake()
 
     def cancel_handler(self, reason: str) -> None:

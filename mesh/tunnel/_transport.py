@@ -12,8 +12,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from hplus.tunnel.v1 import tunnel_pb2
+from mesh.tunnel._errors import ProtocolViolation
 
 __all__ = [
     "CloudGrpcTransport",
@@ -21,8 +23,11 @@ __all__ = [
     "MemoryTransport",
     "Transport",
     "TransportError",
+    "connect_raw",
     "memory_transport_pair",
 ]
+
+CONNECT_METHOD = "/hplus.tunnel.v1.TunnelService/Connect"
 
 
 class TransportError(Exception):
@@ -49,17 +54,45 @@ class Transport(Protocol):
 
         Raises:
             TransportError: The outer stream failed.
+            ProtocolViolation: The outer message does not decode.
         """
 
     async def close(self) -> None:
         """Finishes the sending direction (best effort, never raises)."""
 
 
-_ConnectCall = grpc.aio.StreamStreamCall[tunnel_pb2.ConnectRequest, tunnel_pb2.ConnectResponse]
+_ConnectCall = grpc.aio.StreamStreamCall[tunnel_pb2.ConnectRequest, Any]
+
+
+def connect_raw(
+    channel: grpc.aio.Channel, metadata: Sequence[tuple[str, str]], timeout: float | None = None
+) -> _ConnectCall:
+    """Opens ``TunnelService.Connect`` with typed requests and raw (undecoded) responses.
+
+    Args:
+        channel: The channel to the gateway.
+        metadata: Call metadata (the credential).
+        timeout: The call's deadline, if any.
+
+    Returns:
+        The call, for `EdgeGrpcTransport`.
+    """
+    method: grpc.aio.StreamStreamMultiCallable[tunnel_pb2.ConnectRequest, Any]
+    method = channel.stream_stream(
+        CONNECT_METHOD,
+        request_serializer=tunnel_pb2.ConnectRequest.SerializeToString,
+        response_deserializer=None,
+    )
+    return method(metadata=tuple(metadata), timeout=timeout)
 
 
 class EdgeGrpcTransport:
-    """Edge side: drives a ``TunnelService.Connect`` call opened with a ``grpc.aio`` stub.
+    """Edge side: drives a ``TunnelService.Connect`` call opened on a ``grpc.aio`` channel.
+
+    Open the call without a response deserializer (raw bytes, see `connect_raw`): the
+    transport decodes each outer message itself, so bytes that do not decode are a protocol
+    violation (INVALID_ARGUMENT) rather than the ``None`` and error log that ``grpc.aio``
+    produces for a failed deserializer.
 
     Args:
         call: The call, or a function that opens it on first use (so the transport can be
@@ -100,7 +133,14 @@ class EdgeGrpcTransport:
             raise
         if message is grpc.aio.EOF:
             return None
-        assert isinstance(message, tunnel_pb2.ConnectResponse)
+        if isinstance(message, bytes):
+            try:
+                message = tunnel_pb2.ConnectResponse.FromString(message)
+            except DecodeError:
+                raise ProtocolViolation("an outer message does not decode") from None
+        if not isinstance(message, tunnel_pb2.ConnectResponse):
+            # grpc.aio hands over None when a typed call's deserializer failed.
+            raise ProtocolViolation("an outer message does not decode")
         return message.frames
 
     def _raise_if_call_cancelled(self) -> None:
@@ -141,6 +181,10 @@ class CloudGrpcTransport:
         """See `Transport.recv`."""
         try:
             message: Any = await self._context.read()
+        except DecodeError:
+            # grpc.aio raises the deserializer's error from read(): the edge sent bytes
+            # that are not a ConnectRequest, which is the edge's fault, not the network's.
+            raise ProtocolViolation("an outer message does not decode") from None
         except Exception as err:  # a cancelled or broken call
             raise TransportError(grpc.StatusCode.UNAVAILABLE, f"outer stream: {err!r}") from err
         if message is grpc.aio.EOF:

@@ -40,6 +40,11 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         metavar="HOST:PORT",
         help="node-to-node address (default 127.0.0.1:50061)",
     )
+    run.add_argument(
+        "--registry-listen",
+        metavar="HOST:PORT",
+        help="registry address (default: the public host, next port)",
+    )
     run.add_argument("--node-id", help="this node's name (default: the host name)")
     run.add_argument("--redis-url", help="Redis for presence shared by several nodes")
     run.add_argument(
@@ -247,6 +252,7 @@ def _run(args: argparse.Namespace) -> int:
         args,
         listen=args.listen,
         internal_listen=args.internal_listen,
+        registry_listen=args.registry_listen,
         node_id=args.node_id,
         redis_url=args.redis_url,
         tls_mode=TlsMode(args.tls) if args.tls else None,
@@ -259,6 +265,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  services: {', '.join(node.service_names)}")
         internal_host = config.internal_listen.rpartition(":")[0]
         print(f"  internal endpoint: {internal_host}:{node.internal_port}")
+        registry_host = config.registry_address.rpartition(":")[0]
+        print(f"  registry endpoint: {registry_host}:{node.registry_port}")
         print("  stop with Ctrl-C (SIGINT) or SIGTERM: in-flight calls drain first")
         sys.stdout.flush()
 

@@ -183,27 +183,15 @@ async def _serve(
 
 
 async def _serve_admin_only(config: DialerConfig) -> None:
-    from frontend_server.admin import EdgeAdminServicer
-    from frontend_server.dialer import Dialer
-    from hplus.hospital.v1 import admin_pb2_grpc
-    from mesh.tunnel import TunnelServer
+    from frontend_server.app import EdgeApp, EdgeConfig
 
-    server = TunnelServer()
-    admin_pb2_grpc.add_EdgeAdminServiceServicer_to_server(
-        EdgeAdminServicer(
-            hospital_id=config.hospital_id,
-            edge_id=config.edge_id,
-            services=lambda: server.services,
-        ),
-        server,
-    )
+    app = EdgeApp(EdgeConfig(profile=None, hospital_id=config.hospital_id, dialer=config))
     stop = _stop_on_signals()
     print(
         f"hplus edge {config.edge_id} for hospital {config.hospital_id}: dialing "
         f"{', '.join(config.gateways)} ({config.slots} tunnel(s))"
     )
     sys.stdout.flush()
-    async with Dialer(config, server) as dialer:
+    async with app:
         await stop.wait()
         log.info("signal received: draining tunnels")
-        await dialer.shutdown()

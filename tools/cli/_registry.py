@@ -1,7 +1,7 @@
 """``hplus registry …``: publish, inspect, label and retire contract releases.
 
 Release commands talk gRPC to a running cloud node (``--registry HOST:PORT``, default the
-node's listen address from the config), so pushes go through the node's push policy, auth
+node's registry endpoint from the config), so pushes go through the node's push policy, auth
 and audit log; the node's TLS CA is read from the data directory as ``hplus cloud tunnels``
 does. The token comes from ``--token-file`` or ``HPLUS_REGISTRY_TOKEN``.
 
@@ -194,7 +194,7 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
 
 def _client_flags(p: argparse.ArgumentParser) -> None:
     config_flags(p)
-    p.add_argument("--registry", metavar="HOST:PORT", help="node address (default: config)")
+    p.add_argument("--registry", metavar="HOST:PORT", help="registry endpoint (default: config)")
     p.add_argument("--token-file", type=Path, help=f"token file (default: ${_TOKEN_ENV})")
     p.add_argument("--plaintext", action="store_true", help="no TLS (a node run with --tls off)")
 
@@ -232,7 +232,7 @@ def _call(
     from mesh import errors
 
     config = _load(args)
-    target = args.registry or config.listen
+    target = args.registry or config.registry_address
     metadata = (("authorization", f"Bearer {_token(args)}"),)
     creds = channel_credentials(config, plaintext=args.plaintext)
     options = [

@@ -51,7 +51,14 @@ def test_file_env_and_flags_in_order(tmp_path: Path) -> None:
         (
             "[nodes]\n",
             ":1: nodes: unknown setting (known: accounts, census, databases, node, "
-            "partitions, redis, tls, tunnels)",
+            "partitions, redis, tls, tunnel)",
+        ),
+        ('[node]\nregistry_listen = "x"\n', ":2: [node] registry_listen: expected HOST:PORT"),
+        ("[tunnel]\nping_intervall = 1\n", ":2: [tunnel] ping_intervall: unknown setting"),
+        ('[tunnel]\nping_interval = "1s"\n', ":2: [tunnel] ping_interval: expected float"),
+        (
+            "[tunnel]\nmax_message_bytes = 4\n\nmax_buffered_bytes = 2\n",
+            ":4: [tunnel] max_buffered_bytes: max_buffered_bytes must be >= max_message_bytes",
         ),
     ],
 )
@@ -137,7 +144,7 @@ def test_tunnel_settings_from_file(tmp_path: Path) -> None:
     ) == (4, 2.0, 1.0)
     path = write(
         tmp_path,
-        "[tunnels]\nmax_per_credential = 2\nliveness_probe = 0.5\nrevocation_poll = 3\n",
+        "[tunnel]\nmax_per_credential = 2\nliveness_probe = 0.5\nrevocation_poll = 3\n",
     )
     cfg = NodeConfig.load(path=path, env={})
     assert (
@@ -145,7 +152,25 @@ def test_tunnel_settings_from_file(tmp_path: Path) -> None:
         cfg.liveness_probe_seconds,
         cfg.revocation_poll_seconds,
     ) == (2, 0.5, 3.0)
-    bad = write(tmp_path, "[tunnels]\n\nmax_per_credential = 0\n")
+    bad = write(tmp_path, "[tunnel]\n\nmax_per_credential = 0\n")
     with pytest.raises(ConfigError) as info:
         NodeConfig.load(path=bad, env={})
-    assert str(info.value) == f"{bad}:3: [tunnels] max_per_credential: 0 is invalid: must be >= 1"
+    assert str(info.value) == f"{bad}:3: [tunnel] max_per_credential: 0 is invalid: must be >= 1"
+
+
+def test_registry_listens_next_to_the_public_endpoint_unless_told(tmp_path: Path) -> None:
+    assert NodeConfig.load(env={}).registry_address == "127.0.0.1:50052"
+    assert NodeConfig(listen="0.0.0.0:0").registry_address == "0.0.0.0:0"
+    assert NodeConfig(listen="[::1]:7000").registry_address == "[::1]:7001"
+    cfg = NodeConfig.load(env={"HPLUS_REGISTRY_LISTEN": "10.0.0.1:9000"})
+    assert cfg.registry_address == "10.0.0.1:9000"
+    path = write(tmp_path, '[node]\nregistry_listen = "127.0.0.1:0"\n')
+    assert NodeConfig.load(path=path, env={}).registry_address == "127.0.0.1:0"
+
+
+def test_tunnel_limits_come_from_the_tunnel_table(tmp_path: Path) -> None:
+    path = write(tmp_path, "[tunnel]\nping_interval = 0.5\nmax_concurrent_streams = 20\n")
+    cfg = NodeConfig.load(path=path, env={})
+    assert cfg.tunnel.ping_interval == 0.5
+    assert cfg.tunnel.max_concurrent_streams == 20
+    assert cfg.tunnel.initial_window_bytes == NodeConfig().tunnel.initial_window_bytes

@@ -10,6 +10,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cloud.config import NodeConfig, TlsMode
 from cloud.node import CloudNode
+from hplus.cloud.v1 import registry_pb2, registry_pb2_grpc
+from hplus.tunnel.v1 import tunnel_pb2
+from mesh.tunnel import TunnelConfig
 
 
 def secure_channel(node: CloudNode) -> grpc.aio.Channel:
@@ -38,7 +41,6 @@ async def test_node_serves_health_and_reflection_over_tls(tmp_path: Path) -> Non
             "grpc.health.v1.Health",
             "grpc.reflection.v1alpha.ServerReflection",
             "hplus.tunnel.v1.TunnelService",
-            "hplus.cloud.v1.RegistryService",
             "hplus.cloud.v1.AccountService",
         }
         fd = descriptor_pb2.FileDescriptorProto.FromString(
@@ -98,3 +100,49 @@ async def test_port_in_use_is_an_error(tmp_path: Path) -> None:
         )
         with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{first.port}"):
             await CloudNode(taken).start()
+
+
+async def test_the_registry_has_its_own_port_and_the_tunnel_port_a_small_limit(
+    tmp_path: Path,
+) -> None:
+    cfg = NodeConfig(
+        listen="127.0.0.1:0",
+        internal_listen="127.0.0.1:0",
+        data_dir=tmp_path,
+        tls_mode=TlsMode.OFF,
+        tunnel=TunnelConfig(max_inbound_outer_message_bytes=2 * 1024 * 1024),
+    )
+    async with (
+        CloudNode(cfg) as node,
+        grpc.aio.insecure_channel(f"127.0.0.1:{node.port}") as public,
+        grpc.aio.insecure_channel(
+            f"127.0.0.1:{node.registry_port}",
+            options=[("grpc.max_send_message_length", 64 * 1024 * 1024)],
+        ) as registry,
+    ):
+        assert node.registry_port not in (None, node.port, node.internal_port)
+        assert "hplus.cloud.v1.RegistryService" in node.registry_service_names
+        # The registry answers on its own port, and takes a message the tunnel port refuses.
+        big = registry_pb2.PushReleaseRequest(version="1.0.0", image=b"\x00" * (3 << 20))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await registry_pb2_grpc.RegistryServiceStub(registry).PushRelease(big, timeout=10)
+        assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED  # it got that far
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await registry_pb2_grpc.RegistryServiceStub(public).ListReleases(
+                registry_pb2.ListReleasesRequest(), timeout=5
+            )
+        assert missing.value.code() is grpc.StatusCode.UNIMPLEMENTED
+        # A 3 MiB outer message on the tunnel port ends the call before any frame is read.
+        connect = public.stream_stream(
+            "/hplus.tunnel.v1.TunnelService/Connect",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        call = connect(metadata=(("authorization", "Bearer x"),))
+        padding = tunnel_pb2.Frame(stream_id=0)
+        padding.hello.edge_id = "e" * (3 << 20)
+        await call.write(tunnel_pb2.ConnectRequest(frames=[padding]).SerializeToString())
+        assert await call.code() in (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            grpc.StatusCode.UNAUTHENTICATED,  # refused even earlier: no valid credential
+        )

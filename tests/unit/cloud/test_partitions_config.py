@@ -52,7 +52,10 @@ def test_file_and_environment(tmp_path: Path) -> None:
         ('[partitions]\neast = "x"\n', ":2: [partitions] east: unknown setting"),
         ("[partitions]\nmap_poll = 0\n", ":2: [partitions] map_poll: 0.0 is invalid"),
         ('[accounts]\ncode_ttl = "5m"\n', ":2: [accounts] code_ttl: expected float"),
-        ('[accounts]\n\ncodes_per_phone = "lots"\n', ":3: [accounts] codes_per_phone: 'lots' is not"),
+        (
+            '[accounts]\n\ncodes_per_phone = "lots"\n',
+            ":3: [accounts] codes_per_phone: 'lots' is not",
+        ),
         ("[accounts]\ncode_attempts = 0\n", ":2: [accounts] code_attempts: must be within [1, 20]"),
         ("[accounts]\ntoken_tll = 5\n", ":2: [accounts] token_tll: unknown setting"),
     ],

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1chplus/tunnel/v1/tunnel.proto\x12\x0fhplus.tunnel.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"8\n\x0e\x43onnectRequest\x12&\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x16.hplus.tunnel.v1.Frame\"9\n\x0f\x43onnectResponse\x12&\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x16.hplus.tunnel.v1.Frame\"\xca\x04\n\x05\x46rame\x12\x11\n\tstream_id\x18\x01 \x01(\x04\x12\'\n\x05hello\x18\x02 \x01(\x0b\x32\x16.hplus.tunnel.v1.HelloH\x00\x12+\n\x07welcome\x18\x03 \x01(\x0b\x32\x18.hplus.tunnel.v1.WelcomeH\x00\x12+\n\x04open\x18\x04 \x01(\x0b\x32\x1b.hplus.tunnel.v1.OpenStreamH\x00\x12\x30\n\x07message\x18\x05 \x01(\x0b\x32\x1d.hplus.tunnel.v1.MessageChunkH\x00\x12\x30\n\nhalf_close\x18\x06 \x01(\x0b\x32\x1a.hplus.tunnel.v1.HalfCloseH\x00\x12)\n\x06\x63\x61ncel\x18\x07 \x01(\x0b\x32\x17.hplus.tunnel.v1.CancelH\x00\x12\x33\n\x07headers\x18\x08 \x01(\x0b\x32 .hplus.tunnel.v1.ResponseHeadersH\x00\x12-\n\x05\x63lose\x18\t \x01(\x0b\x32\x1c.hplus.tunnel.v1.CloseStreamH\x00\x12\x36\n\rwindow_update\x18\n \x01(\x0b\x32\x1d.hplus.tunnel.v1.WindowUpdateH\x00\x12%\n\x04ping\x18\x0b \x01(\x0b\x32\x15.hplus.tunnel.v1.PingH\x00\x12%\n\x04pong\x18\x0c \x01(\x0b\x32\x15.hplus.tunnel.v1.PongH\x00\x12*\n\x07go_away\x18\r \x01(\x0b\x32\x17.hplus.tunnel.v1.GoAwayH\x00\x42\x06\n\x04kind\"\xef\x01\n\x05Hello\x12\x11\n\trevisions\x18\x01 \x03(\r\x12\x13\n\x0bhospital_id\x18\x02 \x01(\t\x12\x0f\n\x07\x65\x64ge_id\x18\x03 \x01(\t\x12\x18\n\x10software_version\x18\x04 \x01(\t\x12\x18\n\x10\x63ontract_release\x18\x05 \x01(\t\x12\x10\n\x08services\x18\x06 \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x07 \x03(\t\x12\x1c\n\x14initial_window_bytes\x18\x08 \x01(\r\x12\x19\n\x11max_message_bytes\x18\t \x01(\r\x12\x18\n\x10\x63onnection_index\x18\n \x01(\r\"\xe2\x01\n\x07Welcome\x12\x10\n\x08revision\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x1c\n\x14initial_window_bytes\x18\x05 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x06 \x01(\r\x12\x30\n\rping_interval\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x63\x61pabilities\x18\x08 \x03(\t\x12\x10\n\x08warnings\x18\t \x03(\t\"+\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"7\n\x0cTraceContext\x12\x13\n\x0btraceparent\x18\x01 \x01(\t\x12\x12\n\ntracestate\x18\x02 \x01(\t\"\xec\x01\n\nOpenStream\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x30\n\x08metadata\x18\x02 \x03(\x0b\x32\x1e.hplus.tunnel.v1.MetadataEntry\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\x05trace\x18\x04 \x01(\x0b\x32\x1d.hplus.tunnel.v1.TraceContext\x12.\n\x07message\x18\x05 \x01(\x0b\x32\x1d.hplus.tunnel.v1.MessageChunk\x12\x12\n\nhalf_close\x18\x06 \x01(\x08\"2\n\x0cMessageChunk\x12\x14\n\x0cmessage_size\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x0b\n\tHalfClose\"\x18\n\x06\x43\x61ncel\x12\x0e\n\x06reason\x18\x01 \x01(\t\"C\n\x0fResponseHeaders\x12\x30\n\x08metadata\x18\x01 \x03(\x0b\x32\x1e.hplus.tunnel.v1.MetadataEntry\"\xc6\x01\n\x0b\x43loseStream\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x30\n\x08trailers\x18\x02 \x03(\x0b\x32\x1e.hplus.tunnel.v1.MetadataEntry\x12\x31\n\x07headers\x18\x03 \x01(\x0b\x32 .hplus.tunnel.v1.ResponseHeaders\x12.\n\x07message\x18\x04 \x01(\x0b\x32\x1d.hplus.tunnel.v1.MessageChunk\"!\n\x0cWindowUpdate\x12\x11\n\tincrement\x18\x01 \x01(\r\"?\n\x04Ping\x12\n\n\x02id\x18\x01 \x01(\x04\x12+\n\x07sent_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"q\n\x04Pong\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x30\n\x0cping_sent_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07sent_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"x\n\x06GoAway\x12\x16\n\x0elast_stream_id\x18\x01 \x01(\x04\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\x12\x32\n\x0freconnect_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration2a\n\rTunnelService\x12P\n\x07\x43onnect\x12\x1f.hplus.tunnel.v1.ConnectRequest\x1a .hplus.tunnel.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1chplus/tunnel/v1/tunnel.proto\x12\x0fhplus.tunnel.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"8\n\x0e\x43onnectRequest\x12&\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x16.hplus.tunnel.v1.Frame\"9\n\x0f\x43onnectResponse\x12&\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x16.hplus.tunnel.v1.Frame\"\xca\x04\n\x05\x46rame\x12\x11\n\tstream_id\x18\x01 \x01(\x04\x12\'\n\x05hello\x18\x02 \x01(\x0b\x32\x16.hplus.tunnel.v1.HelloH\x00\x12+\n\x07welcome\x18\x03 \x01(\x0b\x32\x18.hplus.tunnel.v1.WelcomeH\x00\x12+\n\x04open\x18\x04 \x01(\x0b\x32\x1b.hplus.tunnel.v1.OpenStreamH\x00\x12\x30\n\x07message\x18\x05 \x01(\x0b\x32\x1d.hplus.tunnel.v1.MessageChunkH\x00\x12\x30\n\nhalf_close\x18\x06 \x01(\x0b\x32\x1a.hplus.tunnel.v1.HalfCloseH\x00\x12)\n\x06\x63\x61ncel\x18\x07 \x01(\x0b\x32\x17.hplus.tunnel.v1.CancelH\x00\x12\x33\n\x07headers\x18\x08 \x01(\x0b\x32 .hplus.tunnel.v1.ResponseHeadersH\x00\x12-\n\x05\x63lose\x18\t \x01(\x0b\x32\x1c.hplus.tunnel.v1.CloseStreamH\x00\x12\x36\n\rwindow_update\x18\n \x01(\x0b\x32\x1d.hplus.tunnel.v1.WindowUpdateH\x00\x12%\n\x04ping\x18\x0b \x01(\x0b\x32\x15.hplus.tunnel.v1.PingH\x00\x12%\n\x04pong\x18\x0c \x01(\x0b\x32\x15.hplus.tunnel.v1.PongH\x00\x12*\n\x07go_away\x18\r \x01(\x0b\x32\x17.hplus.tunnel.v1.GoAwayH\x00\x42\x06\n\x04kind\"\x8f\x02\n\x05Hello\x12\x11\n\trevisions\x18\x01 \x03(\r\x12\x13\n\x0bhospital_id\x18\x02 \x01(\t\x12\x0f\n\x07\x65\x64ge_id\x18\x03 \x01(\t\x12\x18\n\x10software_version\x18\x04 \x01(\t\x12\x18\n\x10\x63ontract_release\x18\x05 \x01(\t\x12\x10\n\x08services\x18\x06 \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x07 \x03(\t\x12\x1c\n\x14initial_window_bytes\x18\x08 \x01(\r\x12\x19\n\x11max_message_bytes\x18\t \x01(\r\x12\x18\n\x10\x63onnection_index\x18\n \x01(\r\x12\x1e\n\x16max_concurrent_streams\x18\x0b \x01(\r\"\x82\x02\n\x07Welcome\x12\x10\n\x08revision\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x1c\n\x14initial_window_bytes\x18\x05 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x06 \x01(\r\x12\x30\n\rping_interval\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x63\x61pabilities\x18\x08 \x03(\t\x12\x10\n\x08warnings\x18\t \x03(\t\x12\x1e\n\x16max_concurrent_streams\x18\n \x01(\r\"+\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"7\n\x0cTraceContext\x12\x13\n\x0btraceparent\x18\x01 \x01(\t\x12\x12\n\ntracestate\x18\x02 \x01(\t\"\xec\x01\n\nOpenStream\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x30\n\x08metadata\x18\x02 \x03(\x0b\x32\x1e.hplus.tunnel.v1.MetadataEntry\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\x05trace\x18\x04 \x01(\x0b\x32\x1d.hplus.tunnel.v1.TraceContext\x12.\n\x07message\x18\x05 \x01(\x0b\x32\x1d.hplus.tunnel.v1.MessageChunk\x12\x12\n\nhalf_close\x18\x06 \x01(\x08\"2\n\x0cMessageChunk\x12\x14\n\x0cmessage_size\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x0b\n\tHalfClose\"\x18\n\x06\x43\x61ncel\x12\x0e\n\x06reason\x18\x01 \x01(\t\"C\n\x0fResponseHeaders\x12\x30\n\x08metadata\x18\x01 \x03(\x0b\x32\x1e.hplus.tunnel.v1.MetadataEntry\"\xc6\x01\n\x0b\x43loseStream\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x30\n\x08trailers\x18\x02 \x03(\x0b\x32\x1e.hplus.tunnel.v1.MetadataEntry\x12\x31\n\x07headers\x18\x03 \x01(\x0b\x32 .hplus.tunnel.v1.ResponseHeaders\x12.\n\x07message\x18\x04 \x01(\x0b\x32\x1d.hplus.tunnel.v1.MessageChunk\"!\n\x0cWindowUpdate\x12\x11\n\tincrement\x18\x01 \x01(\r\"?\n\x04Ping\x12\n\n\x02id\x18\x01 \x01(\x04\x12+\n\x07sent_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"q\n\x04Pong\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x30\n\x0cping_sent_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07sent_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"x\n\x06GoAway\x12\x16\n\x0elast_stream_id\x18\x01 \x01(\x04\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\x12\x32\n\x0freconnect_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration2a\n\rTunnelService\x12P\n\x07\x43onnect\x12\x1f.hplus.tunnel.v1.ConnectRequest\x1a .hplus.tunnel.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,33 +41,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FRAME']._serialized_start=257
   _globals['_FRAME']._serialized_end=843
   _globals['_HELLO']._serialized_start=846
-  _globals['_HELLO']._serialized_end=1085
-  _globals['_WELCOME']._serialized_start=1088
-  _globals['_WELCOME']._serialized_end=1314
-  _globals['_METADATAENTRY']._serialized_start=1316
-  _globals['_METADATAENTRY']._serialized_end=1359
-  _globals['_TRACECONTEXT']._serialized_start=1361
-  _globals['_TRACECONTEXT']._serialized_end=1416
-  _globals['_OPENSTREAM']._serialized_start=1419
-  _globals['_OPENSTREAM']._serialized_end=1655
-  _globals['_MESSAGECHUNK']._serialized_start=1657
-  _globals['_MESSAGECHUNK']._serialized_end=1707
-  _globals['_HALFCLOSE']._serialized_start=1709
-  _globals['_HALFCLOSE']._serialized_end=1720
-  _globals['_CANCEL']._serialized_start=1722
-  _globals['_CANCEL']._serialized_end=1746
-  _globals['_RESPONSEHEADERS']._serialized_start=1748
-  _globals['_RESPONSEHEADERS']._serialized_end=1815
-  _globals['_CLOSESTREAM']._serialized_start=1818
-  _globals['_CLOSESTREAM']._serialized_end=2016
-  _globals['_WINDOWUPDATE']._serialized_start=2018
-  _globals['_WINDOWUPDATE']._serialized_end=2051
-  _globals['_PING']._serialized_start=2053
-  _globals['_PING']._serialized_end=2116
-  _globals['_PONG']._serialized_start=2118
-  _globals['_PONG']._serialized_end=2231
-  _globals['_GOAWAY']._serialized_start=2233
-  _globals['_GOAWAY']._serialized_end=2353
-  _globals['_TUNNELSERVICE']._serialized_start=2355
-  _globals['_TUNNELSERVICE']._serialized_end=2452
+  _globals['_HELLO']._serialized_end=1117
+  _globals['_WELCOME']._serialized_start=1120
+  _globals['_WELCOME']._serialized_end=1378
+  _globals['_METADATAENTRY']._serialized_start=1380
+  _globals['_METADATAENTRY']._serialized_end=1423
+  _globals['_TRACECONTEXT']._serialized_start=1425
+  _globals['_TRACECONTEXT']._serialized_end=1480
+  _globals['_OPENSTREAM']._serialized_start=1483
+  _globals['_OPENSTREAM']._serialized_end=1719
+  _globals['_MESSAGECHUNK']._serialized_start=1721
+  _globals['_MESSAGECHUNK']._serialized_end=1771
+  _globals['_HALFCLOSE']._serialized_start=1773
+  _globals['_HALFCLOSE']._serialized_end=1784
+  _globals['_CANCEL']._serialized_start=1786
+  _globals['_CANCEL']._serialized_end=1810
+  _globals['_RESPONSEHEADERS']._serialized_start=1812
+  _globals['_RESPONSEHEADERS']._serialized_end=1879
+  _globals['_CLOSESTREAM']._serialized_start=1882
+  _globals['_CLOSESTREAM']._serialized_end=2080
+  _globals['_WINDOWUPDATE']._serialized_start=2082
+  _globals['_WINDOWUPDATE']._serialized_end=2115
+  _globals['_PING']._serialized_start=2117
+  _globals['_PING']._serialized_end=2180
+  _globals['_PONG']._serialized_start=2182
+  _globals['_PONG']._serialized_end=2295
+  _globals['_GOAWAY']._serialized_start=2297
+  _globals['_GOAWAY']._serialized_end=2417
+  _globals['_TUNNELSERVICE']._serialized_start=2419
+  _globals['_TUNNELSERVICE']._serialized_end=2516
 # @@protoc_insertion_point(module_scope)

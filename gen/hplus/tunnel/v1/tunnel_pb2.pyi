@@ -187,6 +187,7 @@ class Hello(_message.Message):
     INITIAL_WINDOW_BYTES_FIELD_NUMBER: _builtins.int
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
     CONNECTION_INDEX_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENT_STREAMS_FIELD_NUMBER: _builtins.int
     hospital_id: _builtins.str
     """The hospital this edge serves; must match the hospital of the tunnel credential."""
     edge_id: _builtins.str
@@ -203,6 +204,11 @@ class Hello(_message.Message):
     """Largest request message, in bytes, the edge accepts."""
     connection_index: _builtins.int
     """Which connection of this edge this is (0, 1, …), when it holds several tunnels."""
+    max_concurrent_streams: _builtins.int
+    """Most streams the cloud may have open on this tunnel at once (calls in flight to this
+    edge); the edge refuses an `open` beyond it with RESOURCE_EXHAUSTED on that stream.
+    0 (absent, edges before release 1.2.0): 100.
+    """
     @_builtins.property
     def revisions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Protocol revisions the edge speaks, e.g. [1, 2]. Must not be empty."""
@@ -230,10 +236,11 @@ class Hello(_message.Message):
         initial_window_bytes: _builtins.int = ...,
         max_message_bytes: _builtins.int = ...,
         connection_index: _builtins.int = ...,
+        max_concurrent_streams: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "connection_index", b"connection_index", "contract_release", b"contract_release", "edge_id", b"edge_id", "hospital_id", b"hospital_id", "initial_window_bytes", b"initial_window_bytes", "max_message_bytes", b"max_message_bytes", "revisions", b"revisions", "services", b"services", "software_version", b"software_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "connection_index", b"connection_index", "contract_release", b"contract_release", "edge_id", b"edge_id", "hospital_id", b"hospital_id", "initial_window_bytes", b"initial_window_bytes", "max_concurrent_streams", b"max_concurrent_streams", "max_message_bytes", b"max_message_bytes", "revisions", b"revisions", "services", b"services", "software_version", b"software_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -254,6 +261,7 @@ class Welcome(_message.Message):
     PING_INTERVAL_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
     WARNINGS_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENT_STREAMS_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
     """The protocol revision chosen for this tunnel: the highest that both sides speak."""
     session_id: _builtins.str
@@ -268,6 +276,10 @@ class Welcome(_message.Message):
     """Initial per-stream credit, in bytes, that the cloud grants the edge for response data."""
     max_message_bytes: _builtins.int
     """Largest response message, in bytes, the cloud accepts."""
+    max_concurrent_streams: _builtins.int
+    """Most streams the edge may have open on this tunnel at once (reserved for edge→cloud
+    calls; no revision opens them yet). 0 (absent, clouds before release 1.2.0): 100.
+    """
     @_builtins.property
     def ping_interval(self) -> _duration_pb2.Duration:
         """How often the edge should ping; three silent intervals mean the peer is dead."""
@@ -294,10 +306,11 @@ class Welcome(_message.Message):
         ping_interval: _duration_pb2.Duration | None = ...,
         capabilities: _abc.Iterable[_builtins.str] | None = ...,
         warnings: _abc.Iterable[_builtins.str] | None = ...,
+        max_concurrent_streams: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ping_interval", b"ping_interval"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "epoch", b"epoch", "initial_window_bytes", b"initial_window_bytes", "max_message_bytes", b"max_message_bytes", "node_id", b"node_id", "ping_interval", b"ping_interval", "revision", b"revision", "session_id", b"session_id", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "epoch", b"epoch", "initial_window_bytes", b"initial_window_bytes", "max_concurrent_streams", b"max_concurrent_streams", "max_message_bytes", b"max_message_bytes", "node_id", b"node_id", "ping_interval", b"ping_interval", "revision", b"revision", "session_id", b"session_id", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -639,13 +652,17 @@ class GoAway(_message.Message):
     """Highest stream id, opened by the receiver, that the sender still serves to completion."""
     @_builtins.property
     def status(self) -> _status_pb2.Status:
-        """UNAVAILABLE for a drain (deploy, shutdown); INVALID_ARGUMENT (or another code) for a
-        protocol violation, with a message naming it.
+        """UNAVAILABLE for a drain (deploy, shutdown); INVALID_ARGUMENT for a protocol violation
+        and RESOURCE_EXHAUSTED for an exhausted limit (a flood, a peer that does not read), with
+        a message naming it.
         """
 
     @_builtins.property
     def reconnect_after(self) -> _duration_pb2.Duration:
-        """Hint: wait this long before reconnecting (spreads 2,000 edges after a deploy)."""
+        """Wait this long, counted from this go-away, before reconnecting: a draining cloud node
+        sets a random share of its spread window so that 2,000 edges do not return in lock-step
+        after a deploy. Edges cap it at 10 minutes.
+        """
 
     def __init__(
         self,

@@ -76,8 +76,17 @@ class TunnelServiceStub:
     Flow control. Per stream and per direction, the receiver grants the sender a credit of
     bytes of chunk data. The initial credit is `initial_window_bytes` of the receiver's
     hello/welcome. A sender never sends more chunk data than its credit; the receiver returns
-    credit with `window_update` as its application consumes messages. A stream whose consumer
-    does not read stalls only that stream: other streams keep their own credit.
+    credit with `window_update` only as its APPLICATION CONSUMES messages (never for a chunk
+    merely received), so the bytes a stream holds (a partial message plus messages not yet
+    read) never exceed its window. A message larger than the window can still arrive: when
+    its first chunk announces a `message_size` the remaining credit cannot cover, the receiver
+    grants the difference at once from a per-tunnel budget for large messages, or, while
+    that budget is in use by other streams, as soon as it has room (the sender stalls on that
+    stream meanwhile; the budget is never exceeded). That extra credit is taken back, not
+    returned, once the message is consumed. A stream whose consumer does not read stalls only
+    that stream: other streams keep their own credit. A `window_update` whose increment would
+    raise the credit above 2^31-1 is a protocol violation. Peers of earlier releases returned
+    credit for partial messages as they arrived; a sender needs no change for either.
 
     Deadlines and tracing. `open.timeout` is the time the caller had left when it sent the
     frame (a duration, so the two clocks need not agree); the server applies it as the call's
@@ -86,18 +95,66 @@ class TunnelServiceStub:
     Liveness. Either side may send `ping` on stream 0 at any time; the peer answers `pong`
     with the same id at once. The edge pings at `welcome.ping_interval`; a side that hears
     nothing (no outer message at all) for three intervals considers the peer dead and ends the
-    tunnel, failing its calls with UNAVAILABLE.
+    tunnel, failing its calls with UNAVAILABLE. A side whose outer message waits three
+    intervals to be taken by the peer (the peer does not read) ends the tunnel with
+    RESOURCE_EXHAUSTED.
 
     Go-away. A side that is shutting down sends `go_away` with the last stream id it will
     still serve, finishes the streams it has, and opens no new ones; the edge then connects a
-    fresh tunnel (to another node when it can). `go_away` with a non-OK status other than
-    UNAVAILABLE reports a protocol violation; the sender then ends the tunnel.
+    fresh tunnel (to another node when it can). A draining cloud node sets
+    `go_away.reconnect_after` to a random share of a spread window, so that the edges of a
+    node do not all return at the same moment; the edge waits that long (counted from the
+    go-away, at most 10 minutes whatever the node says) and in any case backs off as after a
+    failure when the drained tunnel was up only briefly. `go_away` with a non-OK status other
+    than UNAVAILABLE reports a protocol violation or an exhausted limit; the sender then ends
+    the tunnel.
 
-    Errors. A malformed frame, a frame for stream 0 that only a stream may carry, a chunk that
-    exceeds the credit, an unknown or reused stream id on `open`, or any frame before the
-    handshake is a PROTOCOL VIOLATION: it ends the whole tunnel with INVALID_ARGUMENT. An
-    unknown method is not: it ends only that stream with UNIMPLEMENTED. A servicer's error
-    ends only its stream. INTERNAL is reserved for bugs in the tunnel itself.
+    Errors. A malformed frame or outer message (bytes that do not decode), a frame for
+    stream 0 that only a stream may carry, a chunk that exceeds the credit, a window overflow,
+    an unknown or reused stream id on `open`, a peer that keeps opening streams beyond
+    `max_concurrent_streams` (more refusals in one second than the limit itself), or any
+    frame before the handshake is a PROTOCOL VIOLATION: it ends the whole tunnel with
+    INVALID_ARGUMENT. An unknown method is not: it ends only that stream with UNIMPLEMENTED.
+    A servicer's error ends only its stream. INTERNAL is reserved for bugs in the tunnel
+    itself.
+
+    LIMITS. Every resource a peer can make a side hold is bounded; exceeding a bound ends only
+    the offender (the stream, or the tunnel), with the status named here and one log line.
+    The defaults are those of the reference implementation (`mesh.tunnel.TunnelConfig`, where
+    each has its reason); a side announces the limits the peer must respect in its
+    hello/welcome, and none of them can be raised by the peer.
+
+    * Outer message size: at most 2 MiB (the gRPC receive limit of the tunnel endpoint and of
+    the edge's channel; larger ends the outer call with RESOURCE_EXHAUSTED). Senders
+    coalesce up to 1 MiB plus one frame.
+    * Hello and welcome fields, checked before any other work: `hospital_id`, `edge_id`,
+    `software_version`, `contract_release`, `session_id` and `node_id` at most 128 bytes;
+    at most 256 `revisions`, `services`, `capabilities` and `warnings`, each name at most
+    256 bytes and each warning at most 1,024; `initial_window_bytes` in [1024, 2^31-1];
+    `max_message_bytes` at least 1; `welcome.ping_interval` in [0.01 s, 600 s]. A cloud
+    refuses a hello that breaks one with `go_away` INVALID_ARGUMENT naming the field and
+    its limit; an edge treats such a welcome as a protocol violation.
+    * Concurrent streams: at most `max_concurrent_streams` of the receiver (absent or 0, as
+    from releases before 1.2.0: 100). A caller queues calls beyond the peer's limit until a
+    stream ends. The server refuses an `open` beyond its limit (or while twice that many
+    handlers, of streams that ended, are still finishing) by closing that stream with
+    RESOURCE_EXHAUSTED, like HTTP/2's REFUSED_STREAM.
+    * Buffered message bytes per tunnel: at most `max_concurrent_streams` windows plus the
+    large-message budget (8 MiB by default, never less than `max_message_bytes`); and at
+    most 16,384 received messages not yet read by the application (empty messages need no
+    credit). A message beyond the latter ends its stream with RESOURCE_EXHAUSTED.
+    * Request headers of an `open` (method, metadata, trace context), and response headers or
+    trailers (with the status) of a stream: at most 16 KiB each; more ends that stream with
+    RESOURCE_EXHAUSTED.
+    * Frames that carry no data (ping, pong, window_update, an empty continuation chunk, a
+    cancel of a live stream): at most 1,000 per second plus one per KiB of data the
+    receiving side sent in that second; frames for a stream that has ended: at most 1,000
+    per second plus 16 for each stream that ended in that second (they crossed its end in
+    flight). Past either, the tunnel ends with RESOURCE_EXHAUSTED (a flood, like HTTP/2's
+    ping, empty-frame and rapid-reset floods).
+    * Replies a side queues for the peer: at most 50 unsent pongs and stream refusals, and
+    twice the outbound byte bound (4 MiB) of frames, before it stops reading the outer
+    stream until they are sent; producers of message data wait at the bound itself.
 
     Revision 1 differs in three ways: `open` never carries a message or half-close, `close`
     never carries headers or a message, and each outer message carries exactly one frame.
@@ -170,8 +227,17 @@ class TunnelServiceServicer:
     Flow control. Per stream and per direction, the receiver grants the sender a credit of
     bytes of chunk data. The initial credit is `initial_window_bytes` of the receiver's
     hello/welcome. A sender never sends more chunk data than its credit; the receiver returns
-    credit with `window_update` as its application consumes messages. A stream whose consumer
-    does not read stalls only that stream: other streams keep their own credit.
+    credit with `window_update` only as its APPLICATION CONSUMES messages (never for a chunk
+    merely received), so the bytes a stream holds (a partial message plus messages not yet
+    read) never exceed its window. A message larger than the window can still arrive: when
+    its first chunk announces a `message_size` the remaining credit cannot cover, the receiver
+    grants the difference at once from a per-tunnel budget for large messages, or, while
+    that budget is in use by other streams, as soon as it has room (the sender stalls on that
+    stream meanwhile; the budget is never exceeded). That extra credit is taken back, not
+    returned, once the message is consumed. A stream whose consumer does not read stalls only
+    that stream: other streams keep their own credit. A `window_update` whose increment would
+    raise the credit above 2^31-1 is a protocol violation. Peers of earlier releases returned
+    credit for partial messages as they arrived; a sender needs no change for either.
 
     Deadlines and tracing. `open.timeout` is the time the caller had left when it sent the
     frame (a duration, so the two clocks need not agree); the server applies it as the call's
@@ -180,18 +246,66 @@ class TunnelServiceServicer:
     Liveness. Either side may send `ping` on stream 0 at any time; the peer answers `pong`
     with the same id at once. The edge pings at `welcome.ping_interval`; a side that hears
     nothing (no outer message at all) for three intervals considers the peer dead and ends the
-    tunnel, failing its calls with UNAVAILABLE.
+    tunnel, failing its calls with UNAVAILABLE. A side whose outer message waits three
+    intervals to be taken by the peer (the peer does not read) ends the tunnel with
+    RESOURCE_EXHAUSTED.
 
     Go-away. A side that is shutting down sends `go_away` with the last stream id it will
     still serve, finishes the streams it has, and opens no new ones; the edge then connects a
-    fresh tunnel (to another node when it can). `go_away` with a non-OK status other than
-    UNAVAILABLE reports a protocol violation; the sender then ends the tunnel.
+    fresh tunnel (to another node when it can). A draining cloud node sets
+    `go_away.reconnect_after` to a random share of a spread window, so that the edges of a
+    node do not all return at the same moment; the edge waits that long (counted from the
+    go-away, at most 10 minutes whatever the node says) and in any case backs off as after a
+    failure when the drained tunnel was up only briefly. `go_away` with a non-OK status other
+    than UNAVAILABLE reports a protocol violation or an exhausted limit; the sender then ends
+    the tunnel.
 
-    Errors. A malformed frame, a frame for stream 0 that only a stream may carry, a chunk that
-    exceeds the credit, an unknown or reused stream id on `open`, or any frame before the
-    handshake is a PROTOCOL VIOLATION: it ends the whole tunnel with INVALID_ARGUMENT. An
-    unknown method is not: it ends only that stream with UNIMPLEMENTED. A servicer's error
-    ends only its stream. INTERNAL is reserved for bugs in the tunnel itself.
+    Errors. A malformed frame or outer message (bytes that do not decode), a frame for
+    stream 0 that only a stream may carry, a chunk that exceeds the credit, a window overflow,
+    an unknown or reused stream id on `open`, a peer that keeps opening streams beyond
+    `max_concurrent_streams` (more refusals in one second than the limit itself), or any
+    frame before the handshake is a PROTOCOL VIOLATION: it ends the whole tunnel with
+    INVALID_ARGUMENT. An unknown method is not: it ends only that stream with UNIMPLEMENTED.
+    A servicer's error ends only its stream. INTERNAL is reserved for bugs in the tunnel
+    itself.
+
+    LIMITS. Every resource a peer can make a side hold is bounded; exceeding a bound ends only
+    the offender (the stream, or the tunnel), with the status named here and one log line.
+    The defaults are those of the reference implementation (`mesh.tunnel.TunnelConfig`, where
+    each has its reason); a side announces the limits the peer must respect in its
+    hello/welcome, and none of them can be raised by the peer.
+
+    * Outer message size: at most 2 MiB (the gRPC receive limit of the tunnel endpoint and of
+    the edge's channel; larger ends the outer call with RESOURCE_EXHAUSTED). Senders
+    coalesce up to 1 MiB plus one frame.
+    * Hello and welcome fields, checked before any other work: `hospital_id`, `edge_id`,
+    `software_version`, `contract_release`, `session_id` and `node_id` at most 128 bytes;
+    at most 256 `revisions`, `services`, `capabilities` and `warnings`, each name at most
+    256 bytes and each warning at most 1,024; `initial_window_bytes` in [1024, 2^31-1];
+    `max_message_bytes` at least 1; `welcome.ping_interval` in [0.01 s, 600 s]. A cloud
+    refuses a hello that breaks one with `go_away` INVALID_ARGUMENT naming the field and
+    its limit; an edge treats such a welcome as a protocol violation.
+    * Concurrent streams: at most `max_concurrent_streams` of the receiver (absent or 0, as
+    from releases before 1.2.0: 100). A caller queues calls beyond the peer's limit until a
+    stream ends. The server refuses an `open` beyond its limit (or while twice that many
+    handlers, of streams that ended, are still finishing) by closing that stream with
+    RESOURCE_EXHAUSTED, like HTTP/2's REFUSED_STREAM.
+    * Buffered message bytes per tunnel: at most `max_concurrent_streams` windows plus the
+    large-message budget (8 MiB by default, never less than `max_message_bytes`); and at
+    most 16,384 received messages not yet read by the application (empty messages need no
+    credit). A message beyond the latter ends its stream with RESOURCE_EXHAUSTED.
+    * Request headers of an `open` (method, metadata, trace context), and response headers or
+    trailers (with the status) of a stream: at most 16 KiB each; more ends that stream with
+    RESOURCE_EXHAUSTED.
+    * Frames that carry no data (ping, pong, window_update, an empty continuation chunk, a
+    cancel of a live stream): at most 1,000 per second plus one per KiB of data the
+    receiving side sent in that second; frames for a stream that has ended: at most 1,000
+    per second plus 16 for each stream that ended in that second (they crossed its end in
+    flight). Past either, the tunnel ends with RESOURCE_EXHAUSTED (a flood, like HTTP/2's
+    ping, empty-frame and rapid-reset floods).
+    * Replies a side queues for the peer: at most 50 unsent pongs and stream refusals, and
+    twice the outbound byte bound (4 MiB) of frames, before it stops reading the outer
+    stream until they are sent; producers of message data wait at the bound itself.
 
     Revision 1 differs in three ways: `open` never carries a message or half-close, `close`
     never carries headers or a message, and each outer message carries exactly one frame.
@@ -276,8 +390,17 @@ class TunnelService:
     Flow control. Per stream and per direction, the receiver grants the sender a credit of
     bytes of chunk data. The initial credit is `initial_window_bytes` of the receiver's
     hello/welcome. A sender never sends more chunk data than its credit; the receiver returns
-    credit with `window_update` as its application consumes messages. A stream whose consumer
-    does not read stalls only that stream: other streams keep their own credit.
+    credit with `window_update` only as its APPLICATION CONSUMES messages (never for a chunk
+    merely received), so the bytes a stream holds (a partial message plus messages not yet
+    read) never exceed its window. A message larger than the window can still arrive: when
+    its first chunk announces a `message_size` the remaining credit cannot cover, the receiver
+    grants the difference at once from a per-tunnel budget for large messages, or, while
+    that budget is in use by other streams, as soon as it has room (the sender stalls on that
+    stream meanwhile; the budget is never exceeded). That extra credit is taken back, not
+    returned, once the message is consumed. A stream whose consumer does not read stalls only
+    that stream: other streams keep their own credit. A `window_update` whose increment would
+    raise the credit above 2^31-1 is a protocol violation. Peers of earlier releases returned
+    credit for partial messages as they arrived; a sender needs no change for either.
 
     Deadlines and tracing. `open.timeout` is the time the caller had left when it sent the
     frame (a duration, so the two clocks need not agree); the server applies it as the call's
@@ -286,18 +409,66 @@ class TunnelService:
     Liveness. Either side may send `ping` on stream 0 at any time; the peer answers `pong`
     with the same id at once. The edge pings at `welcome.ping_interval`; a side that hears
     nothing (no outer message at all) for three intervals considers the peer dead and ends the
-    tunnel, failing its calls with UNAVAILABLE.
+    tunnel, failing its calls with UNAVAILABLE. A side whose outer message waits three
+    intervals to be taken by the peer (the peer does not read) ends the tunnel with
+    RESOURCE_EXHAUSTED.
 
     Go-away. A side that is shutting down sends `go_away` with the last stream id it will
     still serve, finishes the streams it has, and opens no new ones; the edge then connects a
-    fresh tunnel (to another node when it can). `go_away` with a non-OK status other than
-    UNAVAILABLE reports a protocol violation; the sender then ends the tunnel.
+    fresh tunnel (to another node when it can). A draining cloud node sets
+    `go_away.reconnect_after` to a random share of a spread window, so that the edges of a
+    node do not all return at the same moment; the edge waits that long (counted from the
+    go-away, at most 10 minutes whatever the node says) and in any case backs off as after a
+    failure when the drained tunnel was up only briefly. `go_away` with a non-OK status other
+    than UNAVAILABLE reports a protocol violation or an exhausted limit; the sender then ends
+    the tunnel.
 
-    Errors. A malformed frame, a frame for stream 0 that only a stream may carry, a chunk that
-    exceeds the credit, an unknown or reused stream id on `open`, or any frame before the
-    handshake is a PROTOCOL VIOLATION: it ends the whole tunnel with INVALID_ARGUMENT. An
-    unknown method is not: it ends only that stream with UNIMPLEMENTED. A servicer's error
-    ends only its stream. INTERNAL is reserved for bugs in the tunnel itself.
+    Errors. A malformed frame or outer message (bytes that do not decode), a frame for
+    stream 0 that only a stream may carry, a chunk that exceeds the credit, a window overflow,
+    an unknown or reused stream id on `open`, a peer that keeps opening streams beyond
+    `max_concurrent_streams` (more refusals in one second than the limit itself), or any
+    frame before the handshake is a PROTOCOL VIOLATION: it ends the whole tunnel with
+    INVALID_ARGUMENT. An unknown method is not: it ends only that stream with UNIMPLEMENTED.
+    A servicer's error ends only its stream. INTERNAL is reserved for bugs in the tunnel
+    itself.
+
+    LIMITS. Every resource a peer can make a side hold is bounded; exceeding a bound ends only
+    the offender (the stream, or the tunnel), with the status named here and one log line.
+    The defaults are those of the reference implementation (`mesh.tunnel.TunnelConfig`, where
+    each has its reason); a side announces the limits the peer must respect in its
+    hello/welcome, and none of them can be raised by the peer.
+
+    * Outer message size: at most 2 MiB (the gRPC receive limit of the tunnel endpoint and of
+    the edge's channel; larger ends the outer call with RESOURCE_EXHAUSTED). Senders
+    coalesce up to 1 MiB plus one frame.
+    * Hello and welcome fields, checked before any other work: `hospital_id`, `edge_id`,
+    `software_version`, `contract_release`, `session_id` and `node_id` at most 128 bytes;
+    at most 256 `revisions`, `services`, `capabilities` and `warnings`, each name at most
+    256 bytes and each warning at most 1,024; `initial_window_bytes` in [1024, 2^31-1];
+    `max_message_bytes` at least 1; `welcome.ping_interval` in [0.01 s, 600 s]. A cloud
+    refuses a hello that breaks one with `go_away` INVALID_ARGUMENT naming the field and
+    its limit; an edge treats such a welcome as a protocol violation.
+    * Concurrent streams: at most `max_concurrent_streams` of the receiver (absent or 0, as
+    from releases before 1.2.0: 100). A caller queues calls beyond the peer's limit until a
+    stream ends. The server refuses an `open` beyond its limit (or while twice that many
+    handlers, of streams that ended, are still finishing) by closing that stream with
+    RESOURCE_EXHAUSTED, like HTTP/2's REFUSED_STREAM.
+    * Buffered message bytes per tunnel: at most `max_concurrent_streams` windows plus the
+    large-message budget (8 MiB by default, never less than `max_message_bytes`); and at
+    most 16,384 received messages not yet read by the application (empty messages need no
+    credit). A message beyond the latter ends its stream with RESOURCE_EXHAUSTED.
+    * Request headers of an `open` (method, metadata, trace context), and response headers or
+    trailers (with the status) of a stream: at most 16 KiB each; more ends that stream with
+    RESOURCE_EXHAUSTED.
+    * Frames that carry no data (ping, pong, window_update, an empty continuation chunk, a
+    cancel of a live stream): at most 1,000 per second plus one per KiB of data the
+    receiving side sent in that second; frames for a stream that has ended: at most 1,000
+    per second plus 16 for each stream that ended in that second (they crossed its end in
+    flight). Past either, the tunnel ends with RESOURCE_EXHAUSTED (a flood, like HTTP/2's
+    ping, empty-frame and rapid-reset floods).
+    * Replies a side queues for the peer: at most 50 unsent pongs and stream refusals, and
+    twice the outbound byte bound (4 MiB) of frames, before it stops reading the outer
+    stream until they are sent; producers of message data wait at the bound itself.
 
     Revision 1 differs in three ways: `open` never carries a message or half-close, `close`
     never carries headers or a message, and each outer message carries exactly one frame.

@@ -11,10 +11,13 @@ import pytest
 
 from hplus.tunnel.v1 import tunnel_pb2, tunnel_pb2_grpc
 from mesh.tunnel import (
+    EdgeIdentity,
+    EdgeTunnel,
     Role,
     Session,
     TunnelChannel,
     TunnelConfig,
+    TunnelRefused,
     TunnelServer,
     memory_transport_pair,
 )
@@ -425,8 +428,11 @@ async def test_garbage_over_real_grpc_ends_the_outer_call_and_the_gateway_surviv
             )
             call = raw(metadata=md)
             await call.write(b"\xff\xff\xff\xff garbage")
-            with pytest.raises(grpc.aio.AioRpcError):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
                 await read_until_error(call)
+            # Undecodable bytes are the edge's fault: INVALID_ARGUMENT, not UNAVAILABLE.
+            assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert "does not decode" in (err.value.details() or "")
             stub = tunnel_pb2_grpc.TunnelServiceStub(channel)
             call = stub.Connect(metadata=md)
             await call.write(
@@ -445,6 +451,40 @@ async def test_garbage_over_real_grpc_ends_the_outer_call_and_the_gateway_surviv
         assert len(rig.gateway.sessions("h-1")) == 1
         assert (await rig.tunnel_stub.Unary(S(value="still"), timeout=5)).value == "echo:still"
     assert authenticate([("authorization", "Bearer nope")]) is None
+
+
+async def test_garbage_from_a_gateway_is_a_protocol_violation_at_the_edge():
+    async def connect(requests, context):
+        await context.read()  # the hello
+        await context.write(b"\x0a\xff\xff\xff\xff garbage")
+        await asyncio.Event().wait()
+
+    gateway = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    gateway.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "hplus.tunnel.v1.TunnelService",
+                {"Connect": grpc.stream_stream_rpc_method_handler(connect)},
+            )
+        ]
+    )
+    port = gateway.add_insecure_port("127.0.0.1:0")
+    await gateway.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        edge = EdgeTunnel(
+            channel,
+            TunnelServer(),
+            credential="c",
+            identity=EdgeIdentity(hospital_id="h", edge_id="e"),
+        )
+        with pytest.raises(TunnelRefused) as refused:
+            await asyncio.wait_for(edge.run(), 10)
+        assert refused.value.status.code == INVALID
+        assert "does not decode" in refused.value.status.message
+    finally:
+        await channel.close()
+        await gateway.stop(None)
 
 
 async def test_silent_peer_is_declared_dead_after_three_intervals():
