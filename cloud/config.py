@@ -207,11 +207,12 @@ class NodeConfig:
 
     @property
     def first_partition_urls(self) -> dict[str, str]:
-        """Where ``south`` and ``north`` are made on the first start."""
-        urls = {
-            name: f"sqlite+aiosqlite:///{self.data_dir / 'partitions' / f'{name}.db'}"
-            for name in ("south", "north")
-        }
+        """Where ``south`` and ``north`` are made on the first start.
+
+        The default paths are absolute: the map keeps them, and every process reads it.
+        """
+        where = self.data_dir.absolute() / "partitions"
+        urls = {name: f"sqlite+aiosqlite:///{where / f'{name}.db'}" for name in ("south", "north")}
         urls.update(self.partition_urls or {})
         return urls
 

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
-async def _serve(data_dir: Path) -> None:  # the child
+async def _serve(data_dir: Path, postgres: str | None) -> None:  # the child
     from cloud.accounts import Accounts, Channel, InProcessBuckets, Rate, SentCode
     from cloud.config import AccountsConfig
     from cloud.partitioned import SCHEMAS
@@ -57,11 +57,12 @@ async def _serve(data_dir: Path) -> None:  # the child
         return False
 
     unlimited = "1000000/1s"
-    parts = await PartitionSet.open(
-        f"sqlite+aiosqlite:///{data_dir / 'partitions.db'}",
-        first_urls=default_urls(data_dir),
-        schemas=SCHEMAS,
-    )
+    if postgres is None:
+        control, first = f"sqlite+aiosqlite:///{data_dir / 'partitions.db'}", default_urls(data_dir)
+    else:
+        urls = json.loads(postgres)
+        control, first = urls["control"], {n: urls[n] for n in ("south", "north")}
+    parts = await PartitionSet.open(control, first_urls=first, schemas=SCHEMAS)
     accounts = await Accounts.open(
         parts,
         config=AccountsConfig(
@@ -142,15 +143,51 @@ async def _drive(
     }
 
 
-async def _bench(*, seconds: float, concurrency: int, rounds: int) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def _databases(admin_url: str) -> AsyncIterator[dict[str, str]]:
+    """Fresh PostgreSQL databases (control, south, north) for one run, dropped after it."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from cloud.db import create_engine
+
+    admin = create_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
+    made = {n: f"bench_accounts_{uuid.uuid4().hex[:8]}_{n}" for n in ("control", "south", "north")}
+    try:
+        async with admin.connect() as conn:
+            for name in made.values():
+                await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        base = make_url(admin_url)
+        yield {
+            k: base.set(database=v).render_as_string(hide_password=False) for k, v in made.items()
+        }
+    finally:
+        async with admin.connect() as conn:
+            for name in made.values():
+                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+async def _bench(
+    *, seconds: float, concurrency: int, rounds: int, postgres: str | None
+) -> dict[str, Any]:
+    async with contextlib.AsyncExitStack() as stack:
+        urls = None if postgres is None else await stack.enter_async_context(_databases(postgres))
+        return await _bench_on(seconds=seconds, concurrency=concurrency, rounds=rounds, urls=urls)
+
+
+async def _bench_on(
+    *, seconds: float, concurrency: int, rounds: int, urls: dict[str, str] | None
+) -> dict[str, Any]:
     from hplus.cloud.v1 import account_pb2, account_pb2_grpc
 
     with tempfile.TemporaryDirectory(prefix="bench-accounts-") as tmp:
         data_dir = Path(tmp)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        extra = [] if urls is None else ["--databases", json.dumps(urls)]
         child = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.accounts", "--serve", str(data_dir),
+            sys.executable, "-m", "bench.accounts", "--serve", str(data_dir), *extra,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
         )  # fmt: skip
         assert child.stdout is not None
@@ -252,12 +289,23 @@ async def _measure(
     }
 
 
-def run(*, seconds: float, concurrency: int, rounds: int) -> None:
-    """Measure and print the table, then the figures as JSON on the last line."""
-    figures = asyncio.run(_bench(seconds=seconds, concurrency=concurrency, rounds=rounds))
+def run(*, seconds: float, concurrency: int, rounds: int, postgres: str | None = None) -> None:
+    """Measure and print the table, then the figures as JSON on the last line.
+
+    Args:
+        seconds: per figure and round.
+        concurrency: calls in flight.
+        rounds: interleaved rounds (the median is printed).
+        postgres: an admin URL of a PostgreSQL server: the partitions are databases made
+            there for the run (else SQLite files, the node's default).
+    """
+    figures = asyncio.run(
+        _bench(seconds=seconds, concurrency=concurrency, rounds=rounds, postgres=postgres)
+    )
     base = figures["no-op, no authentication"]["per_second"]
+    where = "SQLite partitions" if postgres is None else "PostgreSQL partitions"
     print(
-        f"one server (TLS, SQLite partitions), concurrency {concurrency}, {seconds:g} s per "
+        f"one server (TLS, {where}), concurrency {concurrency}, {seconds:g} s per "
         f"figure, median of {rounds} interleaved rounds"
     )
     print(f"{'call':<50} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs no auth':>11}")
@@ -272,9 +320,18 @@ def run(*, seconds: float, concurrency: int, rounds: int) -> None:
         f"authentication cost per call: app key {1e6 / app - 1e6 / base:.0f} µs, app key + "
         f"token {1e6 / account - 1e6 / base:.0f} µs (of the server's time at this load)"
     )
-    print(json.dumps({"concurrency": concurrency, "seconds": seconds, "figures": figures}))
+    print(
+        json.dumps(
+            {
+                "concurrency": concurrency,
+                "seconds": seconds,
+                "partitions": "sqlite" if postgres is None else "postgresql",
+                "figures": figures,
+            }
+        )
+    )
 
 
-def serve(data_dir: Path) -> None:
-    """The child's entry point."""
-    asyncio.run(_serve(data_dir))
+def serve(data_dir: Path, databases: str | None) -> None:
+    """The child's entry point (``databases``: JSON of PostgreSQL URLs, or SQLite files)."""
+    asyncio.run(_serve(data_dir, databases))

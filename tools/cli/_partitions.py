@@ -99,6 +99,28 @@ def _pairs(text: str, flag: str) -> list[tuple[str, str]]:
     return out
 
 
+def _absolute(url: str) -> str:
+    """A SQLite URL with a relative path made absolute.
+
+    The map is read by nodes whose working directory is not this command's.
+    """
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return url  # refused, with its reason, when the split opens it
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return url
+    if Path(parsed.database).is_absolute():
+        return url
+    absolute = parsed.set(database=str(Path(parsed.database).resolve()))
+    return absolute.render_as_string(hide_password=False)
+
+
 def _status(args: argparse.Namespace) -> int:
     from cloud.partitioned import SCHEMAS
     from cloud.partitions import read_status, redact
@@ -172,7 +194,7 @@ def _split(args: argparse.Namespace) -> int:
     from cloud.partitioned import SCHEMAS
     from cloud.partitions import split
 
-    into = _pairs(args.into, "--into")
+    into = [(name, _absolute(url)) for name, url in _pairs(args.into, "--into")]
     assign: dict[str, list[str]] | None = None
     if args.assign:
         assign = {}
