@@ -15,7 +15,7 @@ from mesh.config import ConfigError, Section, load_toml
 from mesh.net import parse_hostport
 from mesh.tunnel import TunnelConfig
 
-__all__ = ["AccountsConfig", "NodeConfig", "TlsMode", "parse_listen", "parse_rate"]
+__all__ = ["AccountsConfig", "NodeConfig", "SyncConfig", "TlsMode", "parse_listen", "parse_rate"]
 
 
 class TlsMode(enum.StrEnum):
@@ -117,6 +117,67 @@ class AccountsConfig:
             raise ConfigError(f"accounts.{name}: {err}") from None
 
 
+_POSITIVE = (
+    "slot_interval",
+    "directory_interval",
+    "drift_interval",
+    "call_timeout",
+    "pass_timeout",
+    "stale_after",
+    "lease_seconds",
+    "replica_check_interval",
+)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SyncConfig:
+    """How the node keeps the public read store in sync with every hospital (``[sync]``)."""
+
+    enabled: bool = True
+    """Whether this node syncs the hospitals whose tunnels it holds."""
+    slot_interval: float = 30.0
+    """Seconds between incremental syncs of schedules and slots (what changes all day)."""
+    directory_interval: float = 300.0
+    """Seconds between incremental syncs of departments and doctors."""
+    drift_interval: float = 900.0
+    """Seconds between digest comparisons of a hospital's directory with the store."""
+    concurrency: int = 16
+    """Hospitals synced at once, over all of them; a slow one holds one place only."""
+    call_timeout: float = 30.0
+    """Deadline of one call to a hospital (one page, one digest)."""
+    pass_timeout: float = 300.0
+    """Longest time one pass (all pages of one GetChanges request) may take."""
+    page_size: int = 1000
+    """Changes asked for per page (the edge caps it at 5000)."""
+    max_pages: int = 10_000
+    """Pages one pass may have before the feed is considered broken."""
+    bucket_count: int = 64
+    """Buckets per entity kind in digest comparisons (1-4096)."""
+    stale_after: float = 180.0
+    """A hospital whose oldest data is older than this many seconds is shown stale."""
+    lease_seconds: float = 120.0
+    """How long a node's claim to sync a hospital lasts without renewal (multi-node)."""
+    max_replica_lag: float = 5.0
+    """Reads go to a read replica only while it is less than this many seconds behind."""
+    replica_check_interval: float = 2.0
+    """Seconds between replica lag checks."""
+
+    def __post_init__(self) -> None:
+        for name in _POSITIVE:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"sync.{name}: must be > 0, got {getattr(self, name)}")
+        if self.max_replica_lag < 0:
+            raise ConfigError(f"sync.max_replica_lag: must be >= 0, got {self.max_replica_lag}")
+        for name, low, high in (
+            ("concurrency", 1, 10_000),
+            ("page_size", 1, 5000),
+            ("max_pages", 1, 10_000_000),
+            ("bucket_count", 1, 4096),
+        ):
+            if not low <= getattr(self, name) <= high:
+                raise ConfigError(f"sync.{name}: must be within [{low}, {high}]")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class NodeConfig:
     """Everything a cloud node needs to start."""
@@ -153,6 +214,13 @@ class NodeConfig:
     registry_database_url: str | None = None
     """SQLAlchemy URL of the registry database (releases, field census); default a SQLite
     file in ``data_dir``."""
+    readstore_database_url: str | None = None
+    """SQLAlchemy URL of the public read store's primary; default a SQLite file in
+    ``data_dir``."""
+    readstore_replica_urls: tuple[str, ...] = ()
+    """URLs of the read store's streaming replicas (PostgreSQL); reads go to a current one."""
+    sync: SyncConfig = dataclasses.field(default_factory=SyncConfig)
+    """How the read store is kept in sync with the hospitals."""
     partitions_database_url: str | None = None
     """SQLAlchemy URL of the control database (the partition map, apps); default a SQLite
     file in ``data_dir``."""
@@ -224,6 +292,13 @@ class NodeConfig:
         host, port = parse_listen(self.listen)
         host = f"[{host}]" if ":" in host else host
         return f"{host}:{port + 1 if port else 0}"
+
+    @property
+    def readstore_url(self) -> str:
+        """The read store's primary URL, defaulted to ``<data_dir>/readstore.db``."""
+        return self.readstore_database_url or (
+            f"sqlite+aiosqlite:///{self.data_dir / 'readstore.db'}"
+        )
 
     @property
     def fleet_url(self) -> str:
@@ -317,6 +392,10 @@ class NodeConfig:
         for var, field in _ENV.items():
             if environ.get(var):
                 values[field] = Path(environ[var]) if field == "data_dir" else environ[var]
+        if environ.get("HPLUS_READSTORE_REPLICA_URLS"):
+            values["readstore_replica_urls"] = tuple(
+                u.strip() for u in environ["HPLUS_READSTORE_REPLICA_URLS"].split(",") if u.strip()
+            )
         first = {n: environ[v] for n, v in _PARTITION_ENV.items() if environ.get(v)}
         if first:
             values["partition_urls"] = {**dict(values.get("partition_urls") or {}), **first}  # type: ignore[call-overload]
@@ -334,6 +413,7 @@ _ENV = {
     "HPLUS_NODE_ID": "node_id",
     "HPLUS_FLEET_DATABASE_URL": "fleet_database_url",
     "HPLUS_REGISTRY_DATABASE_URL": "registry_database_url",
+    "HPLUS_READSTORE_DATABASE_URL": "readstore_database_url",
     "HPLUS_REDIS_URL": "redis_url",
     "HPLUS_REDIS_NAMESPACE": "redis_namespace",
     "HPLUS_CLUSTER_SECRET": "cluster_secret",
@@ -349,7 +429,7 @@ def _from_file(path: Path) -> dict[str, object]:
     doc, text = load_toml(path)
     values: dict[str, object] = {}
     Section(doc, name="", path=path, text=text).reject_unknown(
-        ["node", "tls", "databases", "redis", "census", "tunnel", "partitions", "accounts"]
+        ["node", "tls", "databases", "redis", "census", "tunnel", "sync", "partitions", "accounts"]
     )
 
     def rel(p: str) -> Path:
@@ -401,12 +481,24 @@ def _from_file(path: Path) -> dict[str, object]:
                 raise tls.error(key, "required when mode = 'files'")
 
     dbs = Section.of(doc, "databases", path=path, text=text)
-    dbs.reject_unknown(["fleet", "registry", "partitions"])
-    for name in ("fleet", "registry", "partitions"):
+    dbs.reject_unknown(["fleet", "registry", "readstore", "readstore_replicas", "partitions"])
+    for name in ("fleet", "registry", "readstore", "partitions"):
         if name in doc.get("databases", {}):
             values[f"{name}_database_url"] = dbs.check(
                 name, dbs.get(name, str, ""), bool, "must be a SQLAlchemy URL"
             )
+    if "readstore_replicas" in doc.get("databases", {}):
+        replicas = dbs.get("readstore_replicas", list, [])
+        values["readstore_replica_urls"] = tuple(
+            dbs.check(
+                "readstore_replicas",
+                u,
+                lambda v: isinstance(v, str) and bool(v),
+                "must be a list of SQLAlchemy URLs",
+            )
+            for u in replicas
+        )
+    values.update(_sync_from_file(doc, path, text))
     census = Section.of(doc, "census", path=path, text=text)
     census.reject_unknown(["rate"])
     if "rate" in doc.get("census", {}):
@@ -515,3 +607,22 @@ def _tunnel_from(section: Section, present: Mapping[str, typing.Any]) -> TunnelC
         message = str(err)
         named = min((key for key in present if key in message), key=message.find, default=None)
         raise section.error(named, str(err)) from None
+
+
+def _sync_from_file(doc: dict[str, object], path: Path, text: str) -> dict[str, object]:
+    sync = Section.of(doc, "sync", path=path, text=text)
+    fields = {f.name: f for f in dataclasses.fields(SyncConfig)}
+    sync.reject_unknown(fields)
+    present = doc.get("sync", {})
+    assert isinstance(present, dict)  # Section.of checked that it is a table
+    kwargs: dict[str, object] = {}
+    for name, field in fields.items():
+        if name not in present:
+            continue
+        kind = {"bool": bool, "int": int, "float": float}[str(field.type)]
+        kwargs[name] = sync.get(name, kind, field.default)
+    try:
+        return {"sync": SyncConfig(**kwargs)} if kwargs else {}  # type: ignore[arg-type]
+    except ConfigError as err:
+        key = err.message.split(":", 1)[0].removeprefix("sync.")
+        raise sync.error(key, err.message.split(": ", 1)[1]) from None

@@ -43,9 +43,11 @@ from cloud.gateway import (
 from cloud.operations import OperationsServicer
 from cloud.partitioned import SCHEMAS as PARTITIONED
 from cloud.partitions import PartitionSet
-from cloud.presence import InProcessPresence, Presence, RedisPresence
+from cloud.presence import InProcessPresence, Presence, PresenceUnavailable, RedisPresence
+from cloud.readstore import ReadStore
 from cloud.registry import MAX_MESSAGE_BYTES as REGISTRY_MAX_MESSAGE_BYTES
 from cloud.registry import ReleaseResolver, ReleaseStatus, build_registry
+from cloud.sync import RouterSource, SyncEngine
 from hplus.cloud.v1 import (
     account_pb2,
     account_pb2_grpc,
@@ -72,6 +74,9 @@ class CloudNode:
     and ``RegistryService``, with the registry's large limit for release images.
     Internal endpoint (``internal_listen``, cluster secret required): health, the
     operations service and the forwarder through which peer nodes reach tunnels held here.
+
+    It also keeps the public read store (``readstore``) in sync with the hospitals whose
+    tunnels it holds (``directory_sync``).
 
     Use as ``async with CloudNode(config) as node: await node.wait()``; ``shutdown()``
     drains tunnels and in-flight calls for ``config.grace_seconds``.
@@ -108,6 +113,8 @@ class CloudNode:
         self.revocations: RevocationWatcher | None = None
         self.partitions: PartitionSet | None = None
         self.accounts: Accounts | None = None
+        self.readstore: ReadStore | None = None
+        self.directory_sync: SyncEngine | None = None
         self._health = health.aio.HealthServicer()
         self._service_names: list[str] = []
         self._registry_service_names: list[str] = []
@@ -148,7 +155,7 @@ class CloudNode:
         Raises:
             OSError: an address cannot be bound.
             mesh.tls.TlsError: TLS material is missing or malformed.
-            cloud.db.DatabaseError: the fleet database cannot be reached.
+            cloud.db.DatabaseError: the fleet database or the read store cannot be reached.
         """
         try:
             await self._start()
@@ -257,6 +264,20 @@ class CloudNode:
             secret=secret,
             peer_credentials=peer_creds,
         )
+        self.readstore = await ReadStore.open(
+            cfg.readstore_url,
+            replica_urls=cfg.readstore_replica_urls,
+            max_replica_lag=cfg.sync.max_replica_lag,
+            replica_check_interval=cfg.sync.replica_check_interval,
+            online=self._online,
+        )
+        if cfg.sync.enabled:
+            self.directory_sync = SyncEngine(
+                self.readstore,
+                RouterSource(self.gateway, self.presence, self.router, node_id=cfg.node_id),
+                config=cfg.sync,
+                node_id=cfg.node_id,
+            )
         self.partitions = await PartitionSet.open(
             cfg.partitions_url,
             first_urls=cfg.first_partition_urls,
@@ -340,6 +361,8 @@ class CloudNode:
         await self.revocations.__aenter__()
         await self.partitions.start()
         self._census_flusher.start()
+        if self.directory_sync is not None:
+            await self.directory_sync.start()
         for name in ["", *self._service_names, *self._registry_service_names]:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -354,6 +377,18 @@ class CloudNode:
         """Whether a hospital id is one of the platform's (a credential was ever issued)."""
         assert self.credentials is not None
         return bool(await self.credentials.list(hospital_id))
+
+    async def _online(self, hospital_ids: Sequence[str]) -> set[str]:
+        """Which of these hospitals have a tunnel up on any node (``online_booking_available``)."""
+        assert self.gateway is not None
+        assert self.presence is not None
+        here = {h for h in hospital_ids if any(s.accepting_calls for s in self.gateway.sessions(h))}
+        elsewhere = [h for h in hospital_ids if h not in here]
+        try:
+            found = await asyncio.gather(*(self.presence.lookup(h) for h in elsewhere))
+        except PresenceUnavailable:
+            return here
+        return here | {h for h, records in zip(elsewhere, found, strict=True) if records}
 
     async def _edges_on_release(self, version: str) -> int:
         """How many edges (of any node) currently announce ``version`` (blocks retiring)."""
@@ -401,6 +436,9 @@ class CloudNode:
         server, self._server = self._server, None
         grace = self.config.grace_seconds
         await self._health.enter_graceful_shutdown()
+        if self.directory_sync is not None:
+            # First, while tunnels are up: a pass cut here resumes from its watermark.
+            await self.directory_sync.shutdown()
         if self.gateway is not None:
             await self.gateway.shutdown(grace)
         await server.stop(grace)
@@ -415,6 +453,8 @@ class CloudNode:
         if self._census_flusher is not None:
             await self._census_flusher.shutdown()
         await self._close_accounts()
+        if self.readstore is not None:
+            await self.readstore.close()
         if self.router is not None:
             await self.router.close()
         if self.presence is not None:
@@ -452,6 +492,10 @@ class CloudNode:
         if self._sync is not None:
             await self._sync.shutdown()
         await self._close_accounts()
+        if self.directory_sync is not None:
+            await self.directory_sync.shutdown()
+        if self.readstore is not None:
+            await self.readstore.close()
         if self.presence is not None:
             await self.presence.close()
         for engine in (self._engine, self._registry_engine):

@@ -34,6 +34,8 @@ __all__ = ["HOSPITALS", "main"]
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = REPO / "frontend_server" / "profiles"
+DEMO_HOSPITALS = REPO / "tools" / "demo_hospitals.toml"
+"""Public master data of the three hospitals (names patients search for), imported at start."""
 PYTHON = sys.executable
 HPLUS = (PYTHON, "-m", "tools.cli")
 
@@ -212,6 +214,7 @@ def _examples(var: Path, internal: str, slot_hint: str) -> list[str]:
     hplus = _command()
     call = f"{hplus} cloud call"
     lines = [f"  {hplus} cloud tunnels {flags}"]
+    lines.append(f"  {hplus} cloud sync status --data-dir {shlex.quote(str(var))}")
     for h in HOSPITALS:
         lines.append(f"  {call} {h.hospital_id} DirectoryService/ListDepartments '{{}}' {flags}")
     patient = json.dumps({"patient": {"patientId": "P00000010"}})
@@ -259,6 +262,8 @@ class _Demo:
         var, demo = self.var, self.demo
         profiles = demo / "profiles"
         profiles.mkdir(parents=True, exist_ok=True)
+        # Before the node starts, so its sync engine finds the hospitals on its first round.
+        await _run_cli("cloud", "hospitals", "import", str(DEMO_HOSPITALS), "--data-dir", str(var))
         await self.node.start(
             *HPLUS, "cloud", "run",
             "--data-dir", str(var),

@@ -148,9 +148,13 @@ class DirectoryRefresher:
     async def run(self) -> None:
         """Refreshes every ``refresh_seconds`` (and when asked) until :meth:`shutdown`."""
         while not self._stop.is_set():
+            # Cleared before the read, never after it: a wake (a stale-mirror request, or
+            # shutdown) that arrives while the read finishes must not be lost.
+            self._wake.clear()
             with contextlib.suppress(Exception):  # reported by _refresh; try again later
                 await asyncio.shield(self._start())
-            self._wake.clear()
+            if self._stop.is_set():
+                break
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._gap(self.config.refresh_seconds)):
                     await self._wake.wait()

@@ -75,6 +75,13 @@ def test_make_run_starts_three_hospitals_that_answer_and_stops_cleanly(tmp_path:
         assert key.read_text().startswith("hpk1.")
         assert "sign in to the patient API by hand" in output
         assert "AccountService/StartSignIn" in output
+        # The demo's master data is in the read store, so the node syncs all three.
+        status = _cli("cloud", "sync", "status", "--format", "json", "--data-dir", str(var))
+        assert status.returncode == 0, status.stderr
+        names = {json.loads(line)["hospital_id"]: json.loads(line)["name"]
+                 for line in status.stdout.splitlines()}  # fmt: skip
+        assert names["city-first"] == "滨江市第一人民医院"
+        assert set(names) == {"city-first", "river-county", "lakeside"}
         # The generated profiles only override the HIS endpoint of the examples.
         generated = (var / "demo" / "profiles" / "lakeside.toml").read_text()
         assert "lakeside-clinic.toml" in generated

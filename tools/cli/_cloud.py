@@ -120,8 +120,9 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     config_flags(ls)
     ls.set_defaults(func=_list)
 
-    from tools.cli import _accounts
+    from tools.cli import _accounts, _readstore
 
+    _readstore.register(csub)
     _accounts.register(csub)
 
 

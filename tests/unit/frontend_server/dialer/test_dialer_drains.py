@@ -6,6 +6,7 @@ import itertools
 import random
 
 from frontend_server.dialer import Backoff, Dialer, DialerConfig
+from mesh.retry import RetryPolicy
 from mesh.tunnel import TunnelConfig, TunnelServer
 from tests.support.waiting import until
 from tools.hostile import ATTACKS, HostileGateway, Options, Peer, run_attack
@@ -42,7 +43,11 @@ async def test_a_gateway_that_drains_at_once_gets_a_backoff_not_a_storm() -> Non
     # The same seed gives the delays the dialer will draw: every drained tunnel was up
     # only briefly, so each counts as a failure and the window doubles.
     seed = 20261206
-    reference = Backoff(initial=0.1, maximum=0.8, stable_after=60.0, rng=random.Random(seed))
+    reference = Backoff(
+        RetryPolicy(initial=0.1, maximum=0.8, deadline=None),
+        stable_after=60.0,
+        rng=random.Random(seed),
+    )
     delays = [reference.next_delay(0.0) for _ in range(5)]
     gateway, port = await draining_gateway(0.0)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import zoneinfo
 from collections.abc import AsyncIterator
@@ -232,3 +233,28 @@ async def test_a_full_read_that_lists_nothing_of_a_kind_is_refused(tmp_path: Pat
             await refresher.refresh()
         assert refresher.mirror.entity_ids() == before
         assert "listed no" in refresher.last_error
+
+
+async def test_shutdown_as_a_refresh_finishes_stops_the_loop_at_once(tmp_path: Path) -> None:
+    """A shutdown that lands between the end of a read and the loop resuming stopped the
+    loop only after the next interval (the edge then took 30 s to stop on SIGTERM)."""
+    async with (
+        RestHis(seed=SEED) as his,
+        refresher_on(his, tmp_path, DirectoryConfig(refresh_seconds=3600)) as refresher,
+    ):
+        start = refresher._start
+        stopping: list[asyncio.Task[None]] = []
+
+        def start_then_stop_as_it_ends() -> asyncio.Task[None]:
+            task = start()
+            if not stopping:
+                # Added before the loop awaits the read, so shutdown's first step runs
+                # after the read ended and before the loop resumes.
+                task.add_done_callback(
+                    lambda _: stopping.append(asyncio.ensure_future(refresher.shutdown()))
+                )
+            return task
+
+        refresher._start = start_then_stop_as_it_ends  # type: ignore[method-assign]
+        await asyncio.wait_for(refresher.run(), timeout=5.0)
+        await asyncio.gather(*stopping)

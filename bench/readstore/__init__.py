@@ -1,0 +1,1 @@
+"""Benchmark of the public read store and its sync."""
