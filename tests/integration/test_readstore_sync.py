@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from cloud import CloudNode, NodeConfig
-from cloud.config import SyncConfig
+from cloud.config import NodeConfig, SyncConfig
+from cloud.node import CloudNode
 from cloud.readstore import HospitalRecord, ReadStore
 from cloud.sync import SyncEngine
 from frontend_server.app import EdgeApp
