@@ -1,9 +1,10 @@
 """Bearer tokens ``<prefix>.<id>.<secret>`` whose secret is stored only as a digest.
 
-Hospital credentials (``hpc1``) and registry tokens (``hpr1``) share this format: the id
-finds the row, the SHA-256 of the 256-bit random secret is what the row keeps, so a leaked
-database leaks no usable token. A fast hash is right here: the secret is random, not a
-password, so there is nothing to brute-force.
+Hospital credentials (``hpc1``), registry tokens (``hpr1``), patient apps' keys (``hpk1``)
+and account sessions (``hpa1``, whose id starts with the account's region) share this
+format: the id finds the row, the SHA-256 of the 256-bit random secret is what the row
+keeps, so a leaked database leaks no usable token. A fast hash is right here: the secret
+is random, not a password, so there is nothing to brute-force.
 """
 
 from __future__ import annotations
@@ -32,9 +33,16 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def mint(prefix: str) -> MintedToken:
-    """A fresh token with a 64-bit id and a 256-bit secret."""
-    token_id = secrets.token_hex(8)
+def mint(prefix: str, *, token_id: str | None = None) -> MintedToken:
+    """A fresh token with a 64-bit id (unless ``token_id`` is given) and a 256-bit secret.
+
+    A caller that routes by the id (a session's region) chooses it; it must not contain
+    ``.``.
+    """
+    if token_id is None:
+        token_id = secrets.token_hex(8)
+    elif "." in token_id or not token_id:
+        raise ValueError("a token id must be non-empty and contain no '.'")
     secret = secrets.token_urlsafe(32)
     return MintedToken(token_id, _digest(secret), f"{prefix}.{token_id}.{secret}")
 

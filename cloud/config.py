@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import ipaddress
+import re
 import socket
 import typing
 from collections.abc import Mapping
@@ -14,7 +15,7 @@ from mesh.config import ConfigError, Section, load_toml
 from mesh.net import parse_hostport
 from mesh.tunnel import TunnelConfig
 
-__all__ = ["NodeConfig", "SyncConfig", "TlsMode", "parse_listen"]
+__all__ = ["AccountsConfig", "NodeConfig", "SyncConfig", "TlsMode", "parse_listen", "parse_rate"]
 
 
 class TlsMode(enum.StrEnum):
@@ -45,6 +46,75 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # any other name may resolve to a public interface
         return False
+
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """A rate limit ``N/DURATION`` (``5/10m``: five at once, all earned back in ten minutes).
+
+    Returns:
+        ``(burst, seconds)``.
+
+    Raises:
+        ValueError: not ``N/DURATION`` with N >= 1 and a duration > 0 (units ms, s, m, h).
+    """
+    match = _RATE.match(text)
+    burst = int(match.group(1)) if match else 0
+    per = float(match.group(2) or "1") * _UNITS[match.group(3) or "s"] if match else 0.0
+    if burst < 1 or per <= 0:
+        raise ValueError(f"{text!r} is not a rate: expected N/DURATION, e.g. 5/10m or 100/1s")
+    return burst, per
+
+
+_RATES = ("codes_per_phone", "codes_per_address", "attempts_per_phone", "attempts_per_address")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AccountsConfig:
+    """Sign-in, sessions and patients of patient accounts (``[accounts]``)."""
+
+    code_ttl: float = 300.0
+    """Seconds a one-time sign-in code stays valid."""
+    code_attempts: int = 5
+    """Wrong codes a challenge tolerates; the last one burns it."""
+    token_ttl: float = 30 * 86400.0
+    """Seconds an access token stays valid (30 days)."""
+    codes_per_phone: str = "5/10m"
+    """Codes sent to one phone number (StartSignIn), as ``N/DURATION``."""
+    codes_per_address: str = "30/10m"
+    """Codes requested from one client address."""
+    attempts_per_phone: str = "10/10m"
+    """Sign-in attempts (CompleteSignIn) for one phone number."""
+    attempts_per_address: str = "60/10m"
+    """Sign-in attempts from one client address."""
+    max_patients: int = 10
+    """Patients one account may bind."""
+    hospital_timeout: float = 10.0
+    """Deadline of one call to a hospital (FindPatient, RegisterPatient)."""
+
+    def __post_init__(self) -> None:
+        for name in ("code_ttl", "token_ttl", "hospital_timeout"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"accounts.{name}: must be > 0, got {getattr(self, name)}")
+        for name, low, high in (("code_attempts", 1, 20), ("max_patients", 1, 100)):
+            if not low <= getattr(self, name) <= high:
+                raise ConfigError(f"accounts.{name}: must be within [{low}, {high}]")
+        for name in _RATES:
+            self.rate(name)
+
+    def rate(self, name: str) -> tuple[int, float]:
+        """The ``(burst, seconds)`` of one of the rate settings, e.g. ``codes_per_phone``.
+
+        Raises:
+            ConfigError: the setting is not a rate.
+        """
+        try:
+            return parse_rate(getattr(self, name))
+        except ValueError as err:
+            raise ConfigError(f"accounts.{name}: {err}") from None
 
 
 _POSITIVE = (
@@ -151,6 +221,16 @@ class NodeConfig:
     """URLs of the read store's streaming replicas (PostgreSQL); reads go to a current one."""
     sync: SyncConfig = dataclasses.field(default_factory=SyncConfig)
     """How the read store is kept in sync with the hospitals."""
+    partitions_database_url: str | None = None
+    """SQLAlchemy URL of the control database (the partition map, apps); default a SQLite
+    file in ``data_dir``."""
+    partition_urls: Mapping[str, str] | None = None
+    """Where the first partitions, ``south`` and ``north``, live; used only when the map is
+    made (first start). Default: SQLite files under ``data_dir/partitions``."""
+    partition_map_poll: float = 0.5
+    """Seconds between checks of the partition map's version (a split is noticed within)."""
+    accounts: AccountsConfig = dataclasses.field(default_factory=AccountsConfig)
+    """Sign-in, sessions and patients of patient accounts."""
     census_rate: float = 0.01
     """Fraction of tunnel calls the field census samples (0 turns it off)."""
     redis_url: str | None = None
@@ -185,6 +265,24 @@ class NodeConfig:
         return self.registry_database_url or (
             f"sqlite+aiosqlite:///{self.data_dir / 'registry.db'}"
         )
+
+    @property
+    def partitions_url(self) -> str:
+        """The control database URL, defaulted to ``<data_dir>/partitions.db``."""
+        return self.partitions_database_url or (
+            f"sqlite+aiosqlite:///{self.data_dir / 'partitions.db'}"
+        )
+
+    @property
+    def first_partition_urls(self) -> dict[str, str]:
+        """Where ``south`` and ``north`` are made on the first start.
+
+        The default paths are absolute: the map keeps them, and every process reads it.
+        """
+        where = self.data_dir.absolute() / "partitions"
+        urls = {name: f"sqlite+aiosqlite:///{where / f'{name}.db'}" for name in ("south", "north")}
+        urls.update(self.partition_urls or {})
+        return urls
 
     @property
     def registry_address(self) -> str:
@@ -232,6 +330,13 @@ class NodeConfig:
         if self.liveness_probe_seconds <= 0:
             raise ConfigError(
                 f"liveness_probe_seconds: must be > 0, got {self.liveness_probe_seconds}"
+            )
+        if self.partition_map_poll <= 0:
+            raise ConfigError(f"partition_map_poll: must be > 0, got {self.partition_map_poll}")
+        unknown = set(self.partition_urls or {}) - {"south", "north"}
+        if unknown:
+            raise ConfigError(
+                f"partitions: the first partitions are south and north, not {unknown}"
             )
         if self.revocation_poll_seconds <= 0:
             raise ConfigError(
@@ -291,6 +396,9 @@ class NodeConfig:
             values["readstore_replica_urls"] = tuple(
                 u.strip() for u in environ["HPLUS_READSTORE_REPLICA_URLS"].split(",") if u.strip()
             )
+        first = {n: environ[v] for n, v in _PARTITION_ENV.items() if environ.get(v)}
+        if first:
+            values["partition_urls"] = {**dict(values.get("partition_urls") or {}), **first}  # type: ignore[call-overload]
         for key, value in (overrides or {}).items():
             if value is not None:
                 values[key] = value
@@ -309,15 +417,19 @@ _ENV = {
     "HPLUS_REDIS_URL": "redis_url",
     "HPLUS_REDIS_NAMESPACE": "redis_namespace",
     "HPLUS_CLUSTER_SECRET": "cluster_secret",
+    "HPLUS_PARTITIONS_DATABASE_URL": "partitions_database_url",
 }
 """Environment variables and the fields they set."""
+
+_PARTITION_ENV = {"south": "HPLUS_SOUTH_DATABASE_URL", "north": "HPLUS_NORTH_DATABASE_URL"}
+"""Environment variables of the first partitions' URLs."""
 
 
 def _from_file(path: Path) -> dict[str, object]:
     doc, text = load_toml(path)
     values: dict[str, object] = {}
     Section(doc, name="", path=path, text=text).reject_unknown(
-        ["node", "tls", "databases", "redis", "census", "tunnel", "sync"]
+        ["node", "tls", "databases", "redis", "census", "tunnel", "sync", "partitions", "accounts"]
     )
 
     def rel(p: str) -> Path:
@@ -369,8 +481,8 @@ def _from_file(path: Path) -> dict[str, object]:
                 raise tls.error(key, "required when mode = 'files'")
 
     dbs = Section.of(doc, "databases", path=path, text=text)
-    dbs.reject_unknown(["fleet", "registry", "readstore", "readstore_replicas"])
-    for name in ("fleet", "registry", "readstore"):
+    dbs.reject_unknown(["fleet", "registry", "readstore", "readstore_replicas", "partitions"])
+    for name in ("fleet", "registry", "readstore", "partitions"):
         if name in doc.get("databases", {}):
             values[f"{name}_database_url"] = dbs.check(
                 name, dbs.get(name, str, ""), bool, "must be a SQLAlchemy URL"
@@ -431,6 +543,42 @@ def _from_file(path: Path) -> dict[str, object]:
             )
     if any(key in _TUNNEL_KEYS for key in present):
         values["tunnel"] = _tunnel_from(tunnel, present)
+    values.update(_partitions_from_file(doc, path, text))
+    return values
+
+
+def _partitions_from_file(doc: Mapping[str, object], path: Path, text: str) -> dict[str, object]:
+    """``[partitions]`` (first URLs, map poll) and ``[accounts]`` (every AccountsConfig field)."""
+    values: dict[str, object] = {}
+    parts = Section.of(doc, "partitions", path=path, text=text)
+    parts.reject_unknown(["south", "north", "map_poll"])
+    present = typing.cast(Mapping[str, object], doc.get("partitions", {}))
+    urls = {
+        name: parts.check(name, parts.get(name, str, ""), bool, "must be a SQLAlchemy URL")
+        for name in ("south", "north")
+        if name in present
+    }
+    if urls:
+        values["partition_urls"] = urls
+    if "map_poll" in present:
+        values["partition_map_poll"] = parts.check(
+            "map_poll", parts.get("map_poll", float, 0.5), lambda v: v > 0, "must be > 0"
+        )
+    accounts = Section.of(doc, "accounts", path=path, text=text)
+    fields = {f.name: f for f in dataclasses.fields(AccountsConfig)}
+    accounts.reject_unknown(fields)
+    given = typing.cast(Mapping[str, object], doc.get("accounts", {}))
+    kwargs: dict[str, object] = {}
+    for name, field in fields.items():
+        if name in given:
+            kind = {"int": int, "float": float, "str": str}[str(field.type)]
+            kwargs[name] = accounts.get(name, kind, field.default)
+    if kwargs:
+        try:
+            values["accounts"] = AccountsConfig(**kwargs)  # type: ignore[arg-type]
+        except ConfigError as err:
+            key = err.message.split(":", 1)[0].removeprefix("accounts.")
+            raise accounts.error(key, err.message.split(": ", 1)[1]) from None
     return values
 
 

@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cloud.accounts import Accounts, InProcessBuckets, LogCodeSender, RedisBuckets
 from cloud.census import (
     CensusFlusher,
     CensusStore,
@@ -40,12 +41,20 @@ from cloud.gateway import (
     load_or_create_secret,
 )
 from cloud.operations import OperationsServicer
+from cloud.partitioned import SCHEMAS as PARTITIONED
+from cloud.partitions import PartitionSet
 from cloud.presence import InProcessPresence, Presence, PresenceUnavailable, RedisPresence
 from cloud.readstore import ReadStore
 from cloud.registry import MAX_MESSAGE_BYTES as REGISTRY_MAX_MESSAGE_BYTES
 from cloud.registry import ReleaseResolver, ReleaseStatus, build_registry
 from cloud.sync import RouterSource, SyncEngine
-from hplus.cloud.v1 import operations_pb2_grpc, registry_pb2, registry_pb2_grpc
+from hplus.cloud.v1 import (
+    account_pb2,
+    account_pb2_grpc,
+    operations_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
 from hplus.tunnel.v1 import tunnel_pb2, tunnel_pb2_grpc
 from mesh.files import make_private_dir
 from mesh.tls import TlsFiles, ensure_dev_pki, load_server_credentials
@@ -59,9 +68,10 @@ log = logging.getLogger(__name__)
 class CloudNode:
     """A running cloud node: its public, registry and internal ``grpc.aio`` servers.
 
-    Public endpoint (``listen``): health, reflection and ``TunnelService`` (edges dial in),
-    with the tunnel's message limit. Registry endpoint (``registry_listen``): health,
-    reflection and ``RegistryService``, with the registry's large limit for release images.
+    Public endpoint (``listen``): health, reflection, ``TunnelService`` (edges dial in) and
+    the patient API's ``AccountService`` (accounts live in the business partitions), with
+    the tunnel's message limit. Registry endpoint (``registry_listen``): health, reflection
+    and ``RegistryService``, with the registry's large limit for release images.
     Internal endpoint (``internal_listen``, cluster secret required): health, the
     operations service and the forwarder through which peer nodes reach tunnels held here.
 
@@ -101,6 +111,8 @@ class CloudNode:
         self._releases: ReleaseResolver | None = None
         self._sync: PresenceSync | None = None
         self.revocations: RevocationWatcher | None = None
+        self.partitions: PartitionSet | None = None
+        self.accounts: Accounts | None = None
         self.readstore: ReadStore | None = None
         self.directory_sync: SyncEngine | None = None
         self._health = health.aio.HealthServicer()
@@ -266,6 +278,22 @@ class CloudNode:
                 config=cfg.sync,
                 node_id=cfg.node_id,
             )
+        self.partitions = await PartitionSet.open(
+            cfg.partitions_url,
+            first_urls=cfg.first_partition_urls,
+            schemas=PARTITIONED,
+            poll=cfg.partition_map_poll,
+        )
+        self.accounts = await Accounts.open(
+            self.partitions,
+            config=cfg.accounts,
+            sender=LogCodeSender(cfg.data_dir),
+            buckets=RedisBuckets.from_url(cfg.redis_url, namespace=cfg.redis_namespace)
+            if cfg.redis_url
+            else InProcessBuckets(),
+            channel_for=self.router.channel_for,
+            known_hospital=self._known_hospital,
+        )
 
         health_pb2_grpc.add_HealthServicer_to_server(self._health, internal)
         operations_pb2_grpc.add_OperationsServiceServicer_to_server(
@@ -293,10 +321,12 @@ class CloudNode:
         self._starting_public = server
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         tunnel_pb2_grpc.add_TunnelServiceServicer_to_server(self.gateway, server)
+        account_pb2_grpc.add_AccountServiceServicer_to_server(self.accounts.servicer, server)
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         self._service_names = [
             health_name,
             tunnel_pb2.DESCRIPTOR.services_by_name["TunnelService"].full_name,
+            account_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
             reflection.SERVICE_NAME,
         ]
         reflection.enable_server_reflection(self._service_names, server)
@@ -329,6 +359,7 @@ class CloudNode:
         self._starting = self._starting_public = self._starting_registry = None
         await self._sync.__aenter__()
         await self.revocations.__aenter__()
+        await self.partitions.start()
         self._census_flusher.start()
         if self.directory_sync is not None:
             await self.directory_sync.start()
@@ -341,6 +372,11 @@ class CloudNode:
             cfg.registry_address,
             node_address,
         )
+
+    async def _known_hospital(self, hospital_id: str) -> bool:
+        """Whether a hospital id is one of the platform's (a credential was ever issued)."""
+        assert self.credentials is not None
+        return bool(await self.credentials.list(hospital_id))
 
     async def _online(self, hospital_ids: Sequence[str]) -> set[str]:
         """Which of these hospitals have a tunnel up on any node (``online_booking_available``)."""
@@ -416,6 +452,7 @@ class CloudNode:
             await self._sync.shutdown()
         if self._census_flusher is not None:
             await self._census_flusher.shutdown()
+        await self._close_accounts()
         if self.readstore is not None:
             await self.readstore.close()
         if self.router is not None:
@@ -454,6 +491,7 @@ class CloudNode:
             await self.revocations.shutdown()
         if self._sync is not None:
             await self._sync.shutdown()
+        await self._close_accounts()
         if self.directory_sync is not None:
             await self.directory_sync.shutdown()
         if self.readstore is not None:
@@ -463,6 +501,14 @@ class CloudNode:
         for engine in (self._engine, self._registry_engine):
             if engine is not None:
                 await engine.dispose()
+
+    async def _close_accounts(self) -> None:
+        accounts, self.accounts = self.accounts, None
+        if accounts is not None:
+            await accounts.close()
+        partitions, self.partitions = self.partitions, None
+        if partitions is not None:
+            await partitions.close()
 
     async def __aexit__(
         self,

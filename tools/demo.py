@@ -6,7 +6,8 @@ Starts, as child processes of this launcher:
 2. three HIS simulators, one per dialect (REST, SOAP, database on a SQLite file);
 3. a credential per hospital, and three front-end servers (``hplus edge run --profile``)
    whose profiles extend the examples in ``frontend_server/profiles`` and only point the
-   HIS endpoint at the simulator (generated under ``VAR/demo/profiles``).
+   HIS endpoint at the simulator (generated under ``VAR/demo/profiles``);
+4. an app key for signing in by hand (``VAR/demo/app.key``, mode 0600).
 
 It prints where to look and example ``hplus cloud call`` lines, then stays up until
 SIGINT (Ctrl-C) or SIGTERM, and stops the edges, the simulators and the node in that
@@ -25,6 +26,7 @@ import re
 import shlex
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -227,6 +229,19 @@ def _examples(var: Path, internal: str, slot_hint: str) -> list[str]:
     return lines
 
 
+def _sign_in_hint(var: Path, public: str, key: Path) -> list[str]:
+    """How to sign in by hand with buf curl over reflection (README: "Sign in and read")."""
+    buf = Path(PYTHON).with_name("buf")
+    url = f"https://{public.replace('127.0.0.1', 'localhost')}/hplus.cloud.v1.AccountService"
+    ca = var / "tls" / "ca.pem"
+    return [
+        f"  KEY=$(cat {key}); RID=$({PYTHON} -c 'import uuid; print(uuid.uuid4())')",
+        f'  {buf} curl --protocol grpc --cacert {ca} -H "x-hplus-app-key: $KEY" \\',
+        f'      -d \'{{"requestId": "\'$RID\'", "phone": "+8613800138000"}}\' {url}/StartSignIn',
+        f"  tail -n 1 {var / 'sign-in-codes.log'}   # the code; then CompleteSignIn, GetAccount",
+    ]
+
+
 @dataclasses.dataclass
 class _Demo:
     """The demo's processes and where its files go."""
@@ -297,6 +312,12 @@ class _Demo:
         for h in HOSPITALS:
             await self.edges[h.hospital_id].wait_ready()
         await _wait_tunnels(var, internal, {h.hospital_id for h in HOSPITALS})
+        key = demo / "app.key"
+        key.unlink(missing_ok=True)
+        await _run_cli(
+            "cloud", "apps", "issue", f"demo-{time.strftime('%Y%m%d-%H%M%S')}",
+            "--channel", "web", "--out", str(key), "--data-dir", str(var),
+        )  # fmt: skip
         print(
             f"cloud node: public {public.group(1)}, registry {registry}, internal {internal}, "
             f"state in {var}"
@@ -304,6 +325,9 @@ class _Demo:
         print(f"logs: {demo / 'logs'}; generated profiles: {profiles}")
         print("three hospitals are connected. Try:")
         for line in _examples(var, internal, "<a slotId from DirectoryService/ListSlots>"):
+            print(line)
+        print("sign in to the patient API by hand (README: Sign in and read):")
+        for line in _sign_in_hint(var, public.group(1), key):
             print(line)
         print("stop with Ctrl-C")
         sys.stdout.flush()

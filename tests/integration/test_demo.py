@@ -69,6 +69,12 @@ def test_make_run_starts_three_hospitals_that_answer_and_stops_cleanly(tmp_path:
             assert reply.returncode == 0, reply.stderr
             departments = json.loads(reply.stdout)["departments"]
             assert {"0101", "0300"} <= {d["department_id"] for d in departments}
+        # An app key to sign in by hand, private, and how to use it.
+        key = var / "demo" / "app.key"
+        assert key.stat().st_mode & 0o777 == 0o600
+        assert key.read_text().startswith("hpk1.")
+        assert "sign in to the patient API by hand" in output
+        assert "AccountService/StartSignIn" in output
         # The demo's master data is in the read store, so the node syncs all three.
         status = _cli("cloud", "sync", "status", "--format", "json", "--data-dir", str(var))
         assert status.returncode == 0, status.stderr

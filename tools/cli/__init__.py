@@ -23,7 +23,7 @@ Register = Callable[["argparse._SubParsersAction[Parser]"], None]
 def _groups() -> list[Register]:
     # Imported here so that `hplus --help` stays fast and a group's heavy imports
     # (grpc, SQLAlchemy) load only when that group runs.
-    from tools.cli import _cloud, _compat, _contracts, _edge, _registry
+    from tools.cli import _cloud, _compat, _contracts, _edge, _partitions, _registry
 
     return [
         _cloud.register,
@@ -31,6 +31,7 @@ def _groups() -> list[Register]:
         _registry.register,
         _compat.register,
         _contracts.register,
+        _partitions.register,
     ]
 
 
@@ -60,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.log_level != "DEBUG":
         # Alembic narrates every migration step at INFO; a no-op upgrade is not news.
         logging.getLogger("alembic").setLevel(logging.WARNING)
+    # aiosqlite's DEBUG lines carry every statement's parameters: patient data, at any level.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         code = func(args)

@@ -17,7 +17,14 @@ def test_cloud_public_surface_is_pinned() -> None:
     # The package root re-exports nothing: importing one part must not load the node.
     assert cloud.__all__ == []
     assert cloud.node.__all__ == ["CloudNode", "serve"]
-    assert cloud.config.__all__ == ["NodeConfig", "SyncConfig", "TlsMode", "parse_listen"]
+    assert cloud.config.__all__ == [
+        "AccountsConfig",
+        "NodeConfig",
+        "SyncConfig",
+        "TlsMode",
+        "parse_listen",
+        "parse_rate",
+    ]
 
 
 def _loaded_by(module: str) -> set[str]:

@@ -1,0 +1,1 @@
+"""Benchmark of sign-in and of the per-call authentication of the patient API."""

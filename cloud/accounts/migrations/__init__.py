@@ -1,0 +1,1 @@
+"""Alembic migration environments of accounts: apps (control database), the rest (partitions)."""

@@ -1,0 +1,1 @@
+"""Alembic migration environment of the apps table in the control database."""

@@ -1,0 +1,1 @@
+"""Alembic migration environments of the partition map and of every partition's database."""

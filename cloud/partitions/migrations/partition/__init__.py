@@ -1,0 +1,1 @@
+"""Alembic migration environment of the partitions' own tables in each partition database."""
