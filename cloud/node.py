@@ -8,9 +8,10 @@ lists only what really answers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -78,6 +79,11 @@ class CloudNode:
     It also keeps the public read store (``readstore``) in sync with the hospitals whose
     tunnels it holds (``directory_sync``).
 
+    Every part is opened into one ``AsyncExitStack`` as it is built, so a failed start and
+    a shutdown take the same ordered path back; the background loops (presence heartbeat,
+    revocations, census flushes, the read store's sync) run in one ``TaskGroup``: the first
+    that fails is logged and stops the node (``failed`` is set; `serve` then shuts down).
+
     Use as ``async with CloudNode(config) as node: await node.wait()``; ``shutdown()``
     drains tunnels and in-flight calls for ``config.grace_seconds``.
 
@@ -98,14 +104,16 @@ class CloudNode:
         self.presence: Presence | None = None
         self.credentials: CredentialStore | None = None
         self._tunnel_config = tunnel_config or config.tunnel
-        self._server: grpc.aio.Server | None = None
-        self._registry_server: grpc.aio.Server | None = None
-        self._internal: grpc.aio.Server | None = None
-        self._starting: grpc.aio.Server | None = None
-        self._starting_public: grpc.aio.Server | None = None
-        self._starting_registry: grpc.aio.Server | None = None
-        self._engine: AsyncEngine | None = None
+        self._servers: list[grpc.aio.Server] = []
+        """Public, registry, internal: stopped in this order."""
+        self._started_servers: set[int] = set()
+        self._stopped_servers: set[int] = set()
+        self._stack = contextlib.AsyncExitStack()
         self._registry_engine: AsyncEngine | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._closed = False
+        self.failed = asyncio.Event()
+        """Set when a background loop failed; the node should be shut down."""
         self.census: FieldCensus | None = None
         self._census_flusher: CensusFlusher | None = None
         self._releases: ReleaseResolver | None = None
@@ -160,7 +168,7 @@ class CloudNode:
         try:
             await self._start()
         except BaseException:
-            await self._abandon()
+            await self._close()
             raise
 
     async def _start(self) -> None:
@@ -179,20 +187,23 @@ class CloudNode:
                 ca_cert=cfg.tls_ca, server_cert=cfg.tls_cert, server_key=cfg.tls_key
             )
 
-        self._engine = create_engine(cfg.fleet_url)
-        await migrate_fleet(self._engine)
-        self.credentials = CredentialStore(self._engine)
-        self._registry_engine = create_engine(cfg.registry_url)
-        await migrate_census(self._registry_engine)
+        stack = self._stack
+        fleet_engine = create_engine(cfg.fleet_url)
+        stack.push_async_callback(fleet_engine.dispose)
+        await migrate_fleet(fleet_engine)
+        self.credentials = CredentialStore(fleet_engine)
+        registry_engine = self._registry_engine = create_engine(cfg.registry_url)
+        stack.push_async_callback(registry_engine.dispose)
+        await migrate_census(registry_engine)
         self.census = FieldCensus(rate=cfg.census_rate)
-        census_store = CensusStore(self._registry_engine)
+        census_store = CensusStore(registry_engine)
         self._census_flusher = CensusFlusher(self.census, census_store, interval=10.0)
         registry = await build_registry(
-            self._registry_engine,
+            registry_engine,
             field_usage=self._edges_on_release,
             census=census_answer(census_store, rate=cfg.census_rate),
         )
-        self._releases = ReleaseResolver(self._registry_engine)
+        self._releases = ReleaseResolver(registry_engine)
         self.presence = (
             RedisPresence.from_url(
                 cfg.redis_url, ttl=cfg.presence_ttl, namespace=cfg.redis_namespace
@@ -200,6 +211,7 @@ class CloudNode:
             if cfg.redis_url
             else InProcessPresence()
         )
+        stack.push_async_callback(self.presence.close)
         secret = load_or_create_secret(cfg.cluster_secret, cfg.data_dir)
         store = self.credentials
 
@@ -207,10 +219,9 @@ class CloudNode:
             return await store.authenticate(bearer_token(list(metadata)))
 
         # The internal endpoint binds first: its port goes into presence records.
-        internal = grpc.aio.server(
+        internal = self._server_for(
             interceptors=[InternalAuthInterceptor(secret)], options=[("grpc.so_reuseport", 0)]
         )
-        self._starting = internal
         self.internal_port = self._bind(internal, cfg.internal_listen)
         host, _ = self._address(cfg.internal_listen)
         node_address = f"{host}:{self.internal_port}"
@@ -264,6 +275,7 @@ class CloudNode:
             secret=secret,
             peer_credentials=peer_creds,
         )
+        stack.push_async_callback(self.router.close)
         self.readstore = await ReadStore.open(
             cfg.readstore_url,
             replica_urls=cfg.readstore_replica_urls,
@@ -271,6 +283,7 @@ class CloudNode:
             replica_check_interval=cfg.sync.replica_check_interval,
             online=self._online,
         )
+        stack.push_async_callback(self.readstore.close)
         if cfg.sync.enabled:
             self.directory_sync = SyncEngine(
                 self.readstore,
@@ -284,6 +297,7 @@ class CloudNode:
             schemas=PARTITIONED,
             poll=cfg.partition_map_poll,
         )
+        stack.push_async_callback(self.partitions.close)  # its map watcher too
         self.accounts = await Accounts.open(
             self.partitions,
             config=cfg.accounts,
@@ -294,6 +308,7 @@ class CloudNode:
             channel_for=self.router.channel_for,
             known_hospital=self._known_hospital,
         )
+        stack.push_async_callback(self.accounts.close)
 
         health_pb2_grpc.add_HealthServicer_to_server(self._health, internal)
         operations_pb2_grpc.add_OperationsServiceServicer_to_server(
@@ -310,15 +325,14 @@ class CloudNode:
         # The public endpoint carries tunnels: its message limit is the tunnel's, so one
         # outer message cannot make the node parse (and hold) more than that.
         tunnel_limit = self._tunnel_config.max_inbound_outer_message_bytes
-        server = grpc.aio.server(
+        server = self._server_for(
             options=[
                 ("grpc.so_reuseport", 0),
                 *_KEEPALIVE,
                 ("grpc.max_receive_message_length", tunnel_limit),
                 ("grpc.max_send_message_length", tunnel_limit),
-            ]
+            ],
         )
-        self._starting_public = server
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         tunnel_pb2_grpc.add_TunnelServiceServicer_to_server(self.gateway, server)
         account_pb2_grpc.add_AccountServiceServicer_to_server(self.accounts.servicer, server)
@@ -334,14 +348,13 @@ class CloudNode:
 
         # Release images travel whole in PushRelease/GetRelease (up to 32 MiB): the registry
         # has a server of its own with that limit.
-        registry_server = grpc.aio.server(
+        registry_server = self._server_for(
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", REGISTRY_MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", REGISTRY_MAX_MESSAGE_BYTES),
-            ]
+            ],
         )
-        self._starting_registry = registry_server
         health_pb2_grpc.add_HealthServicer_to_server(self._health, registry_server)
         registry_pb2_grpc.add_RegistryServiceServicer_to_server(registry, registry_server)
         self._registry_service_names = [
@@ -352,17 +365,25 @@ class CloudNode:
         reflection.enable_server_reflection(self._registry_service_names, registry_server)
         self.registry_port = self._bind(registry_server, cfg.registry_address)
 
-        await internal.start()
-        await server.start()
-        await registry_server.start()
-        self._internal, self._server, self._registry_server = internal, server, registry_server
-        self._starting = self._starting_public = self._starting_registry = None
-        await self._sync.__aenter__()
-        await self.revocations.__aenter__()
+        # Public and registry stop first; the internal endpoint last: peers still forward
+        # calls for tunnels that are draining here.
+        self._servers = [server, registry_server, internal]
+        for started in (internal, server, registry_server):
+            await started.start()
+            self._started_servers.add(id(started))
         await self.partitions.start()
-        self._census_flusher.start()
+        loops: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
+            ("presence-heartbeat", self._sync.run),
+            ("revocations", self.revocations.run),
+            ("census-flush", self._census_flusher.run),
+        ]
         if self.directory_sync is not None:
-            await self.directory_sync.start()
+            loops.append(("readstore-sync", self.directory_sync.run))
+        self._supervisor = asyncio.get_running_loop().create_task(
+            self._supervise(loops), name="node-background"
+        )
+        # Pushed last, so it runs first: the drain of everything that serves.
+        stack.push_async_callback(self._drain)
         for name in ["", *self._service_names, *self._registry_service_names]:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -372,6 +393,57 @@ class CloudNode:
             cfg.registry_address,
             node_address,
         )
+
+    def _server_for(self, **kwargs: Any) -> grpc.aio.Server:
+        """A ``grpc.aio`` server that the exit stack stops at once if the start fails.
+
+        A started node stops its servers in `_drain`, with the grace period.
+        """
+        server = grpc.aio.server(**kwargs)
+        self._stack.push_async_callback(self._stop_server, server, 0.0)
+        return server
+
+    async def _stop_server(self, server: grpc.aio.Server, grace: float) -> None:
+        if id(server) in self._stopped_servers:
+            return
+        self._stopped_servers.add(id(server))
+        if id(server) not in self._started_servers:
+            # grpc keeps the listening socket of a server that never started, even after
+            # stop(): start it to stop it, so a failed start leaves no port bound.
+            await server.start()
+        await server.stop(grace)
+
+    async def _supervise(
+        self, loops: Sequence[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]
+    ) -> None:
+        """Runs the background loops; the first that fails ends them all and marks the node."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                for name, loop in loops:
+                    group.create_task(loop(), name=name)
+        except* Exception as failures:
+            for failure in failures.exceptions:
+                log.error(
+                    "node %s: a background loop failed", self.config.node_id, exc_info=failure
+                )
+            self.failed.set()
+
+    async def _drain(self) -> None:
+        """The ordered part of shutdown: stop taking work, drain, stop the loops."""
+        grace = self.config.grace_seconds
+        await self._health.enter_graceful_shutdown()
+        if self.directory_sync is not None:
+            # First, while tunnels are up: a pass cut here resumes from its watermark.
+            await self.directory_sync.shutdown()
+        if self.gateway is not None:
+            await self.gateway.shutdown(grace)
+        for server in self._servers:
+            await self._stop_server(server, grace)
+        for part in (self.revocations, self._sync, self._census_flusher):
+            if part is not None:
+                await part.shutdown()
+        if self._supervisor is not None:
+            await self._supervisor
 
     async def _known_hospital(self, hospital_id: str) -> bool:
         """Whether a hospital id is one of the platform's (a credential was ever issued)."""
@@ -430,40 +502,21 @@ class CloudNode:
         return None
 
     async def shutdown(self) -> None:
-        """Drain: go-away to every edge, let calls finish within the grace period, stop."""
-        if self._server is None:
+        """Drain: go-away to every edge, let calls finish within the grace period, stop.
+
+        Then closes what the node opened, in the reverse order of its start.
+        """
+        if self._closed or self._supervisor is None:
             return
-        server, self._server = self._server, None
-        grace = self.config.grace_seconds
-        await self._health.enter_graceful_shutdown()
-        if self.directory_sync is not None:
-            # First, while tunnels are up: a pass cut here resumes from its watermark.
-            await self.directory_sync.shutdown()
-        if self.gateway is not None:
-            await self.gateway.shutdown(grace)
-        await server.stop(grace)
-        if self._registry_server is not None:
-            await self._registry_server.stop(grace)
-        if self._internal is not None:
-            await self._internal.stop(grace)
-        if self.revocations is not None:
-            await self.revocations.shutdown()
-        if self._sync is not None:
-            await self._sync.shutdown()
-        if self._census_flusher is not None:
-            await self._census_flusher.shutdown()
-        await self._close_accounts()
-        if self.readstore is not None:
-            await self.readstore.close()
-        if self.router is not None:
-            await self.router.close()
-        if self.presence is not None:
-            await self.presence.close()
-        for engine in (self._engine, self._registry_engine):
-            if engine is not None:
-                await engine.dispose()
-        self._stopped.set()
+        await self._close()
         log.info("node %s stopped", self.config.node_id)
+
+    async def _close(self) -> None:
+        self._closed = True
+        try:
+            await self._stack.aclose()
+        finally:
+            self._stopped.set()
 
     async def wait(self) -> None:
         """Return once the node has shut down."""
@@ -472,43 +525,6 @@ class CloudNode:
     async def __aenter__(self) -> CloudNode:
         await self.start()
         return self
-
-    async def _abandon(self) -> None:
-        # A failed start must not leave a bound port or an open engine behind.
-        for srv in (
-            self._server,
-            self._registry_server,
-            self._internal,
-            self._starting,
-            self._starting_public,
-            self._starting_registry,
-        ):
-            if srv is not None:
-                await srv.stop(0)
-        self._server = self._registry_server = self._internal = self._starting = None
-        self._starting_public = self._starting_registry = None
-        if self.revocations is not None:
-            await self.revocations.shutdown()
-        if self._sync is not None:
-            await self._sync.shutdown()
-        await self._close_accounts()
-        if self.directory_sync is not None:
-            await self.directory_sync.shutdown()
-        if self.readstore is not None:
-            await self.readstore.close()
-        if self.presence is not None:
-            await self.presence.close()
-        for engine in (self._engine, self._registry_engine):
-            if engine is not None:
-                await engine.dispose()
-
-    async def _close_accounts(self) -> None:
-        accounts, self.accounts = self.accounts, None
-        if accounts is not None:
-            await accounts.close()
-        partitions, self.partitions = self.partitions, None
-        if partitions is not None:
-            await partitions.close()
 
     async def __aexit__(
         self,
@@ -544,8 +560,15 @@ async def serve(config: NodeConfig, *, on_ready: Callable[[CloudNode], None] | N
         try:
             if on_ready is not None:
                 on_ready(node)
-            await stop.wait()
-            log.info("signal received: draining for up to %.0fs", config.grace_seconds)
+            failed = asyncio.ensure_future(node.failed.wait())
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in (failed, stopped):
+                waiter.cancel()
+            if stop.is_set():
+                log.info("signal received: draining for up to %.0fs", config.grace_seconds)
+            else:
+                log.error("a background loop failed: shutting the node down")
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)

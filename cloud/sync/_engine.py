@@ -110,19 +110,22 @@ class SyncEngine:
         self._saved: dict[tuple[str, tuple[int, ...]], tuple[str, dt.datetime | None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._next_prune = 0.0
 
     async def start(self) -> None:
-        """Start scheduling in the background."""
+        """Start scheduling in an owned task (an owner may instead await :meth:`run`)."""
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="readstore-sync")
+            self._task = asyncio.create_task(self.run(), name="readstore-sync")
 
     async def shutdown(self) -> None:
         """Stop scheduling, cancel running syncs, and give up this node's leases.
 
         Cancelled passes resume from their watermark; another node can take the hospitals
-        at once.
+        at once. A :meth:`run` awaited by an owner returns at its next tick.
         """
+        self._stopping.set()
+        self._wake.set()
         task, self._task = self._task, None
         jobs, self._jobs = list(self._jobs.values()), {}
         for t in [*jobs, *([task] if task else [])]:
@@ -162,9 +165,12 @@ class SyncEngine:
 
     # -- scheduling -------------------------------------------------------------------------
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Schedule syncs until :meth:`shutdown`: a round every tick, or when woken."""
         tick = min(1.0, self.config.slot_interval / 4)
-        while True:
+        while not self._stopping.is_set():
+            # Cleared before the round: a wake that arrives during it starts the next one.
+            self._wake.clear()
             try:
                 await self.run_round()
             except _STORE_ERRORS as err:
@@ -172,7 +178,6 @@ class SyncEngine:
             except Exception:
                 # Scheduling must outlive a bug met once; the next tick tries again.
                 log.exception("sync round failed")
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(tick):
                     await self._wake.wait()
@@ -190,6 +195,8 @@ class SyncEngine:
             await self._prune()
         started = []
         for hospital_id in await self.store.hospital_ids():
+            if self._stopping.is_set():
+                break  # shutdown has cancelled the jobs: start no new ones
             if hospital_id in self._jobs:
                 continue
             due = self._due.setdefault(hospital_id, self._first_due(hospital_id, now))

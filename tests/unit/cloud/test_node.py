@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
@@ -146,3 +147,63 @@ async def test_the_registry_has_its_own_port_and_the_tunnel_port_a_small_limit(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             grpc.StatusCode.UNAUTHENTICATED,  # refused even earlier: no valid credential
         )
+
+
+async def test_a_failing_background_loop_stops_the_node_and_everything_closes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cloud.census import CensusFlusher
+
+    async def broken(self: CensusFlusher) -> None:
+        raise RuntimeError("census store gone")
+
+    monkeypatch.setattr(CensusFlusher, "run", broken)
+    cfg = NodeConfig(
+        listen="127.0.0.1:0", internal_listen="127.0.0.1:0", data_dir=tmp_path, node_id="t1"
+    )
+    node = CloudNode(cfg)
+    await node.start()
+    await asyncio.wait_for(node.failed.wait(), timeout=10)
+    assert "a background loop failed" in caplog.text
+    assert "census store gone" in caplog.text
+    await node.shutdown()
+    await asyncio.wait_for(node.wait(), timeout=10)
+    # The ports are released: a node can take them again.
+    again = NodeConfig(
+        listen=f"127.0.0.1:{node.port}",
+        internal_listen=f"127.0.0.1:{node.internal_port}",
+        registry_listen=f"127.0.0.1:{node.registry_port}",
+        data_dir=tmp_path,
+        node_id="t2",
+    )
+    async with CloudNode(again) as second:
+        assert second.port == node.port
+
+
+async def test_a_failed_start_closes_what_it_opened(tmp_path: Path) -> None:
+    first = NodeConfig(
+        listen="127.0.0.1:0", internal_listen="127.0.0.1:0", data_dir=tmp_path, node_id="t1"
+    )
+    async with CloudNode(first) as holder:
+        # The registry port is taken: the start fails after the internal and public
+        # endpoints were bound and the databases opened.
+        clash = NodeConfig(
+            listen="127.0.0.1:0",
+            internal_listen="127.0.0.1:0",
+            registry_listen=f"127.0.0.1:{holder.port}",
+            data_dir=tmp_path / "second",
+            node_id="t2",
+        )
+        node = CloudNode(clash)
+        with pytest.raises(OSError, match="cannot listen"):
+            await node.start()
+        assert node.internal_port is not None
+        # Its internal endpoint was stopped: the port can be bound again.
+        reuse = NodeConfig(
+            listen="127.0.0.1:0",
+            internal_listen=f"127.0.0.1:{node.internal_port}",
+            data_dir=tmp_path / "third",
+            node_id="t3",
+        )
+        async with CloudNode(reuse) as third:
+            assert third.internal_port == node.internal_port
