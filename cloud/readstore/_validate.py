@@ -16,7 +16,7 @@ from google.type import date_pb2, money_pb2
 
 from cloud.readstore._schema import ID
 from hplus.hospital.v1 import directory_pb2
-from mesh.digest import bucket_of
+from mesh.digest import bucket_of, content_digest
 
 __all__ = ["ALL_KINDS", "KIND_NAMES", "MAX_PAGE_CHANGES", "MAX_WATERMARK", "Change", "FeedError",
            "validate_page"]  # fmt: skip
@@ -210,8 +210,8 @@ def validate_page(
                 raise FeedError(f"{where}.content_digest: must be empty or 32 bytes")
             entity = None
         elif which == field:
-            if len(change.content_digest) != 32:
-                raise FeedError(f"{where}.content_digest: must be 32 bytes")
+            if change.content_digest and len(change.content_digest) != 32:
+                raise FeedError(f"{where}.content_digest: must be empty or 32 bytes")
             entity = getattr(change, field)
             if getattr(entity, id_field) != change.entity_id:
                 raise FeedError(f"{where}.{field}.{id_field}: differs from entity_id")
@@ -225,7 +225,7 @@ def validate_page(
                 change.kind,
                 change.entity_id,
                 change.version,
-                b"" if entity is None else change.content_digest,
+                b"" if entity is None else (change.content_digest or content_digest(entity)),
                 entity,
             )
     return list(best.values())

@@ -165,7 +165,7 @@ async def test_a_deletion_leaves_a_tombstone_against_older_copies(store: ReadSto
         (lambda c: setattr(c, "version", 0), "version: must be > 0"),
         (lambda c: setattr(c, "entity_id", ""), "entity_id: must not be empty"),
         (lambda c: setattr(c, "entity_id", "x" * 129), "entity_id: longer than 128"),
-        (lambda c: setattr(c, "content_digest", b"short"), "content_digest: must be 32 bytes"),
+        (lambda c: setattr(c, "content_digest", b"short"), "content_digest: must be empty or 32"),
         (lambda c: setattr(c.slot, "capacity", -1), "slot.capacity"),
         (lambda c: setattr(c, "kind", DEP), "department or deleted=true is required"),
         (lambda c: c.ClearField("change"), "slot or deleted=true is required"),
@@ -181,6 +181,26 @@ async def test_a_garbage_page_writes_nothing(store: ReadStore, damage, message) 
         await change_pass.apply(page)
     assert await store.count(H, SLOT) == 0
     assert await store.count(H, SCH) == 0
+
+
+async def test_an_edge_older_than_1_2_0_sends_no_content_digest_and_is_synced(
+    store: ReadStore,
+) -> None:
+    """Edges up to five releases behind must sync: before 1.2.0 the feed had no
+    content_digest, so the store computes it from the entity (the edge's definition)."""
+    hospital = SyntheticHospital(H, doctors=1, days=1, slots_per_session=2)
+    page = hospital.get_changes(directory_pb2.GetChangesRequest())
+    sent = {c.entity_id: bytes(c.content_digest) for c in page.changes}
+    for change in page.changes:
+        change.ClearField("content_digest")
+    change_pass = await store.begin_pass(H, ALL)
+    await change_pass.apply(page)
+    assert await store.count(H, SLOT) == len(hospital.ids(SLOT))
+    theirs = hospital.get_digest(directory_pb2.GetDirectoryDigestRequest(bucket_count=4))
+    mine = await store.digests(H, ALL, 4, hospital.start)
+    for kind in theirs.kinds:
+        assert mine[kind.kind][1] == list(kind.bucket_digests)
+    assert all(len(d) == 32 for d in sent.values())
 
 
 async def test_a_last_page_without_watermark_is_refused(store: ReadStore) -> None:
