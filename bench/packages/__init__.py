@@ -1,0 +1,1 @@
+"""Benchmark: edge package deltas vs full packages."""
