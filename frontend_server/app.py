@@ -275,7 +275,7 @@ class EdgeApp:
                 hospital_id=config.hospital_id,
                 edge_id=self.edge_id,
                 services=lambda: self.server.services,
-                components=self._components,
+                components=self.components,
                 profile=profile,
                 queue_stats=self._parts.queue.stats if self._parts is not None else None,
             ),
@@ -345,7 +345,7 @@ class EdgeApp:
         """The hospital servicers' collaborators."""
         return self._hospital_parts.hospital
 
-    def _components(self) -> list[admin_pb2.Component]:
+    def components(self) -> list[admin_pb2.Component]:
         """What GetEdgeInfo reports about the parts whose state the edge knows."""
         components = []
         if self.dialer is not None:

@@ -56,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``hplus``; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Commands that re-run themselves (``edge run --supervise``) need the arguments as given.
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
@@ -12,11 +13,13 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tools.cli._base import EXIT_STORE_REFUSED, CliError, Parser
+from tools.cli._base import EXIT_FAILED, EXIT_STORE_REFUSED, CliError, Parser
 
 if TYPE_CHECKING:
+    from frontend_server.app import EdgeApp
     from frontend_server.dialer import DialerConfig
     from frontend_server.profile import Profile
+    from frontend_server.slots import Slots
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,50 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
             "data directory's), archive its files (renamed with a timestamp, never deleted) "
             "and begin a new one; a store that passes them is kept",
         )
+    run.add_argument(
+        "--supervise",
+        action="store_true",
+        help="run the edge under its supervisor: from its active install slot, restarted "
+        "into a new slot after an upgrade and rolled back when the new version fails its "
+        "health gate (slots under DATA_DIR/slots; needs --profile)",
+    )
     run.set_defaults(func=_run, reset=None)
+
+    install = esub.add_parser(
+        "install",
+        help="install a signed package into the idle slot and switch to it (health-gated)",
+        description="Verify PACKAGE against the trusted root key(s) (signature, certificate, "
+        "files, newer than the running version), install it into the idle slot, back up the "
+        "stores, and ask the running supervisor (hplus edge run --supervise) to restart the "
+        "edge into it; the new version must pass its health gate or the supervisor returns "
+        "to the old slot. For hospitals that receive packages by hand; the cloud's rollouts "
+        "do the same through the edge's own connection.",
+    )
+    install.add_argument("package", type=Path, metavar="PACKAGE")
+    install.add_argument(
+        "--root",
+        type=Path,
+        action="append",
+        required=True,
+        metavar="root.pub",
+        help="a trusted root public key (repeatable)",
+    )
+    install.add_argument("--data-dir", type=Path, metavar="DIR", help="the edge's data directory")
+    install.add_argument("--hospital", help="the hospital (data directory var/edge/<hospital>)")
+    install.add_argument(
+        "--health-gate",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long the new version has to become healthy (default: 120)",
+    )
+    install.set_defaults(func=_install)
+
+    slots = esub.add_parser("slots", help="the install slots: which runs, what each holds, history")
+    slots.add_argument("--data-dir", type=Path, metavar="DIR", help="the edge's data directory")
+    slots.add_argument("--hospital", help="the hospital (data directory var/edge/<hospital>)")
+    slots.add_argument("--format", choices=["text", "json"], default="text")
+    slots.set_defaults(func=_slots)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -123,8 +169,133 @@ def _run(args: argparse.Namespace) -> int:
         asyncio.run(_serve_admin_only(config))
         return 0
     data_dir = args.data_dir or Path("var") / "edge" / hospital
+    if args.supervise:
+        return _supervise(data_dir, getattr(args, "argv", None) or sys.argv[1:])
     asyncio.run(_serve(profile, config, data_dir, reset))
     return 0
+
+
+def _edge_data_dir(args: argparse.Namespace) -> Path:
+    if args.data_dir is not None:
+        data_dir: Path = args.data_dir
+        return data_dir
+    if args.hospital:
+        return Path("var") / "edge" / str(args.hospital)
+    raise CliError("--data-dir or --hospital is required")
+
+
+def _open_slots(data_dir: Path) -> Slots:
+    from frontend_server.slots import SlotError, Slots
+    from mesh.version import SOFTWARE_VERSION
+
+    if not data_dir.is_dir():
+        raise CliError(f"{data_dir}: no such edge data directory")
+    try:
+        return Slots(data_dir, base_version=SOFTWARE_VERSION)
+    except (OSError, SlotError) as err:
+        raise CliError(f"{data_dir}: cannot open the slots: {err}") from None
+
+
+def _install(args: argparse.Namespace) -> int:
+    from frontend_server.slots import PID_FILE, SlotError
+    from mesh.packages import PackageError, TrustRoot, verify_package
+
+    if not args.health_gate > 0:
+        raise CliError("--health-gate must be > 0")
+    slots = _open_slots(_edge_data_dir(args))
+    current = slots.active()
+    try:
+        trust = TrustRoot.load(args.root)
+        verified = verify_package(args.package, trust, installed_version=current.version)
+    except PackageError as err:
+        code = 2 if err.reason in {"BAD_KEY", "UNREADABLE"} else EXIT_FAILED
+        raise CliError(f"{args.package}: refused: {err}", exit_code=code) from None
+    try:
+        info = slots.install(args.package, verified)
+        slots.request_switch(args.health_gate)
+    except SlotError as err:
+        raise CliError(f"{args.package}: {err}", exit_code=EXIT_FAILED) from None
+    print(
+        f"{verified.manifest.version} installed into slot {info.name} (running: "
+        f"{current.version} in slot {current.name}); stores backed up; switch requested with "
+        f"a {args.health_gate:g} s health gate"
+    )
+    pid_file = slots.root / PID_FILE
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, signal.SIGUSR1)
+    except (OSError, ValueError):
+        print(
+            "no supervisor is running: the switch happens at the next `hplus edge run --supervise`"
+        )
+        return 0
+    print(f"asked the supervisor (pid {pid}) to switch; `hplus edge slots` shows the outcome")
+    return 0
+
+
+def _slots(args: argparse.Namespace) -> int:
+    import json
+
+    from frontend_server.slots import SlotError
+
+    slots = _open_slots(_edge_data_dir(args))
+    active = slots.active()
+    pending = slots.pending()
+    names = ["base", "a", "b"]
+    held: dict[str, str | None] = {}
+    for name in names:
+        try:
+            held[name] = slots.slot(name).version
+        except SlotError:
+            held[name] = None
+    if args.format == "json":
+        json.dump(
+            {
+                "active": active.name,
+                "versions": held,
+                "pending": None if pending is None else pending.__dict__,
+                "history": slots.history(),
+            },
+            sys.stdout,
+            indent=2,
+        )
+        sys.stdout.write("\n")
+        return 0
+    for name in names:
+        mark = "*" if name == active.name else (">" if pending and pending.slot == name else " ")
+        print(f"{mark} {name:<5} {held[name] or '(empty)'}")
+    for event in slots.history()[-10:]:
+        reason = f": {event['reason']}" if event.get("reason") else ""
+        print(f"  {event['at']}  {event['event']:<16} {event['slot']} {event['version']}{reason}")
+    return 0
+
+
+def _supervise(data_dir: Path, argv: list[str]) -> int:
+    """Run ``hplus edge run`` (these arguments but --supervise) under the slot supervisor."""
+    from frontend_server.slots import SlotError, Slots, Supervisor
+    from mesh.version import SOFTWARE_VERSION
+
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        slots = Slots(data_dir, base_version=SOFTWARE_VERSION)
+        active = slots.active()
+    except (OSError, SlotError) as err:
+        raise CliError(f"cannot start the supervisor: {err}") from None
+    # -P: the working directory is not put first on sys.path, so the slot's code (first on
+    # PYTHONPATH) runs, not whatever hplus sources lie in the directory it was started from.
+    command = [sys.executable, "-P", "-m", "tools.cli", *(a for a in argv if a != "--supervise")]
+    supervisor = Supervisor(slots, command)
+
+    async def run() -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, supervisor.stop)
+        loop.add_signal_handler(signal.SIGUSR1, supervisor.switch)
+        return await supervisor.run()
+
+    print(f"hplus edge supervisor: slot {active.name} ({active.version}), slots in {slots.root}")
+    sys.stdout.flush()
+    return asyncio.run(run())
 
 
 def _profile(path: Path) -> Profile:
@@ -178,8 +349,27 @@ async def _serve(
     )
     sys.stdout.flush()
     async with app:
+        gate = asyncio.create_task(_report_healthy(app), name="edge-health-gate")
         await stop.wait()
+        gate.cancel()
         log.info("signal received: draining tunnels and the task queue")
+
+
+async def _report_healthy(app: EdgeApp) -> None:
+    """Under a supervisor: say so once the tunnel is up and every component serves."""
+    from frontend_server.slots import HEALTH_FILE_ENV, report_healthy
+    from hplus.hospital.v1 import admin_pb2
+    from mesh.version import SOFTWARE_VERSION
+
+    if not os.environ.get(HEALTH_FILE_ENV) or app.dialer is None:
+        return
+    await app.dialer.connected.wait()
+    failing = [c.name for c in app.components() if c.state != admin_pb2.COMPONENT_STATE_SERVING]
+    if failing:
+        log.error("health gate: not healthy (%s)", ", ".join(failing))
+        return
+    report_healthy(SOFTWARE_VERSION)
+    log.info("health gate: tunnel up and every component serving; reported healthy")
 
 
 async def _serve_admin_only(config: DialerConfig) -> None:
