@@ -195,6 +195,11 @@ class NodeConfig:
     """``HOST:PORT`` of the internal endpoint: node-to-node forwarding and operations.
 
     Authenticated with the cluster secret; never expose it outside the cloud's network."""
+    dashboard_listen: str | None = None
+    """``HOST:PORT`` of the operators' dashboard (HTTPS with the node's certificate;
+    plaintext only on loopback); ``None``: not served."""
+    dashboard_refresh_seconds: float = 5.0
+    """How often the dashboard's pages refresh themselves."""
     data_dir: Path = Path("var")
     """Where embedded state lives: SQLite files, development TLS material."""
     node_id: str = dataclasses.field(default_factory=socket.gethostname)
@@ -331,6 +336,15 @@ class NodeConfig:
             raise ConfigError(
                 f"liveness_probe_seconds: must be > 0, got {self.liveness_probe_seconds}"
             )
+        if self.dashboard_listen is not None:
+            try:
+                parse_listen(self.dashboard_listen)
+            except ValueError as err:
+                raise ConfigError(f"dashboard_listen: {err}") from None
+        if self.dashboard_refresh_seconds <= 0:
+            raise ConfigError(
+                f"dashboard_refresh_seconds: must be > 0, got {self.dashboard_refresh_seconds}"
+            )
         if self.partition_map_poll <= 0:
             raise ConfigError(f"partition_map_poll: must be > 0, got {self.partition_map_poll}")
         unknown = set(self.partition_urls or {}) - {"south", "north"}
@@ -347,6 +361,7 @@ class NodeConfig:
                 ("listen", self.listen),
                 ("internal_listen", self.internal_listen),
                 ("registry_listen", self.registry_address),
+                *((("dashboard_listen", self.dashboard_listen),) if self.dashboard_listen else ()),
             ):
                 if not _is_loopback(parse_listen(address)[0]):
                     raise ConfigError(
@@ -409,6 +424,7 @@ _ENV = {
     "HPLUS_LISTEN": "listen",
     "HPLUS_INTERNAL_LISTEN": "internal_listen",
     "HPLUS_REGISTRY_LISTEN": "registry_listen",
+    "HPLUS_DASHBOARD_LISTEN": "dashboard_listen",
     "HPLUS_DATA_DIR": "data_dir",
     "HPLUS_NODE_ID": "node_id",
     "HPLUS_FLEET_DATABASE_URL": "fleet_database_url",
@@ -429,7 +445,18 @@ def _from_file(path: Path) -> dict[str, object]:
     doc, text = load_toml(path)
     values: dict[str, object] = {}
     Section(doc, name="", path=path, text=text).reject_unknown(
-        ["node", "tls", "databases", "redis", "census", "tunnel", "sync", "partitions", "accounts"]
+        [
+            "node",
+            "tls",
+            "databases",
+            "redis",
+            "census",
+            "tunnel",
+            "sync",
+            "partitions",
+            "accounts",
+            "dashboard",
+        ]
     )
 
     def rel(p: str) -> Path:
@@ -499,6 +526,22 @@ def _from_file(path: Path) -> dict[str, object]:
             for u in replicas
         )
     values.update(_sync_from_file(doc, path, text))
+    board = Section.of(doc, "dashboard", path=path, text=text)
+    board.reject_unknown(["listen", "refresh_seconds"])
+    if "listen" in doc.get("dashboard", {}):
+        listen = board.get("listen", str, "")
+        try:
+            parse_listen(listen)
+        except ValueError as err:
+            raise board.error("listen", str(err)) from None
+        values["dashboard_listen"] = listen
+    if "refresh_seconds" in doc.get("dashboard", {}):
+        values["dashboard_refresh_seconds"] = board.check(
+            "refresh_seconds",
+            board.get("refresh_seconds", float, 5.0),
+            lambda v: v > 0,
+            "must be > 0",
+        )
     census = Section.of(doc, "census", path=path, text=text)
     census.reject_unknown(["rate"])
     if "rate" in doc.get("census", {}):

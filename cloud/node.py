@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any
@@ -30,6 +31,7 @@ from cloud.census import (
     migrate_census,
 )
 from cloud.config import NodeConfig, TlsMode, parse_listen
+from cloud.dashboard import Dashboard, Overview
 from cloud.db import create_engine
 from cloud.fleet import CredentialInfo, CredentialStore, migrate_fleet
 from cloud.gateway import (
@@ -122,6 +124,7 @@ class CloudNode:
         self.partitions: PartitionSet | None = None
         self.accounts: Accounts | None = None
         self.readstore: ReadStore | None = None
+        self.dashboard: Dashboard | None = None
         self.directory_sync: SyncEngine | None = None
         self._health = health.aio.HealthServicer()
         self._service_names: list[str] = []
@@ -372,6 +375,20 @@ class CloudNode:
             await started.start()
             self._started_servers.add(id(started))
         await self.partitions.start()
+        if cfg.dashboard_listen is not None:
+            self.dashboard = Dashboard(
+                Overview(
+                    presence=self.presence,
+                    readstore=self.readstore,
+                    credentials=self.credentials,
+                ),
+                data_dir=cfg.data_dir,
+                refresh_seconds=cfg.dashboard_refresh_seconds,
+                node_id=cfg.node_id,
+            )
+            stack.push_async_callback(self.dashboard.close)
+            host, port = parse_listen(cfg.dashboard_listen)
+            await self.dashboard.start(host, port, self._https())
         loops: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
             ("presence-heartbeat", self._sync.run),
             ("revocations", self.revocations.run),
@@ -393,6 +410,14 @@ class CloudNode:
             cfg.registry_address,
             node_address,
         )
+
+    def _https(self) -> ssl.SSLContext | None:
+        """The server TLS context of the node's HTTP listeners (None: plaintext)."""
+        if self.tls is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.tls.server_cert, self.tls.server_key)
+        return context
 
     def _server_for(self, **kwargs: Any) -> grpc.aio.Server:
         """A ``grpc.aio`` server that the exit stack stops at once if the start fails.

@@ -256,7 +256,11 @@ class _Demo:
         return self.var / "demo"
 
     async def start(
-        self, listen: str, internal_listen: str, registry_listen: str | None = None
+        self,
+        listen: str,
+        internal_listen: str,
+        registry_listen: str | None = None,
+        dashboard_listen: str = "127.0.0.1:50080",
     ) -> None:
         """Starts everything and prints where to look once every tunnel is up."""
         var, demo = self.var, self.demo
@@ -270,6 +274,7 @@ class _Demo:
             "--listen", listen,
             "--internal-listen", internal_listen,
             *(("--registry-listen", registry_listen) if registry_listen else ()),
+            "--dashboard-listen", dashboard_listen,
             "--node-id", "demo",
         )  # fmt: skip
         for h in HOSPITALS:
@@ -283,6 +288,7 @@ class _Demo:
         printed = "".join(self.node.lines)
         public = re.search(r"hplus cloud node \S+ listening on (\S+)", printed)
         internal_match = re.search(r"internal endpoint: (\S+)", printed)
+        dashboard = re.search(r"dashboard: (\S+) \(password in (\S+)\)", printed)
         if public is None or internal_match is None:
             raise RuntimeError(f"the cloud node printed no address; see {self.node.log}")
         internal = internal_match.group(1)
@@ -323,6 +329,11 @@ class _Demo:
             f"state in {var}"
         )
         print(f"logs: {demo / 'logs'}; generated profiles: {profiles}")
+        if dashboard is not None:
+            print(
+                f"dashboard: {dashboard.group(1)} (sign in with the password in "
+                f"{dashboard.group(2)}; the browser will warn about the development CA)"
+            )
         print("three hospitals are connected. Try:")
         for line in _examples(var, internal, "<a slotId from DirectoryService/ListSlots>"):
             print(line)
@@ -342,7 +353,11 @@ class _Demo:
 
 
 async def _serve(
-    var: Path, listen: str, internal_listen: str, registry_listen: str | None = None
+    var: Path,
+    listen: str,
+    internal_listen: str,
+    registry_listen: str | None = None,
+    dashboard_listen: str = "127.0.0.1:50080",
 ) -> int:
     logs = var / "demo" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -357,7 +372,7 @@ async def _serve(
         edges={h.hospital_id: Child(f"edge-{h.hospital_id}", "edge", logs) for h in HOSPITALS},
     )
     startup = asyncio.create_task(
-        demo.start(listen, internal_listen, registry_listen), name="demo-start"
+        demo.start(listen, internal_listen, registry_listen, dashboard_listen), name="demo-start"
     )
     stopped = asyncio.create_task(stop.wait(), name="demo-stop")
     code = 0
@@ -401,10 +416,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--registry-listen", help="node registry address (default: the public host, next port)"
     )
+    parser.add_argument(
+        "--dashboard-listen", default="127.0.0.1:50080", help="the operators' dashboard address"
+    )
     args = parser.parse_args(argv)
     var: Path = args.var.resolve()
     var.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(_serve(var, args.listen, args.internal_listen, args.registry_listen))
+    return asyncio.run(
+        _serve(var, args.listen, args.internal_listen, args.registry_listen, args.dashboard_listen)
+    )
 
 
 if __name__ == "__main__":

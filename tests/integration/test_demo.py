@@ -6,8 +6,10 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,6 +39,7 @@ def test_make_run_starts_three_hospitals_that_answer_and_stops_cleanly(tmp_path:
         [
             sys.executable, "-m", "tools.demo", "--var", str(var),
             "--listen", "127.0.0.1:0", "--internal-listen", "127.0.0.1:0",
+            "--dashboard-listen", "127.0.0.1:0",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -75,6 +78,14 @@ def test_make_run_starts_three_hospitals_that_answer_and_stops_cleanly(tmp_path:
         assert key.read_text().startswith("hpk1.")
         assert "sign in to the patient API by hand" in output
         assert "AccountService/StartSignIn" in output
+        # The operators' dashboard is up behind its login, over the node's TLS.
+        board = re.search(r"dashboard: (https://\S+) ", output)
+        assert board is not None, output
+        context = ssl.create_default_context(cafile=str(var / "tls" / "ca.pem"))
+        login = board.group(1).replace("127.0.0.1", "localhost") + "login"
+        with urllib.request.urlopen(login, context=context, timeout=30) as page:
+            assert page.status == 200
+            assert "sign in" in page.read().decode()
         # The demo's master data is in the read store, so the node syncs all three.
         status = _cli("cloud", "sync", "status", "--format", "json", "--data-dir", str(var))
         assert status.returncode == 0, status.stderr

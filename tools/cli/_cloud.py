@@ -45,6 +45,11 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         metavar="HOST:PORT",
         help="registry address (default: the public host, next port)",
     )
+    run.add_argument(
+        "--dashboard-listen",
+        metavar="HOST:PORT",
+        help="serve the operators' dashboard there ([dashboard] listen; default: not served)",
+    )
     run.add_argument("--node-id", help="this node's name (default: the host name)")
     run.add_argument("--redis-url", help="Redis for presence shared by several nodes")
     run.add_argument(
@@ -254,6 +259,7 @@ def _run(args: argparse.Namespace) -> int:
         listen=args.listen,
         internal_listen=args.internal_listen,
         registry_listen=args.registry_listen,
+        dashboard_listen=args.dashboard_listen,
         node_id=args.node_id,
         redis_url=args.redis_url,
         tls_mode=TlsMode(args.tls) if args.tls else None,
@@ -268,6 +274,13 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  internal endpoint: {internal_host}:{node.internal_port}")
         registry_host = config.registry_address.rpartition(":")[0]
         print(f"  registry endpoint: {registry_host}:{node.registry_port}")
+        if node.dashboard is not None:
+            board = node.dashboard
+            dash_host = (config.dashboard_listen or "").rpartition(":")[0]
+            print(
+                f"  dashboard: {board.scheme}://{dash_host}:{board.port}/ "
+                f"(password in {board.password_file})"
+            )
         print("  stop with Ctrl-C (SIGINT) or SIGTERM: in-flight calls drain first")
         sys.stdout.flush()
 

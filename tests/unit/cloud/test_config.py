@@ -50,7 +50,7 @@ def test_file_env_and_flags_in_order(tmp_path: Path) -> None:
         ('[node]\ninternal_listen = "x"\n', ":2: [node] internal_listen: expected HOST:PORT"),
         (
             "[nodes]\n",
-            ":1: nodes: unknown setting (known: accounts, census, databases, node, "
+            ":1: nodes: unknown setting (known: accounts, census, dashboard, databases, node, "
             "partitions, redis, sync, tls, tunnel)",
         ),
         ('[node]\nregistry_listen = "x"\n', ":2: [node] registry_listen: expected HOST:PORT"),
