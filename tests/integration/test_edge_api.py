@@ -97,7 +97,9 @@ async def test_a_report_lookup_goes_pending_then_is_answered_through_the_queue(
             assert task.delivered_time is not None
             assert task.result is None
 
-            mine = next(s for s in reply.reports if decode_report_id(s.report_id)[2] == report.report_id)  # type: ignore[index]
+            mine = next(
+                s for s in reply.reports if decode_report_id(s.report_id)[2] == report.report_id
+            )  # type: ignore[index]
             get = patient_pb2.GetReportRequest(report_id=mine.report_id)
             with pytest.raises(errors.Unavailable) as pending:
                 await node.reports.get_report(get, caller)
@@ -175,7 +177,7 @@ async def test_probes_rotate_an_archived_case_and_flag_a_changed_answer(tmp_path
                 changed.lab.observations[0].value = "999.9"
             else:
                 assert changed.imaging is not None
-                changed.imaging.findings += "（补充）"
+                changed.imaging.findings += "补充说明"
             fourth = {r.interface: r for r in await prober.run_round()}
             assert fourth["reports"].outcome == "CHANGED"
             assert not fourth["reports"].available

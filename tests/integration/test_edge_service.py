@@ -25,7 +25,9 @@ from tests.integration.hospital_env import FAST
 
 
 @asynccontextmanager
-async def node_with(tmp_path: Path, edge_api: EdgeApiConfig | None = None) -> AsyncIterator[CloudNode]:
+async def node_with(
+    tmp_path: Path, edge_api: EdgeApiConfig | None = None
+) -> AsyncIterator[CloudNode]:
     config = NodeConfig(
         listen="127.0.0.1:0",
         internal_listen="127.0.0.1:0",
@@ -211,7 +213,9 @@ async def test_bounds_end_only_the_offending_call(tmp_path: Path) -> None:
 
         with pytest.raises(errors.InvalidArgument) as many:
             await stub.ReportTaskResults(
-                batch(*(listed_result(f"t{i}", key) for i in range(4))), metadata=md(token), timeout=5
+                batch(*(listed_result(f"t{i}", key) for i in range(4))),
+                metadata=md(token),
+                timeout=5,
             )
         assert many.value.reason == "TOO_MANY_RESULTS"
         assert [v.field for v in many.value.field_violations] == ["results"]
@@ -239,14 +243,18 @@ async def test_bounds_end_only_the_offending_call(tmp_path: Path) -> None:
             )
         assert large.value.reason == "EDGE_REQUEST_TOO_LARGE"
         # 5 calls so far; the rate allows 8 a minute (plus what refills meanwhile).
+        refused: list[errors.ResourceExhausted] = []
         passed = 0
-        with pytest.raises(errors.ResourceExhausted) as rate:
-            for _ in range(6):
+        for _ in range(6):
+            try:
                 await stub.ReportHealth(health(), metadata=md(token), timeout=5)
-                passed += 1
+            except errors.ResourceExhausted as err:
+                refused.append(err)
+                break
+            passed += 1
         assert 3 <= passed <= 5
-        assert rate.value.reason == "EDGE_RATE_LIMITED"
-        assert rate.value.retry_delay is not None and rate.value.retry_delay > 0
+        assert [r.reason for r in refused] == ["EDGE_RATE_LIMITED"]
+        assert (refused[0].retry_delay or 0) > 0
         # Another hospital is not affected.
         other = (await node.credentials.issue("h2")).token
         await stub.ReportHealth(health("edge-9"), metadata=md(other), timeout=5)
@@ -276,4 +284,8 @@ async def test_looked_up_results_are_purged_after_their_ttl(tmp_path: Path) -> N
             row = (await conn.execute(sa.select(LOOKUPS).where(LOOKUPS.c.lookup_key == kept))).one()
         expires = row.expires_at.replace(tzinfo=dt.UTC)
         ttl = node.config.reports.result_ttl
-        assert before + dt.timedelta(seconds=ttl - 5) <= expires <= before + dt.timedelta(seconds=ttl + 5)
+        assert (
+            before + dt.timedelta(seconds=ttl - 5)
+            <= expires
+            <= before + dt.timedelta(seconds=ttl + 5)
+        )

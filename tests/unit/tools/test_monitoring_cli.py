@@ -92,7 +92,8 @@ def test_health_shows_state_and_alerts(tmp_path: Path, capsys: pytest.CaptureFix
 def test_probes_show_availability(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = ("--data-dir", str(tmp_path))
     code, out = run(capsys, "cloud", "probes", *d)
-    assert code == 0 and out.startswith("no probe results yet")
+    assert code == 0
+    assert out.startswith("no probe results yet")
     seed(
         tmp_path,
         backlog=0,

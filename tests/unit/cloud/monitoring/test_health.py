@@ -31,7 +31,11 @@ class Clock:
 
 
 def report(
-    *, backlog: int = 0, age: float = 0.0, his: int = edge_pb2.HIS_REACHABILITY_REACHABLE, free: int = 10 << 30
+    *,
+    backlog: int = 0,
+    age: float = 0.0,
+    his: int = edge_pb2.HIS_REACHABILITY_REACHABLE,
+    free: int = 10 << 30,
 ) -> edge_pb2.ReportHealthRequest:
     out = edge_pb2.ReportHealthRequest(edge_id="e1", software_version="1.3.0")
     queue = out.queues.add(queue="list_reports", backlog=backlog)
@@ -86,7 +90,8 @@ async def test_alerts_transition_once_each_way(
     raised = [r for r in caplog.records if "raised" in r.getMessage()]
     assert len(raised) == 1
     assert raised[0].levelno == logging.WARNING
-    assert "BACKLOG" in raised[0].getMessage() and "h1" in raised[0].getMessage()
+    assert "BACKLOG" in raised[0].getMessage()
+    assert "h1" in raised[0].getMessage()
     [alert] = await monitor.alerts("h1")
     assert (alert.kind, alert.edge_id, alert.cleared_at) == ("BACKLOG", "e1", None)
     assert alert.raised_at == clock.now - dt.timedelta(seconds=60)
@@ -115,9 +120,7 @@ async def test_thresholds_can_differ_per_hospital(engine: AsyncEngine) -> None:
 
 async def test_latest_and_a_bounded_history_per_edge(engine: AsyncEngine) -> None:
     clock = Clock()
-    monitor = HealthMonitor(
-        engine, HealthConfig(history=3), report_interval=30.0, clock=clock
-    )
+    monitor = HealthMonitor(engine, HealthConfig(history=3), report_interval=30.0, clock=clock)
     for backlog in range(5):
         clock.now += dt.timedelta(seconds=30)
         await monitor.report(Edge("h1", "e1"), report(backlog=backlog))

@@ -20,8 +20,8 @@ from frontend_server.uplink import Uplink, UplinkConfig, task_result
 from hplus.cloud.v1 import edge_pb2, edge_pb2_grpc
 from hplus.hospital.v1 import report_pb2, task_pb2
 from mesh import errors
-from tests.support.waiting import until
 from mesh.tls import ensure_dev_pki, load_server_credentials
+from tests.support.waiting import until
 
 TOKEN = "hpc1.c1.secret"
 
@@ -39,7 +39,9 @@ class Cloud(edge_pb2_grpc.EdgeServiceServicer):
         self.fail = False
 
     def _token(self, context: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
-        self.tokens.extend(v for k, v in context.invocation_metadata() or () if k == "authorization")
+        self.tokens.extend(
+            v for k, v in context.invocation_metadata() or () if k == "authorization"
+        )
 
     async def ReportTaskResults(self, request, context):  # type: ignore[no-untyped-def]
         self._token(context)
@@ -109,7 +111,8 @@ async def finish(queue: TaskQueue, key: str, *, ok: bool = True) -> str:
         idempotency_key=key, kind="retrieve_archived_report", payload=spec.SerializeToString()
     )
     claimed = await queue.store.claim(owner="w", lease_seconds=30)
-    assert claimed is not None and claimed.task_id == task.task_id
+    assert claimed is not None
+    assert claimed.task_id == task.task_id
     result = task_pb2.RetrieveArchivedReportResult(
         report=report_pb2.Report(summary=report_pb2.ReportSummary(report_id=key))
     )
@@ -153,7 +156,8 @@ async def test_results_killed_between_send_and_ack_are_sent_again_not_lost(
     for task_id in ids:
         task = await queue.get(task_id)
         assert task is not None
-        assert task.delivered_time is not None and task.result is None
+        assert task.delivered_time is not None
+        assert task.result is None
     assert set(servicer.tokens) == {f"Bearer {TOKEN}"}
     sent = servicer.batches[-1].results[0]
     assert sent.outcome == edge_pb2.TASK_OUTCOME_SUCCEEDED
