@@ -179,6 +179,7 @@ class Uplink:
         self._stop = asyncio.Event()
         self._started = time.monotonic()
         self._batch: tuple[frozenset[str], str] | None = None
+        self._loops: list[asyncio.Task[None]] = []
         self.report_interval = config.report_interval
         """The interval in force (the cloud's last answer)."""
         self.reports_sent = 0
@@ -406,15 +407,23 @@ class Uplink:
         """Push results and report health until `shutdown`."""
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._health_loop(), name="uplink-health")
+                self._loops = [group.create_task(self._health_loop(), name="uplink-health")]
                 if self._queue is not None:
-                    group.create_task(self._results_loop(), name="uplink-results")
+                    self._loops.append(
+                        group.create_task(self._results_loop(), name="uplink-results")
+                    )
         finally:
             await self.aclose()
 
     async def shutdown(self) -> None:
-        """Stop after the calls in flight."""
+        """Stop now, cancelling a call in flight.
+
+        A result whose acknowledgement did not arrive is sent again next time; a health
+        report is simply sent again.
+        """
         self._stop.set()
+        for loop in self._loops:
+            loop.cancel()
 
 
 def _rss() -> int:
