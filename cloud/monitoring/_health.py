@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from google.protobuf import duration_pb2, json_format
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from cloud.db import writer_turn
 from cloud.edgeconfig import HealthConfig, Thresholds
 from cloud.monitoring._schema import ALERTS, HEALTH, HEALTH_HISTORY
 from hplus.cloud.v1 import edge_pb2
@@ -162,6 +163,7 @@ class HealthMonitor:
         self._config = config
         self._interval = report_interval
         self._clock = clock
+        self._turn = writer_turn(engine)
 
     async def report(
         self, edge: _Edge, request: edge_pb2.ReportHealthRequest
@@ -171,7 +173,7 @@ class HealthMonitor:
         hospital, edge_id = edge.hospital_id, edge.edge_id
         blob = request.SerializeToString(deterministic=True)
         active = evaluate(request, self._config.thresholds(hospital))
-        async with self._engine.begin() as conn:
+        async with self._turn, self._engine.begin() as conn:
             values = {
                 "received_at": now,
                 "state": int(request.state),

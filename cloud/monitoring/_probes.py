@@ -45,6 +45,7 @@ import sqlalchemy as sa
 from google.type import date_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cloud.db import writer_turn
 from cloud.edgeconfig import ProbeCase, ProbesConfig
 from cloud.monitoring._schema import PROBE_RESULTS, PROBE_STATE
 from hplus.hospital.v1 import (
@@ -151,6 +152,7 @@ class Prober:
         self._hospitals = hospitals
         self._channel_for = channel_for
         self._clock = clock
+        self._turn = writer_turn(engine)
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
@@ -375,7 +377,7 @@ class Prober:
             "good_at": now if good else None,
             "updated_at": now,
         }
-        async with self._engine.begin() as conn:
+        async with self._turn, self._engine.begin() as conn:
             done = await conn.execute(
                 PROBE_STATE.update()
                 .where(
@@ -391,7 +393,7 @@ class Prober:
                 )
 
     async def _record(self, result: ProbeResult) -> None:
-        async with self._engine.begin() as conn:
+        async with self._turn, self._engine.begin() as conn:
             await conn.execute(
                 PROBE_RESULTS.insert().values(
                     hospital_id=result.hospital_id,
@@ -408,7 +410,7 @@ class Prober:
 
     async def _purge(self) -> None:
         cutoff = self._clock() - dt.timedelta(seconds=self._config.keep)
-        async with self._engine.begin() as conn:
+        async with self._turn, self._engine.begin() as conn:
             await conn.execute(PROBE_RESULTS.delete().where(PROBE_RESULTS.c.at < cutoff))
 
 

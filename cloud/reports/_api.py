@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cloud.accounts import Caller, mask_id_number
+from cloud.db import writer_turn
 from cloud.edge_api import Accepted, Rejected, Verdict
 from cloud.edgeconfig import ReportsConfig
 from cloud.errors import ERROR_DOMAIN
@@ -121,6 +122,7 @@ class ReportApi:
         self._channel_for = channel_for
         self._config = config
         self._clock = clock
+        self._turn = writer_turn(engine)
         self._stopping = asyncio.Event()
 
     # -- the patient API ------------------------------------------------------------------
@@ -326,7 +328,7 @@ class ReportApi:
     ) -> str:
         key = f"{KEY_PREFIX}-{uuid.uuid4().hex}"
         ttl = dt.timedelta(seconds=self._config.task_deadline + self._config.result_ttl)
-        async with self._engine.begin() as conn:
+        async with self._turn, self._engine.begin() as conn:
             await conn.execute(
                 LOOKUPS.delete().where(LOOKUPS.c.subject == subject, LOOKUPS.c.expires_at <= now)
             )
@@ -347,29 +349,28 @@ class ReportApi:
                     retry_delay=self._config.retry_after,
                 )
             try:
-                await conn.execute(
-                    LOOKUPS.insert().values(
-                        lookup_key=key,
-                        subject=subject,
-                        hospital_id=hospital_id,
-                        account_id=account_id,
-                        kind=kind,
-                        state="PENDING",
-                        task_id="",
-                        submitted_at=now,
-                        expires_at=now + ttl,
-                        error="",
+                async with conn.begin_nested():
+                    await conn.execute(
+                        LOOKUPS.insert().values(
+                            lookup_key=key,
+                            subject=subject,
+                            hospital_id=hospital_id,
+                            account_id=account_id,
+                            kind=kind,
+                            state="PENDING",
+                            task_id="",
+                            submitted_at=now,
+                            expires_at=now + ttl,
+                            error="",
+                        )
                     )
-                )
             except sa.exc.IntegrityError:
                 # A concurrent call made it: submit under its key (SubmitTask is idempotent).
-                await conn.rollback()
-                async with self._engine.connect() as again:
-                    found = (
-                        await again.execute(
-                            sa.select(LOOKUPS.c.lookup_key).where(LOOKUPS.c.subject == subject)
-                        )
-                    ).scalar_one()
+                found = (
+                    await conn.execute(
+                        sa.select(LOOKUPS.c.lookup_key).where(LOOKUPS.c.subject == subject)
+                    )
+                ).scalar_one()
                 return str(found)
         return key
 
@@ -408,7 +409,7 @@ class ReportApi:
                 domain=ERROR_DOMAIN,
                 retry_delay=max(err.retry_delay or 0.0, self._config.retry_after),
             ) from None
-        async with self._engine.begin() as conn:
+        async with self._turn, self._engine.begin() as conn:
             await conn.execute(
                 LOOKUPS.update()
                 .where(LOOKUPS.c.lookup_key == key, LOOKUPS.c.task_id == "")
@@ -416,7 +417,7 @@ class ReportApi:
             )
 
     async def _delete(self, key: str) -> None:
-        async with self._engine.begin() as conn:
+        async with self._turn, self._engine.begin() as conn:
             await conn.execute(LOOKUPS.delete().where(LOOKUPS.c.lookup_key == key))
 
     # -- results from edges ---------------------------------------------------------------
@@ -430,7 +431,7 @@ class ReportApi:
         """
         now = self._clock()
         try:
-            async with self._engine.begin() as conn:
+            async with self._turn, self._engine.begin() as conn:
                 row = (
                     await conn.execute(
                         sa.select(LOOKUPS).where(
@@ -484,7 +485,7 @@ class ReportApi:
 
     async def purge(self) -> int:
         """Delete lookups (and their results) whose time is up."""
-        async with self._engine.begin() as conn:
+        async with self._turn, self._engine.begin() as conn:
             done = await conn.execute(LOOKUPS.delete().where(LOOKUPS.c.expires_at <= self._clock()))
         return int(done.rowcount)
 
