@@ -49,8 +49,11 @@ class UplinkConfig:
     ``next_report_interval``."""
     watch_interval: float = 1.0
     """Seconds between looks at the edge's state (a change is reported at once)."""
-    results_poll: float = 1.0
-    """Seconds between looks for finished tasks whose results the cloud does not have."""
+    results_poll: float = 10.0
+    """Seconds between looks for undelivered results when no task finishes (results from
+    before the start, ones the cloud asked to resend); a finished task is looked for at once."""
+    results_linger: float = 1.0
+    """Seconds to wait after a task finishes, so results close together go in one call."""
     max_batch_results: int = 100
     """Results per ReportTaskResults call (the contract allows 100)."""
     max_batch_bytes: int = 1 * _MIB
@@ -71,6 +74,7 @@ class UplinkConfig:
             "report_interval",
             "watch_interval",
             "results_poll",
+            "results_linger",
             "max_batch_results",
             "max_batch_bytes",
             "call_timeout",
@@ -262,12 +266,13 @@ class Uplink:
     async def _results_loop(self) -> None:
         failures = 0
         while not self._stop.is_set():
-            delay = self.config.results_poll
+            delay = 0.0
             try:
                 pushed = await self.push_results()
                 failures = 0
-                if pushed:
+                if pushed >= self.config.max_batch_results:
                     continue
+                await self._until_finished()
             except errors.StatusError as err:
                 failures += 1
                 delay = self._policy.delay(failures, self._rng)
@@ -280,6 +285,23 @@ class Uplink:
                 delay = self._policy.delay(failures, self._rng)
                 log.exception("pushing task results failed")
             await self._pause(delay)
+
+    async def _until_finished(self) -> None:
+        """Wait for a task to finish (or ``results_poll``), then linger to batch results."""
+        assert self._queue is not None
+        waiter = asyncio.ensure_future(self._queue.wait_finished())
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait(
+                {waiter, stopper},
+                timeout=self.config.results_poll,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            stopper.cancel()
+            waiter.cancel()
+        if waiter.done() and not waiter.cancelled():
+            await self._pause(self.config.results_linger)
 
     # -- health ---------------------------------------------------------------------------
 
