@@ -11,6 +11,8 @@ import typing
 from collections.abc import Mapping
 from pathlib import Path
 
+from cloud import edgeconfig
+from cloud.edgeconfig import EdgeApiConfig, HealthConfig, ProbesConfig, ReportsConfig
 from mesh.config import ConfigError, Section, load_toml
 from mesh.net import parse_hostport
 from mesh.tunnel import TunnelConfig
@@ -263,6 +265,15 @@ class NodeConfig:
     tunnel: TunnelConfig = dataclasses.field(default_factory=TunnelConfig)
     """Limits and timers of the tunnels this node accepts (``[tunnel]``; see
     `mesh.tunnel.TunnelConfig` for each one and its reason)."""
+    # What edges report and what the node checks on them (`cloud.edgeconfig`).
+    edge_api: EdgeApiConfig = dataclasses.field(default_factory=EdgeApiConfig)
+    """Bounds of ``EdgeService`` (``[edge_api]``)."""
+    health: HealthConfig = dataclasses.field(default_factory=HealthConfig)
+    """Edge health history and alert thresholds (``[health]``)."""
+    probes: ProbesConfig = dataclasses.field(default_factory=ProbesConfig)
+    """Business probes (``[probes]``)."""
+    reports: ReportsConfig = dataclasses.field(default_factory=ReportsConfig)
+    """Report lookups through the edges' task queues (``[reports]``)."""
 
     @property
     def registry_url(self) -> str:
@@ -304,6 +315,11 @@ class NodeConfig:
         return self.readstore_database_url or (
             f"sqlite+aiosqlite:///{self.data_dir / 'readstore.db'}"
         )
+
+    @property
+    def reports_url(self) -> str:
+        """The report lookups' database URL, defaulted to ``<data_dir>/reports.db``."""
+        return self.reports.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'reports.db'}"
 
     @property
     def fleet_url(self) -> str:
@@ -456,6 +472,7 @@ def _from_file(path: Path) -> dict[str, object]:
             "partitions",
             "accounts",
             "dashboard",
+            *_EDGE_TABLES,
         ]
     )
 
@@ -587,7 +604,12 @@ def _from_file(path: Path) -> dict[str, object]:
     if any(key in _TUNNEL_KEYS for key in present):
         values["tunnel"] = _tunnel_from(tunnel, present)
     values.update(_partitions_from_file(doc, path, text))
+    values.update(edgeconfig.from_file(doc, path, text))
     return values
+
+
+_EDGE_TABLES = ("edge_api", "health", "probes", "reports")
+"""Tables `cloud.edgeconfig` reads."""
 
 
 def _partitions_from_file(doc: Mapping[str, object], path: Path, text: str) -> dict[str, object]:

@@ -33,6 +33,7 @@ from cloud.census import (
 from cloud.config import NodeConfig, TlsMode, parse_listen
 from cloud.dashboard import Dashboard, Overview
 from cloud.db import create_engine
+from cloud.edge_api import EdgeApiServicer, EdgeAuth, EdgeHandlers, TaskResultsHandler
 from cloud.fleet import CredentialInfo, CredentialStore, migrate_fleet
 from cloud.gateway import (
     ForwardHandler,
@@ -43,6 +44,7 @@ from cloud.gateway import (
     RevocationWatcher,
     load_or_create_secret,
 )
+from cloud.monitoring import HealthMonitor, Prober, migrate_monitoring
 from cloud.operations import OperationsServicer
 from cloud.partitioned import SCHEMAS as PARTITIONED
 from cloud.partitions import PartitionSet
@@ -50,10 +52,14 @@ from cloud.presence import InProcessPresence, Presence, PresenceUnavailable, Red
 from cloud.readstore import ReadStore
 from cloud.registry import MAX_MESSAGE_BYTES as REGISTRY_MAX_MESSAGE_BYTES
 from cloud.registry import ReleaseResolver, ReleaseStatus, build_registry
+from cloud.reports import KEY_PREFIX as REPORT_KEY_PREFIX
+from cloud.reports import ReportApi, migrate_reports
 from cloud.sync import RouterSource, SyncEngine
 from hplus.cloud.v1 import (
     account_pb2,
     account_pb2_grpc,
+    edge_pb2,
+    edge_pb2_grpc,
     operations_pb2_grpc,
     registry_pb2,
     registry_pb2_grpc,
@@ -126,6 +132,10 @@ class CloudNode:
         self.readstore: ReadStore | None = None
         self.dashboard: Dashboard | None = None
         self.directory_sync: SyncEngine | None = None
+        self.health: HealthMonitor | None = None
+        self.reports: ReportApi | None = None
+        self.probes: Prober | None = None
+        self._edge_api: EdgeApiServicer | None = None
         self._health = health.aio.HealthServicer()
         self._service_names: list[str] = []
         self._registry_service_names: list[str] = []
@@ -312,6 +322,7 @@ class CloudNode:
             known_hospital=self._known_hospital,
         )
         stack.push_async_callback(self.accounts.close)
+        await self._start_edge_api(fleet_engine)
 
         health_pb2_grpc.add_HealthServicer_to_server(self._health, internal)
         operations_pb2_grpc.add_OperationsServiceServicer_to_server(
@@ -339,11 +350,14 @@ class CloudNode:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         tunnel_pb2_grpc.add_TunnelServiceServicer_to_server(self.gateway, server)
         account_pb2_grpc.add_AccountServiceServicer_to_server(self.accounts.servicer, server)
+        assert self._edge_api is not None
+        edge_pb2_grpc.add_EdgeServiceServicer_to_server(self._edge_api, server)
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         self._service_names = [
             health_name,
             tunnel_pb2.DESCRIPTOR.services_by_name["TunnelService"].full_name,
             account_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
+            edge_pb2.DESCRIPTOR.services_by_name["EdgeService"].full_name,
             reflection.SERVICE_NAME,
         ]
         reflection.enable_server_reflection(self._service_names, server)
@@ -396,6 +410,10 @@ class CloudNode:
         ]
         if self.directory_sync is not None:
             loops.append(("readstore-sync", self.directory_sync.run))
+        assert self.reports is not None
+        loops.append(("reports-purge", self.reports.run))
+        if self.probes is not None:
+            loops.append(("probes", self.probes.run))
         self._supervisor = asyncio.get_running_loop().create_task(
             self._supervise(loops), name="node-background"
         )
@@ -464,11 +482,52 @@ class CloudNode:
             await self.gateway.shutdown(grace)
         for server in self._servers:
             await self._stop_server(server, grace)
-        for part in (self.revocations, self._sync, self._census_flusher):
+        for part in (self.revocations, self._sync, self._census_flusher, self.reports, self.probes):
             if part is not None:
                 await part.shutdown()
         if self._supervisor is not None:
             await self._supervisor
+
+    async def _start_edge_api(self, fleet_engine: AsyncEngine) -> None:
+        """EdgeService with what rides on it: edge health, report lookups, probes."""
+        cfg = self.config
+        assert self.credentials is not None
+        assert self.router is not None
+        assert self.accounts is not None
+        await migrate_monitoring(fleet_engine)
+        self.health = HealthMonitor(
+            fleet_engine, cfg.health, report_interval=cfg.edge_api.report_interval
+        )
+        reports_engine = create_engine(cfg.reports_url)
+        self._stack.push_async_callback(reports_engine.dispose)
+        await migrate_reports(reports_engine)
+        self.reports = ReportApi(
+            reports_engine, self.accounts.patients, self.router.channel_for, cfg.reports
+        )
+        if cfg.probes.enabled:
+            self.probes = Prober(
+                fleet_engine,
+                cfg.probes,
+                hospitals=self._probed_hospitals,
+                channel_for=self.router.channel_for,
+            )
+        results = TaskResultsHandler({REPORT_KEY_PREFIX: self.reports.on_result}, cfg.edge_api)
+        self._edge_api = EdgeApiServicer(
+            EdgeAuth(
+                self.credentials.authenticate,
+                self.accounts.buckets,
+                calls_per_minute=cfg.edge_api.calls_per_minute,
+                edge_owner=self.health.owners,
+            ),
+            EdgeHandlers(report_task_results=results.handle, report_health=self.health.report),
+            cfg.edge_api,
+        )
+
+    async def _probed_hospitals(self) -> list[str]:
+        """Hospitals whose tunnels this node holds, and those with configured probe cases."""
+        assert self.gateway is not None
+        held = {s.hello.hospital_id for s in self.gateway.sessions() if s.accepting_calls}
+        return sorted(held | set(self.config.probes.hospitals))
 
     async def _known_hospital(self, hospital_id: str) -> bool:
         """Whether a hospital id is one of the platform's (a credential was ever issued)."""

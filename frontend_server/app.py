@@ -13,7 +13,9 @@
 * the directory mirror (``directory.db``) and its refresher, which serve the change feed;
 * the tunnel registrar with every hospital servicer and the admin servicer;
 * the dialer that holds the tunnels to the cloud (optional: tests may serve the registrar
-  another way).
+  another way), and the uplink that pushes task results and health reports to the cloud's
+  ``EdgeService`` over the same address, TLS and credential (with the dialer);
+* the HIS check behind GetEdgeInfo's ``his`` component and the health report.
 
 Without a profile (``hplus edge run`` without ``--profile``) the edge serves only the
 admin service through its tunnels: no HIS, no stores.
@@ -58,6 +60,7 @@ from frontend_server.services import (
     task_executor,
 )
 from frontend_server.tasks import TASK_STORE, TaskQueue, TaskStore, TaskStoreDamaged
+from frontend_server.uplink import HisCheck, Uplink, UplinkConfig
 from hplus.hospital.v1 import admin_pb2, admin_pb2_grpc
 from mesh.tunnel import TunnelServer
 
@@ -110,6 +113,9 @@ class EdgeConfig:
     checks; a store that passes them is kept."""
     directory: DirectoryConfig = dataclasses.field(default_factory=DirectoryConfig)
     """How the directory mirror is refreshed and the change feed paged."""
+    uplink: UplinkConfig = dataclasses.field(default_factory=UplinkConfig)
+    """How task results and health reports reach the cloud's ``EdgeService`` (over the
+    dialer's address, TLS and credential; only with a dialer)."""
 
     def __post_init__(self) -> None:
         if self.profile is not None:
@@ -194,6 +200,12 @@ class _Hospital:
             queue=self.queue,
             clock=config.clock,
             directory=self.refresher,
+        )
+        self.his_check = HisCheck(
+            his,
+            dialect=profile.his.dialect.value,
+            slow_seconds=config.uplink.his_slow_seconds,
+            timeout=config.uplink.his_timeout,
         )
         self.profile = profile
         self._reset = config.reset_stores
@@ -282,6 +294,20 @@ class EdgeApp:
             self.server,
         )
         self.dialer = Dialer(config.dialer, self.server) if config.dialer is not None else None
+        self.uplink: Uplink | None = None
+        """Task results and health reports to the cloud (with a dialer)."""
+        if config.dialer is not None and self.dialer is not None:
+            parts = self._parts
+            self.uplink = Uplink(
+                config.dialer,
+                config.uplink,
+                edge_id=self.edge_id,
+                queue=parts.queue if parts is not None else None,
+                his=parts.his_check if parts is not None else None,
+                tunnels=lambda: self.dialer.slots if self.dialer is not None else [],
+                damage=parts.damage if parts is not None else dict,
+                data_dir=config.data_dir,
+            )
         self._started = False
         self._stack = contextlib.AsyncExitStack()
         self._stopping = asyncio.Event()
@@ -361,6 +387,8 @@ class EdgeApp:
                     name="tunnel", state=state, detail=f"{up} of {len(self.dialer.slots)} up"
                 )
             )
+        if self._parts is not None:
+            components.append(self._parts.his_check.component())
         damage = self._parts.damage() if self._parts is not None else {}
         for name, found in damage.items():
             components.append(
@@ -405,10 +433,14 @@ class EdgeApp:
                 self._parts.start_tasks(group)
             if self.dialer is not None:
                 group.create_task(self.dialer.run(), name="edge-dialer")
+            if self.uplink is not None:
+                group.create_task(self.uplink.run(), name="edge-uplink")
             group.create_task(self._wait_stop(), name="edge-stop")
 
     async def _wait_stop(self) -> None:
         await self._stopping.wait()
+        if self.uplink is not None:
+            await self.uplink.shutdown()
         if self.dialer is not None:
             await self.dialer.shutdown(self.config.grace_seconds)
         if self._parts is not None:

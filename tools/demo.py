@@ -198,6 +198,16 @@ async def _wait_tunnels(var: Path, internal: str, expected: set[str]) -> None:
                 await asyncio.sleep(0.2)
 
 
+_NODE_TOML = "".join(
+    [
+        "# Written by make run: business probes every 30 s (default 5 min), with a known\n",
+        "# test patient per hospital (hplus cloud probes shows them).\n",
+        "[probes]\ninterval = 30.0\n",
+        *(f'\n[probes.hospitals.{h.hospital_id}]\npatient_id = "P00000010"\n' for h in HOSPITALS),
+    ]
+)
+
+
 def _command() -> str:
     """How a person runs hplus here: the installed script, relative to the cwd if inside."""
     script = Path(PYTHON).with_name("hplus")
@@ -215,6 +225,11 @@ def _examples(var: Path, internal: str, slot_hint: str) -> list[str]:
     call = f"{hplus} cloud call"
     lines = [f"  {hplus} cloud tunnels {flags}"]
     lines.append(f"  {hplus} cloud sync status --data-dir {shlex.quote(str(var))}")
+    lines.append(f"  {hplus} cloud health --data-dir {shlex.quote(str(var))}")
+    lines.append(
+        f"  {hplus} cloud probes --config {shlex.quote(str(var / 'demo' / 'node.toml'))} "
+        f"--data-dir {shlex.quote(str(var))}"
+    )
     for h in HOSPITALS:
         lines.append(f"  {call} {h.hospital_id} DirectoryService/ListDepartments '{{}}' {flags}")
     patient = json.dumps({"patient": {"patientId": "P00000010"}})
@@ -268,8 +283,11 @@ class _Demo:
         profiles.mkdir(parents=True, exist_ok=True)
         # Before the node starts, so its sync engine finds the hospitals on its first round.
         await _run_cli("cloud", "hospitals", "import", str(DEMO_HOSPITALS), "--data-dir", str(var))
+        node_config = demo / "node.toml"
+        node_config.write_text(_NODE_TOML)
         await self.node.start(
             *HPLUS, "cloud", "run",
+            "--config", str(node_config),
             "--data-dir", str(var),
             "--listen", listen,
             "--internal-listen", internal_listen,

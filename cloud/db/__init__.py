@@ -9,6 +9,7 @@ from cloud.db._engine import (
     migrate,
     run_migration_env,
     sqlite_url,
+    writer_turn,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "migrate",
     "run_migration_env",
     "sqlite_url",
+    "writer_turn",
 ]

@@ -9,6 +9,8 @@ database to the newest revision when a node starts, so an embedded node needs no
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ __all__ = [
     "migrate",
     "run_migration_env",
     "sqlite_url",
+    "writer_turn",
 ]
 
 
@@ -92,6 +95,27 @@ def create_engine(url: str) -> AsyncEngine:
         return create_async_engine(parsed, **kwargs)
     except (ArgumentError, NoSuchModuleError, ValueError) as err:
         raise DatabaseError(f"bad database URL {_redact(url)!r}: {err}") from None
+
+
+class _AnyTurn:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def writer_turn(engine: AsyncEngine) -> contextlib.AbstractAsyncContextManager[None]:
+    """A turn to write through ``engine``, to hold around each write transaction.
+
+    SQLite has one writer at a time, and writers queued inside SQLite wait in its busy
+    handler, which sleeps in steps of up to 100 ms: under load they wait far longer than
+    the writes take. For SQLite this is a lock, so this process's writers queue here in
+    arrival order instead; for other databases it is a no-op. Keep one per engine.
+    """
+    if engine.url.get_backend_name() == "sqlite":
+        return asyncio.Lock()
+    return _AnyTurn()
 
 
 def _redact(url: str) -> str:

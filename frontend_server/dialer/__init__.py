@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from frontend_server.dialer._backoff import Backoff
-from frontend_server.dialer._dialer import Dialer, DialerConfig, SlotState
+from frontend_server.dialer._dialer import Dialer, DialerConfig, SlotState, dial
 
-__all__ = ["Backoff", "Dialer", "DialerConfig", "SlotState"]
+__all__ = ["Backoff", "Dialer", "DialerConfig", "SlotState", "dial"]

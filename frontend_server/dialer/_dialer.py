@@ -35,7 +35,7 @@ from mesh.tunnel import (
 )
 from mesh.version import CONTRACT_RELEASE, SOFTWARE_VERSION
 
-__all__ = ["Dialer", "DialerConfig", "SlotState"]
+__all__ = ["Dialer", "DialerConfig", "SlotState", "dial"]
 
 log = logging.getLogger(__name__)
 
@@ -145,22 +145,7 @@ class Dialer:
         """Set while at least one tunnel is up."""
 
     def _channel(self, target: str) -> grpc.aio.Channel:
-        cfg = self.config
-        options = [
-            ("grpc.keepalive_time_ms", int(cfg.keepalive_time * 1000)),
-            ("grpc.keepalive_timeout_ms", int(cfg.keepalive_timeout * 1000)),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.max_pings_without_data", 0),
-            # Our own backoff decides when to redial; gRPC's must not add to it.
-            ("grpc.initial_reconnect_backoff_ms", 1000),
-            # The channel carries only the tunnel: its limit, not gRPC's 4 MiB default.
-            ("grpc.max_send_message_length", cfg.tunnel.max_inbound_outer_message_bytes),
-            ("grpc.max_receive_message_length", cfg.tunnel.max_inbound_outer_message_bytes),
-        ]
-        if not cfg.tls:
-            return grpc.aio.insecure_channel(target, options=options)
-        creds = grpc.ssl_channel_credentials(root_certificates=cfg.ca_cert)
-        return grpc.aio.secure_channel(target, creds, options=options)
+        return dial(self.config, target)
 
     def _update_connected(self) -> None:
         if any(s.connected for s in self.slots):
@@ -290,6 +275,30 @@ class Dialer:
         tb: TracebackType | None,
     ) -> None:
         await self.shutdown(0.0 if exc is not None else None)
+
+
+def dial(config: DialerConfig, target: str) -> grpc.aio.Channel:
+    """A channel to the gateway ``target`` with the dialer's TLS, keepalive and limits.
+
+    The tunnels use it, and so does every other outbound call of the edge to the cloud
+    (``EdgeService`` through `frontend_server.uplink`): one set of connection settings.
+    """
+    cfg = config
+    options = [
+        ("grpc.keepalive_time_ms", int(cfg.keepalive_time * 1000)),
+        ("grpc.keepalive_timeout_ms", int(cfg.keepalive_timeout * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        # Our own backoff decides when to redial; gRPC's must not add to it.
+        ("grpc.initial_reconnect_backoff_ms", 1000),
+        # The channel carries only the tunnel: its limit, not gRPC's 4 MiB default.
+        ("grpc.max_send_message_length", cfg.tunnel.max_inbound_outer_message_bytes),
+        ("grpc.max_receive_message_length", cfg.tunnel.max_inbound_outer_message_bytes),
+    ]
+    if not cfg.tls:
+        return grpc.aio.insecure_channel(target, options=options)
+    creds = grpc.ssl_channel_credentials(root_certificates=cfg.ca_cert)
+    return grpc.aio.secure_channel(target, creds, options=options)
 
 
 _CREDENTIAL_REFUSED = frozenset(

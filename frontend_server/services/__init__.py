@@ -29,7 +29,12 @@ from frontend_server.services._limits import PacedAdapter, paced
 from frontend_server.services._patient import PatientServicer
 from frontend_server.services._refresh import DirectoryConfig, DirectoryRefresher
 from frontend_server.services._report import ReportServicer
-from frontend_server.services._task import TaskServicer, task_executor
+from frontend_server.services._task import (
+    CUSTOM_TASKS,
+    TaskServicer,
+    result_message,
+    task_executor,
+)
 from frontend_server.services._writes import Probe, WriteRunner
 from hplus.hospital.v1 import (
     appointment_pb2_grpc,
@@ -42,6 +47,7 @@ from hplus.hospital.v1 import (
 
 __all__ = [
     "CAPABILITY_FLAGS",
+    "CUSTOM_TASKS",
     "ERROR_DOMAIN",
     "HOSPITAL_ERRORS",
     "REJECTIONS",
@@ -61,6 +67,7 @@ __all__ = [
     "dialect_settings",
     "paced",
     "register_hospital_services",
+    "result_message",
     "task_executor",
 ]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
 
 from frontend_server.adapters import (
@@ -28,7 +29,7 @@ from frontend_server.tasks import (
 from hplus.hospital.v1 import common_pb2, report_pb2, task_pb2, task_pb2_grpc
 from mesh import errors
 
-__all__ = ["TaskServicer", "task_executor"]
+__all__ = ["CUSTOM_TASKS", "TaskServicer", "result_message", "task_executor"]
 
 Ctx = grpc.aio.ServicerContext
 
@@ -50,6 +51,34 @@ _SPECS = {
     "export_medical_record": task_pb2.ExportMedicalRecordSpec,
 }
 _REPORT_TYPES = {"LAB": report_pb2.REPORT_TYPE_LAB, "IMAGING": report_pb2.REPORT_TYPE_IMAGING}
+
+CUSTOM_TASKS: dict[str, tuple[str, type[Message], type[Message]]] = {
+    report_pb2.ListReportsRequest.DESCRIPTOR.full_name: (
+        "list_reports",
+        report_pb2.ListReportsRequest,
+        report_pb2.ListReportsResponse,
+    ),
+    report_pb2.GetReportRequest.DESCRIPTOR.full_name: (
+        "get_report",
+        report_pb2.GetReportRequest,
+        report_pb2.GetReportResponse,
+    ),
+}
+"""``custom`` task specs this edge runs, by type name: the queue's kind, the spec and the
+result types. The cloud's report lookups ride on them, so a flood of patients reading
+reports is drained at the hospital's rate like any other pending task."""
+
+_RESULT_TYPES: dict[str, type[Message]] = {
+    "retrieve_archived_report": task_pb2.RetrieveArchivedReportResult,
+    "export_medical_record": task_pb2.ExportMedicalRecordResult,
+    **{kind: result for kind, _, result in CUSTOM_TASKS.values()},
+}
+
+
+def result_message(kind: str, result: bytes) -> Message | None:
+    """A stored task result as its contract message (``None`` for an unknown kind)."""
+    cls = _RESULT_TYPES.get(kind)
+    return None if cls is None else cls.FromString(result)
 
 
 def _stamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
@@ -87,6 +116,13 @@ def to_task(task: Task, *, summary_only: bool = False) -> task_pb2.Task:
             out.export_medical_record.ParseFromString(task.payload)
             if task.state is TaskState.SUCCEEDED and task.result is not None:
                 out.export_medical_record_result.ParseFromString(task.result)
+        else:
+            for _, (kind, spec_type, result_type) in CUSTOM_TASKS.items():
+                if task.kind == kind:
+                    out.kind = task_pb2.TASK_KIND_CUSTOM
+                    out.custom.Pack(spec_type.FromString(task.payload))
+                    if task.state is TaskState.SUCCEEDED and task.result is not None:
+                        out.custom_result.Pack(result_type.FromString(task.result))
     for field, value in (
         ("create_time", task.create_time),
         ("start_time", task.start_time),
@@ -124,7 +160,7 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         if case is None:
             raise InvalidRequest([("spec", "required")])
         if case == "custom":
-            raise InvalidRequest([("spec.custom", "this edge knows no custom task types")])
+            return await self._submit_custom(request)
         if request.kind and _KIND_NAMES.get(request.kind) != case:
             raise InvalidRequest([("kind", f"does not match the spec ({case})")])
         if not 0 <= request.priority <= 9:
@@ -141,6 +177,42 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         task, _ = await self._h.queue.submit(
             idempotency_key=request.idempotency_key,
             kind=case,
+            payload=spec.SerializeToString(deterministic=True),
+            priority=request.priority,
+            deadline=deadline,
+        )
+        return task_pb2.SubmitTaskResponse(task=to_task(task))
+
+    async def _submit_custom(
+        self, request: task_pb2.SubmitTaskRequest
+    ) -> task_pb2.SubmitTaskResponse:
+        """A custom task this edge knows (`CUSTOM_TASKS`): a report lookup."""
+        type_name = request.custom.TypeName()
+        known = CUSTOM_TASKS.get(type_name)
+        if known is None:
+            raise InvalidRequest(
+                [("spec.custom", f"this edge runs no custom tasks of type {type_name!r}")]
+            )
+        if request.kind not in (task_pb2.TASK_KIND_UNSPECIFIED, task_pb2.TASK_KIND_CUSTOM):
+            raise InvalidRequest([("kind", "does not match the spec (custom)")])
+        if not 0 <= request.priority <= 9:
+            raise InvalidRequest([("priority", "must be 0..9")])
+        kind, spec_type, _ = known
+        require_mode(self._h.profile, kind)
+        spec = spec_type()
+        if not request.custom.Unpack(spec):
+            raise InvalidRequest([("spec.custom", "undecodable")])
+        patient = getattr(spec, "patient", None)
+        if patient is None or not patient.patient_id:
+            raise InvalidRequest([("spec.custom.patient.patient_id", "required")])
+        if kind == "get_report" and not getattr(spec, "report_id", ""):
+            raise InvalidRequest([("spec.custom.report_id", "required")])
+        deadline = None
+        if request.HasField("deadline"):
+            deadline = request.deadline.ToNanoseconds() / 1e9
+        task, _ = await self._h.queue.submit(
+            idempotency_key=request.idempotency_key,
+            kind=kind,
             payload=spec.SerializeToString(deterministic=True),
             priority=request.priority,
             deadline=deadline,
@@ -247,12 +319,14 @@ def task_executor(adapter: HisAdapter) -> Executor:
     """
 
     async def execute(run: TaskRun) -> bytes:
-        if run.kind != "retrieve_archived_report":
-            raise PermanentTaskError(f"{run.kind} is not offered", code="UNIMPLEMENTED")
-        spec = task_pb2.RetrieveArchivedReportSpec.FromString(run.payload)
-        patient_id = spec.patient.patient_id
         try:
-            found = await adapter.get_archived_report(spec.report_id, patient_id=patient_id)
+            if run.kind == "list_reports":
+                return await _list_reports(adapter, run)
+            if run.kind == "get_report":
+                return await _get_report(adapter, run)
+            if run.kind != "retrieve_archived_report":
+                raise PermanentTaskError(f"{run.kind} is not offered", code="UNIMPLEMENTED")
+            return await _retrieve_archived(adapter, run)
         except (HisUnavailable, HisTimeout, HisProtocolError) as err:
             raise TransientTaskError(f"HIS: {type(err).__name__}") from err
         except HisRejected as err:
@@ -262,18 +336,63 @@ def task_executor(adapter: HisAdapter) -> Executor:
             raise PermanentTaskError(
                 recorded.message, code=recorded.code, reason=recorded.reason
             ) from err
-        summary = report_pb2.ReportSummary(
-            report_id=found.report_id,
-            type=_REPORT_TYPES.get(found.report_type, report_pb2.REPORT_TYPE_OTHER),
-            title=found.title,
-            patient=common_pb2.PatientRef(patient_id=patient_id),
-            status=report_pb2.REPORT_STATUS_FINAL,
-            availability=report_pb2.REPORT_AVAILABILITY_AVAILABLE,
-        )
-        issued = convert.timestamp(found.issued_at)
-        if issued is not None:
-            summary.issue_time.CopyFrom(issued)
-        result = task_pb2.RetrieveArchivedReportResult(report=convert.report(found, summary))
-        return result.SerializeToString()
 
     return execute
+
+
+async def _list_reports(adapter: HisAdapter, run: TaskRun) -> bytes:
+    spec = report_pb2.ListReportsRequest.FromString(run.payload)
+    found = await adapter.list_reports(spec.patient.patient_id)
+    summaries = [convert.report_summary(r) for r in found]
+    summaries.sort(key=lambda s: s.issue_time.ToNanoseconds(), reverse=True)
+    return report_pb2.ListReportsResponse(reports=summaries).SerializeToString()
+
+
+async def _get_report(adapter: HisAdapter, run: TaskRun) -> bytes:
+    spec = report_pb2.GetReportRequest.FromString(run.payload)
+    patient_id = spec.patient.patient_id
+    summary = next(
+        (
+            convert.report_summary(r)
+            for r in await adapter.list_reports(patient_id)
+            if r.report_id == spec.report_id
+        ),
+        None,
+    )
+    if summary is None:
+        raise PermanentTaskError("the patient has no such report", code="NOT_FOUND")
+    if summary.availability == report_pb2.REPORT_AVAILABILITY_AVAILABLE:
+        try:
+            found = await adapter.get_report(spec.report_id, patient_id=patient_id)
+        except HisRejected as err:
+            if err.reason is not RejectReason.REPORT_ARCHIVED:
+                raise
+            found = await adapter.get_archived_report(spec.report_id, patient_id=patient_id)
+    elif summary.availability == report_pb2.REPORT_AVAILABILITY_ARCHIVED:
+        # In the queue anyway: read it from the archive at once.
+        found = await adapter.get_archived_report(spec.report_id, patient_id=patient_id)
+        summary.availability = report_pb2.REPORT_AVAILABILITY_AVAILABLE
+    else:
+        return report_pb2.GetReportResponse(
+            report=report_pb2.Report(summary=summary)
+        ).SerializeToString()
+    return report_pb2.GetReportResponse(report=convert.report(found, summary)).SerializeToString()
+
+
+async def _retrieve_archived(adapter: HisAdapter, run: TaskRun) -> bytes:
+    spec = task_pb2.RetrieveArchivedReportSpec.FromString(run.payload)
+    patient_id = spec.patient.patient_id
+    found = await adapter.get_archived_report(spec.report_id, patient_id=patient_id)
+    summary = report_pb2.ReportSummary(
+        report_id=found.report_id,
+        type=_REPORT_TYPES.get(found.report_type, report_pb2.REPORT_TYPE_OTHER),
+        title=found.title,
+        patient=common_pb2.PatientRef(patient_id=patient_id),
+        status=report_pb2.REPORT_STATUS_FINAL,
+        availability=report_pb2.REPORT_AVAILABILITY_AVAILABLE,
+    )
+    issued = convert.timestamp(found.issued_at)
+    if issued is not None:
+        summary.issue_time.CopyFrom(issued)
+    result = task_pb2.RetrieveArchivedReportResult(report=convert.report(found, summary))
+    return result.SerializeToString()

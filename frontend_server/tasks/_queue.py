@@ -46,6 +46,7 @@ __all__ = ["TaskQueue", "backoff_delay"]
 log = logging.getLogger(__name__)
 
 _MIN_WAIT = 0.001
+_FINAL = (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.PARKED)
 
 
 def backoff_delay(config: QueueConfig, attempts: int, rng: random.Random) -> float:
@@ -103,6 +104,7 @@ class TaskQueue:
         self._wake = asyncio.Event()
         self._wake_generation = 0
         self._progress = asyncio.Event()
+        self._finished = asyncio.Event()
         self._work: asyncio.Queue[Task | None] = asyncio.Queue()
         self._outcomes: list[Outcome] = []
         self._claimed = 0  # claimed by this queue and not yet recorded
@@ -282,6 +284,15 @@ class TaskQueue:
             states=states, kinds=kinds, limit=limit, before_seq=before_seq
         )
 
+    async def wait_finished(self) -> None:
+        """Wait until an attempt has finished a task since the last call returned.
+
+        What the uplink waits on (under its own timeout) before looking for results to
+        push, rather than polling the store.
+        """
+        await self._finished.wait()
+        self._finished.clear()
+
     async def wait_idle(self) -> None:
         """Return once no task is QUEUED or RUNNING (tests, drain-before-upgrade)."""
         while True:
@@ -331,6 +342,8 @@ class TaskQueue:
                         self._work.put_nowait(task)
                     if batch:
                         self._progress.set()
+                        if any(o.state in _FINAL for o in batch):
+                            self._finished.set()
                 if stopping and self._claimed == 0 and not self._outcomes:
                     for _ in range(config.max_concurrency):
                         self._work.put_nowait(None)

@@ -9,6 +9,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -93,6 +94,18 @@ def test_make_run_starts_three_hospitals_that_answer_and_stops_cleanly(tmp_path:
                  for line in status.stdout.splitlines()}  # fmt: skip
         assert names["city-first"] == "滨江市第一人民医院"
         assert set(names) == {"city-first", "river-county", "lakeside"}
+        # Every edge reports its health to the node (at once after its tunnel came up).
+        assert "cloud health --data-dir" in output
+        assert "cloud probes --config" in output
+        deadline = time.monotonic() + 30
+        while True:
+            health = _cli("cloud", "health", "--format", "json", "--data-dir", str(var))
+            edges = json.loads(health.stdout)["edges"]
+            if {e["hospital_id"] for e in edges} == set(names) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)  # another process's database: no event crosses to this one
+        assert {e["hospital_id"] for e in edges} == set(names), health.stdout
+        assert all(e["report"]["tunnels"] for e in edges)
         # The generated profiles only override the HIS endpoint of the examples.
         generated = (var / "demo" / "profiles" / "lakeside.toml").read_text()
         assert "lakeside-clinic.toml" in generated

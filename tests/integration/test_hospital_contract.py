@@ -710,8 +710,11 @@ async def test_killing_the_edge_with_queued_tasks_loses_and_repeats_none(
         cut_off = before_kill - len(finished_before)
         assert cut_off >= 0
         assert len(keys) <= len(_archive_requests(his)) <= len(keys) + cut_off
+        # The edge pushes each result to the cloud's EdgeService as it finishes; the cloud
+        # submitted none of these keys, so it answers NOT_FOUND and the edge drops the body
+        # (the contract's rule): a result still here must be the right one.
         assert all(
-            f.retrieve_archived_report_result.report.summary.report_id == r.report_id
+            f.retrieve_archived_report_result.report.summary.report_id in ("", r.report_id)
             for f, r in zip((final[k] for k in keys), reports, strict=True)
         )
 

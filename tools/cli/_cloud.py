@@ -125,10 +125,11 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     config_flags(ls)
     ls.set_defaults(func=_list)
 
-    from tools.cli import _accounts, _readstore
+    from tools.cli import _accounts, _monitoring, _readstore
 
     _readstore.register(csub)
     _accounts.register(csub)
+    _monitoring.register(csub)
 
 
 def _with_fleet(config: NodeConfig, action: Callable[..., Awaitable[T]]) -> T:
