@@ -17,6 +17,13 @@ from tools.fleet_sim._credentials import issue_credentials, read_credentials
 from tools.fleet_sim._edge import EdgeFaults, SimEdge
 from tools.fleet_sim._fleet import FAULTS, Fleet, FleetConfig, FleetError, rss_kib
 from tools.fleet_sim._his import DEPARTMENTS, DirectoryShape, MemoryHis
+from tools.fleet_sim._upgrades import (
+    BROKEN_MARKER,
+    EdgeUplink,
+    FleetUpgrades,
+    SimSlots,
+    UpgradeService,
+)
 from tools.fleet_sim._hospitals import (
     SimHospital,
     fleet_hospitals,
@@ -25,16 +32,21 @@ from tools.fleet_sim._hospitals import (
 )
 
 __all__ = [
+    "BROKEN_MARKER",
     "DEPARTMENTS",
     "FAULTS",
     "DirectoryShape",
     "EdgeFaults",
+    "EdgeUplink",
     "Fleet",
     "FleetConfig",
     "FleetError",
+    "FleetUpgrades",
     "MemoryHis",
     "SimEdge",
     "SimHospital",
+    "SimSlots",
+    "UpgradeService",
     "control_app",
     "fleet_hospitals",
     "hospitals_toml",
