@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 __all__ = ["ByteBucket"]
 
@@ -18,15 +19,26 @@ class ByteBucket:
     Args:
         rate: bytes per second (0: unlimited).
         burst: bytes that may pass at once after a quiet period; default a quarter second.
+        clock: monotonic seconds (tests).
+        sleep: how to wait (tests).
     """
 
-    def __init__(self, rate: int, *, burst: int | None = None) -> None:
+    def __init__(
+        self,
+        rate: int,
+        *,
+        burst: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         if rate < 0:
             raise ValueError("rate must be >= 0")
         self.rate = rate
         self._burst = float(burst if burst is not None else max(1, rate // 4))
         self._tokens = self._burst
-        self._last = time.monotonic()
+        self._clock = clock
+        self._sleep = sleep
+        self._last = clock()
         self._lock = asyncio.Lock()
 
     async def take(self, n: int) -> None:
@@ -34,12 +46,12 @@ class ByteBucket:
         if self.rate == 0 or n <= 0:
             return
         async with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             self._tokens = min(self._burst, self._tokens + (now - self._last) * self.rate)
             self._last = now
             self._tokens -= n
             if self._tokens < 0:
                 # Pacing, not synchronisation: the debt is repaid at the configured rate.
-                await asyncio.sleep(-self._tokens / self.rate)
+                await self._sleep(-self._tokens / self.rate)
                 self._tokens = 0.0
-                self._last = time.monotonic()
+                self._last = self._clock()
