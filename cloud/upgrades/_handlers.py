@@ -107,6 +107,10 @@ class UpgradeHandlers:
         self.bytes_sent = 0
         """Package bytes sent by this node (all streams), for benchmarks and status."""
 
+    def downloads(self, hospital_id: str) -> int:
+        """Download streams ``hospital_id`` holds on this node now."""
+        return self._streams.get(hospital_id, 0)
+
     def _next_check(self) -> duration_pb2.Duration:
         d = duration_pb2.Duration()
         d.FromNanoseconds(int(self._config.check_interval * 1e9))

@@ -18,6 +18,7 @@ from hplus.cloud.v1 import common_pb2, edge_pb2, edge_pb2_grpc
 from mesh import errors
 from mesh.packages import crc32c, package_id
 from tests.support.upgrades import Cloud, upgrade_cloud
+from tests.support.waiting import until
 
 H, OTHER = "h-001", "h-002"
 
@@ -192,10 +193,7 @@ async def test_a_hospital_holds_a_bounded_number_of_streams(cloud: Cloud) -> Non
     assert sum(len(c.data) for c in other) == full.size
     first.cancel()
     # Once the first stream is gone, the hospital may download again.
-    for _ in range(100):
-        if H not in cloud.handlers._streams:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: cloud.handlers.downloads(H) == 0)
     assert sum(len(c.data) for c in await _download(cloud, full.package_id)) == full.size
 
 
