@@ -232,8 +232,14 @@ def _upgrades_from_file(doc: Mapping[str, object], path: Path, text: str) -> dic
             kwargs[name] = tuple(
                 (p if p.is_absolute() else path.parent / p)
                 for p in (
-                    Path(section.check(name, r, lambda v: isinstance(v, str) and bool(v),
-                                       "must be a list of PEM file paths"))
+                    Path(
+                        section.check(
+                            name,
+                            r,
+                            lambda v: isinstance(v, str) and bool(v),
+                            "must be a list of PEM file paths",
+                        )
+                    )
                     for r in roots
                 )
             )

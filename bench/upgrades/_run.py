@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -93,11 +94,13 @@ async def run(*, edges: int, distance: int, node_rate: int) -> None:
             f"localhost:{port}",
             grpc.ssl_channel_credentials(root_certificates=tls.ca_cert.read_bytes()),
         )
-        results = {}
+        results: dict[str, dict[str, Any]] = {}
         try:
             for mode in ("delta", "full"):
-                groups = {h: ("consecutive" if i % 2 else "distant") for i, h in enumerate(hospitals)}
-                fleet = {}
+                groups = {
+                    h: ("consecutive" if i % 2 else "distant") for i, h in enumerate(hospitals)
+                }
+                fleet: dict[str, FleetUpgrades] = {}
                 for group in ("consecutive", "distant"):
                     members = [h for h in hospitals if groups[h] == group]
                     fleet[group] = FleetUpgrades(
@@ -117,8 +120,8 @@ async def run(*, edges: int, distance: int, node_rate: int) -> None:
                 started = time.monotonic()
                 for f in fleet.values():
                     f.start()
-                while (await rollouts.get(info.rollout_id)).state == "running":
-                    await asyncio.sleep(0.05)  # a benchmark's poll, not a test's synchronisation
+                while (await rollouts.get(info.rollout_id)).state == "running":  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)  # the rollout's state is in the database: polled
                 took = time.monotonic() - started
                 for f in fleet.values():
                     await f.stop()
@@ -138,23 +141,35 @@ async def run(*, edges: int, distance: int, node_rate: int) -> None:
             await service.stop()
             await engine.dispose()
     full_size = target.size
-    print(f"{edges} edges, waves {WAVES}, node rate {node_rate:,} B/s, full package {full_size:,} B")
-    print(f"{'mode':<6} {'consecutive B/edge':>19} {'distant B/edge':>15} {'node sent B':>13} {'to 100%':>8}")
+    print(
+        f"{edges} edges, waves {WAVES}, node rate {node_rate:,} B/s, full package {full_size:,} B"
+    )
+    print(
+        f"{'mode':<6} {'consecutive B/edge':>19} {'distant B/edge':>15} "
+        f"{'node sent B':>13} {'to 100%':>8}"
+    )
     for mode, r in results.items():
         b = r["bytes_per_edge"]
         print(
             f"{mode:<6} {b['consecutive']:>19,} {b['distant']:>15,} {r['node_bytes_sent']:>13,} "
             f"{r['seconds_to_100pct']:>7.1f}s"
         )
-    d, f = results["delta"], results["full"]
+    d, full = results["delta"], results["full"]
     summary = {
-        "consecutive_delta_over_full": d["bytes_per_edge"]["consecutive"] / f["bytes_per_edge"]["consecutive"],
-        "distant_delta_over_full": d["bytes_per_edge"]["distant"] / f["bytes_per_edge"]["distant"],
-        "time_delta_over_full": d["seconds_to_100pct"] / f["seconds_to_100pct"],
+        "consecutive_delta_over_full": d["bytes_per_edge"]["consecutive"]
+        / full["bytes_per_edge"]["consecutive"],
+        "distant_delta_over_full": d["bytes_per_edge"]["distant"]
+        / full["bytes_per_edge"]["distant"],
+        "time_delta_over_full": d["seconds_to_100pct"] / full["seconds_to_100pct"],
     }
     print(
         json.dumps(
-            {"bench": "upgrades", "edges": edges, "full_bytes": full_size, "results": results,
-             "summary": {k: round(v, 4) for k, v in summary.items()}}  # fmt: skip
+            {
+                "bench": "upgrades",
+                "edges": edges,
+                "full_bytes": full_size,
+                "results": results,
+                "summary": {k: round(v, 4) for k, v in summary.items()},
+            }
         )
     )

@@ -47,7 +47,13 @@ __all__ = [
     "parse_window",
 ]
 
-RUNNING, PAUSED, STOPPED, ABORTED, COMPLETED = "running", "paused", "stopped", "aborted", "completed"
+RUNNING, PAUSED, STOPPED, ABORTED, COMPLETED = (
+    "running",
+    "paused",
+    "stopped",
+    "aborted",
+    "completed",
+)
 LIVE = (RUNNING, PAUSED)
 """States of a rollout that is not over."""
 PENDING, OFFERED, SUCCEEDED, FAILED = "pending", "offered", "succeeded", "failed"
@@ -350,7 +356,7 @@ class Rollouts:
                 raise errors.NotFound(
                     f"no rollout {rollout_id!r}", reason="NO_SUCH_ROLLOUT", domain=DOMAIN
                 )
-            counts = dict(
+            counts: dict[str, int] = dict(
                 (
                     await conn.execute(
                         sa.select(TARGETS.c.state, sa.func.count())
@@ -361,7 +367,7 @@ class Rollouts:
             )
         return _info(row, {str(k): int(v) for k, v in counts.items()})
 
-    async def list(self) -> list[RolloutInfo]:
+    async def every(self) -> list[RolloutInfo]:
         """Every rollout, newest first."""
         async with self._engine.connect() as conn:
             ids = (
@@ -374,16 +380,18 @@ class Rollouts:
 
     async def latest(self) -> RolloutInfo | None:
         """The live rollout, else the newest one."""
-        every = await self.list()
+        every = await self.every()
         live = [r for r in every if r.state in LIVE]
-        return (live or every or [None])[0]
+        found = live or every
+        return found[0] if found else None
 
     async def hospitals(self, rollout_id: str) -> list[HospitalStatus]:
         """Every hospital of a rollout, in rollout order, with its edge's last report."""
         await self.get(rollout_id)
         query = (
-            sa.select(TARGETS, EDGES.c.software_version, EDGES.c.contract_release,
-                      EDGES.c.last_report_at)  # fmt: skip
+            sa.select(
+                TARGETS, EDGES.c.software_version, EDGES.c.contract_release, EDGES.c.last_report_at
+            )
             .select_from(
                 TARGETS.outerjoin(
                     EDGES,
@@ -483,7 +491,14 @@ class Rollouts:
             )
 
     async def finish(
-        self, rollout_id: str, hospital_id: str, edge_id: str, *, ok: bool, reason: str, message: str
+        self,
+        rollout_id: str,
+        hospital_id: str,
+        edge_id: str,
+        *,
+        ok: bool,
+        reason: str,
+        message: str,
     ) -> None:
         """Record a hospital's outcome in a rollout and advance the rollout."""
         async with self._lock, self._engine.begin() as conn:

@@ -37,7 +37,7 @@ from mesh.packages import (
     verify_package,
 )
 
-__all__ = ["DOMAIN", "FULL", "DELTA", "PackageStore", "StoredPackage"]
+__all__ = ["DELTA", "DOMAIN", "FULL", "PackageStore", "StoredPackage"]
 
 log = logging.getLogger("cloud.upgrades")
 
@@ -319,11 +319,7 @@ class PackageStore:
         latest = await self.latest()
         if latest is not None:
             keep.add(latest.version)
-        stale = [
-            p
-            for p in await self._select(PACKAGES.c.kind == DELTA)
-            if p.version not in keep
-        ]
+        stale = [p for p in await self._select(PACKAGES.c.kind == DELTA) if p.version not in keep]
         if not stale:
             return
         async with self._engine.begin() as conn:

@@ -280,7 +280,9 @@ class UpgradeAgent:
                     start.strftime("%H:%M"),
                     end.strftime("%H:%M"),
                 )
-                return CheckResult(Outcome.WAITING_FOR_WINDOW, wait, full.version, "", self._received)
+                return CheckResult(
+                    Outcome.WAITING_FOR_WINDOW, wait, full.version, "", self._received
+                )
         await asyncio.to_thread(self._slots.install, path, result)
         timeout = m.health_gate_timeout.ToTimedelta().total_seconds() or 300.0
         log.info(
@@ -302,7 +304,9 @@ class UpgradeAgent:
             try:
                 path = await self._download(delta)
             except _Unreachable as err:
-                raise PackageError("DOWNLOAD_FAILED", f"the delta did not download: {err}") from None
+                raise PackageError(
+                    "DOWNLOAD_FAILED", f"the delta did not download: {err}"
+                ) from None
             target = self._downloads / f"{full.package_id}.pkg"
             result = await asyncio.to_thread(self._rebuild, base, path, target, full, version)
             path.unlink(missing_ok=True)
@@ -333,9 +337,7 @@ class UpgradeAgent:
             target.unlink(missing_ok=True)
             raise
 
-    def _verify(
-        self, path: Path, full: edge_pb2.UpgradePackage, version: str
-    ) -> VerifiedPackage:
+    def _verify(self, path: Path, full: edge_pb2.UpgradePackage, version: str) -> VerifiedPackage:
         result = verify_package(
             path,
             self.config.trust,
@@ -393,8 +395,11 @@ class UpgradeAgent:
             raise PackageError("BAD_DIGEST", f"package {pkg.package_id} has no SHA-256 digest")
         make_private_dir(self._downloads)
         part, meta, done = self._paths(pkg)
-        identity = {"package_id": pkg.package_id, "sha256": pkg.digest.value.hex(),
-                    "size": pkg.size_bytes}  # fmt: skip
+        identity = {
+            "package_id": pkg.package_id,
+            "sha256": pkg.digest.value.hex(),
+            "size": pkg.size_bytes,
+        }
         if done.exists():
             if _read_json(meta) == identity and done.stat().st_size == pkg.size_bytes:
                 return done
@@ -424,12 +429,14 @@ class UpgradeAgent:
                 raise _Unreachable(str(err)) from None
             if err.code is grpc.StatusCode.FAILED_PRECONDITION:
                 part.unlink(missing_ok=True)  # the cloud's package changed under us
-            raise PackageError("DOWNLOAD_REFUSED", f"the cloud refused the download: {err}") from None
+            raise PackageError(
+                "DOWNLOAD_REFUSED", f"the cloud refused the download: {err}"
+            ) from None
         part.replace(done)
         return done
 
     async def _stream(self, pkg: edge_pb2.UpgradePackage, part: Path) -> None:
-        offset = part.stat().st_size
+        offset = (await asyncio.to_thread(part.stat)).st_size
         self._pending_bytes = offset
         if offset == pkg.size_bytes:
             return
@@ -504,8 +511,11 @@ class UpgradeAgent:
                 grpc.StatusCode.ABORTED,
                 attempt.message or "the new version failed its health gate; rolled back",
                 attempt.reason or "HEALTH_GATE_FAILED",
-                {"package_id": attempt.package_id, "package_kind": "FULL",
-                 "version": attempt.version},  # fmt: skip
+                {
+                    "package_id": attempt.package_id,
+                    "package_kind": "FULL",
+                    "version": attempt.version,
+                },
             )
             log.warning(
                 "upgrade to %s rolled back: %s [%s]",
@@ -550,8 +560,11 @@ def _info(reason: str, attempt: SwitchAttempt) -> any_pb2.Any:
         error_details_pb2.ErrorInfo(
             reason=reason,
             domain=DOMAIN,
-            metadata={"package_id": attempt.package_id, "package_kind": "FULL",
-                      "version": attempt.version},  # fmt: skip
+            metadata={
+                "package_id": attempt.package_id,
+                "package_kind": "FULL",
+                "version": attempt.version,
+            },
         )
     )
     return packed

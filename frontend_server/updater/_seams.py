@@ -57,8 +57,10 @@ class SlotsApi(Protocol):
         ...
 
     def request_switch(self, health_gate_timeout: float) -> None:
-        """Ask the supervisor to restart into the idle slot and apply the health gate; a
-        failed gate returns to the old slot by itself. The outcome is `last_attempt`."""
+        """Ask the supervisor to restart into the idle slot and apply the health gate.
+
+        A failed gate returns to the old slot by itself. The outcome is `last_attempt`.
+        """
         ...
 
     def last_attempt(self) -> SwitchAttempt | None:

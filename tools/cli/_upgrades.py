@@ -99,7 +99,10 @@ def _with(config: NodeConfig, action: Callable[[PackageStore, Rollouts], Awaitab
             up = config.upgrades
             trust = TrustRoot.load(up.trusted_roots) if up.trusted_roots else None
             store = PackageStore(
-                engine, config.data_dir / "upgrades", trust=trust, max_delta_bases=up.max_delta_bases
+                engine,
+                config.data_dir / "upgrades",
+                trust=trust,
+                max_delta_bases=up.max_delta_bases,
             )
             return await action(store, Rollouts(engine))
         finally:

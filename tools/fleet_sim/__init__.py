@@ -17,18 +17,18 @@ from tools.fleet_sim._credentials import issue_credentials, read_credentials
 from tools.fleet_sim._edge import EdgeFaults, SimEdge
 from tools.fleet_sim._fleet import FAULTS, Fleet, FleetConfig, FleetError, rss_kib
 from tools.fleet_sim._his import DEPARTMENTS, DirectoryShape, MemoryHis
+from tools.fleet_sim._hospitals import (
+    SimHospital,
+    fleet_hospitals,
+    hospitals_toml,
+    write_hospitals_toml,
+)
 from tools.fleet_sim._upgrades import (
     BROKEN_MARKER,
     EdgeUplink,
     FleetUpgrades,
     SimSlots,
     UpgradeService,
-)
-from tools.fleet_sim._hospitals import (
-    SimHospital,
-    fleet_hospitals,
-    hospitals_toml,
-    write_hospitals_toml,
 )
 
 __all__ = [

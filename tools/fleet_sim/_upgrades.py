@@ -66,19 +66,24 @@ class _Servicer(edge_pb2_grpc.EdgeServiceServicer):
             raise errors.Unauthenticated("missing or bad hospital credential")
         return found.hospital_id
 
-    async def GetUpgradeManifest(  # noqa: N802 - the generated servicer's name
+    async def ReportTaskResults(
+        self, request: edge_pb2.ReportTaskResultsRequest, context: Any
+    ) -> edge_pb2.ReportTaskResultsResponse:
+        raise errors.Unimplemented("the upgrade stand-in serves upgrades and health only")
+
+    async def GetUpgradeManifest(
         self, request: edge_pb2.GetUpgradeManifestRequest, context: Any
     ) -> edge_pb2.GetUpgradeManifestResponse:
         return await self.handlers.get_upgrade_manifest(request, await self._hospital(context))
 
-    async def DownloadUpgrade(  # noqa: N802
+    async def DownloadUpgrade(
         self, request: edge_pb2.DownloadUpgradeRequest, context: Any
     ) -> AsyncIterator[edge_pb2.DownloadUpgradeResponse]:
         hospital = await self._hospital(context)
         async for chunk in self.handlers.download_upgrade(request, hospital):
             yield chunk
 
-    async def ReportHealth(  # noqa: N802
+    async def ReportHealth(
         self, request: edge_pb2.ReportHealthRequest, context: Any
     ) -> edge_pb2.ReportHealthResponse:
         hospital = await self._hospital(context)
@@ -225,20 +230,20 @@ class SimSlots:
     def last_attempt(self) -> SwitchAttempt | None:
         return self.attempt
 
-    async def _restart(self, timeout: float) -> bool:
+    async def _restart(self, gate: float) -> bool:
         if self.edge is None:
             return True
         self.restarts += 1
         await self.edge.offline(grace=1.0)
         await self.edge.online()
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(gate):
                 await self.edge.wait_connected()
         except TimeoutError:
             return False
         return True
 
-    async def _switch(self, timeout: float) -> None:
+    async def _switch(self, gate: float) -> None:
         assert self.idle is not None
         path, verified = self.idle
         version = verified.manifest.version
@@ -246,7 +251,7 @@ class SimSlots:
 
         pid = package_id(version, verified.sha256)
         broken = any(f.path == BROKEN_MARKER for f in verified.manifest.files)
-        up = await self._restart(timeout)
+        up = await self._restart(gate)
         if up and not broken and not self.fails_gate:
             old = self.active.version
             self.active = RunningVersion(version, path, standby_version=old)
@@ -257,7 +262,7 @@ class SimSlots:
                 if not up
                 else "the new version's probes failed within the health gate"
             )
-            await self._restart(timeout)  # back into the old slot
+            await self._restart(gate)  # back into the old slot
             self.active = dataclasses.replace(self.active, standby_version=version)
             self.attempt = SwitchAttempt(
                 dt.datetime.now(dt.UTC), version, False, "HEALTH_GATE_FAILED", why, package_id=pid

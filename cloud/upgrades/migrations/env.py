@@ -1,4 +1,4 @@
-"""Alembic environment of the upgrade tables (in the fleet database); run through ``cloud.db.migrate``."""
+"""Alembic environment of the upgrade tables (fleet database); run by ``cloud.db.migrate``."""
 
 from __future__ import annotations
 

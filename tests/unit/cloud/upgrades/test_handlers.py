@@ -45,9 +45,11 @@ async def _manifest(
 ) -> edge_pb2.GetUpgradeManifestResponse:
     return await _stub(cloud).GetUpgradeManifest(
         edge_pb2.GetUpgradeManifestRequest(
-            edge_id=f"e-{hospital}", current_version=version, current_package_id=current,
+            edge_id=f"e-{hospital}",
+            current_version=version,
+            current_package_id=current,
             platform="linux-amd64",
-        ),  # fmt: skip
+        ),
         metadata=_meta(cloud, hospital),
         timeout=10,
     )
@@ -59,11 +61,15 @@ async def test_the_manifest_offers_a_delta_with_its_fallback_only_in_open_waves(
     old = await cloud.publish("1.4.0")
     await cloud.publish("1.5.0")
     empty = await _manifest(cloud)
-    assert not empty.HasField("manifest") and empty.next_check_after.seconds == 60
+    assert not empty.HasField("manifest")
+    assert empty.next_check_after.seconds == 60
     info = await cloud.rollouts.create(
-        target_version="1.5.0", waves="1,100%", max_failures=0, hospitals=[H, OTHER],
+        target_version="1.5.0",
+        waves="1,100%",
+        max_failures=0,
+        hospitals=[H, OTHER],
         window=("01:00", "04:30"),
-    )  # fmt: skip
+    )
     canary = (await cloud.rollouts.hospitals(info.rollout_id))[0].hospital_id
     later = OTHER if canary == H else H
     assert not (await _manifest(cloud, later)).HasField("manifest")  # its wave is not open
@@ -71,14 +77,17 @@ async def test_the_manifest_offers_a_delta_with_its_fallback_only_in_open_waves(
     old_id = package_id("1.4.0", hashlib.sha256(old.read_bytes()).hexdigest())
     m = (await _manifest(cloud, canary, current=old_id)).manifest
     full = await cloud.store.full("1.5.0")
-    assert m.rollout_id == info.rollout_id and m.target_version == "1.5.0"
+    assert m.rollout_id == info.rollout_id
+    assert m.target_version == "1.5.0"
     assert m.target_contract_release == "1.2.0"
-    assert m.package.kind == edge_pb2.PACKAGE_KIND_DELTA and m.package.base_version == "1.4.0"
+    assert m.package.kind == edge_pb2.PACKAGE_KIND_DELTA
+    assert m.package.base_version == "1.4.0"
     assert m.fallback_package.package_id == full.package_id
     assert m.fallback_package.digest.value.hex() == full.sha256
     assert m.fallback_package.size_bytes == full.size
     assert (m.window_start.hours, m.window_end.hours, m.window_end.minutes) == (1, 4, 30)
-    assert m.health_gate_timeout.seconds == 300 and m.HasField("expire_time")
+    assert m.health_gate_timeout.seconds == 300
+    assert m.HasField("expire_time")
     # An unknown installed package: the full one only.
     plain = (await _manifest(cloud, canary, current="edge-1.4.0-0000")).manifest
     assert plain.package.kind == edge_pb2.PACKAGE_KIND_FULL
@@ -114,7 +123,8 @@ async def test_chunks_are_contiguous_carry_their_crc32c_and_resume_from_an_offse
     assert all(c.crc32c == crc32c(c.data) and c.total_size == len(data) for c in chunks)
     assert [c.offset for c in chunks] == list(range(0, len(data), 20_000))
     rest = await _download(cloud, full.package_id, offset=50_001)
-    assert rest[0].offset == 50_001 and b"".join(c.data for c in rest) == data[50_001:]
+    assert rest[0].offset == 50_001
+    assert b"".join(c.data for c in rest) == data[50_001:]
     assert len(rest[0].data) == 256 * 1024 or len(rest) == 1  # the default chunk
     assert await _download(cloud, full.package_id, offset=len(data)) == []
     tiny = await _download(cloud, full.package_id, chunk_size_hint=10)
@@ -170,9 +180,11 @@ async def test_a_hospital_holds_a_bounded_number_of_streams(cloud: Cloud) -> Non
     stub = _stub(cloud)
     first = stub.DownloadUpgrade(
         edge_pb2.DownloadUpgradeRequest(
-            edge_id="e", package_id=full.package_id, chunk_size_hint=16384,
+            edge_id="e",
+            package_id=full.package_id,
+            chunk_size_hint=16384,
             max_bytes_per_second=16384,
-        ),  # fmt: skip
+        ),
         metadata=_meta(cloud),
         timeout=30,
     )
@@ -224,9 +236,7 @@ async def test_health_reports_record_versions_and_say_whether_an_upgrade_waits(
     cloud: Cloud,
 ) -> None:
     await cloud.publish("1.5.0")
-    await cloud.rollouts.create(
-        target_version="1.5.0", waves="100%", max_failures=0, hospitals=[H]
-    )
+    await cloud.rollouts.create(target_version="1.5.0", waves="100%", max_failures=0, hospitals=[H])
     reply = await _stub(cloud).ReportHealth(
         edge_pb2.ReportHealthRequest(
             edge_id="e-h-001", software_version="1.4.0", contract_release="1.0.0"

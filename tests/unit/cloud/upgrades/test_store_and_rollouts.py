@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,31 @@ from mesh import errors
 from tests.support.upgrades import Keys, package
 
 HOSPITALS = [f"h-{i:03}" for i in range(20)]
+
+
+def test_public_surface_is_pinned() -> None:
+    import cloud.upgrades
+
+    assert cloud.upgrades.__all__ == [
+        "DEFAULT_CHUNK",
+        "DELTA",
+        "DOMAIN",
+        "FULL",
+        "LIVE",
+        "MAX_CHUNK",
+        "MIN_CHUNK",
+        "ByteBucket",
+        "EdgeReport",
+        "HospitalStatus",
+        "PackageStore",
+        "RolloutInfo",
+        "Rollouts",
+        "StoredPackage",
+        "UpgradeHandlers",
+        "migrate_upgrades",
+        "parse_waves",
+        "parse_window",
+    ]
 
 
 async def test_migration_matches_the_schema_and_is_repeatable(db_engine: AsyncEngine) -> None:
@@ -36,9 +60,9 @@ async def test_migration_matches_the_schema_and_is_repeatable(db_engine: AsyncEn
 
 
 @pytest.fixture
-async def engine(db_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+async def engine(db_engine: AsyncEngine) -> AsyncEngine:
     await migrate_upgrades(db_engine)
-    yield db_engine
+    return db_engine
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +86,10 @@ async def test_publish_verifies_first_and_a_version_is_published_once(
     engine: AsyncEngine, tmp_path: Path, keys: Keys
 ) -> None:
     store = PackageStore(engine, tmp_path / "store", trust=keys.trust)
-    assert await _reason(
-        PackageStore(engine, tmp_path / "s2").publish(_file(tmp_path, keys, "1.0.0"))
-    ) == "NO_TRUSTED_ROOT"
+    assert (
+        await _reason(PackageStore(engine, tmp_path / "s2").publish(_file(tmp_path, keys, "1.0.0")))
+        == "NO_TRUSTED_ROOT"
+    )
     assert await _reason(store.publish(_file(tmp_path, Keys(), "1.0.0"))) == "UNKNOWN_KEY"
     unsigned = tmp_path / "unsigned.pkg"
     data = bytearray(package(keys, "1.0.0"))
@@ -94,7 +119,8 @@ async def test_deltas_go_from_the_newest_older_versions_to_the_latest_and_are_pr
     assert all(p.size < latest.size / 2 for p in deltas)
     base = await store.full("1.1.0")
     found = await store.delta_for(latest, base.package_id)
-    assert found is not None and found.base_sha256 == base.sha256
+    assert found is not None
+    assert found.base_sha256 == base.sha256
     assert await store.ensure_deltas("1.2.0") == []  # cached: nothing computed again
 
     await store.publish(_file(tmp_path, keys, "1.3.0"))
@@ -150,32 +176,42 @@ async def test_waves_open_as_the_open_wave_succeeds_and_the_rollout_completes(
     info = await rollouts.create(
         target_version="2.0.0", waves="1,25%,100%", max_failures=1, hospitals=HOSPITALS
     )
-    assert info.waves == (1, 5, 20) and info.state == "running"
+    assert info.waves == (1, 5, 20)
+    assert info.state == "running"
     offered = await _offered(rollouts)
     assert len(offered) == 1  # the canary alone
     canary = offered[0]
-    assert await _reason(
-        rollouts.create(target_version="2.0.0", waves="100%", max_failures=0, hospitals=HOSPITALS)
-    ) == "ROLLOUT_LIVE"
+    assert (
+        await _reason(
+            rollouts.create(
+                target_version="2.0.0", waves="100%", max_failures=0, hospitals=HOSPITALS
+            )
+        )
+        == "ROLLOUT_LIVE"
+    )
     await rollouts.record_report(_report(canary, "2.0.0", True, at=1))
     await rollouts.record_report(_report(canary, "2.0.0", True, at=1))  # repeated: ignored
     assert len(await rollouts.reports(canary)) == 1
     second = await _offered(rollouts)
-    assert len(second) == 4 and canary not in second
+    assert len(second) == 4
+    assert canary not in second
     # One failure is within the budget; the wave still opens the next when all are done.
     await rollouts.record_report(_report(second[0], "2.0.0", False, at=2))
     for i, h in enumerate(second[1:]):
         await rollouts.record_report(_report(h, "2.0.0", True, at=3 + i))
     assert len(await _offered(rollouts)) == 15
     paused = await rollouts.pause(info.rollout_id)
-    assert paused.state == "paused" and await _offered(rollouts) == []
+    assert paused.state == "paused"
+    assert await _offered(rollouts) == []
     await rollouts.resume(info.rollout_id)
     for i, h in enumerate(await _offered(rollouts)):
         await rollouts.record_report(_report(h, "2.0.0", True, at=10 + i))
     done = await rollouts.get(info.rollout_id)
-    assert done.state == "completed" and done.counts == {"succeeded": 19, "failed": 1}
+    assert done.state == "completed"
+    assert done.counts == {"succeeded": 19, "failed": 1}
     status = await rollouts.hospitals(info.rollout_id)
-    assert status[0].hospital_id == canary and status[0].version == "2.0.0"
+    assert status[0].hospital_id == canary
+    assert status[0].version == "2.0.0"
     assert status[0].last_report is not None
 
 
@@ -192,7 +228,8 @@ async def test_a_failed_canary_stops_the_rollout_and_nothing_else_is_offered(
     assert (await rollouts.get(info.rollout_id)).state == "running"
     await rollouts.record_report(_report(canary, "2.0.0", False, at=2))
     stopped = await rollouts.get(info.rollout_id)
-    assert stopped.state == "stopped" and canary in stopped.stop_reason
+    assert stopped.state == "stopped"
+    assert canary in stopped.stop_reason
     assert await _offered(rollouts) == []
     aborted = await rollouts.abort(info.rollout_id)
     assert aborted.state == "aborted"
@@ -211,7 +248,8 @@ async def test_failures_beyond_the_budget_stop_the_rollout(engine: AsyncEngine) 
     assert (await rollouts.get(info.rollout_id)).state == "running"
     await rollouts.record_report(_report(rest[1], "2.0.0", False, at=3))
     stopped = await rollouts.get(info.rollout_id)
-    assert stopped.state == "stopped" and "more than --max-failures 1" in stopped.stop_reason
+    assert stopped.state == "stopped"
+    assert "more than --max-failures 1" in stopped.stop_reason
 
 
 async def test_outdated_hospitals_go_first(engine: AsyncEngine) -> None:
@@ -227,4 +265,5 @@ async def test_outdated_hospitals_go_first(engine: AsyncEngine) -> None:
     )
     status = await rollouts.hospitals(info.rollout_id)
     assert {s.hospital_id for s in status[:2]} == late
-    assert all(s.outdated for s in status[:2]) and not any(s.outdated for s in status[2:])
+    assert all(s.outdated for s in status[:2])
+    assert not any(s.outdated for s in status[2:])

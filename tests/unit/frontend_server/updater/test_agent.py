@@ -4,6 +4,7 @@ its reason and reported to the cloud."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 from collections.abc import AsyncIterator
@@ -54,9 +55,11 @@ class Uplink(EdgeUplink):
                 data = bytearray(chunk.data)
                 data[0] ^= 0xFF
                 chunk = edge_pb2.DownloadUpgradeResponse(
-                    offset=chunk.offset, data=bytes(data), total_size=chunk.total_size,
+                    offset=chunk.offset,
+                    data=bytes(data),
+                    total_size=chunk.total_size,
                     crc32c=chunk.crc32c,
-                )  # fmt: skip
+                )
             n += 1
             yield chunk
 
@@ -159,7 +162,9 @@ async def test_an_interrupted_download_resumes_at_its_offset_and_a_damaged_chunk
     assert result.outcome is Outcome.SWITCH_REQUESTED
     offsets = [r.offset for r in uplink.requests]
     # The damaged first chunk is fetched again from 0; each cut stream resumes further on.
-    assert offsets == sorted(offsets) and offsets[:2] == [0, 0] and len(set(offsets)) == 3
+    assert offsets == sorted(offsets)
+    assert offsets[:2] == [0, 0]
+    assert len(set(offsets)) == 3
     # The damaged chunk was not stored: every byte arrived once, plus the damaged one again.
     assert result.bytes_downloaded == full.size + 16 * 1024
     await slots.switched.wait()
@@ -172,22 +177,32 @@ async def _refusal(cloud: Cloud, uplink: Uplink) -> tuple[str, str]:
     info = error_details_pb2.ErrorInfo()
     assert report.last_attempt_status.details[0].Unpack(info)
     stored = (await cloud.rollouts.reports(H))[-1]
-    assert stored["reason"] == info.reason and not stored["ok"]
+    assert stored["reason"] == info.reason
+    assert not stored["ok"]
     return info.reason, info.metadata["package_kind"]
 
 
 async def _serve(cloud: Cloud, path: Path, version: str) -> StoredPackage:
     """A compromised cloud: serve this file as ``version`` without verifying it."""
-    data = path.read_bytes()
+    data = await asyncio.to_thread(path.read_bytes)
     sha = hashlib.sha256(data).hexdigest()
     pid = package_id(version, sha)
     relative = f"packages/{pid}.pkg"
     (cloud.root / "cloud" / "upgrades" / "packages").mkdir(parents=True, exist_ok=True)
     (cloud.root / "cloud" / "upgrades" / relative).write_bytes(data)
     stored = StoredPackage(
-        pid, FULL, version, "", "", sha, len(data), "1.2.0", "", cloud.root / relative,
+        pid,
+        FULL,
+        version,
+        "",
+        "",
+        sha,
+        len(data),
+        "1.2.0",
+        "",
+        cloud.root / relative,
         dt.datetime.now(dt.UTC),
-    )  # fmt: skip
+    )
     await cloud.store._insert(stored, relative)
     return stored
 
@@ -231,7 +246,8 @@ async def test_tampered_packages_are_refused_with_their_reason_and_reported(
     result = await agent.check_once()
 
     assert (result.outcome, result.reason) == (Outcome.REFUSED, reason)
-    assert slots.idle is None and slots.running().version == "1.4.0"
+    assert slots.idle is None
+    assert slots.running().version == "1.4.0"
     assert await _refusal(cloud, uplink) == (reason, "FULL")
     target = await _target(cloud, rollout)
     assert (target.state, target.reason) == ("failed", reason)
@@ -253,9 +269,12 @@ async def test_a_delta_producing_the_wrong_package_falls_back_to_the_full_one(
 
     header = json.loads(data[12:header_end])
     header["to_sha256"] = "0" * 64
-    bad = data[:12] + json.dumps(header, sort_keys=True, separators=(",", ":")).encode() + data[header_end:]
+    bad = (
+        data[:12]
+        + json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+        + data[header_end:]
+    )
     delta.path.write_bytes(bad)
-    import sqlalchemy as sa
 
     from cloud.upgrades._schema import PACKAGES
 
@@ -293,20 +312,25 @@ async def test_the_switch_waits_for_the_maintenance_window(cloud: Cloud, tmp_pat
     agent, uplink, slots = _agent(cloud, tmp_path, "1.4.0", None, clock=lambda: now[0])
 
     first = await agent.check_once()
-    assert first.outcome is Outcome.WAITING_FOR_WINDOW and slots.idle is None
+    assert first.outcome is Outcome.WAITING_FOR_WINDOW
+    assert slots.idle is None
     again = await agent.check_once()
-    assert again.outcome is Outcome.WAITING_FOR_WINDOW and again.bytes_downloaded == 0
+    assert again.outcome is Outcome.WAITING_FOR_WINDOW
+    assert again.bytes_downloaded == 0
     now[0] = real + dt.timedelta(minutes=30)  # inside, and the manifest still valid
     inside = await agent.check_once()
-    assert inside.outcome is Outcome.SWITCH_REQUESTED and inside.bytes_downloaded == 0
+    assert inside.outcome is Outcome.SWITCH_REQUESTED
+    assert inside.bytes_downloaded == 0
     assert len(uplink.requests) == 1
     await slots.switched.wait()
 
 
 def test_windows_may_wrap_midnight() -> None:
     t = dt.time
-    assert in_window(t(2), t(1), t(5)) and not in_window(t(5), t(1), t(5))
-    assert in_window(t(23), t(22), t(4)) and in_window(t(3), t(22), t(4))
+    assert in_window(t(2), t(1), t(5))
+    assert not in_window(t(5), t(1), t(5))
+    assert in_window(t(23), t(22), t(4))
+    assert in_window(t(3), t(22), t(4))
     assert not in_window(t(12), t(22), t(4))
 
 
@@ -315,10 +339,11 @@ async def test_a_failed_health_gate_rolls_back_and_fails_the_hospital(
 ) -> None:
     await cloud.publish("1.5.0", broken=True)
     rollout = await _rollout(cloud, "1.5.0")
-    agent, uplink, slots = _agent(cloud, tmp_path, "1.4.0", None)
+    agent, _uplink, slots = _agent(cloud, tmp_path, "1.4.0", None)
     assert (await agent.check_once()).outcome is Outcome.SWITCH_REQUESTED
     await slots.switched.wait()
-    assert slots.running().version == "1.4.0" and slots.running().standby_version == "1.5.0"
+    assert slots.running().version == "1.4.0"
+    assert slots.running().standby_version == "1.5.0"
     target = await _target(cloud, rollout)
     assert (target.state, target.reason) == ("failed", "HEALTH_GATE_FAILED")
     # Failed hospitals are not offered the version again.
