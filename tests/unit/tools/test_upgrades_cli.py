@@ -51,7 +51,8 @@ def test_publish_upgrade_status_pause_resume_abort(
     cfg = ["--config", str(config)]
     code, out, err = run(capsys, "fleet", "publish", str(tmp_path / "1.4.0.pkg"), *cfg)
     assert code == 0, err
-    assert "published edge-1.4.0-" in out and "contracts 1.2.0" in out
+    assert "published edge-1.4.0-" in out
+    assert "contracts 1.2.0" in out
     code, out, _ = run(capsys, "fleet", "publish", str(tmp_path / "1.5.0.pkg"), *cfg)
     assert code == 0
     assert "delta from 1.4.0:" in out
@@ -80,7 +81,8 @@ def test_publish_upgrade_status_pause_resume_abort(
 
     code, _, err = run(capsys, "fleet", "upgrade", "--to", "1.5.0", *cfg)
     assert code == 1
-    assert f"rollout {rollout} is still live" in err and "[ROLLOUT_LIVE]" in err
+    assert f"rollout {rollout} is still live" in err
+    assert "[ROLLOUT_LIVE]" in err
     assert run(capsys, "fleet", "pause", rollout, *cfg)[1].strip() == f"rollout {rollout}: paused"
     assert run(capsys, "fleet", "resume", rollout, *cfg)[1].strip() == f"rollout {rollout}: running"
     assert run(capsys, "fleet", "abort", rollout, *cfg)[1].strip() == f"rollout {rollout}: aborted"
@@ -98,7 +100,8 @@ def test_refusals_name_their_reason(
     stranger.write_bytes(package(Keys(), "1.4.0"))
     code, _, err = run(capsys, "fleet", "publish", str(stranger), *cfg)
     assert code == 1
-    assert "which this edge does not trust" in err and "[UNKNOWN_KEY]" in err
+    assert "which this edge does not trust" in err
+    assert "[UNKNOWN_KEY]" in err
     code, _, err = run(capsys, "fleet", "upgrade", "--to", "9.9.9", *cfg)
     assert code == 1
     assert "[NO_SUCH_VERSION]" in err
