@@ -348,3 +348,39 @@ async def test_a_failed_health_gate_rolls_back_and_fails_the_hospital(
     assert (target.state, target.reason) == ("failed", "HEALTH_GATE_FAILED")
     # Failed hospitals are not offered the version again.
     assert (await agent.check_once()).outcome is Outcome.UP_TO_DATE
+
+
+async def test_an_agent_killed_mid_download_resumes_where_it_stopped(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    await cloud.publish("1.5.0")
+    await _rollout(cloud, "1.5.0")
+    agent, uplink, _ = _agent(cloud, tmp_path, "1.4.0", None)
+    three = asyncio.Event()
+    real = uplink.download_upgrade
+
+    async def slow(request: edge_pb2.DownloadUpgradeRequest) -> AsyncIterator[Any]:
+        n = 0
+        async for chunk in real(request):
+            yield chunk
+            n += 1
+            if n == 3:
+                three.set()
+                await asyncio.Event().wait()  # the process dies here
+
+    uplink.download_upgrade = slow  # type: ignore[method-assign]
+    check = asyncio.create_task(agent.check_once())
+    await three.wait()
+    check.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await check
+
+    # A new process: a new agent over the same data directory.
+    again, uplink2, slots = _agent(cloud, tmp_path, "1.4.0", None)
+    result = await again.check_once()
+    full = await cloud.store.full("1.5.0")
+    assert result.outcome is Outcome.SWITCH_REQUESTED
+    assert uplink2.requests[0].offset == 3 * 16 * 1024  # three chunks were stored
+    assert result.bytes_downloaded == full.size - 3 * 16 * 1024
+    await slots.switched.wait()
+    assert slots.running().version == "1.5.0"
