@@ -52,6 +52,7 @@ BROKEN_MARKER = "BROKEN"
 """A payload file of this name makes the simulated new version fail its health gate."""
 
 
+@CLOUD_ERRORS.servicer
 class _Servicer(edge_pb2_grpc.EdgeServiceServicer):
     def __init__(self, handlers: UpgradeHandlers, credentials: CredentialStore) -> None:
         self.handlers = handlers
@@ -110,7 +111,7 @@ class UpgradeService:
         credentials: CredentialStore,
         server_credentials: grpc.ServerCredentials,
     ) -> None:
-        self.servicer = CLOUD_ERRORS.servicer(_Servicer)(handlers, credentials)
+        self.servicer = _Servicer(handlers, credentials)
         self._creds = server_credentials
         self._server: grpc.aio.Server | None = None
         self.port = 0
