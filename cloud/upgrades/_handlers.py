@@ -33,7 +33,7 @@ from google.type import timeofday_pb2
 from cloud.config import UpgradesConfig
 from cloud.upgrades._bucket import ByteBucket
 from cloud.upgrades._rollouts import EdgeReport, Rollouts, newer
-from cloud.upgrades._store import DELTA, DOMAIN, PackageStore, StoredPackage
+from cloud.upgrades._store import DELTA, DOMAIN, FULL, PackageStore, StoredPackage
 from hplus.cloud.v1 import common_pb2, edge_pb2
 from mesh import errors
 from mesh.packages import crc32c
@@ -50,7 +50,7 @@ MIN_CHUNK = 16 * 1024
 """Smallest chunk: a smaller hint is raised to it (a stream of tiny chunks costs the node
 a message each for nothing)."""
 _MAX_ID = 128
-_KIND = {"FULL": edge_pb2.PACKAGE_KIND_FULL, "DELTA": edge_pb2.PACKAGE_KIND_DELTA}
+_KIND = {FULL: edge_pb2.PACKAGE_KIND_FULL, DELTA: edge_pb2.PACKAGE_KIND_DELTA}
 
 
 def _digest(sha256: str) -> common_pb2.Digest:
@@ -307,7 +307,7 @@ class UpgradeHandlers:
                 message=message,
                 attempt_version=version,
                 package_id=package_id,
-                package_kind=kind if kind != DELTA else DELTA,
+                package_kind=kind,
             )
         )
         found = await self._rollouts.assignment(hospital_id)
