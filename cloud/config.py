@@ -17,7 +17,15 @@ from mesh.config import ConfigError, Section, load_toml
 from mesh.net import parse_hostport
 from mesh.tunnel import TunnelConfig
 
-__all__ = ["AccountsConfig", "NodeConfig", "SyncConfig", "TlsMode", "parse_listen", "parse_rate"]
+__all__ = [
+    "AccountsConfig",
+    "NodeConfig",
+    "SyncConfig",
+    "TlsMode",
+    "UpgradesConfig",
+    "parse_listen",
+    "parse_rate",
+]
 
 
 class TlsMode(enum.StrEnum):
@@ -181,6 +189,73 @@ class SyncConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class UpgradesConfig:
+    """Edge packages the node serves and the rollouts it runs (``[upgrades]``)."""
+
+    trusted_roots: tuple[Path, ...] = ()
+    """Root public keys (PEM) a package must be certified under to be published; the same
+    keys the edges trust. Empty: ``hplus fleet publish`` refuses every package."""
+    node_max_bytes_per_second: int = 20_000_000
+    """Upgrade bytes this node sends per second over all download streams together (a
+    token bucket), so a wave cannot saturate the node's link; 0: no limit."""
+    max_downloads_per_hospital: int = 2
+    """Download streams one hospital may hold at once; more: RESOURCE_EXHAUSTED."""
+    max_delta_bases: int = 10
+    """Older versions a delta to a target version is computed from (the newest ones)."""
+    health_gate_timeout: float = 300.0
+    """Seconds a new version has to pass its health gate on the edge."""
+    manifest_ttl: float = 3600.0
+    """Seconds a manifest stays valid (``expire_time``); the edge asks again after."""
+    check_interval: float = 900.0
+    """Seconds an edge waits before asking again (``next_check_after``)."""
+
+    def __post_init__(self) -> None:
+        for name in ("health_gate_timeout", "manifest_ttl", "check_interval"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"upgrades.{name}: must be > 0, got {getattr(self, name)}")
+        if self.node_max_bytes_per_second < 0:
+            raise ConfigError("upgrades.node_max_bytes_per_second: must be >= 0")
+        for name, low, high in (("max_downloads_per_hospital", 1, 64), ("max_delta_bases", 0, 100)):
+            if not low <= getattr(self, name) <= high:
+                raise ConfigError(f"upgrades.{name}: must be within [{low}, {high}]")
+
+
+def _upgrades_from_file(doc: Mapping[str, object], path: Path, text: str) -> dict[str, object]:
+    section = Section.of(doc, "upgrades", path=path, text=text)
+    fields = {f.name: f for f in dataclasses.fields(UpgradesConfig)}
+    section.reject_unknown(fields)
+    given = typing.cast(Mapping[str, object], doc.get("upgrades", {}))
+    kwargs: dict[str, object] = {}
+    for name, field in fields.items():
+        if name not in given:
+            continue
+        if name == "trusted_roots":
+            roots = section.get(name, list, [])
+            kwargs[name] = tuple(
+                (p if p.is_absolute() else path.parent / p)
+                for p in (
+                    Path(
+                        section.check(
+                            name,
+                            r,
+                            lambda v: isinstance(v, str) and bool(v),
+                            "must be a list of PEM file paths",
+                        )
+                    )
+                    for r in roots
+                )
+            )
+        else:
+            kind = {"int": int, "float": float}[str(field.type)]
+            kwargs[name] = section.get(name, kind, field.default)
+    try:
+        return {"upgrades": UpgradesConfig(**kwargs)} if kwargs else {}  # type: ignore[arg-type]
+    except ConfigError as err:
+        key = err.message.split(":", 1)[0].removeprefix("upgrades.")
+        raise section.error(key, err.message.split(": ", 1)[1]) from None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class NodeConfig:
     """Everything a cloud node needs to start."""
 
@@ -274,6 +349,8 @@ class NodeConfig:
     """Business probes (``[probes]``)."""
     reports: ReportsConfig = dataclasses.field(default_factory=ReportsConfig)
     """Report lookups through the edges' task queues (``[reports]``)."""
+    upgrades: UpgradesConfig = dataclasses.field(default_factory=UpgradesConfig)
+    """Edge packages and rollouts (``[upgrades]``)."""
 
     @property
     def registry_url(self) -> str:
@@ -473,6 +550,7 @@ def _from_file(path: Path) -> dict[str, object]:
             "accounts",
             "dashboard",
             *_EDGE_TABLES,
+            "upgrades",
         ]
     )
 
@@ -605,6 +683,7 @@ def _from_file(path: Path) -> dict[str, object]:
         values["tunnel"] = _tunnel_from(tunnel, present)
     values.update(_partitions_from_file(doc, path, text))
     values.update(edgeconfig.from_file(doc, path, text))
+    values.update(_upgrades_from_file(doc, path, text))
     return values
 
 

@@ -6,6 +6,7 @@ Used by the fleet tools (build, sign), the cloud (serving packages and deltas) a
 
 from __future__ import annotations
 
+from mesh.packages._crc import crc32c
 from mesh.packages._delta import (
     DELTA_MAGIC,
     DeltaHeader,
@@ -36,6 +37,7 @@ from mesh.packages._package import (
     VerifiedPackage,
     build_package,
     files_from_paths,
+    package_id,
     payload_of,
     read_manifest,
     sign_package,
@@ -59,12 +61,14 @@ __all__ = [
     "build_package",
     "canonical_json",
     "certify_signing_key",
+    "crc32c",
     "files_from_paths",
     "generate_key",
     "key_id",
     "load_private_key",
     "load_public_key",
     "make_delta",
+    "package_id",
     "payload_of",
     "public_pem",
     "read_delta_header",

@@ -47,6 +47,7 @@ __all__ = [
     "VerifiedPackage",
     "build_package",
     "files_from_paths",
+    "package_id",
     "payload_of",
     "read_manifest",
     "sign_package",
@@ -469,6 +470,16 @@ def verify_package(
             f"{installed_version}",
         )
     return VerifiedPackage(manifest, cert.key_id, digest, size)
+
+
+def package_id(version: str, sha256: str) -> str:
+    """The id of a full package: its version and the first 16 hex digits of its digest.
+
+    The cloud names packages this way in `UpgradeManifest`, and an edge derives the id of
+    the package it runs the same way (``GetUpgradeManifestRequest.current_package_id``), so
+    the cloud can pick the delta built for exactly that file.
+    """
+    return f"edge-{version}-{sha256[:16]}"
 
 
 def payload_of(source: bytes | Path, *, max_bytes: int = MAX_PACKAGE_BYTES) -> dict[str, bytes]:

@@ -106,6 +106,10 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     patch.add_argument("--out", type=Path, required=True, metavar="PACKAGE")
     patch.set_defaults(func=_apply_delta)
 
+    from tools.cli import _upgrades
+
+    _upgrades.register(fsub)
+
 
 def _fail(err: Exception) -> CliError:
     from mesh.packages import PackageError

@@ -23,18 +23,30 @@ from tools.fleet_sim._hospitals import (
     hospitals_toml,
     write_hospitals_toml,
 )
+from tools.fleet_sim._upgrades import (
+    BROKEN_MARKER,
+    EdgeUplink,
+    FleetUpgrades,
+    SimSlots,
+    UpgradeService,
+)
 
 __all__ = [
+    "BROKEN_MARKER",
     "DEPARTMENTS",
     "FAULTS",
     "DirectoryShape",
     "EdgeFaults",
+    "EdgeUplink",
     "Fleet",
     "FleetConfig",
     "FleetError",
+    "FleetUpgrades",
     "MemoryHis",
     "SimEdge",
     "SimHospital",
+    "SimSlots",
+    "UpgradeService",
     "control_app",
     "fleet_hospitals",
     "hospitals_toml",

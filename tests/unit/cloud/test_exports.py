@@ -22,6 +22,7 @@ def test_cloud_public_surface_is_pinned() -> None:
         "NodeConfig",
         "SyncConfig",
         "TlsMode",
+        "UpgradesConfig",
         "parse_listen",
         "parse_rate",
     ]

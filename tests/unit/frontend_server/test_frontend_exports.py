@@ -119,6 +119,17 @@ EXPECTED = {
         "TransientTaskError",
         "backoff_delay",
     ],
+    "frontend_server.updater": [
+        "CheckResult",
+        "Outcome",
+        "RunningVersion",
+        "SlotsApi",
+        "SwitchAttempt",
+        "UpdaterConfig",
+        "UpgradeAgent",
+        "UpgradeUplink",
+        "in_window",
+    ],
 }
 
 

@@ -217,16 +217,21 @@ def test_public_surface_is_pinned() -> None:
     import tools.fleet_sim.services
 
     assert tools.fleet_sim.__all__ == [
+        "BROKEN_MARKER",
         "DEPARTMENTS",
         "FAULTS",
         "DirectoryShape",
         "EdgeFaults",
+        "EdgeUplink",
         "Fleet",
         "FleetConfig",
         "FleetError",
+        "FleetUpgrades",
         "MemoryHis",
         "SimEdge",
         "SimHospital",
+        "SimSlots",
+        "UpgradeService",
         "control_app",
         "fleet_hospitals",
         "hospitals_toml",

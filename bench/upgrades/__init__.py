@@ -1,0 +1,1 @@
+"""Benchmark of fleet upgrades: bytes per edge (delta vs full) and wave time on 50 edges."""

@@ -1,0 +1,1 @@
+"""Alembic migration environment of the upgrade tables (in the fleet database)."""
