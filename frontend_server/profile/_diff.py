@@ -131,9 +131,7 @@ def _leaves(value: Any, path: tuple[PathItem, ...]) -> Iterator[tuple[tuple[Path
 
 def _shown(path: tuple[PathItem, ...], value: Any) -> str:
     """A value as the change list shows it, never a secret."""
-    if isinstance(value, str):
-        if _SECRET_REF.fullmatch(value):
-            return value
+    if isinstance(value, str) and not _SECRET_REF.fullmatch(value):
         last = next((p for p in reversed(path) if isinstance(p, str)), "")
         if _SECRET_KEYS.search(last):
             return _HIDDEN

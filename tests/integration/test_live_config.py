@@ -232,11 +232,13 @@ async def test_failed_health_gate_rolls_back_and_is_reported(tmp_path: Path) -> 
             admin_pb2.ListConfigRevisionsRequest(), timeout=10
         )
         newest, start = history.revisions[0], history.revisions[1]
-        assert newest.rolled_back and not newest.active
+        assert newest.rolled_back
+        assert not newest.active
         assert newest.idempotency_key == "gate-1"
         assert newest.requested_by == "test@ci"
         assert "his-adapter" in newest.rollback_reason
-        assert start.active and start.source == admin_pb2.CONFIG_REVISION_SOURCE_START
+        assert start.active
+        assert start.source == admin_pb2.CONFIG_REVISION_SOURCE_START
         # A retry with the same key gets the original answer, without a second attempt.
         with pytest.raises(grpc.aio.AioRpcError) as again:
             await _apply(env, broken, active.info.digest, "gate-1")
@@ -302,7 +304,8 @@ async def test_rollback_to_a_revision(tmp_path: Path) -> None:
             ),
             timeout=30,
         )
-        assert back.applied and back.profile.revision == 4
+        assert back.applied
+        assert back.profile.revision == 4
         assert back.profile.digest == digests[0]
         assert env.app.hospital.profile.appointment.cancel_cutoff_minutes == start_minutes
         # Revision 0: the one active before the active one (revision 3).
@@ -315,7 +318,8 @@ async def test_rollback_to_a_revision(tmp_path: Path) -> None:
             admin_pb2.ListConfigRevisionsRequest(), timeout=10
         )
         newest = history.revisions[0]
-        assert newest.active and newest.source == admin_pb2.CONFIG_REVISION_SOURCE_ROLLBACK
+        assert newest.active
+        assert newest.source == admin_pb2.CONFIG_REVISION_SOURCE_ROLLBACK
         assert newest.restored_revision == 3
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await env.admin.RollbackConfig(
