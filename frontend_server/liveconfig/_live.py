@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 ROLLED_BACK = "CONFIG_ROLLED_BACK"
 DIGEST_MISMATCH = "CONFIG_DIGEST_MISMATCH"
+_MAX_KEY = 128
 
 
 class HealthFailure(Exception):
@@ -358,6 +359,12 @@ class LiveConfig:
     async def _operation(self, key: str, fingerprint: str) -> AsyncIterator[ApplyOutcome | None]:
         if not key:
             raise errors.InvalidArgument(field_violations=[("idempotency_key", "required")])
+        if len(key) > _MAX_KEY or not key.isascii() or not key.isprintable():
+            raise errors.InvalidArgument(
+                field_violations=[
+                    ("idempotency_key", f"at most {_MAX_KEY} printable ASCII characters")
+                ]
+            )
         if key in self._running:
             raise errors.Aborted(
                 "this change is being applied now",

@@ -72,7 +72,7 @@ def register_config(fleet: argparse._SubParsersAction[Parser]) -> None:
         help="idempotency key (default: a new one, printed); re-run with the same key to "
         "get the original result of an apply whose answer was lost",
     )
-    _common(apply)
+    _common(apply, formats=False)
     apply.set_defaults(func=_apply)
 
     rollback = sub.add_parser(
@@ -103,10 +103,10 @@ def register_config(fleet: argparse._SubParsersAction[Parser]) -> None:
     history.set_defaults(func=_history)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, *, formats: bool = True) -> None:
     p.add_argument("--node", metavar="HOST:PORT", help="internal endpoint (default: config)")
     p.add_argument("--timeout", type=float, default=60.0, help="deadline of each call (s)")
-    if p.prog.split()[-1] in ("diff", "rollback", "history"):
+    if formats:
         p.add_argument("--format", choices=["text", "json"], default="text")
     config_flags(p)
 
