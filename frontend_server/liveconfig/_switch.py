@@ -38,6 +38,7 @@ class Generation:
         self._calls = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     @property
     def calls(self) -> int:
@@ -76,15 +77,19 @@ class Generation:
 
     def lookup(self, method: str, metadata: Any) -> grpc.RpcMethodHandler[Any, Any] | None:
         """The generation's handler of ``method``, counted until the call ends."""
-        handler = self.registrar.lookup(method, metadata)
-        if handler is None:
-            return None
+        counted = self._handlers.get(method)
+        if counted is None:
+            handler = self.registrar.lookup(method, metadata)
+            if handler is None:
+                return None
+            # The registrar's handlers are fixed once built: wrap each method once.
+            counted = self._handlers[method] = _counted(handler, self)
         self.enter()
-        return _counted(handler, self)
+        return counted
 
 
 async def _maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
+    if asyncio.iscoroutine(value) or inspect.isawaitable(value):
         return await value
     return value
 
