@@ -105,8 +105,10 @@ class ConfigStore:
         A revision file that cannot be read is skipped with a log line naming it (the
         history is a convenience; the profile file is what the edge started with).
         """
-        make_private_dir(self.directory)
-        for path in sorted(self.directory.iterdir()):
+        # Files restored from a backup with looser modes are tightened, with one log line.
+        existing = sorted(self.directory.iterdir()) if self.directory.is_dir() else []
+        make_private_dir(self.directory, files=[p for p in existing if p.is_file()])
+        for path in existing:
             match = _REVISION_FILE.match(path.name)
             if match is None:
                 continue
