@@ -11,7 +11,9 @@
   components (a store found damaged while running fails its calls with DATA_LOSS);
 * the resolver that settles UNKNOWN writes in the background;
 * the directory mirror (``directory.db``) and its refresher, which serve the change feed;
-* the tunnel registrar with every hospital servicer and the admin servicer;
+* the tunnel registrar with every hospital servicer and the admin servicer; the
+  profile-dependent parts (adapter, limits, rules, servicers) are swapped whole when a
+  profile is applied live (:mod:`frontend_server.liveconfig`), the rest stays;
 * the dialer that holds the tunnels to the cloud (optional: tests may serve the registrar
   another way), and the uplink that pushes task results and health reports to the cloud's
   ``EdgeService`` over the same address, TLS and credential (with the dialer);
@@ -48,18 +50,20 @@ from frontend_server.admin import EdgeAdminServicer
 from frontend_server.dialer import Dialer, DialerConfig
 from frontend_server.directory import DirectoryMirror
 from frontend_server.ledger import LEDGER_STORE, Ledger, Resolver
+from frontend_server.liveconfig import ConfigStore, HealthFailure, LiveConfig
 from frontend_server.profile import OperationMode, Profile
 from frontend_server.services import (
     DirectoryConfig,
     DirectoryRefresher,
     Hospital,
+    SlotIndex,
     WriteRunner,
     dialect_settings,
     paced,
     register_hospital_services,
     task_executor,
 )
-from frontend_server.tasks import TASK_STORE, TaskQueue, TaskStore, TaskStoreDamaged
+from frontend_server.tasks import TASK_STORE, TaskQueue, TaskRun, TaskStore, TaskStoreDamaged
 from frontend_server.uplink import HisCheck, Uplink, UplinkConfig
 from hplus.hospital.v1 import admin_pb2, admin_pb2_grpc
 from mesh.tunnel import TunnelServer
@@ -116,6 +120,10 @@ class EdgeConfig:
     uplink: UplinkConfig = dataclasses.field(default_factory=UplinkConfig)
     """How task results and health reports reach the cloud's ``EdgeService`` (over the
     dialer's address, TLS and credential; only with a dialer)."""
+    config_health_seconds: float = 10.0
+    """Deadline of the health gate of a profile applied live (ApplyConfig, RollbackConfig)."""
+    config_history: int = 20
+    """Profiles kept in the history under ``DATA_DIR/config``."""
 
     def __post_init__(self) -> None:
         if self.profile is not None:
@@ -140,6 +148,10 @@ class EdgeConfig:
             raise ValueError("resolve_interval_seconds must be > 0")
         if self.grace_seconds < 0:
             raise ValueError("grace_seconds must be >= 0")
+        if not self.config_health_seconds > 0:
+            raise ValueError("config_health_seconds must be > 0")
+        if self.config_history < 2:
+            raise ValueError("config_history must be >= 2")
         unknown = set(self.reset_stores) - RESETTABLE_STORES
         if unknown:
             raise ValueError(f"reset_stores: unknown store(s) {', '.join(sorted(unknown))}")
@@ -148,11 +160,77 @@ class EdgeConfig:
         )
 
 
+class _ProfileParts:
+    """The parts built from one profile, swapped whole when a profile is applied live.
+
+    The HIS adapter (paced by the profile's limits), the task executor over it, the
+    hospital servicers (registered on a registrar of their own: the edge's server routes to
+    the active profile's, see :mod:`frontend_server.liveconfig`) and their write probes.
+
+    Raises:
+        ConfigError: a parameter the adapter refuses (``dialect_settings``).
+    """
+
+    components = ("his-adapter", "appointments", "billing", "reports", "patients", "tasks")
+
+    def __init__(self, edge: EdgeConfig, profile: Profile, shared: _Hospital) -> None:
+        self.profile = profile
+        self._shared = shared
+        self._clock = edge.clock
+        self.adapter: HisAdapter = make_adapter(dialect_settings(profile, **edge.adapter_overrides))
+        # Real-time calls are paced by his.limits, and so are the mirror's reads; the queue
+        # paces its own drain.
+        self.his = paced(self.adapter, profile.his.limits)
+        self.executor = task_executor(self.adapter)
+        self.zone = zoneinfo.ZoneInfo(profile.business_hours.timezone)
+
+    def register(self) -> _ProfileParts:
+        """Builds the servicers over these parts (once the shared refresher exists)."""
+        shared, profile = self._shared, self.profile
+        self.hospital = Hospital(
+            profile=profile,
+            adapter=self.his,
+            writes=shared.writes,
+            queue=shared.queue,
+            clock=self._clock,
+            directory=shared.refresher,
+            slots=shared.slots,
+        )
+        self.registrar = TunnelServer()
+        # The servicers register their write probes on the shared runner: keep theirs
+        # aside, and leave the active profile's in place until these become active.
+        active = shared.writes.probe_table()
+        register_hospital_services(self.registrar, self.hospital)
+        self.probes = shared.writes.probe_table()
+        if active:
+            shared.writes.use_probes(active)
+        return self
+
+    async def check(self) -> None:
+        """The HIS answers a directory read through this profile's adapter settings."""
+        try:
+            await self.his.list_departments()
+        except Exception as err:  # any failure is the answer of the check
+            raise HealthFailure("his-adapter", f"{type(err).__name__}: {err}") from err
+
+    def activate(self) -> None:
+        """Points the queue, the refresher and the write probes at these parts."""
+        shared = self._shared
+        shared.writes.use_probes(self.probes)
+        shared.refresher.retarget(self.his, self.zone)
+        shared.queue.reconfigure(self.profile.tasks)
+
+    async def aclose(self) -> None:
+        await self.adapter.aclose()
+
+
 class _Hospital:
     """The parts an edge builds from its profile.
 
-    The HIS adapter, the stores, the queue, the resolver, the directory mirror, and the
-    hospital servicers registered on ``server``.
+    Long-lived (the profile does not change them): the stores, the queue, the resolver, the
+    directory mirror and its refresher. Per profile (:class:`_ProfileParts`, swapped by
+    :class:`LiveConfig` when a profile is applied live): the HIS adapter and the hospital
+    servicers, routed on ``server``.
     """
 
     def __init__(
@@ -164,21 +242,14 @@ class _Hospital:
             hospital_id=profile.hospital_id,
             stores=[StoreSlot(LEDGER_STORE, "ledger.db"), StoreSlot(TASK_STORE, "tasks.db")],
         )
-        self.adapter: HisAdapter = make_adapter(
-            dialect_settings(profile, **config.adapter_overrides)
-        )
         self.ledger = Ledger.open(self.data.store_path(LEDGER_STORE.name))
         self.task_store = TaskStore.open(self.data.store_path(TASK_STORE.name))
-        self.queue = TaskQueue(
-            self.task_store, task_executor(self.adapter), profile.tasks, owns_store=True
-        )
+        self.queue = TaskQueue(self.task_store, self._execute, profile.tasks, owns_store=True)
         self.writes = WriteRunner(self.ledger)
         self.resolver = Resolver(
             self.ledger, self.writes.probe, interval_seconds=config.resolve_interval_seconds
         )
-        # Real-time calls are paced by his.limits, and so are the mirror's reads; the queue
-        # paces its own drain.
-        his = paced(self.adapter, profile.his.limits)
+        self.slots = SlotIndex()
         directory = config.directory
         self.mirror = DirectoryMirror(
             data_dir / "directory.db",
@@ -186,30 +257,58 @@ class _Hospital:
             tombstone_seconds=directory.tombstone_seconds,
             max_entities=directory.max_entities,
         )
+        first = _ProfileParts(config, profile, self)
         self.refresher = DirectoryRefresher(
-            self.mirror,
-            his,
-            zone=zoneinfo.ZoneInfo(profile.business_hours.timezone),
-            config=directory,
-            clock=config.clock,
+            self.mirror, first.his, zone=first.zone, config=directory, clock=config.clock
         )
-        self.hospital = Hospital(
-            profile=profile,
-            adapter=his,
-            writes=self.writes,
-            queue=self.queue,
-            clock=config.clock,
-            directory=self.refresher,
+        first.register().activate()
+        self.live = LiveConfig(
+            server=server,
+            first=first,
+            build=lambda candidate: _ProfileParts(config, candidate, self).register(),
+            store=ConfigStore(data_dir / "config", limit=config.config_history),
+            health_seconds=config.config_health_seconds,
+            drain_seconds=max(config.grace_seconds, 30.0),
+            post_checks=self._problems,
         )
         self.his_check = HisCheck(
-            his,
+            lambda: self.adapter,
             dialect=profile.his.dialect.value,
             slow_seconds=config.uplink.his_slow_seconds,
             timeout=config.uplink.his_timeout,
         )
-        self.profile = profile
         self._reset = config.reset_stores
-        register_hospital_services(server, self.hospital)
+
+    async def _execute(self, run: TaskRun) -> bytes:
+        """The queue's executor: the active profile's, counted as a call on it."""
+        with self.live.using() as parts:
+            assert isinstance(parts, _ProfileParts)
+            return await parts.executor(run)
+
+    def _problems(self) -> list[str]:
+        return [f"{name}: {damage}" for name, damage in self.damage().items() if damage]
+
+    @property
+    def profile(self) -> Profile:
+        """The active profile."""
+        return self.live.profile
+
+    @property
+    def parts(self) -> _ProfileParts:
+        """The active profile's parts."""
+        parts = self.live.parts
+        assert isinstance(parts, _ProfileParts)
+        return parts
+
+    @property
+    def adapter(self) -> HisAdapter:
+        """The active profile's HIS adapter."""
+        return self.parts.adapter
+
+    @property
+    def hospital(self) -> Hospital:
+        """The active profile's servicers' collaborators."""
+        return self.parts.hospital
 
     async def open(self, stack: contextlib.AsyncExitStack) -> None:
         """Checks the data directory and opens the stores; ``stack`` closes them in reverse.
@@ -217,8 +316,9 @@ class _Hospital:
         The adapter closes last and the identity record notes the clean stop after every
         store has closed.
         """
-        stack.push_async_callback(self.adapter.aclose)
+        stack.push_async_callback(self.live.aclose)
         await asyncio.to_thread(self.data.open, reset=self._reset)
+        await self.live.open()
         stack.push_async_callback(self._record_clean_stop)
         stack.push_async_callback(self.mirror.aclose)
         stack.push_async_callback(self.ledger.aclose)
@@ -290,6 +390,7 @@ class EdgeApp:
                 components=self.components,
                 profile=profile,
                 queue_stats=self._parts.queue.stats if self._parts is not None else None,
+                live=self._parts.live if self._parts is not None else None,
             ),
             self.server,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
+from frontend_server.liveconfig import ApplyOutcome, LiveConfig, RevisionSource, StoredRevision
 from frontend_server.profile import ConfigError, Profile, canonical_json, load_profile_content
 from frontend_server.services import HOSPITAL_ERRORS, InvalidRequest
 from frontend_server.tasks import QueueStats, TaskStoreDamaged
@@ -68,6 +70,43 @@ def _content(profile: Profile) -> dict[str, Any]:
     return loaded
 
 
+_SOURCES = {
+    RevisionSource.START: admin_pb2.CONFIG_REVISION_SOURCE_START,
+    RevisionSource.APPLY: admin_pb2.CONFIG_REVISION_SOURCE_APPLY,
+    RevisionSource.ROLLBACK: admin_pb2.CONFIG_REVISION_SOURCE_ROLLBACK,
+}
+_MAX_REQUESTED_BY = 128
+
+
+def _fingerprint(request: Any) -> str:
+    """What a retry with the same idempotency key must repeat: the request but its key."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    copy.ClearField("idempotency_key")
+    return "sha256:" + hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _requested_by(text: str) -> str:
+    if len(text) > _MAX_REQUESTED_BY or not text.isprintable():
+        raise InvalidRequest(
+            [("requested_by", f"at most {_MAX_REQUESTED_BY} printable characters")]
+        )
+    return text
+
+
+def _revision_info(revision: StoredRevision) -> admin_pb2.ConfigProfileInfo:
+    applied = timestamp_pb2.Timestamp()
+    applied.FromDatetime(revision.applied_at)
+    return admin_pb2.ConfigProfileInfo(
+        profile_id=revision.profile_id,
+        version=revision.version,
+        digest=revision.digest,
+        template_id=revision.template_id,
+        apply_time=applied,
+        revision=revision.revision,
+    )
+
+
 def _struct(content: Mapping[str, Any]) -> struct_pb2.Struct:
     out = struct_pb2.Struct()
     out.update(dict(content))
@@ -86,6 +125,8 @@ class EdgeAdminServicer(admin_pb2_grpc.EdgeAdminServiceServicer):
         started: when the process started.
         profile: the active configuration profile, when the edge runs with one.
         queue_stats: reads the pending-task queue's statistics, when the edge has a queue.
+        live: the edge's live configuration (ApplyConfig applies, RollbackConfig and the
+            history are served); without it, ApplyConfig only validates.
     """
 
     def __init__(
@@ -98,6 +139,7 @@ class EdgeAdminServicer(admin_pb2_grpc.EdgeAdminServiceServicer):
         started: dt.datetime | None = None,
         profile: Profile | None = None,
         queue_stats: Callable[[], Awaitable[QueueStats]] | None = None,
+        live: LiveConfig | None = None,
     ) -> None:
         self._hospital_id = hospital_id
         self._edge_id = edge_id
@@ -107,8 +149,12 @@ class EdgeAdminServicer(admin_pb2_grpc.EdgeAdminServiceServicer):
         self._profile = profile
         self._queue_stats = queue_stats
         self._applied = _now()
+        self._live = live
 
     def _info(self, profile: Profile) -> admin_pb2.ConfigProfileInfo:
+        live = self._live
+        if live is not None and live.revision is not None and live.profile is profile:
+            return _revision_info(live.revision)
         return admin_pb2.ConfigProfileInfo(
             profile_id=profile.profile_id,
             version=profile.version,
@@ -143,7 +189,7 @@ class EdgeAdminServicer(admin_pb2_grpc.EdgeAdminServiceServicer):
         # After reading the queue: a damage found just now is reported in this answer.
         out.components.extend(self._components())
         if self._profile is not None:
-            out.config.CopyFrom(self._info(self._profile))
+            out.config.CopyFrom(self._info(self._active()))
         return out
 
     async def LookupTrace(
@@ -161,9 +207,18 @@ class EdgeAdminServicer(admin_pb2_grpc.EdgeAdminServiceServicer):
         request: admin_pb2.GetConfigRequest,
         context: grpc.aio.ServicerContext[admin_pb2.GetConfigRequest, admin_pb2.GetConfigResponse],
     ) -> admin_pb2.GetConfigResponse:
-        """The active profile, or the requested top-level sections of it."""
+        """The active profile (or a revision from the history), or sections of it."""
         profile = self._active()
+        info = self._info(profile)
         content = _content(profile)
+        if request.revision:
+            revision = self._history().store.get(request.revision)
+            if revision is None:
+                raise errors.NotFound(
+                    f"revision {request.revision} is not in this edge's history",
+                    resource=errors.Resource("config revision", str(request.revision)),
+                )
+            info, content = _revision_info(revision), dict(revision.content)
         wanted = list(request.read_mask.paths)
         unknown = [p for p in wanted if p not in content]
         if unknown:
@@ -171,7 +226,7 @@ class EdgeAdminServicer(admin_pb2_grpc.EdgeAdminServiceServicer):
         if wanted:
             content = {k: v for k, v in content.items() if k in wanted}
         return admin_pb2.GetConfigResponse(
-            profile=admin_pb2.ConfigProfile(info=self._info(profile), content=_struct(content))
+            profile=admin_pb2.ConfigProfile(info=info, content=_struct(content))
         )
 
     async def ApplyConfig(
@@ -181,54 +236,132 @@ class EdgeAdminServicer(admin_pb2_grpc.EdgeAdminServiceServicer):
             admin_pb2.ApplyConfigRequest, admin_pb2.ApplyConfigResponse
         ],
     ) -> admin_pb2.ApplyConfigResponse:
-        """Validates a new profile against the active one's digest.
+        """Validates a new profile and, unless ``validate_only``, applies it live.
 
-        Only ``validate_only`` is served: applying a profile to a running edge (reloading
-        the adapter, queue and servicers with a health gate) is not built yet; the edge
-        answers UNIMPLEMENTED rather than pretend, and an operator restarts it with the
-        new profile file instead.
+        The live apply (see :mod:`frontend_server.liveconfig`) is atomic, versioned and
+        health-gated, and idempotent by ``idempotency_key``; an edge without live
+        configuration (no stores) only validates and answers UNIMPLEMENTED otherwise.
         """
         profile = self._active()
-        if not request.expected_digest:
-            raise InvalidRequest([("expected_digest", "required")])
-        if request.expected_digest != profile.digest:
-            raise errors.Aborted(
-                "the active profile has changed: read it again", reason="CONFIG_DIGEST_MISMATCH"
+        if request.validate_only or self._live is None:
+            if not request.expected_digest:
+                raise InvalidRequest([("expected_digest", "required")])
+            if request.expected_digest != profile.digest:
+                raise errors.Aborted(
+                    "the active profile has changed: read it again",
+                    reason="CONFIG_DIGEST_MISMATCH",
+                )
+            candidate = _candidate(request, profile)
+            if not request.validate_only:
+                raise errors.Unimplemented(
+                    "config: this edge keeps no history to apply a profile live; restart it "
+                    "with the new profile file"
+                )
+            return admin_pb2.ApplyConfigResponse(profile=self._info(candidate), applied=False)
+        outcome = await self._live.apply(
+            idempotency_key=request.idempotency_key,
+            fingerprint=_fingerprint(request),
+            expected_digest=request.expected_digest,
+            requested_by=_requested_by(request.requested_by),
+            make_candidate=lambda active: _candidate(request, active),
+        )
+        return admin_pb2.ApplyConfigResponse(**_answer(outcome))
+
+    async def ListConfigRevisions(
+        self,
+        request: admin_pb2.ListConfigRevisionsRequest,
+        context: grpc.aio.ServicerContext[
+            admin_pb2.ListConfigRevisionsRequest, admin_pb2.ListConfigRevisionsResponse
+        ],
+    ) -> admin_pb2.ListConfigRevisionsResponse:
+        """The edge's history of profiles, newest first."""
+        live = self._history()
+        active = live.revision.revision if live.revision is not None else 0
+        return admin_pb2.ListConfigRevisionsResponse(
+            revisions=[
+                admin_pb2.ConfigRevision(
+                    info=_revision_info(r),
+                    source=_SOURCES[r.source],
+                    requested_by=r.requested_by,
+                    idempotency_key=r.idempotency_key,
+                    restored_revision=r.restored_revision,
+                    rolled_back=r.rolled_back,
+                    rollback_reason=r.rollback_reason,
+                    active=r.revision == active,
+                )
+                for r in live.store.revisions()
+            ],
+            history_limit=live.store.limit,
+        )
+
+    async def RollbackConfig(
+        self,
+        request: admin_pb2.RollbackConfigRequest,
+        context: grpc.aio.ServicerContext[
+            admin_pb2.RollbackConfigRequest, admin_pb2.RollbackConfigResponse
+        ],
+    ) -> admin_pb2.RollbackConfigResponse:
+        """Makes an earlier revision active again (as ApplyConfig does a new profile)."""
+        self._active()
+        if request.revision < 0:
+            raise InvalidRequest([("revision", "must be >= 0")])
+        outcome = await self._history().rollback(
+            idempotency_key=request.idempotency_key,
+            fingerprint=_fingerprint(request),
+            expected_digest=request.expected_digest,
+            requested_by=_requested_by(request.requested_by),
+            revision=request.revision,
+        )
+        return admin_pb2.RollbackConfigResponse(**_answer(outcome))
+
+    def _history(self) -> LiveConfig:
+        if self._live is None:
+            raise errors.FailedPrecondition(
+                "config: this edge keeps no profile history (it runs without a profile)",
+                reason="NO_PROFILE",
             )
-        content = _content(profile)
-        new_content: dict[str, Any] = json_format.MessageToDict(request.content)
-        sections = list(request.update_mask.paths)
-        merged = dict(content)
-        if sections:
-            for section in sections:
-                if section in new_content:
-                    merged[section] = new_content[section]
-                else:
-                    merged.pop(section, None)
-        else:
-            merged = new_content
-        merged.setdefault("profile", {})
-        if isinstance(merged["profile"], dict):
-            if request.profile_id:
-                merged["profile"]["id"] = request.profile_id
-            if request.version:
-                merged["profile"]["version"] = request.version
-        try:
-            candidate = load_profile_content(merged, source=_CONTENT)
-        except ConfigError as err:
-            # The located error names the profile parameter; the caller sent it in
-            # ``content``, so that is the field path it gets back.
-            field = f"content.{err.key}" if err.key and err.key != "profile" else "content"
-            raise InvalidRequest([(field, err.problem)]) from err
-        if not request.validate_only:
-            raise errors.Unimplemented(
-                "config: live apply is not built yet; restart the edge with the new profile"
-            )
-        return admin_pb2.ApplyConfigResponse(profile=self._info(candidate), applied=False)
+        return self._live
 
     def _active(self) -> Profile:
         if self._profile is None:
             raise errors.FailedPrecondition(
                 "config: this edge runs without a profile", reason="NO_PROFILE"
             )
-        return self._profile
+        return self._live.profile if self._live is not None else self._profile
+
+
+def _candidate(request: admin_pb2.ApplyConfigRequest, profile: Profile) -> Profile:
+    """The profile a request asks for, validated as at a start (or InvalidRequest)."""
+    content = _content(profile)
+    new_content: dict[str, Any] = json_format.MessageToDict(request.content)
+    sections = list(request.update_mask.paths)
+    merged = dict(content)
+    if sections:
+        for section in sections:
+            if section in new_content:
+                merged[section] = new_content[section]
+            else:
+                merged.pop(section, None)
+    else:
+        merged = new_content
+    merged.setdefault("profile", {})
+    if isinstance(merged["profile"], dict):
+        if request.profile_id:
+            merged["profile"]["id"] = request.profile_id
+        if request.version:
+            merged["profile"]["version"] = request.version
+    try:
+        return load_profile_content(merged, source=_CONTENT)
+    except ConfigError as err:
+        # The located error names the profile parameter; the caller sent it in
+        # ``content``, so that is the field path it gets back.
+        field = f"content.{err.key}" if err.key and err.key != "profile" else "content"
+        raise InvalidRequest([(field, err.problem)]) from err
+
+
+def _answer(outcome: ApplyOutcome) -> dict[str, Any]:
+    return {
+        "profile": _revision_info(outcome.revision),
+        "applied": outcome.applied,
+        "reloaded_components": list(outcome.reloaded),
+    }

@@ -8,6 +8,13 @@ A hospital's TOML file names its vendor template (``extends = "vendors/acme-rest
 
 from __future__ import annotations
 
+from frontend_server.profile._diff import (
+    ChangeKind,
+    ParameterChange,
+    Risk,
+    diff_profiles,
+    format_changes,
+)
 from frontend_server.profile._load import (
     FIELD_ENTITIES,
     REQUIRED_CODES,
@@ -47,6 +54,7 @@ __all__ = [
     "REQUIRED_FIELDS",
     "BusinessHours",
     "Capabilities",
+    "ChangeKind",
     "CodeTables",
     "ConfigError",
     "DbSettings",
@@ -57,10 +65,14 @@ __all__ = [
     "HisLimits",
     "HisTimeouts",
     "OperationMode",
+    "ParameterChange",
     "Profile",
     "RestSettings",
+    "Risk",
     "SoapSettings",
     "canonical_json",
+    "diff_profiles",
+    "format_changes",
     "load_profile",
     "load_profile_content",
     "profile_digest",

@@ -29,6 +29,7 @@ from frontend_server.services._limits import PacedAdapter, paced
 from frontend_server.services._patient import PatientServicer
 from frontend_server.services._refresh import DirectoryConfig, DirectoryRefresher
 from frontend_server.services._report import ReportServicer
+from frontend_server.services._rules import SlotIndex
 from frontend_server.services._task import (
     CUSTOM_TASKS,
     TaskServicer,
@@ -62,6 +63,7 @@ __all__ = [
     "PatientServicer",
     "Probe",
     "ReportServicer",
+    "SlotIndex",
     "TaskServicer",
     "WriteRunner",
     "dialect_settings",

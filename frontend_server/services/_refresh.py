@@ -139,6 +139,15 @@ class DirectoryRefresher:
         self.last_seconds = 0.0
         """How long the last refresh took."""
 
+    def retarget(self, adapter: HisAdapter, zone: zoneinfo.ZoneInfo) -> None:
+        """Reads through ``adapter`` in ``zone`` from the next refresh on.
+
+        For a profile applied live: a refresh in flight finishes on the adapter it started
+        with.
+        """
+        self._adapter = adapter
+        self._zone = zone
+
     def today(self) -> dt.date:
         """The hospital's current date."""
         return self._clock().astimezone(self._zone).date()

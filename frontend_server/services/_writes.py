@@ -96,6 +96,17 @@ class WriteRunner:
         """
         self._probes[method] = probe
 
+    def probe_table(self) -> dict[str, Probe]:
+        """A copy of the registered probes (method → probe), to restore with :meth:`use_probes`."""
+        return dict(self._probes)
+
+    def use_probes(self, table: dict[str, Probe]) -> None:
+        """Replaces the registered probes, e.g. with another profile's servicers' probes.
+
+        Live configuration: the probes follow the active profile's adapter.
+        """
+        self._probes = dict(table)
+
     async def run(
         self,
         method: str,

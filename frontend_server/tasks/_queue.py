@@ -134,6 +134,22 @@ class TaskQueue:
         """The queue's settings."""
         return self._config
 
+    def reconfigure(self, config: QueueConfig) -> None:
+        """Takes new settings (a profile applied live) from the next claim and attempt on.
+
+        The drain rate and burst take effect at once (a new bucket); the number of workers
+        and the lease length are read when :meth:`run` starts and cannot change here.
+
+        Raises:
+            ValueError: ``max_concurrency`` or ``lease_seconds`` differ.
+        """
+        for name in ("max_concurrency", "lease_seconds"):
+            if getattr(config, name) != getattr(self._config, name):
+                raise ValueError(f"{name}: read at start; restart the queue to change it")
+        old, self._config = self._config, config
+        if (old.drain_rate_per_second, old.burst) != (config.drain_rate_per_second, config.burst):
+            self._limiter = TokenBucket(config.drain_rate_per_second, config.burst)
+
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:

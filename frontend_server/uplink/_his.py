@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 
 from frontend_server.adapters import (
     HisAdapter,
@@ -52,7 +53,8 @@ class HisCheck:
     """Reads the department list (the cheapest read every dialect has) and times it.
 
     Args:
-        adapter: the HIS adapter (real-time pacing applies: a check is one call).
+        adapter: the HIS adapter, or a callable giving the one in use now (a profile applied
+            live replaces it); real-time pacing applies: a check is one call.
         dialect: the adapter's dialect, for the report.
         slow_seconds: an answer slower than this is ``SLOW``.
         timeout: the check's deadline; no answer by then is ``UNREACHABLE``.
@@ -62,9 +64,16 @@ class HisCheck:
     """The interface the check exercises, as reported."""
 
     def __init__(
-        self, adapter: HisAdapter, *, dialect: str, slow_seconds: float, timeout: float
+        self,
+        adapter: HisAdapter | Callable[[], HisAdapter],
+        *,
+        dialect: str,
+        slow_seconds: float,
+        timeout: float,
     ) -> None:
-        self._adapter = adapter
+        self._adapter: Callable[[], HisAdapter] = (
+            adapter if callable(adapter) else (lambda: adapter)
+        )
         self.dialect = dialect
         self._slow = slow_seconds
         self._timeout = timeout
@@ -77,7 +86,7 @@ class HisCheck:
         before = self.status
         try:
             async with asyncio.timeout(self._timeout):
-                await self._adapter.list_departments()
+                await self._adapter().list_departments()
         except (HisUnavailable, HisTimeout, TimeoutError, ConnectionError, OSError) as err:
             status = HisStatus(
                 reachability=edge_pb2.HIS_REACHABILITY_UNREACHABLE,

@@ -204,7 +204,12 @@ def mode(path: Path) -> int:
 
 
 def files(path: Path) -> list[Path]:
-    return sorted(path.iterdir())
+    """Every file under ``path``, the profile history in ``config/`` included."""
+    return sorted(p for p in path.rglob("*") if p.is_file())
+
+
+def directories(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.is_dir())
 
 
 def history(data: Path) -> str:
@@ -218,9 +223,13 @@ def test_the_stores_and_the_data_directory_are_private(original: Setup) -> None:
     data = original.data
     assert mode(data) == 0o700
     present = files(data)
-    assert {"ledger.db", "tasks.db", "edge-identity.json"} <= {p.name for p in present}
+    assert {"ledger.db", "tasks.db", "edge-identity.json", "r000001.json"} <= {
+        p.name for p in present
+    }
     for path in present:
         assert mode(path) == 0o600, path
+    assert directories(data) == [data / "config"]
+    assert mode(data / "config") == 0o700
 
 
 async def test_a_ledger_truncated_to_zero_bytes_refuses_the_start(

@@ -1,4 +1,4 @@
-"""``hplus fleet …``: edge packages — keys, build, sign, verify, deltas.
+"""``hplus fleet …``: edge packages (keys, build, sign, verify, deltas), rollouts, live config.
 
 The trust model (an offline root key certifies short-lived signing keys) is described in
 ``mesh.packages``; these commands are the release manager's side of it. Every refusal is one
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     """Add the ``fleet`` command group."""
     p = sub.add_parser(
         "fleet",
-        help="edge releases: signing keys, packages, deltas",
+        help="edge releases (signing keys, packages, deltas, rollouts) and live configuration",
         description="Edge packages are signed tar archives of the wheels an edge runs. An "
         "offline root key certifies signing keys; edges trust only the root's public key.",
     )
@@ -106,9 +106,10 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     patch.add_argument("--out", type=Path, required=True, metavar="PACKAGE")
     patch.set_defaults(func=_apply_delta)
 
-    from tools.cli import _upgrades
+    from tools.cli import _fleet_config, _upgrades
 
     _upgrades.register(fsub)
+    _fleet_config.register_config(fsub)
 
 
 def _fail(err: Exception) -> CliError:

@@ -101,6 +101,34 @@ SPAN_KIND_CONSUMER: SpanKind.ValueType  # 5
 """Running work taken from the pending-task queue."""
 Global___SpanKind: _TypeAlias = SpanKind  # noqa: Y015
 
+class _ConfigRevisionSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConfigRevisionSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConfigRevisionSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONFIG_REVISION_SOURCE_UNSPECIFIED: _ConfigRevisionSource.ValueType  # 0
+    """Not set."""
+    CONFIG_REVISION_SOURCE_START: _ConfigRevisionSource.ValueType  # 1
+    """The profile the edge process started with."""
+    CONFIG_REVISION_SOURCE_APPLY: _ConfigRevisionSource.ValueType  # 2
+    """Applied live by ApplyConfig."""
+    CONFIG_REVISION_SOURCE_ROLLBACK: _ConfigRevisionSource.ValueType  # 3
+    """An earlier revision made active again by RollbackConfig."""
+
+class ConfigRevisionSource(_ConfigRevisionSource, metaclass=_ConfigRevisionSourceEnumTypeWrapper):
+    """How a revision of the edge's profile came about."""
+
+CONFIG_REVISION_SOURCE_UNSPECIFIED: ConfigRevisionSource.ValueType  # 0
+"""Not set."""
+CONFIG_REVISION_SOURCE_START: ConfigRevisionSource.ValueType  # 1
+"""The profile the edge process started with."""
+CONFIG_REVISION_SOURCE_APPLY: ConfigRevisionSource.ValueType  # 2
+"""Applied live by ApplyConfig."""
+CONFIG_REVISION_SOURCE_ROLLBACK: ConfigRevisionSource.ValueType  # 3
+"""An earlier revision made active again by RollbackConfig."""
+Global___ConfigRevisionSource: _TypeAlias = ConfigRevisionSource  # noqa: Y015
+
 @_typing.final
 class Component(_message.Message):
     """One component of the edge and its health."""
@@ -150,6 +178,7 @@ class ConfigProfileInfo(_message.Message):
     DIGEST_FIELD_NUMBER: _builtins.int
     TEMPLATE_ID_FIELD_NUMBER: _builtins.int
     APPLY_TIME_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     profile_id: _builtins.str
     """Id of the profile in the cloud's fleet registry."""
     version: _builtins.int
@@ -161,6 +190,10 @@ class ConfigProfileInfo(_message.Message):
     template_id: _builtins.str
     """Id of the vendor template the profile is based on, e.g. "rest-json-v3"; names a template
     in the fleet registry, not a vendor.
+    """
+    revision: _builtins.int
+    """The edge's own number of this profile in its history (see ListConfigRevisions); counts
+    up by one for each profile made active on this edge, whatever its `version`.
     """
     @_builtins.property
     def apply_time(self) -> _timestamp_pb2.Timestamp:
@@ -174,10 +207,11 @@ class ConfigProfileInfo(_message.Message):
         digest: _builtins.str = ...,
         template_id: _builtins.str = ...,
         apply_time: _timestamp_pb2.Timestamp | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["apply_time", b"apply_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apply_time", b"apply_time", "digest", b"digest", "profile_id", b"profile_id", "template_id", b"template_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apply_time", b"apply_time", "digest", b"digest", "profile_id", b"profile_id", "revision", b"revision", "template_id", b"template_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -658,6 +692,11 @@ class GetConfigRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     READ_MASK_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """A revision from the edge's history (see ListConfigRevisions); 0 returns the active
+    profile. NOT_FOUND when it is not (or no longer) in the history.
+    """
     @_builtins.property
     def read_mask(self) -> _field_mask_pb2.FieldMask:
         """Top-level sections to return (paths into `ConfigProfile.content`, e.g. "his"); empty
@@ -668,10 +707,11 @@ class GetConfigRequest(_message.Message):
         self,
         *,
         read_mask: _field_mask_pb2.FieldMask | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["read_mask", b"read_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["read_mask", b"read_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["read_mask", b"read_mask", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -714,6 +754,7 @@ class ApplyConfigRequest(_message.Message):
     CONTENT_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """Chosen by the cloud, unique per logical operation; a retry reuses it and gets the
     original result (see common.proto).
@@ -728,6 +769,10 @@ class ApplyConfigRequest(_message.Message):
     """Version of the new profile in the fleet registry."""
     validate_only: _builtins.bool
     """Only validate: report what would change and any problems, apply nothing."""
+    requested_by: _builtins.str
+    """Who asked (an operator or a service), kept in the edge's history; at most 128 printable
+    characters.
+    """
     @_builtins.property
     def content(self) -> _struct_pb2.Struct:
         """The new profile content (with `update_mask`, only the sections to replace)."""
@@ -746,10 +791,11 @@ class ApplyConfigRequest(_message.Message):
         content: _struct_pb2.Struct | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
         validate_only: _builtins.bool = ...,
+        requested_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "expected_digest", b"expected_digest", "idempotency_key", b"idempotency_key", "profile_id", b"profile_id", "update_mask", b"update_mask", "validate_only", b"validate_only", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "expected_digest", b"expected_digest", "idempotency_key", b"idempotency_key", "profile_id", b"profile_id", "requested_by", b"requested_by", "update_mask", b"update_mask", "validate_only", b"validate_only", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -796,3 +842,170 @@ class ApplyConfigResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApplyConfigResponse: _TypeAlias = ApplyConfigResponse  # noqa: Y015
+
+@_typing.final
+class ConfigRevision(_message.Message):
+    """One profile the edge made active, from its history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INFO_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    RESTORED_REVISION_FIELD_NUMBER: _builtins.int
+    ROLLED_BACK_FIELD_NUMBER: _builtins.int
+    ROLLBACK_REASON_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    source: Global___ConfigRevisionSource.ValueType
+    """How it came about."""
+    requested_by: _builtins.str
+    """Who asked (`requested_by` of the request; empty at a start)."""
+    idempotency_key: _builtins.str
+    """The request's idempotency key (empty at a start)."""
+    restored_revision: _builtins.int
+    """For a rollback: the revision it restored."""
+    rolled_back: _builtins.bool
+    """True when the profile failed its health gate and the edge restored the one before."""
+    rollback_reason: _builtins.str
+    """Why it was rolled back: the component and its check's answer."""
+    active: _builtins.bool
+    """True for the revision active now."""
+    @_builtins.property
+    def info(self) -> Global___ConfigProfileInfo:
+        """Summary of the profile; `info.revision` numbers it in the history."""
+
+    def __init__(
+        self,
+        *,
+        info: Global___ConfigProfileInfo | None = ...,
+        source: Global___ConfigRevisionSource.ValueType = ...,
+        requested_by: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        restored_revision: _builtins.int = ...,
+        rolled_back: _builtins.bool = ...,
+        rollback_reason: _builtins.str = ...,
+        active: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["info", b"info"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "idempotency_key", b"idempotency_key", "info", b"info", "requested_by", b"requested_by", "restored_revision", b"restored_revision", "rollback_reason", b"rollback_reason", "rolled_back", b"rolled_back", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfigRevision: _TypeAlias = ConfigRevision  # noqa: Y015
+
+@_typing.final
+class ListConfigRevisionsRequest(_message.Message):
+    """Request of EdgeAdminService.ListConfigRevisions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListConfigRevisionsRequest: _TypeAlias = ListConfigRevisionsRequest  # noqa: Y015
+
+@_typing.final
+class ListConfigRevisionsResponse(_message.Message):
+    """Response of EdgeAdminService.ListConfigRevisions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISIONS_FIELD_NUMBER: _builtins.int
+    HISTORY_LIMIT_FIELD_NUMBER: _builtins.int
+    history_limit: _builtins.int
+    """How many revisions the edge keeps; older ones are dropped."""
+    @_builtins.property
+    def revisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConfigRevision]:
+        """The history, newest first."""
+
+    def __init__(
+        self,
+        *,
+        revisions: _abc.Iterable[Global___ConfigRevision] | None = ...,
+        history_limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["history_limit", b"history_limit", "revisions", b"revisions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListConfigRevisionsResponse: _TypeAlias = ListConfigRevisionsResponse  # noqa: Y015
+
+@_typing.final
+class RollbackConfigRequest(_message.Message):
+    """Request of EdgeAdminService.RollbackConfig."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    EXPECTED_DIGEST_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Chosen by the cloud, unique per logical operation; a retry reuses it and gets the
+    original result.
+    """
+    expected_digest: _builtins.str
+    """Digest of the active profile (from GetConfig or GetEdgeInfo). Required."""
+    revision: _builtins.int
+    """The revision to restore; 0 restores the one active before the active one."""
+    requested_by: _builtins.str
+    """Who asked (an operator or a service), kept in the edge's history."""
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        expected_digest: _builtins.str = ...,
+        revision: _builtins.int = ...,
+        requested_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_digest", b"expected_digest", "idempotency_key", b"idempotency_key", "requested_by", b"requested_by", "revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollbackConfigRequest: _TypeAlias = RollbackConfigRequest  # noqa: Y015
+
+@_typing.final
+class RollbackConfigResponse(_message.Message):
+    """Response of EdgeAdminService.RollbackConfig."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROFILE_FIELD_NUMBER: _builtins.int
+    APPLIED_FIELD_NUMBER: _builtins.int
+    RELOADED_COMPONENTS_FIELD_NUMBER: _builtins.int
+    applied: _builtins.bool
+    """False when the revision restored equals the active profile (nothing changed)."""
+    @_builtins.property
+    def profile(self) -> Global___ConfigProfileInfo:
+        """The profile now active (a new revision)."""
+
+    @_builtins.property
+    def reloaded_components(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Components that were reloaded to take the change."""
+
+    def __init__(
+        self,
+        *,
+        profile: Global___ConfigProfileInfo | None = ...,
+        applied: _builtins.bool = ...,
+        reloaded_components: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "profile", b"profile", "reloaded_components", b"reloaded_components"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollbackConfigResponse: _TypeAlias = RollbackConfigResponse  # noqa: Y015

@@ -57,6 +57,16 @@ class EdgeAdminServiceStub:
                 request_serializer=hplus_dot_hospital_dot_v1_dot_admin__pb2.ApplyConfigRequest.SerializeToString,
                 response_deserializer=hplus_dot_hospital_dot_v1_dot_admin__pb2.ApplyConfigResponse.FromString,
                 _registered_method=True)
+        self.ListConfigRevisions = channel.unary_unary(
+                '/hplus.hospital.v1.EdgeAdminService/ListConfigRevisions',
+                request_serializer=hplus_dot_hospital_dot_v1_dot_admin__pb2.ListConfigRevisionsRequest.SerializeToString,
+                response_deserializer=hplus_dot_hospital_dot_v1_dot_admin__pb2.ListConfigRevisionsResponse.FromString,
+                _registered_method=True)
+        self.RollbackConfig = channel.unary_unary(
+                '/hplus.hospital.v1.EdgeAdminService/RollbackConfig',
+                request_serializer=hplus_dot_hospital_dot_v1_dot_admin__pb2.RollbackConfigRequest.SerializeToString,
+                response_deserializer=hplus_dot_hospital_dot_v1_dot_admin__pb2.RollbackConfigResponse.FromString,
+                _registered_method=True)
 
 
 class EdgeAdminServiceServicer:
@@ -104,6 +114,24 @@ class EdgeAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListConfigRevisions(self, request, context):
+        """Lists the profiles this edge has made active, newest first: its local, bounded history
+        (the oldest revisions are dropped), with who asked, when, and how each came about.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackConfig(self, request, context):
+        """Makes an earlier profile from the edge's history active again, through the same
+        validation, digest guard and health gate as ApplyConfig and with the same errors; NOT_FOUND
+        when the revision is not (or no longer) in the history. The restored profile becomes a
+        new revision.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EdgeAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +154,16 @@ def add_EdgeAdminServiceServicer_to_server(servicer, server):
                     servicer.ApplyConfig,
                     request_deserializer=hplus_dot_hospital_dot_v1_dot_admin__pb2.ApplyConfigRequest.FromString,
                     response_serializer=hplus_dot_hospital_dot_v1_dot_admin__pb2.ApplyConfigResponse.SerializeToString,
+            ),
+            'ListConfigRevisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConfigRevisions,
+                    request_deserializer=hplus_dot_hospital_dot_v1_dot_admin__pb2.ListConfigRevisionsRequest.FromString,
+                    response_serializer=hplus_dot_hospital_dot_v1_dot_admin__pb2.ListConfigRevisionsResponse.SerializeToString,
+            ),
+            'RollbackConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackConfig,
+                    request_deserializer=hplus_dot_hospital_dot_v1_dot_admin__pb2.RollbackConfigRequest.FromString,
+                    response_serializer=hplus_dot_hospital_dot_v1_dot_admin__pb2.RollbackConfigResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -239,6 +277,60 @@ class EdgeAdminService:
             '/hplus.hospital.v1.EdgeAdminService/ApplyConfig',
             hplus_dot_hospital_dot_v1_dot_admin__pb2.ApplyConfigRequest.SerializeToString,
             hplus_dot_hospital_dot_v1_dot_admin__pb2.ApplyConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConfigRevisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hplus.hospital.v1.EdgeAdminService/ListConfigRevisions',
+            hplus_dot_hospital_dot_v1_dot_admin__pb2.ListConfigRevisionsRequest.SerializeToString,
+            hplus_dot_hospital_dot_v1_dot_admin__pb2.ListConfigRevisionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hplus.hospital.v1.EdgeAdminService/RollbackConfig',
+            hplus_dot_hospital_dot_v1_dot_admin__pb2.RollbackConfigRequest.SerializeToString,
+            hplus_dot_hospital_dot_v1_dot_admin__pb2.RollbackConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -59,6 +59,16 @@ class EdgeAdminServiceStub:
     invalid; FAILED_PRECONDITION reason "CONFIG_ROLLED_BACK" when a component failed its
     health check under the new profile and the edge restored the previous one.
     """
+    ListConfigRevisions: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListConfigRevisionsRequest, _admin_pb2.ListConfigRevisionsResponse]
+    """Lists the profiles this edge has made active, newest first: its local, bounded history
+    (the oldest revisions are dropped), with who asked, when, and how each came about.
+    """
+    RollbackConfig: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RollbackConfigRequest, _admin_pb2.RollbackConfigResponse]
+    """Makes an earlier profile from the edge's history active again, through the same
+    validation, digest guard and health gate as ApplyConfig and with the same errors; NOT_FOUND
+    when the revision is not (or no longer) in the history. The restored profile becomes a
+    new revision.
+    """
 
 @_typing.type_check_only
 class EdgeAdminServiceAsyncStub(EdgeAdminServiceStub):
@@ -90,6 +100,16 @@ class EdgeAdminServiceAsyncStub(EdgeAdminServiceStub):
     INVALID_ARGUMENT with `google.rpc.BadRequest` field violations when the profile is
     invalid; FAILED_PRECONDITION reason "CONFIG_ROLLED_BACK" when a component failed its
     health check under the new profile and the edge restored the previous one.
+    """
+    ListConfigRevisions: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListConfigRevisionsRequest, _admin_pb2.ListConfigRevisionsResponse]  # type: ignore[assignment]
+    """Lists the profiles this edge has made active, newest first: its local, bounded history
+    (the oldest revisions are dropped), with who asked, when, and how each came about.
+    """
+    RollbackConfig: _aio.UnaryUnaryMultiCallable[_admin_pb2.RollbackConfigRequest, _admin_pb2.RollbackConfigResponse]  # type: ignore[assignment]
+    """Makes an earlier profile from the edge's history active again, through the same
+    validation, digest guard and health gate as ApplyConfig and with the same errors; NOT_FOUND
+    when the revision is not (or no longer) in the history. The restored profile becomes a
+    new revision.
     """
 
 class EdgeAdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -143,6 +163,28 @@ class EdgeAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         INVALID_ARGUMENT with `google.rpc.BadRequest` field violations when the profile is
         invalid; FAILED_PRECONDITION reason "CONFIG_ROLLED_BACK" when a component failed its
         health check under the new profile and the edge restored the previous one.
+        """
+
+    @_abc_1.abstractmethod
+    def ListConfigRevisions(
+        self,
+        request: _admin_pb2.ListConfigRevisionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListConfigRevisionsResponse, _abc.Awaitable[_admin_pb2.ListConfigRevisionsResponse]]:
+        """Lists the profiles this edge has made active, newest first: its local, bounded history
+        (the oldest revisions are dropped), with who asked, when, and how each came about.
+        """
+
+    @_abc_1.abstractmethod
+    def RollbackConfig(
+        self,
+        request: _admin_pb2.RollbackConfigRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RollbackConfigResponse, _abc.Awaitable[_admin_pb2.RollbackConfigResponse]]:
+        """Makes an earlier profile from the edge's history active again, through the same
+        validation, digest guard and health gate as ApplyConfig and with the same errors; NOT_FOUND
+        when the revision is not (or no longer) in the history. The restored profile becomes a
+        new revision.
         """
 
 def add_EdgeAdminServiceServicer_to_server(servicer: EdgeAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

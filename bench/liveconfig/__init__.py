@@ -1,0 +1,1 @@
+"""What live configuration costs a call: dispatch through the ServiceSwitch vs direct."""
