@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import ssl
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -33,7 +33,13 @@ from cloud.census import (
 from cloud.config import NodeConfig, TlsMode, parse_listen
 from cloud.dashboard import Dashboard, Overview
 from cloud.db import create_engine
-from cloud.edge_api import EdgeApiServicer, EdgeAuth, EdgeHandlers, TaskResultsHandler
+from cloud.edge_api import (
+    EdgeApiServicer,
+    EdgeAuth,
+    EdgeCaller,
+    EdgeHandlers,
+    TaskResultsHandler,
+)
 from cloud.fleet import CredentialInfo, CredentialStore, migrate_fleet
 from cloud.gateway import (
     ForwardHandler,
@@ -55,6 +61,7 @@ from cloud.registry import ReleaseResolver, ReleaseStatus, build_registry
 from cloud.reports import KEY_PREFIX as REPORT_KEY_PREFIX
 from cloud.reports import ReportApi, migrate_reports
 from cloud.sync import RouterSource, SyncEngine
+from cloud.upgrades import PackageStore, Rollouts, UpgradeHandlers, migrate_upgrades
 from hplus.cloud.v1 import (
     account_pb2,
     account_pb2_grpc,
@@ -66,6 +73,7 @@ from hplus.cloud.v1 import (
 )
 from hplus.tunnel.v1 import tunnel_pb2, tunnel_pb2_grpc
 from mesh.files import make_private_dir
+from mesh.packages import TrustRoot
 from mesh.tls import TlsFiles, ensure_dev_pki, load_server_credentials
 from mesh.tunnel import TunnelConfig, TunnelGateway, bearer_token
 
@@ -136,6 +144,8 @@ class CloudNode:
         self.reports: ReportApi | None = None
         self.probes: Prober | None = None
         self._edge_api: EdgeApiServicer | None = None
+        self.packages: PackageStore | None = None
+        self.upgrades: UpgradeHandlers | None = None
         self._health = health.aio.HealthServicer()
         self._service_names: list[str] = []
         self._registry_service_names: list[str] = []
@@ -512,6 +522,35 @@ class CloudNode:
                 channel_for=self.router.channel_for,
             )
         results = TaskResultsHandler({REPORT_KEY_PREFIX: self.reports.on_result}, cfg.edge_api)
+        await migrate_upgrades(fleet_engine)
+        trust = TrustRoot.load(cfg.upgrades.trusted_roots) if cfg.upgrades.trusted_roots else None
+        self.packages = PackageStore(
+            fleet_engine,
+            cfg.data_dir / "upgrades",
+            trust=trust,
+            max_delta_bases=cfg.upgrades.max_delta_bases,
+        )
+        self.upgrades = UpgradeHandlers(self.packages, Rollouts(fleet_engine), cfg.upgrades)
+        upgrades, health = self.upgrades, self.health
+
+        async def report_health(
+            caller: EdgeCaller, request: edge_pb2.ReportHealthRequest
+        ) -> edge_pb2.ReportHealthResponse:
+            response = await health.report(caller, request)
+            # The report also carries the edge's upgrade state (its rollout's evidence).
+            response.upgrade_available = await upgrades.record_health(request, caller.hospital_id)
+            return response
+
+        async def get_upgrade_manifest(
+            caller: EdgeCaller, request: edge_pb2.GetUpgradeManifestRequest
+        ) -> edge_pb2.GetUpgradeManifestResponse:
+            return await upgrades.get_upgrade_manifest(request, caller.hospital_id)
+
+        def download_upgrade(
+            caller: EdgeCaller, request: edge_pb2.DownloadUpgradeRequest
+        ) -> AsyncIterator[edge_pb2.DownloadUpgradeResponse]:
+            return upgrades.download_upgrade(request, caller.hospital_id)
+
         self._edge_api = EdgeApiServicer(
             EdgeAuth(
                 self.credentials.authenticate,
@@ -519,7 +558,12 @@ class CloudNode:
                 calls_per_minute=cfg.edge_api.calls_per_minute,
                 edge_owner=self.health.owners,
             ),
-            EdgeHandlers(report_task_results=results.handle, report_health=self.health.report),
+            EdgeHandlers(
+                report_task_results=results.handle,
+                report_health=report_health,
+                get_upgrade_manifest=get_upgrade_manifest,
+                download_upgrade=download_upgrade,
+            ),
             cfg.edge_api,
         )
 

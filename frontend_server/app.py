@@ -63,10 +63,14 @@ from frontend_server.services import (
     register_hospital_services,
     task_executor,
 )
+from frontend_server.slots import Slots, SlotsBridge
 from frontend_server.tasks import TASK_STORE, TaskQueue, TaskRun, TaskStore, TaskStoreDamaged
+from frontend_server.updater import UpdaterConfig, UpgradeAgent
 from frontend_server.uplink import HisCheck, Uplink, UplinkConfig
 from hplus.hospital.v1 import admin_pb2, admin_pb2_grpc
+from mesh.packages import TrustRoot
 from mesh.tunnel import TunnelServer
+from mesh.version import SOFTWARE_VERSION
 
 __all__ = [
     "IDENTITY_FILE",
@@ -117,6 +121,10 @@ class EdgeConfig:
     checks; a store that passes them is kept."""
     directory: DirectoryConfig = dataclasses.field(default_factory=DirectoryConfig)
     """How the directory mirror is refreshed and the change feed paged."""
+    upgrade_roots: tuple[Path, ...] = ()
+    """Root public keys upgrade packages must be certified under; with them (and a
+    profile and a dialer) the edge runs its upgrade agent (``frontend_server.updater``),
+    which installs into the A/B slots and switches through the supervisor."""
     uplink: UplinkConfig = dataclasses.field(default_factory=UplinkConfig)
     """How task results and health reports reach the cloud's ``EdgeService`` (over the
     dialer's address, TLS and credential; only with a dialer)."""
@@ -408,6 +416,21 @@ class EdgeApp:
                 tunnels=lambda: self.dialer.slots if self.dialer is not None else [],
                 damage=parts.damage if parts is not None else dict,
                 data_dir=config.data_dir,
+                upgrade=lambda: None if self.updater is None else self.updater.upgrade_health(),
+            )
+        self.updater: UpgradeAgent | None = None
+        """The upgrade agent (with ``upgrade_roots``, a profile and a dialer)."""
+        if self.uplink is not None and config.upgrade_roots and config.data_dir is not None:
+            assert config.profile is not None  # a data dir comes with a profile
+            self.updater = UpgradeAgent(
+                UpdaterConfig(
+                    edge_id=self.edge_id,
+                    data_dir=config.data_dir,
+                    trust=TrustRoot.load(config.upgrade_roots),
+                    zone=zoneinfo.ZoneInfo(config.profile.business_hours.timezone),
+                ),
+                self.uplink,
+                SlotsBridge(Slots(config.data_dir, base_version=SOFTWARE_VERSION)),
             )
         self._started = False
         self._stack = contextlib.AsyncExitStack()
@@ -536,10 +559,14 @@ class EdgeApp:
                 group.create_task(self.dialer.run(), name="edge-dialer")
             if self.uplink is not None:
                 group.create_task(self.uplink.run(), name="edge-uplink")
+            if self.updater is not None:
+                group.create_task(self.updater.run(), name="edge-updater")
             group.create_task(self._wait_stop(), name="edge-stop")
 
     async def _wait_stop(self) -> None:
         await self._stopping.wait()
+        if self.updater is not None:
+            self.updater.stop()
         if self.uplink is not None:
             await self.uplink.shutdown()
         if self.dialer is not None:

@@ -107,6 +107,11 @@ class UpgradeHandlers:
         self.bytes_sent = 0
         """Package bytes sent by this node (all streams), for benchmarks and status."""
 
+    @property
+    def rollouts(self) -> Rollouts:
+        """The rollouts these handlers serve (for status and tests)."""
+        return self._rollouts
+
     def downloads(self, hospital_id: str) -> int:
         """Download streams ``hospital_id`` holds on this node now."""
         return self._streams.get(hospital_id, 0)

@@ -8,6 +8,7 @@ answer, and exits with `EXIT_SWITCH` to be restarted into a new slot.
 
 from __future__ import annotations
 
+from frontend_server.slots._bridge import SlotsBridge
 from frontend_server.slots._slots import (
     BASE,
     SLOT_NAMES,
@@ -36,6 +37,7 @@ __all__ = [
     "SlotError",
     "SlotInfo",
     "Slots",
+    "SlotsBridge",
     "Supervisor",
     "report_healthy",
 ]

@@ -22,7 +22,9 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -314,6 +316,28 @@ class Slots:
         self._event("rolled_back", pending.slot, pending.version, reason)
         self._save()
         return self.active()
+
+    # -- the supervisor ------------------------------------------------------------------
+
+    def supervisor_pid(self) -> int | None:
+        """The running supervisor's process id (from ``slots/supervisor.pid``), if any."""
+        try:
+            pid = int((self.root / "supervisor.pid").read_text().strip())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+    def notify_supervisor(self) -> int | None:
+        """Ask the running supervisor to switch to the pending slot now (SIGUSR1)."""
+        pid = self.supervisor_pid()
+        if pid is None:
+            return None
+        try:
+            os.kill(pid, signal.SIGUSR1)
+        except OSError:
+            return None
+        return pid
 
     # -- store backups -----------------------------------------------------------------
 

@@ -16,7 +16,13 @@ from frontend_server.updater._agent import (
     UpgradeAgent,
     in_window,
 )
-from frontend_server.updater._seams import RunningVersion, SlotsApi, SwitchAttempt, UpgradeUplink
+from frontend_server.updater._seams import (
+    RunningVersion,
+    SlotsApi,
+    SwitchAttempt,
+    SwitchRefused,
+    UpgradeUplink,
+)
 
 __all__ = [
     "CheckResult",
@@ -24,6 +30,7 @@ __all__ = [
     "RunningVersion",
     "SlotsApi",
     "SwitchAttempt",
+    "SwitchRefused",
     "UpdaterConfig",
     "UpgradeAgent",
     "UpgradeUplink",

@@ -42,7 +42,7 @@ import grpc
 from google.protobuf import any_pb2, timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from frontend_server.updater._seams import SlotsApi, SwitchAttempt, UpgradeUplink
+from frontend_server.updater._seams import SlotsApi, SwitchAttempt, SwitchRefused, UpgradeUplink
 from hplus.cloud.v1 import common_pb2, edge_pb2
 from mesh import errors
 from mesh.files import make_private_dir
@@ -283,15 +283,19 @@ class UpgradeAgent:
                 return CheckResult(
                     Outcome.WAITING_FOR_WINDOW, wait, full.version, "", self._received
                 )
-        await asyncio.to_thread(self._slots.install, path, result)
         timeout = m.health_gate_timeout.ToTimedelta().total_seconds() or 300.0
-        log.info(
-            "upgrade to %s installed in the idle slot; switching (health gate %.0fs)",
-            result.manifest.version,
-            timeout,
-        )
-        self._pending = full.package_id
-        self._slots.request_switch(timeout)
+        try:
+            await asyncio.to_thread(self._slots.install, path, result)
+            log.info(
+                "upgrade to %s installed in the idle slot; switching (health gate %.0fs)",
+                result.manifest.version,
+                timeout,
+            )
+            self._pending = full.package_id
+            self._slots.request_switch(timeout)
+        except SwitchRefused as err:
+            await self._refused(full, PackageError(err.reason, err.message))
+            return CheckResult(Outcome.REFUSED, wait, full.version, err.reason, self._received)
         return CheckResult(Outcome.SWITCH_REQUESTED, wait, full.version, "", self._received)
 
     async def _try_delta(

@@ -11,7 +11,16 @@ from typing import Protocol
 from hplus.cloud.v1 import edge_pb2
 from mesh.packages import VerifiedPackage
 
-__all__ = ["RunningVersion", "SlotsApi", "SwitchAttempt", "UpgradeUplink"]
+__all__ = ["RunningVersion", "SlotsApi", "SwitchAttempt", "SwitchRefused", "UpgradeUplink"]
+
+
+class SwitchRefused(Exception):
+    """The slots could not install or switch (``reason`` is reported to the cloud)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,13 +62,20 @@ class SlotsApi(Protocol):
         ...
 
     def install(self, package_path: Path, verified: VerifiedPackage) -> None:
-        """Install a verified package into the idle slot (the active one is untouched)."""
+        """Install a verified package into the idle slot (the active one is untouched).
+
+        Raises:
+            SwitchRefused: it could not be installed.
+        """
         ...
 
     def request_switch(self, health_gate_timeout: float) -> None:
         """Ask the supervisor to restart into the idle slot and apply the health gate.
 
         A failed gate returns to the old slot by itself. The outcome is `last_attempt`.
+
+        Raises:
+            SwitchRefused: no switch can happen (e.g. no supervisor runs).
         """
         ...
 

@@ -11,7 +11,7 @@ import random
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
 import grpc
@@ -150,6 +150,7 @@ class Uplink:
         tunnels: the dialer's slots, for the report.
         damage: each store's damage (``None``: healthy).
         data_dir: the volume whose free space is reported.
+        upgrade: the upgrade agent's state for the report (``None``: no agent).
         rng: randomness for backoff jitter.
     """
 
@@ -164,9 +165,11 @@ class Uplink:
         tunnels: Callable[[], Sequence[SlotState]] = list,
         damage: Callable[[], Mapping[str, str | None]] = dict,
         data_dir: Path | None = None,
+        upgrade: Callable[[], edge_pb2.UpgradeHealth | None] = lambda: None,
         rng: random.Random | None = None,
     ) -> None:
         self._dialer = dialer
+        self._upgrade = upgrade
         self.config = config
         self.edge_id = edge_id
         self._queue = queue
@@ -347,6 +350,9 @@ class Uplink:
                     p.stat().st_size for p in self._data_dir.glob("*.db") if p.is_file()
                 )
         out.resources.memory_rss_bytes = _rss()
+        upgrade = self._upgrade()
+        if upgrade is not None:
+            out.upgrade.CopyFrom(upgrade)
         out.state = self._state(out, parked)  # type: ignore[assignment]
         return out
 
@@ -387,6 +393,34 @@ class Uplink:
             self.report_interval = max(interval, 1.0)
         self.reports_sent += 1
         return reply
+
+    # -- upgrades (the updater's seam) ----------------------------------------------------
+
+    async def get_upgrade_manifest(
+        self, request: edge_pb2.GetUpgradeManifestRequest
+    ) -> edge_pb2.GetUpgradeManifestResponse:
+        """``EdgeService.GetUpgradeManifest`` over this connection."""
+        return await self._stub().GetUpgradeManifest(
+            request, timeout=self.config.call_timeout, metadata=self._metadata()
+        )
+
+    async def download_upgrade(
+        self, request: edge_pb2.DownloadUpgradeRequest
+    ) -> AsyncIterator[edge_pb2.DownloadUpgradeResponse]:
+        """``EdgeService.DownloadUpgrade``: the stream's chunks.
+
+        No deadline: the agent bounds a stalled stream itself and resumes from its offset.
+        """
+        async for chunk in self._stub().DownloadUpgrade(request, metadata=self._metadata()):
+            yield chunk
+
+    async def report_upgrade(self, upgrade: edge_pb2.UpgradeHealth) -> None:
+        """Send a health report now: the upgrade state changed (it is in every report)."""
+        del upgrade  # the report reads the agent's current state through ``upgrade``
+        try:
+            await self.report_health()
+        except errors.StatusError as err:
+            self._log_failure("ReportHealth", err, 1)
 
     async def _health_loop(self) -> None:
         failures = 0

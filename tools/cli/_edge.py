@@ -78,6 +78,16 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
             "and begin a new one; a store that passes them is kept",
         )
     run.add_argument(
+        "--upgrade-root",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="root.pub",
+        help="a root public key upgrade packages must be certified under (repeatable); with "
+        "it the edge asks the cloud for upgrades and installs them into its slots (run it "
+        "with --supervise so that it can switch)",
+    )
+    run.add_argument(
         "--supervise",
         action="store_true",
         help="run the edge under its supervisor: from its active install slot, restarted "
@@ -171,7 +181,9 @@ def _run(args: argparse.Namespace) -> int:
     data_dir = args.data_dir or Path("var") / "edge" / hospital
     if args.supervise:
         return _supervise(data_dir, getattr(args, "argv", None) or sys.argv[1:])
-    asyncio.run(_serve(profile, config, data_dir, reset))
+    for root in args.upgrade_root:
+        _read(root, "upgrade root key")
+    asyncio.run(_serve(profile, config, data_dir, reset, tuple(args.upgrade_root)))
     return 0
 
 
@@ -197,7 +209,7 @@ def _open_slots(data_dir: Path) -> Slots:
 
 
 def _install(args: argparse.Namespace) -> int:
-    from frontend_server.slots import PID_FILE, SlotError
+    from frontend_server.slots import SlotError
     from mesh.packages import PackageError, TrustRoot, verify_package
 
     if not args.health_gate > 0:
@@ -220,11 +232,8 @@ def _install(args: argparse.Namespace) -> int:
         f"{current.version} in slot {current.name}); stores backed up; switch requested with "
         f"a {args.health_gate:g} s health gate"
     )
-    pid_file = slots.root / PID_FILE
-    try:
-        pid = int(pid_file.read_text().strip())
-        os.kill(pid, signal.SIGUSR1)
-    except (OSError, ValueError):
+    pid = slots.notify_supervisor()
+    if pid is None:
         print(
             "no supervisor is running: the switch happens at the next `hplus edge run --supervise`"
         )
@@ -321,14 +330,28 @@ def _stop_on_signals() -> asyncio.Event:
 
 
 async def _serve(
-    profile: Profile, config: DialerConfig, data_dir: Path, reset: frozenset[str]
+    profile: Profile,
+    config: DialerConfig,
+    data_dir: Path,
+    reset: frozenset[str],
+    upgrade_roots: tuple[Path, ...] = (),
 ) -> None:
     from frontend_server.app import EdgeApp, EdgeConfig, StoreRefused
+    from frontend_server.slots import SlotError
+    from mesh.packages import PackageError
 
     try:
         app = EdgeApp(
-            EdgeConfig(profile=profile, data_dir=data_dir, dialer=config, reset_stores=reset)
+            EdgeConfig(
+                profile=profile,
+                data_dir=data_dir,
+                dialer=config,
+                reset_stores=reset,
+                upgrade_roots=upgrade_roots,
+            )
         )
+    except (PackageError, SlotError) as err:
+        raise CliError(f"cannot start the edge: {err}") from None
     except (ValueError, OSError) as err:
         raise CliError(f"cannot start the edge: {err}") from None
     try:
