@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mesh.config import ConfigError, Section, load_toml
 from mesh.net import parse_hostport
+from mesh.observability import ObservabilityConfig
 from mesh.tunnel import TunnelConfig
 
 __all__ = ["AccountsConfig", "NodeConfig", "SyncConfig", "TlsMode", "parse_listen", "parse_rate"]
@@ -258,6 +259,15 @@ class NodeConfig:
     tunnel: TunnelConfig = dataclasses.field(default_factory=TunnelConfig)
     """Limits and timers of the tunnels this node accepts (``[tunnel]``; see
     `mesh.tunnel.TunnelConfig` for each one and its reason)."""
+    observability: ObservabilityConfig = dataclasses.field(default_factory=ObservabilityConfig)
+    """``/metrics`` endpoint, span store bounds, OTLP export (``[observability]``)."""
+
+    @property
+    def traces_url(self) -> str:
+        """The span store's URL, defaulted to ``<data_dir>/traces.db``."""
+        return self.observability.traces_database_url or (
+            f"sqlite+aiosqlite:///{self.data_dir / 'traces.db'}"
+        )
 
     @property
     def registry_url(self) -> str:
@@ -396,6 +406,13 @@ class NodeConfig:
             values["readstore_replica_urls"] = tuple(
                 u.strip() for u in environ["HPLUS_READSTORE_REPLICA_URLS"].split(",") if u.strip()
             )
+        seen = {f: environ[v] for v, f in _OBSERVABILITY_ENV.items() if environ.get(v)}
+        if seen:
+            base = values.get("observability") or ObservabilityConfig()
+            try:
+                values["observability"] = dataclasses.replace(base, **seen)  # type: ignore[type-var]
+            except ValueError as err:
+                raise ConfigError(f"environment: {err}") from None
         first = {n: environ[v] for n, v in _PARTITION_ENV.items() if environ.get(v)}
         if first:
             values["partition_urls"] = {**dict(values.get("partition_urls") or {}), **first}  # type: ignore[call-overload]
@@ -419,6 +436,11 @@ _ENV = {
     "HPLUS_CLUSTER_SECRET": "cluster_secret",
     "HPLUS_PARTITIONS_DATABASE_URL": "partitions_database_url",
 }
+_OBSERVABILITY_ENV = {
+    "HPLUS_METRICS_LISTEN": "metrics_listen",
+    "HPLUS_OTLP_ENDPOINT": "otlp_endpoint",
+    "HPLUS_TRACES_DATABASE_URL": "traces_database_url",
+}
 """Environment variables and the fields they set."""
 
 _PARTITION_ENV = {"south": "HPLUS_SOUTH_DATABASE_URL", "north": "HPLUS_NORTH_DATABASE_URL"}
@@ -429,8 +451,11 @@ def _from_file(path: Path) -> dict[str, object]:
     doc, text = load_toml(path)
     values: dict[str, object] = {}
     Section(doc, name="", path=path, text=text).reject_unknown(
-        ["node", "tls", "databases", "redis", "census", "tunnel", "sync", "partitions", "accounts"]
-    )
+        [
+            "node", "tls", "databases", "redis", "census", "tunnel", "sync", "partitions",
+            "accounts", "observability",
+        ]
+    )  # fmt: skip
 
     def rel(p: str) -> Path:
         # Relative paths in a file are relative to the file, not to the cwd.
@@ -544,7 +569,34 @@ def _from_file(path: Path) -> dict[str, object]:
     if any(key in _TUNNEL_KEYS for key in present):
         values["tunnel"] = _tunnel_from(tunnel, present)
     values.update(_partitions_from_file(doc, path, text))
+    values.update(_observability_from_file(doc, path, text))
     return values
+
+
+def _observability_from_file(doc: Mapping[str, object], path: Path, text: str) -> dict[str, object]:
+    """``[observability]``: every `ObservabilityConfig` field (paths relative to the file)."""
+    section = Section.of(doc, "observability", path=path, text=text)
+    fields = {f.name: f for f in dataclasses.fields(ObservabilityConfig)}
+    section.reject_unknown(fields)
+    given = typing.cast(Mapping[str, object], doc.get("observability", {}))
+    kwargs: dict[str, object] = {}
+    for name in fields:
+        if name not in given:
+            continue
+        if name == "metrics_token_file":
+            raw = Path(section.get(name, str, ""))
+            kwargs[name] = raw if raw.is_absolute() else path.parent / raw
+        elif name == "max_spans":
+            kwargs[name] = section.get(name, int, 0)
+        elif name == "span_retention_seconds":
+            kwargs[name] = section.get(name, float, 0.0)
+        else:
+            kwargs[name] = section.get(name, str, "")
+    try:
+        return {"observability": ObservabilityConfig(**kwargs)} if kwargs else {}  # type: ignore[arg-type]
+    except ValueError as err:
+        key = str(err).split(":", 1)[0]
+        raise section.error(key if key in fields else None, str(err)) from None
 
 
 def _partitions_from_file(doc: Mapping[str, object], path: Path, text: str) -> dict[str, object]:

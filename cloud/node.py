@@ -49,6 +49,7 @@ from cloud.readstore import ReadStore
 from cloud.registry import MAX_MESSAGE_BYTES as REGISTRY_MAX_MESSAGE_BYTES
 from cloud.registry import ReleaseResolver, ReleaseStatus, build_registry
 from cloud.sync import RouterSource, SyncEngine
+from cloud.traces import NodeSpanStore, TraceLookup, migrate_traces
 from hplus.cloud.v1 import (
     account_pb2,
     account_pb2_grpc,
@@ -58,6 +59,14 @@ from hplus.cloud.v1 import (
 )
 from hplus.tunnel.v1 import tunnel_pb2, tunnel_pb2_grpc
 from mesh.files import make_private_dir
+from mesh.observability import (
+    ClientObservability,
+    MetricsServer,
+    ServerObservability,
+    Tracing,
+    TunnelClientHook,
+    watch_gateway,
+)
 from mesh.tls import TlsFiles, ensure_dev_pki, load_server_credentials
 from mesh.tunnel import TunnelConfig, TunnelGateway, bearer_token
 
@@ -127,6 +136,10 @@ class CloudNode:
         self._service_names: list[str] = []
         self._registry_service_names: list[str] = []
         self._stopped = asyncio.Event()
+        self.tracing: Tracing | None = None
+        self.spans: NodeSpanStore | None = None
+        self.metrics: MetricsServer | None = None
+        """The ``/metrics`` endpoint, when ``observability.metrics_listen`` is set."""
 
     @property
     def service_names(self) -> list[str]:
@@ -218,9 +231,13 @@ class CloudNode:
         async def authenticate(metadata: Sequence[tuple[str, Any]]) -> CredentialInfo | None:
             return await store.authenticate(bearer_token(list(metadata)))
 
+        # Observability (spans in the node's database, RPC metrics, /metrics): built before
+        # the servers, whose interceptors and the gateway's hooks use it.
+        tracing = await self._observe(stack)
         # The internal endpoint binds first: its port goes into presence records.
         internal = self._server_for(
-            interceptors=[InternalAuthInterceptor(secret)], options=[("grpc.so_reuseport", 0)]
+            interceptors=[ServerObservability(tracing), InternalAuthInterceptor(secret)],
+            options=[("grpc.so_reuseport", 0)],
         )
         self.internal_port = self._bind(internal, cfg.internal_listen)
         host, _ = self._address(cfg.internal_listen)
@@ -242,7 +259,7 @@ class CloudNode:
             config=self._tunnel_config,
             on_session=self._sync.on_session,
             next_epoch=self.presence.next_epoch,
-            hooks=[self.census] if cfg.census_rate > 0 else [],
+            hooks=[TunnelClientHook(tracing), *([self.census] if cfg.census_rate > 0 else [])],
             check_hello=self._check_release,
             max_tunnels_per_credential=cfg.max_tunnels_per_credential,
             liveness_probe=cfg.liveness_probe_seconds,
@@ -274,6 +291,7 @@ class CloudNode:
             node_id=cfg.node_id,
             secret=secret,
             peer_credentials=peer_creds,
+            peer_interceptors=lambda address: [ClientObservability(tracing, peer=address)],
         )
         stack.push_async_callback(self.router.close)
         self.readstore = await ReadStore.open(
@@ -317,15 +335,24 @@ class CloudNode:
                 credentials=store,
                 revocations=self.revocations,
                 gateway=self.gateway,
+                traces=TraceLookup(
+                    self._span_store(),
+                    presence=self.presence,
+                    router=self.router,
+                    node_id=cfg.node_id,
+                    secret=secret,
+                ),
             ),
             internal,
         )
+        stack.callback(watch_gateway(self.gateway, node_id=cfg.node_id))
         internal.add_generic_rpc_handlers([ForwardHandler(self.gateway, self.router)])
 
         # The public endpoint carries tunnels: its message limit is the tunnel's, so one
         # outer message cannot make the node parse (and hold) more than that.
         tunnel_limit = self._tunnel_config.max_inbound_outer_message_bytes
         server = self._server_for(
+            interceptors=[ServerObservability(tracing, return_request_id=True)],
             options=[
                 ("grpc.so_reuseport", 0),
                 *_KEEPALIVE,
@@ -349,6 +376,7 @@ class CloudNode:
         # Release images travel whole in PushRelease/GetRelease (up to 32 MiB): the registry
         # has a server of its own with that limit.
         registry_server = self._server_for(
+            interceptors=[ServerObservability(tracing)],
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", REGISTRY_MAX_MESSAGE_BYTES),
@@ -393,6 +421,34 @@ class CloudNode:
             cfg.registry_address,
             node_address,
         )
+
+    async def _observe(self, stack: contextlib.AsyncExitStack) -> Tracing:
+        """The node's tracing (spans kept in its database) and its ``/metrics`` endpoint."""
+        cfg = self.config
+        obs = cfg.observability
+        engine = create_engine(cfg.traces_url)
+        stack.push_async_callback(engine.dispose)
+        await migrate_traces(engine)
+        self.spans = NodeSpanStore(
+            engine, max_spans=obs.max_spans, retention=obs.span_retention_seconds
+        )
+        self.tracing = Tracing(
+            service="hplus-node",
+            node=cfg.node_id,
+            sink=self.spans,
+            otlp_endpoint=obs.otlp_endpoint,
+        )
+        self.tracing.start()
+        stack.push_async_callback(self.tracing.shutdown)
+        if obs.metrics_listen:
+            self.metrics = MetricsServer(obs.metrics_listen, token_file=obs.metrics_token_file)
+            await self.metrics.start()
+            stack.push_async_callback(self.metrics.stop)
+        return self.tracing
+
+    def _span_store(self) -> NodeSpanStore:
+        assert self.spans is not None
+        return self.spans
 
     def _server_for(self, **kwargs: Any) -> grpc.aio.Server:
         """A ``grpc.aio`` server that the exit stack stops at once if the start fails.

@@ -58,7 +58,9 @@ from frontend_server.services import (
     task_executor,
 )
 from frontend_server.tasks import TASK_STORE, TaskQueue, TaskStore, TaskStoreDamaged
+from frontend_server.traces import SpanRing, observed
 from hplus.hospital.v1 import admin_pb2, admin_pb2_grpc
+from mesh.observability import MetricsServer, ObservabilityConfig, Tracing, TunnelServerHook
 from mesh.tunnel import TunnelServer
 
 __all__ = [
@@ -110,6 +112,9 @@ class EdgeConfig:
     checks; a store that passes them is kept."""
     directory: DirectoryConfig = dataclasses.field(default_factory=DirectoryConfig)
     """How the directory mirror is refreshed and the change feed paged."""
+    observability: ObservabilityConfig = dataclasses.field(default_factory=ObservabilityConfig)
+    """``/metrics`` endpoint, span ring bounds (``max_spans``, ``span_retention_seconds``),
+    OTLP export."""
 
     def __post_init__(self) -> None:
         if self.profile is not None:
@@ -150,7 +155,14 @@ class _Hospital:
     """
 
     def __init__(
-        self, config: EdgeConfig, profile: Profile, data_dir: Path, server: TunnelServer
+        self,
+        config: EdgeConfig,
+        profile: Profile,
+        data_dir: Path,
+        server: TunnelServer,
+        *,
+        tracing: Tracing,
+        edge_id: str,
     ) -> None:
         # Nothing touches the data directory before start() has checked it.
         self.data = DataDir(
@@ -158,8 +170,10 @@ class _Hospital:
             hospital_id=profile.hospital_id,
             stores=[StoreSlot(LEDGER_STORE, "ledger.db"), StoreSlot(TASK_STORE, "tasks.db")],
         )
-        self.adapter: HisAdapter = make_adapter(
-            dialect_settings(profile, **config.adapter_overrides)
+        self.adapter: HisAdapter = observed(
+            make_adapter(dialect_settings(profile, **config.adapter_overrides)),
+            tracing,
+            edge_id=edge_id,
         )
         self.ledger = Ledger.open(self.data.store_path(LEDGER_STORE.name))
         self.task_store = TaskStore.open(self.data.store_path(TASK_STORE.name))
@@ -264,12 +278,34 @@ class EdgeApp:
             or (config.dialer.edge_id if config.dialer is not None else "")
             or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
         )
-        self.server = TunnelServer()
+        # Spans of every call (kept in a ring buffer in the data directory, opened at start)
+        # and the RPC metrics: the tunnel server's hook makes the caller's trace current.
+        obs = config.observability
+        self.spans = SpanRing(
+            config.data_dir / "traces.db" if config.data_dir is not None else None,
+            capacity=obs.max_spans,
+            retention=obs.span_retention_seconds,
+        )
+        self.tracing = Tracing(
+            service="hplus-edge",
+            node=self.edge_id,
+            sink=self.spans,
+            otlp_endpoint=obs.otlp_endpoint,
+        )
+        self.metrics: MetricsServer | None = None
+        self.server = TunnelServer(hooks=[TunnelServerHook(self.tracing)])
         profile = config.profile
         self._parts: _Hospital | None = None
         if profile is not None:
             assert config.data_dir is not None  # EdgeConfig checks it
-            self._parts = _Hospital(config, profile, config.data_dir, self.server)
+            self._parts = _Hospital(
+                config,
+                profile,
+                config.data_dir,
+                self.server,
+                tracing=self.tracing,
+                edge_id=self.edge_id,
+            )
         admin_pb2_grpc.add_EdgeAdminServiceServicer_to_server(
             EdgeAdminServicer(
                 hospital_id=config.hospital_id,
@@ -278,6 +314,7 @@ class EdgeApp:
                 components=self._components,
                 profile=profile,
                 queue_stats=self._parts.queue.stats if self._parts is not None else None,
+                spans=self.spans,
             ),
             self.server,
         )
@@ -389,10 +426,23 @@ class EdgeApp:
         try:
             if self._parts is not None:
                 await self._parts.open(self._stack)
+            await self._observe()
         except BaseException:
             await self.aclose()
             raise
         self._started = True
+
+    async def _observe(self) -> None:
+        """Opens the span ring (after the data directory's checks) and ``/metrics``."""
+        await asyncio.to_thread(self.spans.open)
+        self._stack.callback(self.spans.close)
+        self.tracing.start()
+        self._stack.push_async_callback(self.tracing.shutdown)
+        obs = self.config.observability
+        if obs.metrics_listen:
+            self.metrics = MetricsServer(obs.metrics_listen, token_file=obs.metrics_token_file)
+            await self.metrics.start()
+            self._stack.push_async_callback(self.metrics.stop)
 
     async def run(self) -> None:
         """Runs the queue, the resolver, the refresher and the dialer until :meth:`shutdown`.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
@@ -17,6 +18,7 @@ from tools.cli._base import EXIT_STORE_REFUSED, CliError, Parser
 if TYPE_CHECKING:
     from frontend_server.dialer import DialerConfig
     from frontend_server.profile import Profile
+    from mesh.observability import ObservabilityConfig
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,24 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     run.add_argument("--ca", type=Path, help="CA certificate (PEM) to trust for the cloud")
     run.add_argument("--insecure", action="store_true", help="dial without TLS (development only)")
     run.add_argument("--edge-id", help="this edge's id (default: host name + random suffix)")
+    run.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        default=os.environ.get("HPLUS_METRICS_LISTEN") or "",
+        help="serve Prometheus GET /metrics here (default $HPLUS_METRICS_LISTEN, else none); "
+        "off loopback it needs --metrics-token-file",
+    )
+    run.add_argument(
+        "--metrics-token-file",
+        type=Path,
+        metavar="FILE",
+        help="bearer token scrapers must send (Authorization: Bearer ...)",
+    )
+    run.add_argument(
+        "--otlp-endpoint",
+        default=os.environ.get("HPLUS_OTLP_ENDPOINT") or "",
+        help="also export spans to this OTLP/gRPC collector (the otlp extra)",
+    )
     for store, what in (("ledger", "ledger (ledger.db)"), ("tasks", "task store (tasks.db)")):
         run.add_argument(
             f"--reset-{store}",
@@ -120,10 +140,10 @@ def _run(args: argparse.Namespace) -> int:
         if reset:
             flags = ", ".join(f"--reset-{store}" for store in sorted(reset))
             raise CliError(f"{flags} needs --profile (an edge without one keeps no stores)")
-        asyncio.run(_serve_admin_only(config))
+        asyncio.run(_serve_admin_only(config, _observability(args)))
         return 0
     data_dir = args.data_dir or Path("var") / "edge" / hospital
-    asyncio.run(_serve(profile, config, data_dir, reset))
+    asyncio.run(_serve(profile, config, data_dir, reset, _observability(args)))
     return 0
 
 
@@ -149,14 +169,37 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
+def _observability(args: argparse.Namespace) -> ObservabilityConfig:
+    from mesh.observability import ObservabilityConfig
+
+    try:
+        return ObservabilityConfig(
+            metrics_listen=args.metrics_listen,
+            metrics_token_file=args.metrics_token_file,
+            otlp_endpoint=args.otlp_endpoint,
+        )
+    except ValueError as err:
+        raise CliError(str(err)) from None
+
+
 async def _serve(
-    profile: Profile, config: DialerConfig, data_dir: Path, reset: frozenset[str]
+    profile: Profile,
+    config: DialerConfig,
+    data_dir: Path,
+    reset: frozenset[str],
+    observability: ObservabilityConfig,
 ) -> None:
     from frontend_server.app import EdgeApp, EdgeConfig, StoreRefused
 
     try:
         app = EdgeApp(
-            EdgeConfig(profile=profile, data_dir=data_dir, dialer=config, reset_stores=reset)
+            EdgeConfig(
+                profile=profile,
+                data_dir=data_dir,
+                dialer=config,
+                reset_stores=reset,
+                observability=observability,
+            )
         )
     except (ValueError, OSError) as err:
         raise CliError(f"cannot start the edge: {err}") from None
@@ -182,10 +225,17 @@ async def _serve(
         log.info("signal received: draining tunnels and the task queue")
 
 
-async def _serve_admin_only(config: DialerConfig) -> None:
+async def _serve_admin_only(config: DialerConfig, observability: ObservabilityConfig) -> None:
     from frontend_server.app import EdgeApp, EdgeConfig
 
-    app = EdgeApp(EdgeConfig(profile=None, hospital_id=config.hospital_id, dialer=config))
+    app = EdgeApp(
+        EdgeConfig(
+            profile=None,
+            hospital_id=config.hospital_id,
+            dialer=config,
+            observability=observability,
+        )
+    )
     stop = _stop_on_signals()
     print(
         f"hplus edge {config.edge_id} for hospital {config.hospital_id}: dialing "
