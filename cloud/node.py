@@ -60,11 +60,11 @@ from hplus.cloud.v1 import (
 from hplus.tunnel.v1 import tunnel_pb2, tunnel_pb2_grpc
 from mesh.files import make_private_dir
 from mesh.observability import (
-    ClientObservability,
     MetricsServer,
     ServerObservability,
     Tracing,
     TunnelClientHook,
+    client_interceptors,
     watch_gateway,
 )
 from mesh.tls import TlsFiles, ensure_dev_pki, load_server_credentials
@@ -291,7 +291,7 @@ class CloudNode:
             node_id=cfg.node_id,
             secret=secret,
             peer_credentials=peer_creds,
-            peer_interceptors=lambda address: [ClientObservability(tracing, peer=address)],
+            peer_interceptors=lambda address: client_interceptors(tracing, peer=address),
         )
         stack.push_async_callback(self.router.close)
         self.readstore = await ReadStore.open(

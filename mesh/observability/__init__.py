@@ -2,7 +2,7 @@
 
 * `Tracing`: the OpenTelemetry SDK tracer of a process, spans kept in a bounded local
   `SpanSink` (and exported over OTLP when configured);
-* `ServerObservability` / `ClientObservability`: ``grpc.aio`` interceptors (W3C
+* `ServerObservability` / `client_interceptors`: ``grpc.aio`` interceptors (W3C
   ``traceparent`` in and out, ``x-request-id`` to apps, ``grpc_server_*`` /
   ``grpc_client_*`` metrics);
 * `TunnelClientHook` / `TunnelServerHook`: the same across the tunnel (the open frame's
@@ -18,8 +18,8 @@ from __future__ import annotations
 from mesh.observability._config import ObservabilityConfig
 from mesh.observability._grpc import (
     REQUEST_ID_KEY,
-    ClientObservability,
     ServerObservability,
+    client_interceptors,
     code_of,
     with_traceparent,
 )
@@ -49,7 +49,6 @@ __all__ = [
     "LATENCY_BUCKETS",
     "REQUEST_ID_KEY",
     "RPC_METRICS",
-    "ClientObservability",
     "MetricsServer",
     "ObservabilityConfig",
     "RpcMetrics",
@@ -59,6 +58,7 @@ __all__ = [
     "Tracing",
     "TunnelClientHook",
     "TunnelServerHook",
+    "client_interceptors",
     "code_of",
     "collect_with",
     "context_from_traceparent",

@@ -4,7 +4,7 @@
 caller's W3C ``traceparent`` (or starts a trace), opens a SERVER span that is current while
 the servicer runs (so log lines, router, tunnel and forwarding calls join it), counts the
 RPC (``grpc_server_*``), and on the public endpoint returns the trace id to the app as
-``x-request-id`` in the initial metadata. `ClientObservability` goes on channels to peer
+``x-request-id`` in the initial metadata. `client_interceptors` go on channels to peer
 nodes: a CLIENT span whose context travels in ``traceparent``, and ``grpc_client_*``.
 """
 
@@ -26,8 +26,8 @@ from mesh.observability._tracing import Tracing, context_from_traceparent, trace
 
 __all__ = [
     "REQUEST_ID_KEY",
-    "ClientObservability",
     "ServerObservability",
+    "client_interceptors",
     "code_of",
     "with_traceparent",
 ]
@@ -217,17 +217,10 @@ class _Details(grpc.aio.ClientCallDetails):
     pass
 
 
-class ClientObservability(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
-    """Client interceptor for channels to peer nodes: CLIENT span, traceparent, metrics.
+class _ClientBase:
+    """The CLIENT span, traceparent and metrics of one peer call.
 
-    Args:
-        tracing: the process's tracing.
-        peer: the peer's name in metrics (its address).
+    Shared by the four kinds: a grpc.aio channel files each interceptor under one kind only.
     """
 
     def __init__(self, tracing: Tracing, *, peer: str) -> None:
@@ -282,18 +275,38 @@ class ClientObservability(
         call.add_done_callback(done)
         return call
 
+
+class _UnaryUnary(_ClientBase, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        """See grpc.aio.UnaryUnaryClientInterceptor."""
         return await self._run(continuation, details, request, "unary")
 
+
+class _UnaryStream(_ClientBase, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        """See grpc.aio.UnaryStreamClientInterceptor."""
         return await self._run(continuation, details, request, "server_stream")
 
+
+class _StreamUnary(_ClientBase, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
-        """See grpc.aio.StreamUnaryClientInterceptor."""
         return await self._run(continuation, details, requests, "client_stream")
 
+
+class _StreamStream(_ClientBase, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
-        """See grpc.aio.StreamStreamClientInterceptor."""
         return await self._run(continuation, details, requests, "bidi_stream")
+
+
+def client_interceptors(tracing: Tracing, *, peer: str) -> list[grpc.aio.ClientInterceptor]:
+    """Interceptors for a channel to a peer node.
+
+    A CLIENT span per call whose context travels in ``traceparent``, ``grpc_client_*`` and
+    ``hplus_forwarded_calls_total``.
+
+    Args:
+        tracing: the process's tracing.
+        peer: the peer's name in metrics (its address).
+    """
+    return [
+        kind(tracing, peer=peer)
+        for kind in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)
+    ]
