@@ -586,6 +586,8 @@ def _observability_from_file(doc: Mapping[str, object], path: Path, text: str) -
         if name == "metrics_token_file":
             raw = Path(section.get(name, str, ""))
             kwargs[name] = raw if raw.is_absolute() else path.parent / raw
+        elif name == "enabled":
+            kwargs[name] = section.get(name, bool, True)
         elif name == "max_spans":
             kwargs[name] = section.get(name, int, 0)
         elif name == "span_retention_seconds":

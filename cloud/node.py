@@ -234,9 +234,13 @@ class CloudNode:
         # Observability (spans in the node's database, RPC metrics, /metrics): built before
         # the servers, whose interceptors and the gateway's hooks use it.
         tracing = await self._observe(stack)
+
+        def observing(**kw: Any) -> list[grpc.aio.ServerInterceptor]:
+            return [ServerObservability(tracing, **kw)] if tracing is not None else []
+
         # The internal endpoint binds first: its port goes into presence records.
         internal = self._server_for(
-            interceptors=[ServerObservability(tracing), InternalAuthInterceptor(secret)],
+            interceptors=[*observing(), InternalAuthInterceptor(secret)],
             options=[("grpc.so_reuseport", 0)],
         )
         self.internal_port = self._bind(internal, cfg.internal_listen)
@@ -259,7 +263,10 @@ class CloudNode:
             config=self._tunnel_config,
             on_session=self._sync.on_session,
             next_epoch=self.presence.next_epoch,
-            hooks=[TunnelClientHook(tracing), *([self.census] if cfg.census_rate > 0 else [])],
+            hooks=[
+                *([TunnelClientHook(tracing)] if tracing is not None else []),
+                *([self.census] if cfg.census_rate > 0 else []),
+            ],
             check_hello=self._check_release,
             max_tunnels_per_credential=cfg.max_tunnels_per_credential,
             liveness_probe=cfg.liveness_probe_seconds,
@@ -291,7 +298,9 @@ class CloudNode:
             node_id=cfg.node_id,
             secret=secret,
             peer_credentials=peer_creds,
-            peer_interceptors=lambda address: client_interceptors(tracing, peer=address),
+            peer_interceptors=None
+            if tracing is None
+            else lambda address: client_interceptors(tracing, peer=address),
         )
         stack.push_async_callback(self.router.close)
         self.readstore = await ReadStore.open(
@@ -335,8 +344,10 @@ class CloudNode:
                 credentials=store,
                 revocations=self.revocations,
                 gateway=self.gateway,
-                traces=TraceLookup(
-                    self._span_store(),
+                traces=None
+                if self.spans is None
+                else TraceLookup(
+                    self.spans,
                     presence=self.presence,
                     router=self.router,
                     node_id=cfg.node_id,
@@ -352,7 +363,7 @@ class CloudNode:
         # outer message cannot make the node parse (and hold) more than that.
         tunnel_limit = self._tunnel_config.max_inbound_outer_message_bytes
         server = self._server_for(
-            interceptors=[ServerObservability(tracing, return_request_id=True)],
+            interceptors=observing(return_request_id=True),
             options=[
                 ("grpc.so_reuseport", 0),
                 *_KEEPALIVE,
@@ -376,7 +387,7 @@ class CloudNode:
         # Release images travel whole in PushRelease/GetRelease (up to 32 MiB): the registry
         # has a server of its own with that limit.
         registry_server = self._server_for(
-            interceptors=[ServerObservability(tracing)],
+            interceptors=observing(),
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", REGISTRY_MAX_MESSAGE_BYTES),
@@ -422,10 +433,16 @@ class CloudNode:
             node_address,
         )
 
-    async def _observe(self, stack: contextlib.AsyncExitStack) -> Tracing:
+    async def _observe(self, stack: contextlib.AsyncExitStack) -> Tracing | None:
         """The node's tracing (spans kept in its database) and its ``/metrics`` endpoint."""
         cfg = self.config
         obs = cfg.observability
+        if obs.metrics_listen:
+            self.metrics = MetricsServer(obs.metrics_listen, token_file=obs.metrics_token_file)
+            await self.metrics.start()
+            stack.push_async_callback(self.metrics.stop)
+        if not obs.enabled:
+            return None
         engine = create_engine(cfg.traces_url)
         stack.push_async_callback(engine.dispose)
         await migrate_traces(engine)
@@ -440,15 +457,7 @@ class CloudNode:
         )
         self.tracing.start()
         stack.push_async_callback(self.tracing.shutdown)
-        if obs.metrics_listen:
-            self.metrics = MetricsServer(obs.metrics_listen, token_file=obs.metrics_token_file)
-            await self.metrics.start()
-            stack.push_async_callback(self.metrics.stop)
         return self.tracing
-
-    def _span_store(self) -> NodeSpanStore:
-        assert self.spans is not None
-        return self.spans
 
     def _server_for(self, **kwargs: Any) -> grpc.aio.Server:
         """A ``grpc.aio`` server that the exit stack stops at once if the start fails.

@@ -161,7 +161,7 @@ class _Hospital:
         data_dir: Path,
         server: TunnelServer,
         *,
-        tracing: Tracing,
+        tracing: Tracing | None,
         edge_id: str,
     ) -> None:
         # Nothing touches the data directory before start() has checked it.
@@ -170,10 +170,9 @@ class _Hospital:
             hospital_id=profile.hospital_id,
             stores=[StoreSlot(LEDGER_STORE, "ledger.db"), StoreSlot(TASK_STORE, "tasks.db")],
         )
-        self.adapter: HisAdapter = observed(
-            make_adapter(dialect_settings(profile, **config.adapter_overrides)),
-            tracing,
-            edge_id=edge_id,
+        adapter = make_adapter(dialect_settings(profile, **config.adapter_overrides))
+        self.adapter: HisAdapter = (
+            adapter if tracing is None else observed(adapter, tracing, edge_id=edge_id)
         )
         self.ledger = Ledger.open(self.data.store_path(LEDGER_STORE.name))
         self.task_store = TaskStore.open(self.data.store_path(TASK_STORE.name))
@@ -293,7 +292,7 @@ class EdgeApp:
             otlp_endpoint=obs.otlp_endpoint,
         )
         self.metrics: MetricsServer | None = None
-        self.server = TunnelServer(hooks=[TunnelServerHook(self.tracing)])
+        self.server = TunnelServer(hooks=[TunnelServerHook(self.tracing)] if obs.enabled else [])
         profile = config.profile
         self._parts: _Hospital | None = None
         if profile is not None:
@@ -303,7 +302,7 @@ class EdgeApp:
                 profile,
                 config.data_dir,
                 self.server,
-                tracing=self.tracing,
+                tracing=self.tracing if obs.enabled else None,
                 edge_id=self.edge_id,
             )
         admin_pb2_grpc.add_EdgeAdminServiceServicer_to_server(
@@ -314,7 +313,7 @@ class EdgeApp:
                 components=self._components,
                 profile=profile,
                 queue_stats=self._parts.queue.stats if self._parts is not None else None,
-                spans=self.spans,
+                spans=self.spans if obs.enabled else None,
             ),
             self.server,
         )
@@ -434,11 +433,12 @@ class EdgeApp:
 
     async def _observe(self) -> None:
         """Opens the span ring (after the data directory's checks) and ``/metrics``."""
-        await asyncio.to_thread(self.spans.open)
-        self._stack.callback(self.spans.close)
-        self.tracing.start()
-        self._stack.push_async_callback(self.tracing.shutdown)
         obs = self.config.observability
+        if obs.enabled:
+            await asyncio.to_thread(self.spans.open)
+            self._stack.callback(self.spans.close)
+            self.tracing.start()
+            self._stack.push_async_callback(self.tracing.shutdown)
         if obs.metrics_listen:
             self.metrics = MetricsServer(obs.metrics_listen, token_file=obs.metrics_token_file)
             await self.metrics.start()

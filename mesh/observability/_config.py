@@ -18,6 +18,9 @@ __all__ = ["ObservabilityConfig"]
 class ObservabilityConfig:
     """Metrics endpoint, span storage and export."""
 
+    enabled: bool = True
+    """Spans and RPC metrics at all; ``false`` installs no interceptor or hook (the
+    baseline of ``bench.observability``; LookupTrace then answers UNIMPLEMENTED)."""
     metrics_listen: str = ""
     """``HOST:PORT`` of ``GET /metrics``; "" serves none. Off loopback it needs
     ``metrics_token_file``."""

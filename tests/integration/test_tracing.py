@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -172,7 +173,8 @@ async def test_one_trace_id_from_the_caller_to_the_his_and_back(
             assert any(f"/*traceparent='00-{trace_id}-" in s for s in statements), statements
         else:
             carried = [r.traceparent for r in c.his.request_log]
-            assert carried and all(t.startswith(f"00-{trace_id}-") for t in carried), carried
+            assert carried
+            assert all(t.startswith(f"00-{trace_id}-") for t in carried), carried
 
         answer = await _lookup(c, trace_id)
         spans = list(answer.spans)
@@ -181,11 +183,13 @@ async def test_one_trace_id_from_the_caller_to_the_his_and_back(
         assert (operations_pb2.SPAN_TIER_CLOUD, "node-b") in nodes
         assert (operations_pb2.SPAN_TIER_EDGE, "edge-test") in nodes
         his_spans = [s for s in spans if s.tier == operations_pb2.SPAN_TIER_HIS]
-        assert his_spans and all(s.service == "his" for s in his_spans)
+        assert his_spans
+        assert all(s.service == "his" for s in his_spans)
         # One tree: every span's parent is in the trace except the caller's.
         ids = {s.span_id for s in spans}
         roots = [s for s in spans if s.parent_span_id not in ids]
-        assert len(roots) == 1 and roots[0].node == "node-a", [(s.node, s.service, s.method, s.kind, s.span_id, s.parent_span_id) for s in spans]
+        assert len(roots) == 1, render_trace(answer)
+        assert roots[0].node == "node-a"
         assert roots[0].parent_span_id == traceparent.split("-")[2]
         assert answer.complete
         # The chain of hops, from the HIS call back up to A's entry.
@@ -234,7 +238,8 @@ async def test_the_failing_hop_is_marked_and_the_request_id_is_returned(
             call = health.Check(health_pb2.HealthCheckRequest(), timeout=5)
             await call
             made = dict(await call.initial_metadata())[REQUEST_ID_KEY]
-            assert len(made) == 32 and made != trace_id
+            assert len(made) == 32
+            assert made != trace_id
             call = health.Check(
                 health_pb2.HealthCheckRequest(), metadata=(("traceparent", traceparent),), timeout=5
             )
@@ -256,3 +261,57 @@ async def test_the_failing_hop_is_marked_and_the_request_id_is_returned(
                     operations_pb2.LookupTraceRequest(trace_id="xyz"), metadata=md, timeout=10
                 )
             assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_tunnel_connect_refusal_and_drop_are_logged_with_request_id_and_bounded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from hplus.tunnel.v1 import tunnel_pb2_grpc
+    from mesh.logs import MaskingFilter, RequestIdFilter
+    from tests.integration.test_tunnel_cluster import edge, node_config
+
+    caplog.handler.addFilter(RequestIdFilter())
+    caplog.handler.addFilter(MaskingFilter())
+    caplog.set_level(logging.INFO, logger="mesh.tunnel")
+
+    def lines(start: str) -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage().startswith(start)]
+
+    async with CloudNode(node_config(tmp_path, "n1"), tunnel_config=FAST) as node:
+        assert node.credentials is not None
+        assert node.tls is not None
+        token = (await node.credentials.issue("h-001")).token
+        async with edge(node, "h-001", token) as dialer:
+            await asyncio.wait_for(dialer.connected.wait(), 10)
+            up = lines("tunnel up: hospital h-001, edge edge-a, connection 0")
+            assert len(up) == 1
+            assert len(up[0].request_id) == 32  # type: ignore[attr-defined]
+        # The edge went away: one line with the cause.
+        await until(lambda: bool(lines("tunnel down: hospital h-001")))
+        down = lines("tunnel down: hospital h-001")[0]
+        assert down.request_id == up[0].request_id  # type: ignore[attr-defined]
+        assert "after" in down.getMessage()
+
+        # A hello for another hospital than the credential's: refused, with the reason; the
+        # hospital id the peer sent is masked like any identifier in a line.
+        async with edge(node, "13800138000", token, edge_id="edge-x") as wrong:
+            await until(lambda: bool(lines("tunnel refused: hospital h-001")))
+            assert not wrong.connected.is_set()
+        refused = lines("tunnel refused: hospital h-001")[0].getMessage()
+        assert "PERMISSION_DENIED credential is not for hospital '138****8000'" in refused
+        assert "13800138000" not in refused
+
+        # A peer hammering with bad credentials gets a few lines, not one per attempt.
+        creds = grpc.ssl_channel_credentials(node.tls.ca_cert.read_bytes())
+        async with grpc.aio.secure_channel(f"localhost:{node.port}", creds) as channel:
+            stub = tunnel_pb2_grpc.TunnelServiceStub(channel)
+            for _ in range(30):
+                call = stub.Connect(iter(()), metadata=(("authorization", "Bearer nope"),))
+                with pytest.raises(grpc.aio.AioRpcError) as bad:
+                    async for _ in call:
+                        pass
+                assert bad.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        bad_lines = lines("tunnel refused from")
+        assert 1 <= len(bad_lines) <= 5
+        assert all(len(r.request_id) == 32 for r in bad_lines)  # type: ignore[attr-defined]
+    assert lines("draining 0 tunnel(s) on node n1")
