@@ -590,7 +590,7 @@ def _observability_from_file(doc: Mapping[str, object], path: Path, text: str) -
             kwargs[name] = section.get(name, bool, True)
         elif name == "max_spans":
             kwargs[name] = section.get(name, int, 0)
-        elif name == "span_retention_seconds":
+        elif name in ("span_retention_seconds", "span_sample_rate"):
             kwargs[name] = section.get(name, float, 0.0)
         else:
             kwargs[name] = section.get(name, str, "")

@@ -454,6 +454,7 @@ class CloudNode:
             node=cfg.node_id,
             sink=self.spans,
             otlp_endpoint=obs.otlp_endpoint,
+            sample_rate=obs.span_sample_rate,
         )
         self.tracing.start()
         stack.push_async_callback(self.tracing.shutdown)

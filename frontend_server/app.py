@@ -290,6 +290,7 @@ class EdgeApp:
             node=self.edge_id,
             sink=self.spans,
             otlp_endpoint=obs.otlp_endpoint,
+            sample_rate=obs.span_sample_rate,
         )
         self.metrics: MetricsServer | None = None
         self.server = TunnelServer(hooks=[TunnelServerHook(self.tracing)] if obs.enabled else [])

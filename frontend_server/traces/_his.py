@@ -13,7 +13,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Self, cast
 
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry import context as otel_context
+from opentelemetry.trace import SpanKind
 
 from frontend_server.adapters import (
     Capabilities,
@@ -63,7 +64,7 @@ class ObservedAdapter:
 
     def __init__(self, adapter: HisAdapter, tracing: Tracing, *, edge_id: str) -> None:
         self._adapter = adapter
-        self._tracer = tracing.tracer
+        self._tracing = tracing
         self._edge_id = edge_id
         self._calls: dict[str, Callable[..., Awaitable[Any]]] = {}
 
@@ -97,45 +98,47 @@ class ObservedAdapter:
         call = cast(Callable[..., Awaitable[Any]], attribute)
         dialect = self._adapter.dialect
         seconds = _SECONDS.labels(dialect, name)
-        tracer = self._tracer
+        tracing = self._tracing
         edge_id = self._edge_id
 
         @functools.wraps(call)
         async def observed_call(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
-            with tracer.start_as_current_span(
+            span = tracing.begin(
                 f"his.{name}",
-                kind=SpanKind.CLIENT,
+                SpanKind.CLIENT,
                 attributes={"his.dialect": dialect, "his.operation": name, "edge.id": edge_id},
-                record_exception=False,
-                set_status_on_exception=False,
-            ) as span:
-                try:
-                    return await call(*args, **kwargs)
-                except HisError as exc:
-                    kind = _kind(exc)
-                    _ERRORS.labels(dialect, name, kind).inc()
-                    span.set_attribute("his.error", kind)
-                    span.set_attribute("rpc.grpc.status_code", 14 if kind != "rejected" else 9)
-                    span.set_status(Status(StatusCode.ERROR, f"{kind}: {exc}"))
-                    if kind != "rejected":  # a business refusal is an answer, not a failure
-                        log.warning(
-                            "HIS %s call %s failed after %.3fs (%s): %s",
-                            dialect,
-                            name,
-                            time.perf_counter() - started,
-                            kind,
-                            exc,
-                        )
-                    raise
-                except Exception as exc:
-                    _ERRORS.labels(dialect, name, "other").inc()
-                    span.set_attribute("rpc.grpc.status_code", 13)
-                    span.set_status(Status(StatusCode.ERROR, f"other: {type(exc).__name__}"))
-                    log.warning("HIS %s call %s failed (%s)", dialect, name, type(exc).__name__)
-                    raise
-                finally:
-                    seconds.observe(time.perf_counter() - started)
+            )
+            token = otel_context.attach(span.current())
+            try:
+                result = await call(*args, **kwargs)
+            except HisError as exc:
+                kind = _kind(exc)
+                _ERRORS.labels(dialect, name, kind).inc()
+                span.attributes["his.error"] = kind
+                # A refusal is the HIS's answer (FAILED_PRECONDITION); anything else means
+                # the HIS did not serve the call (UNAVAILABLE).
+                span.end(9 if kind == "rejected" else 14, f"{kind}: {exc}")
+                if kind != "rejected":
+                    log.warning(
+                        "HIS %s call %s failed after %.3fs (%s): %s",
+                        dialect,
+                        name,
+                        time.perf_counter() - started,
+                        kind,
+                        exc,
+                    )
+                raise
+            except Exception as exc:
+                _ERRORS.labels(dialect, name, "other").inc()
+                span.end(13, f"other: {type(exc).__name__}")
+                log.warning("HIS %s call %s failed (%s)", dialect, name, type(exc).__name__)
+                raise
+            finally:
+                otel_context.detach(token)
+                seconds.observe(time.perf_counter() - started)
+            span.end(0)
+            return result
 
         self._calls[name] = observed_call
         return observed_call

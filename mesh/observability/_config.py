@@ -32,6 +32,10 @@ class ObservabilityConfig:
     traces_database_url: str | None = None
     """Node: SQLAlchemy URL of the span table; default ``<data_dir>/traces.db``. Nodes that
     share one database see each other's spans directly."""
+    span_sample_rate: float = 0.05
+    """Fraction of traces whose successful calls keep their spans (decided from the trace
+    id, so every process keeps the same traces; a sampled ``traceparent`` from a peer or
+    an operator is obeyed). Failed calls always keep theirs."""
     max_spans: int = 200_000
     """Spans kept locally at most (the oldest go first)."""
     span_retention_seconds: float = 7 * 24 * 3600.0
@@ -48,6 +52,10 @@ class ObservabilityConfig:
                     f"metrics_listen: {self.metrics_listen} is not a loopback address: "
                     "set metrics_token_file"
                 )
+        if not 0.0 <= self.span_sample_rate <= 1.0:
+            raise ValueError(
+                f"span_sample_rate: must be within [0, 1], got {self.span_sample_rate}"
+            )
         if self.max_spans < 100:
             raise ValueError(f"max_spans: must be >= 100, got {self.max_spans}")
         if self.span_retention_seconds <= 0:

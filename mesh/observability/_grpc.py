@@ -18,11 +18,10 @@ from typing import Any
 
 import grpc
 from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
 from mesh.observability._metrics import RPC_METRICS, counter
-from mesh.observability._tracing import Tracing, context_from_traceparent, traceparent_of
+from mesh.observability._tracing import CallSpan, Tracing, span_context_from_traceparent
 
 __all__ = [
     "REQUEST_ID_KEY",
@@ -66,11 +65,11 @@ def _header(metadata: Sequence[tuple[str, Any]] | None, key: str) -> str | None:
 
 
 def with_traceparent(
-    metadata: Sequence[tuple[str, Any]] | None, span: trace.Span
+    metadata: Sequence[tuple[str, Any]] | None, traceparent: str
 ) -> list[tuple[str, Any]]:
-    """``metadata`` with ``traceparent`` naming ``span`` (any earlier one replaced)."""
+    """``metadata`` with ``traceparent`` (any earlier one replaced)."""
     out = [(k, v) for k, v in metadata or () if k != "traceparent"]
-    out.append(("traceparent", traceparent_of(span)))
+    out.append(("traceparent", traceparent))
     return out
 
 
@@ -121,23 +120,30 @@ class ServerObservability(grpc.aio.ServerInterceptor):
         metadata = tuple(details.invocation_metadata or ())
         kind = _KIND[(bool(handler.request_streaming), bool(handler.response_streaming))]
         send_id = self._return_id and not method.startswith(self._skip)
-        tracer = self._tracing.tracer
+        tracing = self._tracing
         hospital_key = self._hospital_key
+        # An app's sampled flag is not obeyed (it could make us keep every trace); a peer
+        # node's or an operator's is.
+        honor = not self._return_id
 
-        def begin() -> tuple[trace.Span, object, Any, float]:
-            parent = context_from_traceparent(_header(metadata, "traceparent"))
-            attributes: dict[str, Any] = {"rpc.system": "grpc"}
+        def begin() -> tuple[CallSpan, object, Any, float]:
+            parent = span_context_from_traceparent(_header(metadata, "traceparent"))
+            attributes: dict[str, Any] = {}
             hospital = _header(metadata, hospital_key)
             if hospital:
                 attributes["hplus.hospital_id"] = hospital
-            span = tracer.start_span(
-                method.lstrip("/"), context=parent, kind=SpanKind.SERVER, attributes=attributes
+            span = tracing.begin(
+                method[1:],
+                SpanKind.SERVER,
+                parent=parent,
+                attributes=attributes,
+                honor_sampled=honor,
             )
-            token = otel_context.attach(trace.set_span_in_context(span))
+            token = otel_context.attach(span.current())
             return span, token, RPC_METRICS.started("server", kind, method), time.perf_counter()
 
         def end(
-            state: tuple[trace.Span, object, Any, float],
+            state: tuple[CallSpan, object, Any, float],
             context: grpc.aio.ServicerContext[Any, Any],
             failed: BaseException | None,
         ) -> None:
@@ -146,19 +152,18 @@ class ServerObservability(grpc.aio.ServerInterceptor):
             if failed is not None and code is grpc.StatusCode.OK:
                 code = grpc.StatusCode.UNKNOWN
             RPC_METRICS.handled(metric, code.name, time.perf_counter() - started)
-            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            message = ""
             if code is not grpc.StatusCode.OK:
                 details = context.details() if hasattr(context, "details") else ""
                 if isinstance(details, bytes):
                     details = details.decode("utf-8", "replace")
-                span.set_status(Status(StatusCode.ERROR, f"{code.name}: {details or ''}"))
-            span.end()
+                message = f"{code.name}: {details or ''}"
+            span.end(code.value[0], message)
             otel_context.detach(token)  # type: ignore[arg-type]
 
-        async def announce(context: grpc.aio.ServicerContext[Any, Any], span: trace.Span) -> None:
+        async def announce(context: grpc.aio.ServicerContext[Any, Any], span: CallSpan) -> None:
             if send_id:
-                trace_id = format(span.get_span_context().trace_id, "032x")
-                await context.send_initial_metadata(((REQUEST_ID_KEY, trace_id),))
+                await context.send_initial_metadata(((REQUEST_ID_KEY, span.trace_id),))
 
         inner: Any = (
             handler.unary_unary
@@ -229,10 +234,8 @@ class _ClientBase:
 
     def _begin(self, details: Any, kind: str) -> tuple[Any, Callable[[Any], None]]:
         method = details.method.decode() if isinstance(details.method, bytes) else details.method
-        span = self._tracing.tracer.start_span(
-            method.lstrip("/"),
-            kind=SpanKind.CLIENT,
-            attributes={"rpc.system": "grpc", "net.peer.name": self._peer},
+        span = self._tracing.begin(
+            method[1:], SpanKind.CLIENT, attributes={"net.peer.name": self._peer}
         )
         metric = RPC_METRICS.started("client", kind, method)
         started = time.perf_counter()
@@ -240,7 +243,7 @@ class _ClientBase:
         new = _Details(
             details.method,
             details.timeout,
-            grpc.aio.Metadata(*with_traceparent(details.metadata, span)),
+            grpc.aio.Metadata(*with_traceparent(details.metadata, span.traceparent())),
             details.credentials,
             details.wait_for_ready,
         )
@@ -256,10 +259,7 @@ class _ClientBase:
                 code = grpc.StatusCode.UNKNOWN
             RPC_METRICS.handled(metric, code.name, time.perf_counter() - started)
             _FORWARDED.labels(peer, code.name).inc()
-            span.set_attribute("rpc.grpc.status_code", code.value[0])
-            if code is not grpc.StatusCode.OK:
-                span.set_status(Status(StatusCode.ERROR, code.name))
-            span.end()
+            span.end(code.value[0], "" if code is grpc.StatusCode.OK else code.name)
 
         def done(call: Any) -> None:
             # An aio call's code() is a coroutine (immediate once the call is done).

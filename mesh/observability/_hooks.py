@@ -1,9 +1,9 @@
 """Tunnel call hooks: the trace context in the open frame, spans and RPC metrics per call.
 
-`TunnelClientHook` (cloud: on the gateway's channels) opens a CLIENT span per call, child
+`TunnelClientHook` (cloud: on the gateway's channels) starts a CLIENT span per call, child
 of whatever span is current in the caller (the patient API's, a forwarded call's), and
 puts its context in the ``open`` frame's ``trace`` (and ``traceparent`` metadata).
-`TunnelServerHook` (edge: on the ``TunnelServer``) opens the SERVER span from that context
+`TunnelServerHook` (edge: on the ``TunnelServer``) starts the SERVER span from that context
 and makes it current while the servicer, the rules and the adapter run, so their spans,
 log lines and the HIS request carry the same trace id.
 """
@@ -11,16 +11,14 @@ log lines and the HIS request carry the same trace id.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import grpc
 from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
 from hplus.tunnel.v1 import tunnel_pb2
 from mesh.observability._metrics import RPC_METRICS
-from mesh.observability._tracing import Tracing, context_from_traceparent, traceparent_of
+from mesh.observability._tracing import CallSpan, Tracing, span_context_from_traceparent
 from mesh.tunnel import CallHook, CallInfo
 
 __all__ = ["TunnelClientHook", "TunnelServerHook"]
@@ -32,34 +30,32 @@ _STARTED = "hplus.started"
 
 
 def _finish(call: CallInfo, code: grpc.StatusCode, details: str) -> None:
-    span: trace.Span = call.extra[_SPAN]  # type: ignore[assignment]
-    RPC_METRICS.handled(call.extra[_METRIC], code.name, time.perf_counter() - call.extra[_STARTED])  # type: ignore[arg-type,operator]  # fmt: skip
-    span.set_attribute("rpc.grpc.status_code", code.value[0])
-    if code is not grpc.StatusCode.OK:
-        span.set_status(Status(StatusCode.ERROR, f"{code.name}: {details}"))
-    span.end()
+    span = call.extra[_SPAN]
+    assert isinstance(span, CallSpan)
+    started = call.extra[_STARTED]
+    assert isinstance(started, float)
+    RPC_METRICS.handled(call.extra[_METRIC], code.name, time.perf_counter() - started)  # type: ignore[arg-type]
+    span.end(code.value[0], f"{code.name}: {details}" if code is not grpc.StatusCode.OK else "")
 
 
 class TunnelClientHook(CallHook):
     """Cloud side: a CLIENT span per tunnel call, its context sent in the open frame."""
 
     def __init__(self, tracing: Tracing) -> None:
-        self._tracer = tracing.tracer
+        self._tracing = tracing
 
     def on_start(self, call: CallInfo) -> None:
-        """Opens the span and writes its context into the call."""
-        attributes: dict[str, Any] = {
-            "rpc.system": "grpc",
-            "hplus.hospital_id": call.hospital_id,
-            "tunnel.session": call.session,
-        }
-        span = self._tracer.start_span(
-            call.method.lstrip("/"), kind=SpanKind.CLIENT, attributes=attributes
+        """Starts the span and writes its context into the call."""
+        span = self._tracing.begin(
+            call.method[1:],
+            SpanKind.CLIENT,
+            attributes={"hplus.hospital_id": call.hospital_id, "tunnel.session": call.session},
         )
-        parent = traceparent_of(span)
+        parent = span.traceparent()
         state = call.trace.tracestate if call.trace is not None else ""
         call.trace = tunnel_pb2.TraceContext(traceparent=parent, tracestate=state)
-        call.metadata[:] = [(k, v) for k, v in call.metadata if k != "traceparent"]
+        if any(k == "traceparent" for k, _ in call.metadata):
+            call.metadata[:] = [(k, v) for k, v in call.metadata if k != "traceparent"]
         call.metadata.append(("traceparent", parent))
         call.extra[_SPAN] = span
         call.extra[_METRIC] = RPC_METRICS.started("client", "unary", call.method)
@@ -75,19 +71,19 @@ class TunnelServerHook(CallHook):
     """Edge side: the SERVER span of each call, current while its servicer runs."""
 
     def __init__(self, tracing: Tracing) -> None:
-        self._tracer = tracing.tracer
+        self._tracing = tracing
 
     def on_start(self, call: CallInfo) -> None:
-        """Opens the span from the caller's trace context and makes it current."""
-        parent = context_from_traceparent(call.trace.traceparent if call.trace else None)
-        span = self._tracer.start_span(
-            call.method.lstrip("/"),
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={"rpc.system": "grpc", "hplus.hospital_id": call.hospital_id},
+        """Starts the span from the caller's trace context and makes it current."""
+        parent = span_context_from_traceparent(call.trace.traceparent if call.trace else None)
+        span = self._tracing.begin(
+            call.method[1:],
+            SpanKind.SERVER,
+            parent=parent,
+            attributes={"hplus.hospital_id": call.hospital_id},
         )
         call.extra[_SPAN] = span
-        call.extra[_TOKEN] = otel_context.attach(trace.set_span_in_context(span))
+        call.extra[_TOKEN] = otel_context.attach(span.current())
         call.extra[_METRIC] = RPC_METRICS.started("server", "unary", call.method)
         call.extra[_STARTED] = time.perf_counter()
 

@@ -17,6 +17,8 @@ import contextlib
 import dataclasses
 import json
 import logging
+import random
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -24,16 +26,20 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from mesh.logs import mask_identifiers
 from mesh.observability._metrics import counter
 
 __all__ = [
+    "CallSpan",
     "SpanRecord",
     "SpanSink",
     "Tracing",
     "context_from_traceparent",
+    "span_context_from_traceparent",
     "traceparent_of",
     "valid_trace_id",
 ]
@@ -51,6 +57,10 @@ _KINDS = {
     SpanKind.PRODUCER: "producer",
     SpanKind.CONSUMER: "consumer",
 }
+
+
+_SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
+_NOT_SAMPLED = trace.TraceFlags(0)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -122,7 +132,13 @@ def traceparent_of(span: trace.Span) -> str:
 
 
 def context_from_traceparent(value: str | None) -> otel_context.Context | None:
-    """An OpenTelemetry context whose remote parent is ``value`` (None when malformed).
+    """An OpenTelemetry context whose remote parent is ``value`` (None when malformed)."""
+    remote = span_context_from_traceparent(value)
+    return None if remote is None else trace.set_span_in_context(trace.NonRecordingSpan(remote))
+
+
+def span_context_from_traceparent(value: str | None) -> trace.SpanContext | None:
+    """The remote span context ``value`` names (None when malformed).
 
     W3C rules: version ``00`` has exactly four fields; higher versions may append fields;
     ``ff`` is invalid; ids are lower-case hex and not all zero.
@@ -151,13 +167,12 @@ def context_from_traceparent(value: str | None) -> otel_context.Context | None:
         return None
     if any(c not in "0123456789abcdef" for c in span_id + version + flags):
         return None
-    remote = trace.SpanContext(
+    return trace.SpanContext(
         trace_id=int(trace_id, 16),
         span_id=parent,
         is_remote=True,
-        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED if sampled else 0),
+        trace_flags=_SAMPLED if sampled else _NOT_SAMPLED,
     )
-    return trace.set_span_in_context(trace.NonRecordingSpan(remote))
 
 
 def _record(span: ReadableSpan, node: str) -> SpanRecord:
@@ -217,6 +232,88 @@ class _QueueProcessor(SpanProcessor):
         return True
 
 
+class _PresetIds(RandomIdGenerator):
+    """Ids the SDK gives a span: the ones a `CallSpan` already sent downstream, if set."""
+
+    def __init__(self) -> None:
+        self.trace_id = 0
+        self.span_id = 0
+
+    def generate_span_id(self) -> int:
+        found, self.span_id = self.span_id, 0
+        return found or super().generate_span_id()
+
+    def generate_trace_id(self) -> int:
+        found, self.trace_id = self.trace_id, 0
+        return found or super().generate_trace_id()
+
+
+class CallSpan:
+    """A span of the call path whose SDK span is made only if it is kept.
+
+    Its ids exist from the start (they travel downstream in ``traceparent`` and name the
+    current span for log lines and children); when it ends, the SDK records it (start and
+    end times, parent, attributes, status) if the trace is sampled or the call failed, so
+    a failure is always traced and a success costs no span object unless sampled.
+    """
+
+    __slots__ = (
+        "_tracing",
+        "attributes",
+        "context",
+        "kind",
+        "name",
+        "parent",
+        "sampled",
+        "start_ns",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        tracing: Tracing,
+        name: str,
+        kind: SpanKind,
+        parent: trace.SpanContext | None,
+        attributes: dict[str, Any],
+        sampled: bool,
+    ) -> None:
+        self._tracing = tracing
+        self.name = name
+        self.kind = kind
+        self.parent = parent if parent is not None and parent.is_valid else None
+        self.attributes = attributes
+        self.sampled = sampled
+        self.start_ns = time.time_ns()
+        trace_id = self.parent.trace_id if self.parent is not None else random.getrandbits(128)
+        self.context = trace.SpanContext(
+            trace_id=trace_id or 1,
+            span_id=random.getrandbits(64) or 1,
+            is_remote=False,
+            trace_flags=_SAMPLED if sampled else _NOT_SAMPLED,
+        )
+
+    @property
+    def trace_id(self) -> str:
+        """The trace id (the request id), 32 hex digits."""
+        return format(self.context.trace_id, "032x")
+
+    def traceparent(self) -> str:
+        """The ``traceparent`` naming this span as the parent."""
+        ctx = self.context
+        flags = "01" if self.sampled else "00"
+        return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{flags}"
+
+    def current(self) -> otel_context.Context:
+        """An OpenTelemetry context in which this span is the current one."""
+        return trace.set_span_in_context(trace.NonRecordingSpan(self.context))
+
+    def end(self, code: int, message: str = "") -> None:
+        """Ends the span with a gRPC status code; records it if sampled or failed."""
+        if not self.sampled and code == 0:
+            return
+        self._tracing.record(self, code, message)
+
+
 class Tracing:
     """One process's tracer, span queue and flusher.
 
@@ -227,6 +324,8 @@ class Tracing:
         queue_capacity: ended spans waiting for the flusher, at most.
         flush_interval: seconds between flushes.
         otlp_endpoint: OTLP/gRPC collector address; "" for none.
+        sample_rate: fraction of traces whose successful calls are kept (decided from the
+            trace id, so every process keeps the same traces); failed calls always are.
     """
 
     def __init__(
@@ -238,13 +337,23 @@ class Tracing:
         queue_capacity: int = 20_000,
         flush_interval: float = 1.0,
         otlp_endpoint: str = "",
+        sample_rate: float = 1.0,
     ) -> None:
+        if not 0.0 <= sample_rate <= 1.0:
+            raise ValueError(f"sample_rate: must be within [0, 1], got {sample_rate}")
         self.node = node
+        self.sample_rate = sample_rate
+        self._threshold = int(sample_rate * (1 << 56))
+        self._ids = _PresetIds()
         self.sink = sink
         self._interval = flush_interval
         self.provider = TracerProvider(
             resource=Resource.create({"service.name": service, "service.instance.id": node}),
             shutdown_on_exit=False,
+            id_generator=self._ids,
+            # Which spans are kept is decided by `begin` / `CallSpan.end` (failures always):
+            # whatever reaches the SDK is recorded.
+            sampler=ALWAYS_ON,
         )
         self._queue = _QueueProcessor(node, queue_capacity)
         if sink is not None:
@@ -256,6 +365,69 @@ class Tracing:
         self._stop = asyncio.Event()
         self.stored = 0
         """Spans written to the sink so far."""
+
+    def sampled(self, trace_id: int) -> bool:
+        """Whether the successful calls of a trace are kept (from its low 56 bits)."""
+        return (trace_id & 0xFFFFFFFFFFFFFF) < self._threshold
+
+    def begin(
+        self,
+        name: str,
+        kind: SpanKind,
+        *,
+        parent: trace.SpanContext | None = None,
+        attributes: dict[str, Any] | None = None,
+        honor_sampled: bool = True,
+    ) -> CallSpan:
+        """Starts a `CallSpan`, child of ``parent`` (or of the current span), or a root.
+
+        Args:
+            name: the span's name.
+            kind: its kind.
+            parent: the remote parent (a caller's traceparent); default: the current span.
+            attributes: span attributes.
+            honor_sampled: keep the trace when the parent says it is sampled (false at the
+                public endpoint: an app must not make us keep every trace).
+        """
+        if parent is None:
+            found = trace.get_current_span().get_span_context()
+            parent = found if found.is_valid else None
+        if parent is not None:
+            sampled = (honor_sampled and parent.trace_flags.sampled) or self.sampled(
+                parent.trace_id
+            )
+        else:
+            sampled = False
+        span = CallSpan(self, name, kind, parent, attributes or {}, sampled)
+        if parent is None and self.sampled(span.context.trace_id):
+            span.sampled = True
+            span.context = trace.SpanContext(
+                span.context.trace_id, span.context.span_id, False, _SAMPLED
+            )
+        return span
+
+    def record(self, span: CallSpan, code: int, message: str) -> None:
+        """Makes the SDK span of a `CallSpan` that ended (the processors then keep it)."""
+        self._ids.trace_id = span.context.trace_id
+        self._ids.span_id = span.context.span_id
+        parent = (
+            trace.set_span_in_context(trace.NonRecordingSpan(span.parent))
+            if span.parent is not None
+            else otel_context.Context()
+        )
+        attributes = dict(span.attributes)
+        attributes["rpc.grpc.status_code"] = code
+        sdk_span = self.tracer.start_span(
+            span.name,
+            context=parent,
+            kind=span.kind,
+            attributes=attributes,
+            start_time=span.start_ns,
+        )
+        self._ids.trace_id = self._ids.span_id = 0
+        if code != 0:
+            sdk_span.set_status(Status(StatusCode.ERROR, message))
+        sdk_span.end()
 
     @property
     def pending(self) -> int:
