@@ -54,9 +54,10 @@ class TunnelClientHook(CallHook):
         parent = span.traceparent()
         state = call.trace.tracestate if call.trace is not None else ""
         call.trace = tunnel_pb2.TraceContext(traceparent=parent, tracestate=state)
+        # The open frame's trace field carries it; a caller's own traceparent (a forwarded
+        # call's metadata) must not reach the edge beside it.
         if any(k == "traceparent" for k, _ in call.metadata):
             call.metadata[:] = [(k, v) for k, v in call.metadata if k != "traceparent"]
-        call.metadata.append(("traceparent", parent))
         call.extra[_SPAN] = span
         call.extra[_METRIC] = RPC_METRICS.started("client", "unary", call.method)
         call.extra[_STARTED] = time.perf_counter()

@@ -14,11 +14,16 @@ the gRPC metrics are those of the gRPC ecosystem's Prometheus middleware
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 __all__ = [
@@ -91,31 +96,34 @@ def collect_with(collect: Callable[[], Iterable[Metric]]) -> Callable[[], None]:
     return lambda: REGISTRY.unregister(collector)
 
 
+class _Rpc:
+    """Counts of one (side, type, method): plain integers, read at scrape time."""
+
+    __slots__ = ("buckets", "codes", "count", "labels", "started", "total")
+
+    def __init__(self, labels: tuple[str, str, str]) -> None:
+        self.labels = labels
+        self.started = 0
+        self.codes: dict[str, int] = {}
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.count = 0
+        self.total = 0.0
+
+
 class RpcMetrics:
-    """The gRPC ecosystem's RPC metrics, server and client side, with cached label sets."""
+    """The gRPC ecosystem's RPC metrics, server and client side.
+
+    ``grpc_{server,client}_started_total``, ``grpc_{server,client}_handled_total`` (with
+    ``grpc_code``) and ``grpc_{server,client}_handling_seconds`` (histogram), labelled
+    ``grpc_type``, ``grpc_service``, ``grpc_method``. Counted in plain integers on the
+    call path (every call of a process passes here: a locked metric object per increment
+    would cost more than the rest of the observability) and turned into Prometheus
+    families when scraped.
+    """
 
     def __init__(self) -> None:
-        labels = ["grpc_type", "grpc_service", "grpc_method"]
-        self.server_started = counter(
-            "grpc_server_started_total", "RPCs started on the server", labels
-        )
-        self.server_handled = counter(
-            "grpc_server_handled_total", "RPCs completed on the server", [*labels, "grpc_code"]
-        )
-        self.server_seconds = histogram(
-            "grpc_server_handling_seconds", "Server-side RPC latency", labels
-        )
-        self.client_started = counter(
-            "grpc_client_started_total", "RPCs started by clients", labels
-        )
-        self.client_handled = counter(
-            "grpc_client_handled_total", "RPCs completed by clients", [*labels, "grpc_code"]
-        )
-        self.client_seconds = histogram(
-            "grpc_client_handling_seconds", "Client-side RPC latency", labels
-        )
-        self._children: dict[tuple[str, ...], tuple[Any, Any]] = {}
-        self._handled: dict[tuple[str, ...], Any] = {}
+        self._rpcs: dict[tuple[str, str, str], _Rpc] = {}
+        collect_with(self._collect)
 
     @staticmethod
     def split(method: str) -> tuple[str, str]:
@@ -124,36 +132,54 @@ class RpcMetrics:
         service, _, name = rest.partition("/")
         return service or "unknown", name or "unknown"
 
-    def started(self, side: str, kind: str, method: str) -> tuple[Any, str, str, str]:
+    def started(self, side: str, kind: str, method: str) -> _Rpc:
         """Counts a started RPC; returns what `handled` needs."""
         key = (side, kind, method)
-        found = self._children.get(key)
-        if found is None:
-            service, name = self.split(method)
-            started, seconds = (
-                (self.server_started, self.server_seconds)
-                if side == "server"
-                else (self.client_started, self.client_seconds)
-            )
-            found = (
-                started.labels(kind, service, name),
-                seconds.labels(kind, service, name),
-            )
-            self._children[key] = found
-        found[0].inc()
-        return found[1], side, kind, method
+        rpc = self._rpcs.get(key)
+        if rpc is None:
+            rpc = self._rpcs[key] = _Rpc(key)
+        rpc.started += 1
+        return rpc
 
-    def handled(self, token: tuple[Any, str, str, str], code: str, seconds: float) -> None:
+    def handled(self, rpc: _Rpc, code: str, seconds: float) -> None:
         """Counts a completed RPC with its status code name and latency."""
-        histogram_child, side, kind, method = token
-        histogram_child.observe(seconds)
-        key = (side, kind, method, code)
-        child = self._handled.get(key)
-        if child is None:
-            service, name = self.split(method)
-            metric = self.server_handled if side == "server" else self.client_handled
-            child = self._handled[key] = metric.labels(kind, service, name, code)
-        child.inc()
+        rpc.codes[code] = rpc.codes.get(code, 0) + 1
+        rpc.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        rpc.count += 1
+        rpc.total += seconds
+
+    def _collect(self) -> Iterable[Metric]:
+        out: list[Metric] = []
+        for side in ("server", "client"):
+            labels = ["grpc_type", "grpc_service", "grpc_method"]
+            started = CounterMetricFamily(
+                f"grpc_{side}_started", f"RPCs started ({side} side)", labels=labels
+            )
+            handled = CounterMetricFamily(
+                f"grpc_{side}_handled",
+                f"RPCs completed ({side} side)",
+                labels=[*labels, "grpc_code"],
+            )
+            seconds = HistogramMetricFamily(
+                f"grpc_{side}_handling_seconds", f"RPC latency ({side} side)", labels=labels
+            )
+            for (where, kind, method), rpc in list(self._rpcs.items()):
+                if where != side:
+                    continue
+                service, name = self.split(method)
+                values = [kind, service, name]
+                started.add_metric(values, rpc.started)
+                for code, count in list(rpc.codes.items()):
+                    handled.add_metric([*values, code], count)
+                cumulative, buckets = 0, []
+                for bound, n in zip(
+                    [*(str(b) for b in LATENCY_BUCKETS), "+Inf"], rpc.buckets, strict=True
+                ):
+                    cumulative += n
+                    buckets.append((bound, cumulative))
+                seconds.add_metric(values, buckets, rpc.total)
+            out += [started, handled, seconds]
+        return out
 
 
 RPC_METRICS = RpcMetrics()
