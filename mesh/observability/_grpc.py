@@ -21,7 +21,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind
 
 from mesh.observability._metrics import RPC_METRICS, counter
-from mesh.observability._tracing import CallSpan, Tracing, span_context_from_traceparent
+from mesh.observability._tracing import CallSpan, Tracing, parse_traceparent
 
 __all__ = [
     "REQUEST_ID_KEY",
@@ -127,7 +127,7 @@ class ServerObservability(grpc.aio.ServerInterceptor):
         honor = not self._return_id
 
         def begin() -> tuple[CallSpan, object, Any, float]:
-            parent = span_context_from_traceparent(_header(metadata, "traceparent"))
+            parent = parse_traceparent(_header(metadata, "traceparent"))
             attributes: dict[str, Any] = {}
             hospital = _header(metadata, hospital_key)
             if hospital:
@@ -163,7 +163,7 @@ class ServerObservability(grpc.aio.ServerInterceptor):
 
         async def announce(context: grpc.aio.ServicerContext[Any, Any], span: CallSpan) -> None:
             if send_id:
-                await context.send_initial_metadata(((REQUEST_ID_KEY, span.trace_id),))
+                await context.send_initial_metadata(((REQUEST_ID_KEY, span.trace_hex),))
 
         inner: Any = (
             handler.unary_unary

@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanKind
 
 from hplus.tunnel.v1 import tunnel_pb2
 from mesh.observability._metrics import RPC_METRICS
-from mesh.observability._tracing import CallSpan, Tracing, span_context_from_traceparent
+from mesh.observability._tracing import CallSpan, Tracing, parse_traceparent
 from mesh.tunnel import CallHook, CallInfo
 
 __all__ = ["TunnelClientHook", "TunnelServerHook"]
@@ -76,7 +76,7 @@ class TunnelServerHook(CallHook):
 
     def on_start(self, call: CallInfo) -> None:
         """Starts the span from the caller's trace context and makes it current."""
-        parent = span_context_from_traceparent(call.trace.traceparent if call.trace else None)
+        parent = parse_traceparent(call.trace.traceparent if call.trace else None)
         span = self._tracing.begin(
             call.method[1:],
             SpanKind.SERVER,

@@ -39,6 +39,7 @@ __all__ = [
     "SpanSink",
     "Tracing",
     "context_from_traceparent",
+    "parse_traceparent",
     "span_context_from_traceparent",
     "traceparent_of",
     "valid_trace_id",
@@ -137,8 +138,11 @@ def context_from_traceparent(value: str | None) -> otel_context.Context | None:
     return None if remote is None else trace.set_span_in_context(trace.NonRecordingSpan(remote))
 
 
-def span_context_from_traceparent(value: str | None) -> trace.SpanContext | None:
-    """The remote span context ``value`` names (None when malformed).
+_HEX = frozenset("0123456789abcdef")
+
+
+def parse_traceparent(value: str | None) -> tuple[int, int, bool] | None:
+    """(trace id, parent span id, sampled) of a ``traceparent``; None when malformed.
 
     W3C rules: version ``00`` has exactly four fields; higher versions may append fields;
     ``ff`` is invalid; ids are lower-case hex and not all zero.
@@ -153,26 +157,25 @@ def span_context_from_traceparent(value: str | None) -> trace.SpanContext | None
         len(version) != 2
         or version == "ff"
         or (version == "00" and len(parts) != 4)
-        or not valid_trace_id(trace_id)
+        or len(trace_id) != 32
         or len(span_id) != 16
-        or span_id == "0" * 16
         or len(flags) != 2
+        or not _HEX.issuperset(version + trace_id + span_id + flags)
     ):
         return None
-    try:
-        int(version, 16)
-        parent = int(span_id, 16)
-        sampled = int(flags, 16) & 1
-    except ValueError:
+    tid, sid = int(trace_id, 16), int(span_id, 16)
+    if not tid or not sid:
         return None
-    if any(c not in "0123456789abcdef" for c in span_id + version + flags):
+    return tid, sid, bool(int(flags, 16) & 1)
+
+
+def span_context_from_traceparent(value: str | None) -> trace.SpanContext | None:
+    """The remote span context ``value`` names (None when malformed; see `parse_traceparent`)."""
+    found = parse_traceparent(value)
+    if found is None:
         return None
-    return trace.SpanContext(
-        trace_id=int(trace_id, 16),
-        span_id=parent,
-        is_remote=True,
-        trace_flags=_SAMPLED if sampled else _NOT_SAMPLED,
-    )
+    tid, sid, sampled = found
+    return trace.SpanContext(tid, sid, True, _SAMPLED if sampled else _NOT_SAMPLED)
 
 
 def _record(span: ReadableSpan, node: str) -> SpanRecord:
@@ -254,18 +257,14 @@ class CallSpan:
     Its ids exist from the start (they travel downstream in ``traceparent`` and name the
     current span for log lines and children); when it ends, the SDK records it (start and
     end times, parent, attributes, status) if the trace is sampled or the call failed, so
-    a failure is always traced and a success costs no span object unless sampled.
+    a failure is always traced and a success costs no span object unless sampled. Ids are
+    kept as plain integers and hex text: OpenTelemetry's ``SpanContext`` is made only when
+    the span becomes current or is recorded.
     """
 
     __slots__ = (
-        "_tracing",
-        "attributes",
-        "context",
-        "kind",
-        "name",
-        "parent",
-        "sampled",
-        "start_ns",
+        "_tracing", "attributes", "kind", "name", "parent_id", "sampled", "span_id",
+        "start_ns", "trace_hex", "trace_id",
     )  # fmt: skip
 
     def __init__(
@@ -273,35 +272,32 @@ class CallSpan:
         tracing: Tracing,
         name: str,
         kind: SpanKind,
-        parent: trace.SpanContext | None,
+        trace_id: int,
+        parent_id: int,
         attributes: dict[str, Any],
         sampled: bool,
     ) -> None:
         self._tracing = tracing
         self.name = name
         self.kind = kind
-        self.parent = parent if parent is not None and parent.is_valid else None
+        self.trace_id = trace_id
+        self.trace_hex = "%032x" % trace_id  # noqa: UP031  (the fastest way to hex it)
+        self.span_id = random.getrandbits(64) or 1
+        self.parent_id = parent_id
         self.attributes = attributes
         self.sampled = sampled
         self.start_ns = time.time_ns()
-        trace_id = self.parent.trace_id if self.parent is not None else random.getrandbits(128)
-        self.context = trace.SpanContext(
-            trace_id=trace_id or 1,
-            span_id=random.getrandbits(64) or 1,
-            is_remote=False,
-            trace_flags=_SAMPLED if sampled else _NOT_SAMPLED,
-        )
-
-    @property
-    def trace_id(self) -> str:
-        """The trace id (the request id), 32 hex digits."""
-        return format(self.context.trace_id, "032x")
 
     def traceparent(self) -> str:
         """The ``traceparent`` naming this span as the parent."""
-        ctx = self.context
-        flags = "01" if self.sampled else "00"
-        return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{flags}"
+        return f"00-{self.trace_hex}-{self.span_id:016x}-{'01' if self.sampled else '00'}"
+
+    @property
+    def context(self) -> trace.SpanContext:
+        """This span's OpenTelemetry span context."""
+        return trace.SpanContext(
+            self.trace_id, self.span_id, False, _SAMPLED if self.sampled else _NOT_SAMPLED
+        )
 
     def current(self) -> otel_context.Context:
         """An OpenTelemetry context in which this span is the current one."""
@@ -375,7 +371,7 @@ class Tracing:
         name: str,
         kind: SpanKind,
         *,
-        parent: trace.SpanContext | None = None,
+        parent: tuple[int, int, bool] | None = None,
         attributes: dict[str, Any] | None = None,
         honor_sampled: bool = True,
     ) -> CallSpan:
@@ -384,35 +380,34 @@ class Tracing:
         Args:
             name: the span's name.
             kind: its kind.
-            parent: the remote parent (a caller's traceparent); default: the current span.
+            parent: the remote parent (`parse_traceparent` of a caller's header); default:
+                the current span.
             attributes: span attributes.
             honor_sampled: keep the trace when the parent says it is sampled (false at the
                 public endpoint: an app must not make us keep every trace).
         """
         if parent is None:
             found = trace.get_current_span().get_span_context()
-            parent = found if found.is_valid else None
+            if found.is_valid:
+                parent = (found.trace_id, found.span_id, found.trace_flags.sampled)
         if parent is not None:
-            sampled = (honor_sampled and parent.trace_flags.sampled) or self.sampled(
-                parent.trace_id
-            )
-        else:
-            sampled = False
-        span = CallSpan(self, name, kind, parent, attributes or {}, sampled)
-        if parent is None and self.sampled(span.context.trace_id):
-            span.sampled = True
-            span.context = trace.SpanContext(
-                span.context.trace_id, span.context.span_id, False, _SAMPLED
-            )
-        return span
+            trace_id, parent_id, flagged = parent
+            sampled = (honor_sampled and flagged) or self.sampled(trace_id)
+            return CallSpan(self, name, kind, trace_id, parent_id, attributes or {}, sampled)
+        trace_id = random.getrandbits(128) or 1
+        return CallSpan(self, name, kind, trace_id, 0, attributes or {}, self.sampled(trace_id))
 
     def record(self, span: CallSpan, code: int, message: str) -> None:
         """Makes the SDK span of a `CallSpan` that ended (the processors then keep it)."""
-        self._ids.trace_id = span.context.trace_id
-        self._ids.span_id = span.context.span_id
+        self._ids.trace_id = span.trace_id
+        self._ids.span_id = span.span_id
         parent = (
-            trace.set_span_in_context(trace.NonRecordingSpan(span.parent))
-            if span.parent is not None
+            trace.set_span_in_context(
+                trace.NonRecordingSpan(
+                    trace.SpanContext(span.trace_id, span.parent_id, True, _NOT_SAMPLED)
+                )
+            )
+            if span.parent_id
             else otel_context.Context()
         )
         attributes = dict(span.attributes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import secrets
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -493,7 +494,13 @@ def _call(args: argparse.Namespace) -> int:
     request = _request(args.request, request_cls, method.input_type.full_name)
     target, creds, secret = _internal(args)
     path = f"/{method.containing_service.full_name}/{method.name}"
-    metadata = ((ROUTE_KEY, args.hospital_id), (INTERNAL_AUTH_KEY, secret))
+    # An operator's call is traced whole (sampled): `hplus trace` shows it afterwards.
+    trace_id = secrets.token_hex(16)
+    metadata = (
+        (ROUTE_KEY, args.hospital_id),
+        (INTERNAL_AUTH_KEY, secret),
+        ("traceparent", f"00-{trace_id}-{secrets.token_hex(8)}-01"),
+    )
 
     def show(message: Any) -> None:
         print(
@@ -526,5 +533,8 @@ def _call(args: argparse.Namespace) -> int:
     try:
         run_on_node(target, creds, invoke, hint=_NODE_HINT)
     except errors.StatusError as err:
-        raise failure(f"{method.full_name} on {args.hospital_id} via {target}", err) from None
+        found = failure(f"{method.full_name} on {args.hospital_id} via {target}", err)
+        found.message += f"\n  request id: {trace_id} (hplus trace {trace_id})"
+        raise found from None
+    print(f"request id: {trace_id} (hplus trace {trace_id})", file=sys.stderr)
     return 0
