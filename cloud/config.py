@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mesh.config import ConfigError, Section, load_toml
 from mesh.net import parse_hostport
-from mesh.observability import ObservabilityConfig
+from mesh.observability_config import ObservabilityConfig
 from mesh.tunnel import TunnelConfig
 
 __all__ = ["AccountsConfig", "NodeConfig", "SyncConfig", "TlsMode", "parse_listen", "parse_rate"]
@@ -597,8 +597,10 @@ def _observability_from_file(doc: Mapping[str, object], path: Path, text: str) -
     try:
         return {"observability": ObservabilityConfig(**kwargs)} if kwargs else {}  # type: ignore[arg-type]
     except ValueError as err:
-        key = str(err).split(":", 1)[0]
-        raise section.error(key if key in fields else None, str(err)) from None
+        key, _, why = str(err).partition(": ")
+        if key in fields:
+            raise section.error(key, why) from None
+        raise section.error(None, str(err)) from None
 
 
 def _partitions_from_file(doc: Mapping[str, object], path: Path, text: str) -> dict[str, object]:

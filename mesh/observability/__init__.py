@@ -15,7 +15,6 @@ Log lines (request id, JSON, masking, per-peer limits) are in `mesh.logs`.
 
 from __future__ import annotations
 
-from mesh.observability._config import ObservabilityConfig
 from mesh.observability._grpc import (
     REQUEST_ID_KEY,
     ServerObservability,
@@ -24,7 +23,7 @@ from mesh.observability._grpc import (
     with_traceparent,
 )
 from mesh.observability._hooks import TunnelClientHook, TunnelServerHook
-from mesh.observability._http import MetricsServer, is_loopback
+from mesh.observability._http import MetricsServer
 from mesh.observability._metrics import (
     LATENCY_BUCKETS,
     RPC_METRICS,
@@ -44,6 +43,7 @@ from mesh.observability._tracing import (
     valid_trace_id,
 )
 from mesh.observability._tunnels import watch_gateway
+from mesh.observability_config import ObservabilityConfig, is_loopback
 
 __all__ = [
     "LATENCY_BUCKETS",

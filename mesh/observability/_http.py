@@ -10,7 +10,6 @@ unauthenticated by accident.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 from pathlib import Path
 
@@ -20,20 +19,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from mesh.logs import PeerLimitedLog
 from mesh.net import parse_hostport
 from mesh.observability._metrics import registry
+from mesh.observability_config import is_loopback
 
-__all__ = ["MetricsServer", "is_loopback"]
+__all__ = ["MetricsServer"]
 
 log = logging.getLogger(__name__)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback address or ``localhost``."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class MetricsServer:

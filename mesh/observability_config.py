@@ -1,17 +1,28 @@
 """Settings of a process's observability.
 
-``[observability]`` of the node's file; the edge's flags.
+``[observability]`` of the node's file; the edge's flags. A module of its own, light to
+import (configuration is loaded before anything heavy).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from pathlib import Path
 
 from mesh.net import parse_hostport
-from mesh.observability._http import is_loopback
 
-__all__ = ["ObservabilityConfig"]
+__all__ = ["ObservabilityConfig", "is_loopback"]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address or ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
