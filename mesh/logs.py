@@ -8,7 +8,7 @@
   ``-`` outside any call;
 * `MaskingFilter`: mobile numbers and resident ID numbers in the message are masked
   (``138****8000``, ``1101**********1234``) whatever code wrote them;
-* the text format (``... [request_id] logger: message``) or, with ``format="json"``,
+* the text format (``time LEVEL logger: message request_id=…``) or, with ``format="json"``,
   `JsonFormatter` (one object per line: ``time``, ``level``, ``logger``, ``message``,
   ``request_id``, and ``exc`` when there is a traceback).
 
@@ -36,6 +36,7 @@ __all__ = [
     "MaskingFilter",
     "PeerLimitedLog",
     "RequestIdFilter",
+    "TextFormatter",
     "bind_request_id",
     "configure_logging",
     "current_request_id",
@@ -118,7 +119,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
-_TEXT = "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: message request_id=…`` (the id only when there is one).
+
+    The id goes last so the line's start keeps the form tools parse.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of text."""
+        line = super().format(record)
+        request_id = getattr(record, "request_id", "-")
+        if request_id == "-":
+            return line
+        head, sep, tail = line.partition("\n")  # a traceback follows the first line
+        return f"{head} request_id={request_id}{sep}{tail}"
 
 
 def configure_logging(
@@ -142,7 +159,7 @@ def configure_logging(
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(RequestIdFilter())
     handler.addFilter(MaskingFilter())
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(_TEXT))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler._hplus = True  # type: ignore[attr-defined]
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_hplus", False)]:

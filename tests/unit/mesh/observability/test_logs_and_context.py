@@ -31,6 +31,7 @@ def test_public_surfaces_are_pinned() -> None:
         "MaskingFilter",
         "PeerLimitedLog",
         "RequestIdFilter",
+        "TextFormatter",
         "bind_request_id",
         "configure_logging",
         "current_request_id",
@@ -88,6 +89,18 @@ def test_json_lines_are_one_object_with_the_request_id_and_masked_text() -> None
         assert line["request_id"] == format(span.get_span_context().trace_id, "032x")
         assert line["message"] == "patient 138****8000 failed"
         assert (line["level"], line["logger"]) == ("WARNING", "hplus.test")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    stream = io.StringIO()
+    handler = configure_logging(log_format="text", stream=stream)
+    try:
+        logging.getLogger("hplus.test").warning("outside a call")
+        with tracing.tracer.start_as_current_span("call") as span:
+            logging.getLogger("hplus.test").warning("inside a call")
+        first, second = stream.getvalue().splitlines()
+        assert first.endswith(" WARNING hplus.test: outside a call")
+        trace_id = format(span.get_span_context().trace_id, "032x")
+        assert second.endswith(f" WARNING hplus.test: inside a call request_id={trace_id}")
     finally:
         logging.getLogger().removeHandler(handler)
     with pytest.raises(ValueError, match="log_format: 'xml' is not one of text, json"):
