@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import secrets
 import uuid
@@ -315,3 +316,37 @@ async def test_tunnel_connect_refusal_and_drop_are_logged_with_request_id_and_bo
         assert 1 <= len(bad_lines) <= 5
         assert all(len(r.request_id) == 32 for r in bad_lines)  # type: ignore[attr-defined]
     assert lines("draining 0 tunnel(s) on node n1")
+
+
+async def test_tunnel_rtt_reaches_the_listing_and_its_json_form(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.integration.test_tunnel_cluster import edge, node_config
+    from tools.cli import main
+
+    # The cloud side pings too (it used to only answer the edge's pings: RTT stayed "-").
+    cfg = dataclasses.replace(node_config(tmp_path, "n1"), presence_ttl=1.5)
+    async with CloudNode(cfg, tunnel_config=FAST) as node:
+        assert node.credentials is not None
+        assert node.gateway is not None
+        token = (await node.credentials.issue("h-001")).token
+        async with edge(node, "h-001", token) as dialer:
+            await asyncio.wait_for(dialer.connected.wait(), 10)
+            gateway = node.gateway
+            await until(lambda: any(s.rtt is not None for s in gateway.sessions("h-001")))
+            assert node.presence is not None
+            presence = node.presence
+
+            async def published() -> bool:
+                return any(r.rtt_ms is not None for r in await presence.lookup("h-001"))
+
+            await until(published)
+            args = ["cloud", "tunnels", "--format", "json", "--data-dir", str(tmp_path)]
+            args += ["--node", f"localhost:{node.internal_port}"]
+            assert await asyncio.to_thread(main, args) == 0
+    listing = json.loads(capsys.readouterr().out)
+    (row,) = listing["tunnels"]
+    assert row["hospital_id"] == "h-001"
+    assert row["rtt_ms"] is not None
+    assert 0 < row["rtt_ms"] < 5000
+    assert listing["conflicts"] == []
