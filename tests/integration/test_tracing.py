@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -325,7 +326,11 @@ async def test_tunnel_rtt_reaches_the_listing_and_its_json_form(
     from tools.cli import main
 
     # The cloud side pings too (it used to only answer the edge's pings: RTT stayed "-").
-    cfg = dataclasses.replace(node_config(tmp_path, "n1"), presence_ttl=1.5)
+    cfg = dataclasses.replace(
+        node_config(tmp_path, "n1"),
+        presence_ttl=1.5,
+        observability=ObservabilityConfig(metrics_listen="127.0.0.1:0"),
+    )
     async with CloudNode(cfg, tunnel_config=FAST) as node:
         assert node.credentials is not None
         assert node.gateway is not None
@@ -344,6 +349,19 @@ async def test_tunnel_rtt_reaches_the_listing_and_its_json_form(
             args = ["cloud", "tunnels", "--format", "json", "--data-dir", str(tmp_path)]
             args += ["--node", f"localhost:{node.internal_port}"]
             assert await asyncio.to_thread(main, args) == 0
+            # The node's /metrics: its tunnels, their RTT, the RPCs it served and made.
+            assert node.metrics is not None
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{node.metrics.port}/metrics") as response,
+            ):
+                body = await response.text()
+            assert 'hplus_tunnels{node="n1"} 1.0' in body
+            assert 'hplus_tunnel_rtt_seconds{connection="0",hospital_id="h-001",node="n1"}' in body
+            assert (
+                'grpc_server_handled_total{grpc_code="OK",grpc_method="ListConnectedHospitals"'
+                in body
+            )
     listing = json.loads(capsys.readouterr().out)
     (row,) = listing["tunnels"]
     assert row["hospital_id"] == "h-001"
