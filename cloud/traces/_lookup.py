@@ -230,7 +230,9 @@ class TraceLookup:
                         spans.append(span)
         if not spans:
             raise errors.NotFound(
-                f"no span of trace {trace_id} is known (spans are kept for a limited time)",
+                f"no span of trace {trace_id} is known: failed calls keep their spans, "
+                "successful ones only in sampled traces (span_sample_rate), for "
+                "span_retention_seconds",
                 resource=errors.Resource("trace", trace_id),
             )
         spans.sort(key=lambda s: (s.start_time.ToNanoseconds(), s.span_id))
