@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -42,8 +43,17 @@ def _authenticate(metadata: list[tuple[str, str | bytes]]) -> str | None:
     return token[len("bench-") :] if token and token.startswith("bench-") else None
 
 
-async def _load(call: Call, seconds: float, concurrency: int) -> float:
-    """Calls per second of ``concurrency`` workers calling for ``seconds``."""
+def _cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system) of this process, or of child ``pid``."""
+    if pid is None:
+        return time.process_time()
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _load(call: Call, seconds: float, concurrency: int) -> tuple[float, int]:
+    """Calls per second of ``concurrency`` workers calling for ``seconds``, and calls made."""
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
     done = 0
@@ -56,32 +66,55 @@ async def _load(call: Call, seconds: float, concurrency: int) -> float:
 
     began = loop.time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return done / (loop.time() - began)
+    return done / (loop.time() - began), done
 
 
 async def _alternate(
-    plain: Call, observed: Call, *, seconds: float, rounds: int, concurrency: int
+    plain: Call,
+    observed: Call,
+    *,
+    seconds: float,
+    rounds: int,
+    concurrency: int,
+    plain_pids: tuple[int | None, ...] = (None,),
+    observed_pids: tuple[int | None, ...] = (None,),
 ) -> dict[str, Any]:
-    """Rounds of both arms, the order swapped each round; ratios observed / plain."""
+    """Rounds of both arms, the order swapped each round; ratios observed / plain.
+
+    Besides throughput, each arm's CPU time per call (this process and the arm's child
+    processes): on a shared machine throughput swings with other load, CPU per call much
+    less.
+    """
     await _load(plain, 0.3, concurrency)
     await _load(observed, 0.3, concurrency)
-    plain_rates: list[float] = []
-    observed_rates: list[float] = []
+    rates: dict[str, list[float]] = {"plain": [], "observed": []}
+    cpu: dict[str, list[float]] = {"plain": [], "observed": []}
+    arms = {"plain": (plain, plain_pids), "observed": (observed, observed_pids)}
+
+    async def measure(arm: str) -> None:
+        call, pids = arms[arm]
+        before = sum(_cpu_seconds(p) for p in pids)
+        rate, calls = await _load(call, seconds, concurrency)
+        used = sum(_cpu_seconds(p) for p in pids) - before
+        rates[arm].append(rate)
+        cpu[arm].append(used / max(1, calls) * 1e6)
+
     for r in range(rounds):
-        if r % 2 == 0:
-            plain_rates.append(await _load(plain, seconds, concurrency))
-            observed_rates.append(await _load(observed, seconds, concurrency))
-        else:
-            observed_rates.append(await _load(observed, seconds, concurrency))
-            plain_rates.append(await _load(plain, seconds, concurrency))
-    ratios = [o / p for o, p in zip(observed_rates, plain_rates, strict=True)]
+        for arm in ("plain", "observed") if r % 2 == 0 else ("observed", "plain"):
+            await measure(arm)
+    ratios = [o / p for o, p in zip(rates["observed"], rates["plain"], strict=True)]
+    cpu_ratios = [o / p for o, p in zip(cpu["observed"], cpu["plain"], strict=True)]
     return {
-        "plain_calls_per_s": [round(x) for x in plain_rates],
-        "observed_calls_per_s": [round(x) for x in observed_rates],
+        "plain_calls_per_s": [round(x) for x in rates["plain"]],
+        "observed_calls_per_s": [round(x) for x in rates["observed"]],
         "ratio_median": statistics.median(ratios),
         "ratios": [round(x, 3) for x in ratios],
         "overhead_pct": round((1 - statistics.median(ratios)) * 100, 2),
-        "observed_calls": round(sum(observed_rates) * seconds),
+        "plain_cpu_us_per_call": round(statistics.median(cpu["plain"]), 1),
+        "observed_cpu_us_per_call": round(statistics.median(cpu["observed"]), 1),
+        "cpu_ratios": [round(x, 3) for x in cpu_ratios],
+        "cpu_overhead_pct": round((statistics.median(cpu_ratios) - 1) * 100, 2),
+        "observed_calls": round(sum(rates["observed"]) * seconds),
     }
 
 
@@ -148,7 +181,15 @@ async def tunnel_figure(work: Path, *, seconds: float, rounds: int) -> dict[str,
         observed = unary(
             TunnelChannel(lambda: gateway.pick("h1"), hooks=[TunnelClientHook(tracing)])
         )
-        result = await _alternate(plain, observed, seconds=seconds, rounds=rounds, concurrency=64)
+        result = await _alternate(
+            plain,
+            observed,
+            seconds=seconds,
+            rounds=rounds,
+            concurrency=64,
+            plain_pids=(None, plain_edge.pid),
+            observed_pids=(None, observed_edge.pid),
+        )
     finally:
         await _stop(plain_edge)
         edge_out = await _stop(observed_edge)
@@ -250,9 +291,11 @@ async def node_figure(work: Path, *, seconds: float, rounds: int) -> dict[str, A
 
 def _row(name: str, r: dict[str, Any]) -> str:
     return (
-        f"{name:<34} plain {statistics.median(r['plain_calls_per_s']):>8.0f}/s  observed "
-        f"{statistics.median(r['observed_calls_per_s']):>8.0f}/s  ratio {r['ratio_median']:.3f}"
-        f"  overhead {r['overhead_pct']:.1f} %  (target <= 5 %)"
+        f"{name:<34} plain {statistics.median(r['plain_calls_per_s']):>7.0f}/s "
+        f"{r['plain_cpu_us_per_call']:>7.1f} us CPU/call  observed "
+        f"{statistics.median(r['observed_calls_per_s']):>7.0f}/s "
+        f"{r['observed_cpu_us_per_call']:>7.1f} us CPU/call  throughput ratio "
+        f"{r['ratio_median']:.3f}  CPU per call +{r['cpu_overhead_pct']:.1f} % (target <= 5 %)"
     )
 
 
