@@ -217,8 +217,12 @@ async def test_one_trace_id_from_the_caller_to_the_his_and_back(
 
 
 async def test_the_failing_hop_is_marked_and_the_request_id_is_returned(
-    tmp_path: Path, redis_url: str
+    tmp_path: Path, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    from mesh.logs import RequestIdFilter
+
+    caplog.handler.addFilter(RequestIdFilter())
+    caplog.set_level(logging.WARNING, logger="frontend_server.his")
     async with cluster(tmp_path, redis_url, "rest") as c:
         await c.his.inject(Outage(mode="503"))
         trace_id, traceparent = _traceparent()
@@ -231,6 +235,12 @@ async def test_the_failing_hop_is_marked_and_the_request_id_is_returned(
         assert failing.tier == operations_pb2.SPAN_TIER_HIS
         assert failing.attributes["his.error"] == "unavailable"
         assert any("<== failed here" in line and "his/" in line for line in render_trace(answer))
+        # The edge logged the HIS failure once, with the request id.
+        his_lines = [r for r in caplog.records if r.name == "frontend_server.his"]
+        assert len(his_lines) == 1
+        assert his_lines[0].getMessage().startswith("HIS rest call list_appointments failed")
+        assert "(unavailable)" in his_lines[0].getMessage()
+        assert his_lines[0].request_id == trace_id  # type: ignore[attr-defined]
 
         # The public endpoint returns the request id to apps, made or taken from them.
         assert c.a.tls is not None
