@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from mesh.files import ensure_private_file
+from mesh.files import ensure_private_file, sqlite_files, tighten
 from mesh.observability import SpanRecord
 
 __all__ = ["SpanRing"]
@@ -75,6 +75,8 @@ class SpanRing:
             return
         path = self._path
         if path is not None:
+            # An older looser mode is tightened (spans name hospitals and operations).
+            tighten(sqlite_files(path))
             ensure_private_file(path)
         try:
             self._db = self._connect()
