@@ -15,6 +15,7 @@ from cloud import edgeconfig
 from cloud.edgeconfig import EdgeApiConfig, HealthConfig, ProbesConfig, ReportsConfig
 from mesh.config import ConfigError, Section, load_toml
 from mesh.net import parse_hostport
+from mesh.observability_config import ObservabilityConfig
 from mesh.tunnel import TunnelConfig
 
 __all__ = [
@@ -351,6 +352,15 @@ class NodeConfig:
     """Report lookups through the edges' task queues (``[reports]``)."""
     upgrades: UpgradesConfig = dataclasses.field(default_factory=UpgradesConfig)
     """Edge packages and rollouts (``[upgrades]``)."""
+    observability: ObservabilityConfig = dataclasses.field(default_factory=ObservabilityConfig)
+    """``/metrics`` endpoint, span store bounds, OTLP export (``[observability]``)."""
+
+    @property
+    def traces_url(self) -> str:
+        """The span store's URL, defaulted to ``<data_dir>/traces.db``."""
+        return self.observability.traces_database_url or (
+            f"sqlite+aiosqlite:///{self.data_dir / 'traces.db'}"
+        )
 
     @property
     def registry_url(self) -> str:
@@ -504,6 +514,13 @@ class NodeConfig:
             values["readstore_replica_urls"] = tuple(
                 u.strip() for u in environ["HPLUS_READSTORE_REPLICA_URLS"].split(",") if u.strip()
             )
+        seen = {f: environ[v] for v, f in _OBSERVABILITY_ENV.items() if environ.get(v)}
+        if seen:
+            base = values.get("observability") or ObservabilityConfig()
+            try:
+                values["observability"] = dataclasses.replace(base, **seen)  # type: ignore[type-var]
+            except ValueError as err:
+                raise ConfigError(f"environment: {err}") from None
         first = {n: environ[v] for n, v in _PARTITION_ENV.items() if environ.get(v)}
         if first:
             values["partition_urls"] = {**dict(values.get("partition_urls") or {}), **first}  # type: ignore[call-overload]
@@ -528,6 +545,11 @@ _ENV = {
     "HPLUS_CLUSTER_SECRET": "cluster_secret",
     "HPLUS_PARTITIONS_DATABASE_URL": "partitions_database_url",
 }
+_OBSERVABILITY_ENV = {
+    "HPLUS_METRICS_LISTEN": "metrics_listen",
+    "HPLUS_OTLP_ENDPOINT": "otlp_endpoint",
+    "HPLUS_TRACES_DATABASE_URL": "traces_database_url",
+}
 """Environment variables and the fields they set."""
 
 _PARTITION_ENV = {"south": "HPLUS_SOUTH_DATABASE_URL", "north": "HPLUS_NORTH_DATABASE_URL"}
@@ -551,6 +573,7 @@ def _from_file(path: Path) -> dict[str, object]:
             "dashboard",
             *_EDGE_TABLES,
             "upgrades",
+            "observability",
         ]
     )
 
@@ -684,11 +707,42 @@ def _from_file(path: Path) -> dict[str, object]:
     values.update(_partitions_from_file(doc, path, text))
     values.update(edgeconfig.from_file(doc, path, text))
     values.update(_upgrades_from_file(doc, path, text))
+    values.update(_observability_from_file(doc, path, text))
     return values
 
 
 _EDGE_TABLES = ("edge_api", "health", "probes", "reports")
 """Tables `cloud.edgeconfig` reads."""
+
+
+def _observability_from_file(doc: Mapping[str, object], path: Path, text: str) -> dict[str, object]:
+    """``[observability]``: every `ObservabilityConfig` field (paths relative to the file)."""
+    section = Section.of(doc, "observability", path=path, text=text)
+    fields = {f.name: f for f in dataclasses.fields(ObservabilityConfig)}
+    section.reject_unknown(fields)
+    given = typing.cast(Mapping[str, object], doc.get("observability", {}))
+    kwargs: dict[str, object] = {}
+    for name in fields:
+        if name not in given:
+            continue
+        if name == "metrics_token_file":
+            raw = Path(section.get(name, str, ""))
+            kwargs[name] = raw if raw.is_absolute() else path.parent / raw
+        elif name == "enabled":
+            kwargs[name] = section.get(name, bool, True)
+        elif name == "max_spans":
+            kwargs[name] = section.get(name, int, 0)
+        elif name in ("span_retention_seconds", "span_sample_rate"):
+            kwargs[name] = section.get(name, float, 0.0)
+        else:
+            kwargs[name] = section.get(name, str, "")
+    try:
+        return {"observability": ObservabilityConfig(**kwargs)} if kwargs else {}  # type: ignore[arg-type]
+    except ValueError as err:
+        key, _, why = str(err).partition(": ")
+        if key in fields:
+            raise section.error(key, why) from None
+        raise section.error(None, str(err)) from None
 
 
 def _partitions_from_file(doc: Mapping[str, object], path: Path, text: str) -> dict[str, object]:

@@ -61,6 +61,7 @@ from cloud.registry import ReleaseResolver, ReleaseStatus, build_registry
 from cloud.reports import KEY_PREFIX as REPORT_KEY_PREFIX
 from cloud.reports import ReportApi, migrate_reports
 from cloud.sync import RouterSource, SyncEngine
+from cloud.traces import NodeSpanStore, TraceLookup, migrate_traces
 from cloud.upgrades import PackageStore, Rollouts, UpgradeHandlers, migrate_upgrades
 from hplus.cloud.v1 import (
     account_pb2,
@@ -73,6 +74,14 @@ from hplus.cloud.v1 import (
 )
 from hplus.tunnel.v1 import tunnel_pb2, tunnel_pb2_grpc
 from mesh.files import make_private_dir
+from mesh.observability import (
+    MetricsServer,
+    ServerObservability,
+    Tracing,
+    TunnelClientHook,
+    client_interceptors,
+    watch_gateway,
+)
 from mesh.packages import TrustRoot
 from mesh.tls import TlsFiles, ensure_dev_pki, load_server_credentials
 from mesh.tunnel import TunnelConfig, TunnelGateway, bearer_token
@@ -150,6 +159,10 @@ class CloudNode:
         self._service_names: list[str] = []
         self._registry_service_names: list[str] = []
         self._stopped = asyncio.Event()
+        self.tracing: Tracing | None = None
+        self.spans: NodeSpanStore | None = None
+        self.metrics: MetricsServer | None = None
+        """The ``/metrics`` endpoint, when ``observability.metrics_listen`` is set."""
 
     @property
     def service_names(self) -> list[str]:
@@ -241,9 +254,17 @@ class CloudNode:
         async def authenticate(metadata: Sequence[tuple[str, Any]]) -> CredentialInfo | None:
             return await store.authenticate(bearer_token(list(metadata)))
 
+        # Observability (spans in the node's database, RPC metrics, /metrics): built before
+        # the servers, whose interceptors and the gateway's hooks use it.
+        tracing = await self._observe(stack)
+
+        def observing(**kw: Any) -> list[grpc.aio.ServerInterceptor]:
+            return [ServerObservability(tracing, **kw)] if tracing is not None else []
+
         # The internal endpoint binds first: its port goes into presence records.
         internal = self._server_for(
-            interceptors=[InternalAuthInterceptor(secret)], options=[("grpc.so_reuseport", 0)]
+            interceptors=[*observing(), InternalAuthInterceptor(secret)],
+            options=[("grpc.so_reuseport", 0)],
         )
         self.internal_port = self._bind(internal, cfg.internal_listen)
         host, _ = self._address(cfg.internal_listen)
@@ -265,7 +286,10 @@ class CloudNode:
             config=self._tunnel_config,
             on_session=self._sync.on_session,
             next_epoch=self.presence.next_epoch,
-            hooks=[self.census] if cfg.census_rate > 0 else [],
+            hooks=[
+                *([TunnelClientHook(tracing)] if tracing is not None else []),
+                *([self.census] if cfg.census_rate > 0 else []),
+            ],
             check_hello=self._check_release,
             max_tunnels_per_credential=cfg.max_tunnels_per_credential,
             liveness_probe=cfg.liveness_probe_seconds,
@@ -297,6 +321,9 @@ class CloudNode:
             node_id=cfg.node_id,
             secret=secret,
             peer_credentials=peer_creds,
+            peer_interceptors=None
+            if tracing is None
+            else lambda address: client_interceptors(tracing, peer=address),
         )
         stack.push_async_callback(self.router.close)
         self.readstore = await ReadStore.open(
@@ -341,15 +368,26 @@ class CloudNode:
                 credentials=store,
                 revocations=self.revocations,
                 gateway=self.gateway,
+                traces=None
+                if self.spans is None
+                else TraceLookup(
+                    self.spans,
+                    presence=self.presence,
+                    router=self.router,
+                    node_id=cfg.node_id,
+                    secret=secret,
+                ),
             ),
             internal,
         )
+        stack.callback(watch_gateway(self.gateway, node_id=cfg.node_id))
         internal.add_generic_rpc_handlers([ForwardHandler(self.gateway, self.router)])
 
         # The public endpoint carries tunnels: its message limit is the tunnel's, so one
         # outer message cannot make the node parse (and hold) more than that.
         tunnel_limit = self._tunnel_config.max_inbound_outer_message_bytes
         server = self._server_for(
+            interceptors=observing(return_request_id=True),
             options=[
                 ("grpc.so_reuseport", 0),
                 *_KEEPALIVE,
@@ -376,6 +414,7 @@ class CloudNode:
         # Release images travel whole in PushRelease/GetRelease (up to 32 MiB): the registry
         # has a server of its own with that limit.
         registry_server = self._server_for(
+            interceptors=observing(),
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", REGISTRY_MAX_MESSAGE_BYTES),
@@ -446,6 +485,33 @@ class CloudNode:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.tls.server_cert, self.tls.server_key)
         return context
+
+    async def _observe(self, stack: contextlib.AsyncExitStack) -> Tracing | None:
+        """The node's tracing (spans kept in its database) and its ``/metrics`` endpoint."""
+        cfg = self.config
+        obs = cfg.observability
+        if obs.metrics_listen:
+            self.metrics = MetricsServer(obs.metrics_listen, token_file=obs.metrics_token_file)
+            await self.metrics.start()
+            stack.push_async_callback(self.metrics.stop)
+        if not obs.enabled:
+            return None
+        engine = create_engine(cfg.traces_url)
+        stack.push_async_callback(engine.dispose)
+        await migrate_traces(engine)
+        self.spans = NodeSpanStore(
+            engine, max_spans=obs.max_spans, retention=obs.span_retention_seconds
+        )
+        self.tracing = Tracing(
+            service="hplus-node",
+            node=cfg.node_id,
+            sink=self.spans,
+            otlp_endpoint=obs.otlp_endpoint,
+            sample_rate=obs.span_sample_rate,
+        )
+        self.tracing.start()
+        stack.push_async_callback(self.tracing.shutdown)
+        return self.tracing
 
     def _server_for(self, **kwargs: Any) -> grpc.aio.Server:
         """A ``grpc.aio`` server that the exit stack stops at once if the start fails.

@@ -65,9 +65,11 @@ from frontend_server.services import (
 )
 from frontend_server.slots import Slots, SlotsBridge
 from frontend_server.tasks import TASK_STORE, TaskQueue, TaskRun, TaskStore, TaskStoreDamaged
+from frontend_server.traces import SpanRing, observed
 from frontend_server.updater import UpdaterConfig, UpgradeAgent
 from frontend_server.uplink import HisCheck, Uplink, UplinkConfig
 from hplus.hospital.v1 import admin_pb2, admin_pb2_grpc
+from mesh.observability import MetricsServer, ObservabilityConfig, Tracing, TunnelServerHook
 from mesh.packages import TrustRoot
 from mesh.tunnel import TunnelServer
 from mesh.version import SOFTWARE_VERSION
@@ -132,6 +134,9 @@ class EdgeConfig:
     """Deadline of the health gate of a profile applied live (ApplyConfig, RollbackConfig)."""
     config_history: int = 20
     """Profiles kept in the history under ``DATA_DIR/config``."""
+    observability: ObservabilityConfig = dataclasses.field(default_factory=ObservabilityConfig)
+    """``/metrics`` endpoint, span ring bounds (``max_spans``, ``span_retention_seconds``),
+    OTLP export."""
 
     def __post_init__(self) -> None:
         if self.profile is not None:
@@ -185,7 +190,12 @@ class _ProfileParts:
         self.profile = profile
         self._shared = shared
         self._clock = edge.clock
-        self.adapter: HisAdapter = make_adapter(dialect_settings(profile, **edge.adapter_overrides))
+        adapter = make_adapter(dialect_settings(profile, **edge.adapter_overrides))
+        self.adapter: HisAdapter = (
+            adapter
+            if shared.tracing is None
+            else observed(adapter, shared.tracing, edge_id=shared.edge_id)
+        )
         # Real-time calls are paced by his.limits, and so are the mirror's reads; the queue
         # paces its own drain.
         self.his = paced(self.adapter, profile.his.limits)
@@ -242,7 +252,14 @@ class _Hospital:
     """
 
     def __init__(
-        self, config: EdgeConfig, profile: Profile, data_dir: Path, server: TunnelServer
+        self,
+        config: EdgeConfig,
+        profile: Profile,
+        data_dir: Path,
+        server: TunnelServer,
+        *,
+        tracing: Tracing | None,
+        edge_id: str,
     ) -> None:
         # Nothing touches the data directory before start() has checked it.
         self.data = DataDir(
@@ -250,6 +267,9 @@ class _Hospital:
             hospital_id=profile.hospital_id,
             stores=[StoreSlot(LEDGER_STORE, "ledger.db"), StoreSlot(TASK_STORE, "tasks.db")],
         )
+        # Each profile's adapter is wrapped in a span per HIS call (its _ProfileParts).
+        self.tracing = tracing
+        self.edge_id = edge_id
         self.ledger = Ledger.open(self.data.store_path(LEDGER_STORE.name))
         self.task_store = TaskStore.open(self.data.store_path(TASK_STORE.name))
         self.queue = TaskQueue(self.task_store, self._execute, profile.tasks, owns_store=True)
@@ -384,12 +404,35 @@ class EdgeApp:
             or (config.dialer.edge_id if config.dialer is not None else "")
             or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
         )
-        self.server = TunnelServer()
+        # Spans of every call (kept in a ring buffer in the data directory, opened at start)
+        # and the RPC metrics: the tunnel server's hook makes the caller's trace current.
+        obs = config.observability
+        self.spans = SpanRing(
+            config.data_dir / "traces.db" if config.data_dir is not None else None,
+            capacity=obs.max_spans,
+            retention=obs.span_retention_seconds,
+        )
+        self.tracing = Tracing(
+            service="hplus-edge",
+            node=self.edge_id,
+            sink=self.spans,
+            otlp_endpoint=obs.otlp_endpoint,
+            sample_rate=obs.span_sample_rate,
+        )
+        self.metrics: MetricsServer | None = None
+        self.server = TunnelServer(hooks=[TunnelServerHook(self.tracing)] if obs.enabled else [])
         profile = config.profile
         self._parts: _Hospital | None = None
         if profile is not None:
             assert config.data_dir is not None  # EdgeConfig checks it
-            self._parts = _Hospital(config, profile, config.data_dir, self.server)
+            self._parts = _Hospital(
+                config,
+                profile,
+                config.data_dir,
+                self.server,
+                tracing=self.tracing if obs.enabled else None,
+                edge_id=self.edge_id,
+            )
         admin_pb2_grpc.add_EdgeAdminServiceServicer_to_server(
             EdgeAdminServicer(
                 hospital_id=config.hospital_id,
@@ -399,6 +442,7 @@ class EdgeApp:
                 profile=profile,
                 queue_stats=self._parts.queue.stats if self._parts is not None else None,
                 live=self._parts.live if self._parts is not None else None,
+                spans=self.spans if obs.enabled else None,
             ),
             self.server,
         )
@@ -541,10 +585,24 @@ class EdgeApp:
         try:
             if self._parts is not None:
                 await self._parts.open(self._stack)
+            await self._observe()
         except BaseException:
             await self.aclose()
             raise
         self._started = True
+
+    async def _observe(self) -> None:
+        """Opens the span ring (after the data directory's checks) and ``/metrics``."""
+        obs = self.config.observability
+        if obs.enabled:
+            await asyncio.to_thread(self.spans.open)
+            self._stack.callback(self.spans.close)
+            self.tracing.start()
+            self._stack.push_async_callback(self.tracing.shutdown)
+        if obs.metrics_listen:
+            self.metrics = MetricsServer(obs.metrics_listen, token_file=obs.metrics_token_file)
+            await self.metrics.start()
+            self._stack.push_async_callback(self.metrics.stop)
 
     async def run(self) -> None:
         """Runs the queue, the resolver, the refresher and the dialer until :meth:`shutdown`.

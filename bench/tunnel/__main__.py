@@ -17,9 +17,11 @@ def main() -> None:
     parser.add_argument("--cloud", help="gateway address (child processes)")
     parser.add_argument("--count", type=int, default=0, help="idle tunnels (child process)")
     parser.add_argument("--first", type=int, default=1, help="first hospital index (child)")
+    parser.add_argument("--hospital", default="h0", help="hospital id of the edge (child)")
+    parser.add_argument("--observe", default="", help="span ring directory: observed edge (child)")
     args = parser.parse_args()
     if args.role == "edge":
-        asyncio.run(serve_edge(args.cloud))
+        asyncio.run(serve_edge(args.cloud, hospital=args.hospital, observe=args.observe))
     elif args.role == "idle":
         asyncio.run(serve_idle(args.cloud, args.count, args.first))
     else:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 from google.protobuf import wrappers_pb2
 
-from mesh.tunnel import EdgeIdentity, EdgeTunnel, TunnelServer
+from frontend_server.traces import SpanRing
+from mesh.observability import ObservabilityConfig, Tracing, TunnelServerHook
+from mesh.tunnel import CallHook, EdgeIdentity, EdgeTunnel, TunnelServer
 
 SERVICE = "hplus.bench.Echo"
 CREDENTIAL_PREFIX = "bench-"
@@ -58,21 +61,39 @@ async def _stdin_closed() -> None:
     await loop.run_in_executor(None, sys.stdin.read)
 
 
-async def serve_edge(cloud: str) -> None:
-    """Serves the bench servicer on a direct port and through one tunnel."""
+async def serve_edge(cloud: str, *, hospital: str = "h0", observe: str = "") -> None:
+    """Serves the bench servicer on a direct port and through one tunnel.
+
+    With ``observe`` (a directory), the tunnel server runs the edge's observability as
+    ``EdgeApp`` does: a SERVER span per call (current while the servicer runs), RPC
+    metrics, spans flushed to a span ring in that directory.
+    """
     servicer = BenchServicer()
     direct = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     direct.add_generic_rpc_handlers((servicer.handler(),))
     port = direct.add_insecure_port("127.0.0.1:0")
     await direct.start()
-    registrar = TunnelServer()
+    hooks: list[CallHook] = []
+    tracing = ring = None
+    if observe:
+        ring = SpanRing(Path(observe) / "traces.db", capacity=2_000_000)
+        ring.open()
+        tracing = Tracing(
+            service="hplus-edge",
+            node="bench-edge",
+            sink=ring,
+            sample_rate=ObservabilityConfig().span_sample_rate,
+        )
+        tracing.start()
+        hooks.append(TunnelServerHook(tracing))
+    registrar = TunnelServer(hooks=hooks)
     registrar.add_generic_rpc_handlers((servicer.handler(),))
     channel = grpc.aio.insecure_channel(cloud)
     tunnel = EdgeTunnel(
         channel,
         registrar,
-        credential=f"{CREDENTIAL_PREFIX}h0",
-        identity=EdgeIdentity(hospital_id="h0", edge_id="bench-edge"),
+        credential=f"{CREDENTIAL_PREFIX}{hospital}",
+        identity=EdgeIdentity(hospital_id=hospital, edge_id="bench-edge"),
     )
     async with tunnel:
         await tunnel.wait_ready()
@@ -81,6 +102,10 @@ async def serve_edge(cloud: str) -> None:
         await tunnel.shutdown(1.0)
     await channel.close()
     await direct.stop(None)
+    if tracing is not None and ring is not None:
+        await tracing.shutdown()
+        print(f"SPANS {tracing.stored} {ring.count()}", flush=True)
+        ring.close()
 
 
 async def serve_idle(cloud: str, count: int, first: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -123,6 +123,7 @@ class HospitalRouter:
         node_id: this node's id (records of this node are never forwarded to).
         secret: the cluster secret for peers' internal endpoints.
         peer_credentials: TLS credentials for peers, or ``None`` for plaintext.
+        peer_interceptors: made per peer address, put on its channel (tracing, metrics).
     """
 
     def __init__(
@@ -133,7 +134,9 @@ class HospitalRouter:
         node_id: str,
         secret: str,
         peer_credentials: grpc.ChannelCredentials | None,
+        peer_interceptors: Callable[[str], Sequence[grpc.aio.ClientInterceptor]] | None = None,
     ) -> None:
+        self._interceptors = peer_interceptors
         self._gateway = gateway
         self._presence = presence
         self._node_id = node_id
@@ -170,10 +173,11 @@ class HospitalRouter:
         """The shared channel to a peer node's internal endpoint (closed by `close`)."""
         channel = self._peers.get(address)
         if channel is None:
+            interceptors = self._interceptors(address) if self._interceptors else None
             if self._creds is None:
-                channel = grpc.aio.insecure_channel(address)
+                channel = grpc.aio.insecure_channel(address, interceptors=interceptors)
             else:
-                channel = grpc.aio.secure_channel(address, self._creds)
+                channel = grpc.aio.secure_channel(address, self._creds, interceptors=interceptors)
             self._peers[address] = channel
         return channel
 

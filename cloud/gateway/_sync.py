@@ -11,11 +11,23 @@ from types import TracebackType
 from typing import Any
 
 from cloud.presence import Presence, PresenceUnavailable, RefusedTunnel, TunnelRecord
+from mesh.observability import counter, gauge
 from mesh.tunnel import EdgeConflict, Session, TunnelGateway
 
 __all__ = ["PresenceSync"]
 
 log = logging.getLogger(__name__)
+
+_BEATS = counter(
+    "hplus_presence_heartbeats_total",
+    "Heartbeats of a node's tunnel presence, by outcome",
+    ["node", "outcome"],
+)
+_LAST_BEAT = gauge(
+    "hplus_presence_last_heartbeat_timestamp_seconds",
+    "When a node last published its tunnels to presence",
+    ["node"],
+)
 
 
 class PresenceSync:
@@ -142,7 +154,10 @@ class PresenceSync:
         while not self._stop.is_set():
             try:
                 await self.beat()
+                _BEATS.labels(self._node_id, "ok").inc()
+                _LAST_BEAT.labels(self._node_id).set_to_current_time()
             except PresenceUnavailable as err:
+                _BEATS.labels(self._node_id, "failed").inc()
                 log.warning("presence heartbeat failed, retrying: %s", err)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=self._interval)

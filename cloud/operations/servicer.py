@@ -16,6 +16,7 @@ from cloud.errors import CLOUD_ERRORS
 from cloud.fleet import CredentialStore
 from cloud.gateway import RevocationWatcher
 from cloud.presence import EdgeConflicts, Presence, TunnelRecord
+from cloud.traces import SCOPE_KEY, TraceLookup
 from hplus.cloud.v1 import operations_pb2, operations_pb2_grpc
 from mesh import errors
 from mesh.tunnel import TunnelGateway
@@ -84,6 +85,7 @@ class OperationsServicer(operations_pb2_grpc.OperationsServiceServicer):
         credentials: the fleet's credentials (for revocations).
         revocations: closes revoked credentials' tunnels across the cloud.
         gateway: this node's tunnel gateway (for peers' liveness probes).
+        traces: joins one trace across nodes and edges; ``None`` answers UNIMPLEMENTED.
     """
 
     def __init__(
@@ -93,7 +95,9 @@ class OperationsServicer(operations_pb2_grpc.OperationsServiceServicer):
         credentials: CredentialStore,
         revocations: RevocationWatcher,
         gateway: TunnelGateway,
+        traces: TraceLookup | None = None,
     ) -> None:
+        self._traces = traces
         self._presence = presence
         self._credentials = credentials
         self._revocations = revocations
@@ -140,10 +144,12 @@ class OperationsServicer(operations_pb2_grpc.OperationsServiceServicer):
             operations_pb2.LookupTraceRequest, operations_pb2.LookupTraceResponse
         ],
     ) -> operations_pb2.LookupTraceResponse:
-        """Not built yet: spans are not collected. Says so instead of returning nothing."""
-        raise errors.Unimplemented(
-            "trace lookup is not available yet: this node does not collect spans"
-        )
+        """Every span of the trace across nodes and edges (a peer's ``local`` scope: its own)."""
+        if self._traces is None:
+            raise errors.Unimplemented("trace lookup is not available: this node keeps no spans")
+        metadata = context.invocation_metadata() or ()
+        local = any(k == SCOPE_KEY and v == "local" for k, v in metadata)
+        return await self._traces.lookup(request.trace_id, local_only=local)
 
     async def CloseCredentialTunnels(
         self,

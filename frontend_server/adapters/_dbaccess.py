@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from opentelemetry import trace
 from sqlalchemy import BindParameter, Date, DateTime, bindparam, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -29,6 +30,7 @@ from frontend_server.adapters._base import WRITE_OPERATIONS, BaseAdapter
 from frontend_server.adapters._codec import Record
 from frontend_server.adapters._errors import HisError, HisProtocolError, HisTimeout, HisUnavailable
 from frontend_server.adapters._settings import DialectSettings
+from mesh.observability import traceparent_of
 from mesh.retry import RetryPolicy
 
 __all__ = ["DbAccess"]
@@ -184,6 +186,7 @@ class DbAccess(BaseAdapter):
             sql += " WHERE " + " AND ".join(clauses)
         if order_by:
             sql += f" ORDER BY {order_by}"
+        sql += _trace_comment()
         statement = text(sql).bindparams(*binds) if binds else text(sql)
         deadline = self.settings.read_timeout_seconds
         try:
@@ -218,6 +221,7 @@ class DbAccess(BaseAdapter):
         insert = text(
             f"INSERT INTO {requests} ({c('REQ_ID')}, {c('PROC_NAME')}, {c('IN_PARAMS')}, "
             f"{c('REQ_TIME')}, {c('STATUS')}) VALUES (:req_id, :proc, :params, :req_time, 'N')"
+            + _trace_comment()
         ).bindparams(bindparam("req_time", type_=DateTime()))
         poll = text(
             f"SELECT {c('RET_CODE')} AS ret_code, {c('RET_MSG')} AS ret_msg, "
@@ -274,6 +278,19 @@ class DbAccess(BaseAdapter):
                 dialect=self.DIALECT,
             ) from None
         return self._codec.record(out, op, where="OUT_PARAMS")
+
+
+def _trace_comment() -> str:
+    """The call's W3C trace context as a trailing SQL comment (sqlcommenter's form).
+
+    The HIS database's statement logs keep it; "" outside a trace.
+
+    The value is our own hex and dashes only: nothing from a request reaches the SQL text.
+    """
+    span = trace.get_current_span()
+    if not span.get_span_context().is_valid:
+        return ""
+    return f" /*traceparent='{traceparent_of(span)}'*/"
 
 
 def _refused(row: Any) -> str:

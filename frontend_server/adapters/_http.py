@@ -6,9 +6,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+from opentelemetry import trace
 
 from frontend_server.adapters._errors import HisTimeout, HisUnavailable
 from frontend_server.adapters._settings import DialectSettings
+from mesh.observability import traceparent_of
 
 __all__ = ["HttpAnswer", "HttpTransport"]
 
@@ -87,6 +89,10 @@ class HttpTransport:
             HisTimeout: No complete answer within the deadline, or a write's connection
                 dropped after sending (the write may have happened).
         """
+        # The call's W3C trace context, so the HIS's own logs can be joined with ours.
+        span = trace.get_current_span()
+        if span.get_span_context().is_valid:
+            headers = {**(headers or {}), "traceparent": traceparent_of(span)}
         timeout = aiohttp.ClientTimeout(
             total=deadline, sock_connect=min(self._settings.connect_timeout_seconds, deadline)
         )

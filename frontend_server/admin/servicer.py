@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import hashlib
@@ -11,13 +12,16 @@ from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+from google.rpc import status_pb2
 
 from frontend_server.liveconfig import ApplyOutcome, LiveConfig, RevisionSource, StoredRevision
 from frontend_server.profile import ConfigError, Profile, canonical_json, load_profile_content
 from frontend_server.services import HOSPITAL_ERRORS, InvalidRequest
 from frontend_server.tasks import QueueStats, TaskStoreDamaged
+from frontend_server.traces import SpanRing
 from hplus.hospital.v1 import admin_pb2, admin_pb2_grpc, task_pb2
 from mesh import errors
+from mesh.observability import SpanRecord, valid_trace_id
 from mesh.version import CONTRACT_RELEASE, SOFTWARE_VERSION
 
 __all__ = ["EdgeAdminServicer"]
@@ -61,6 +65,36 @@ def _queue(stats: QueueStats) -> admin_pb2.QueueStats:
             )
             for kind, k in sorted(stats.by_kind.items())
         ],
+    )
+
+
+_SPAN_KINDS = {
+    "server": admin_pb2.SPAN_KIND_SERVER,
+    "client": admin_pb2.SPAN_KIND_CLIENT,
+    "internal": admin_pb2.SPAN_KIND_INTERNAL,
+    "producer": admin_pb2.SPAN_KIND_PRODUCER,
+    "consumer": admin_pb2.SPAN_KIND_CONSUMER,
+}
+
+
+def _span(record: SpanRecord) -> admin_pb2.Span:
+    start = timestamp_pb2.Timestamp()
+    start.FromNanoseconds(record.start_ns)
+    end = timestamp_pb2.Timestamp()
+    end.FromNanoseconds(record.start_ns + record.duration_ns)
+    attributes = dict(record.attributes)
+    attributes.setdefault("edge.id", record.node)
+    return admin_pb2.Span(
+        trace_id=record.trace_id,
+        span_id=record.span_id,
+        parent_span_id=record.parent_span_id,
+        name=record.name,
+        kind=_SPAN_KINDS.get(record.kind, admin_pb2.SPAN_KIND_INTERNAL),
+        component="his" if record.name.startswith("his.") else "tunnel",
+        start_time=start,
+        end_time=end,
+        status=status_pb2.Status(code=record.code, message=record.message),
+        attributes=attributes,
     )
 
 
@@ -127,6 +161,7 @@ class EdgeAdminServicer(admin_pb2_grpc.EdgeAdminServiceServicer):
         queue_stats: reads the pending-task queue's statistics, when the edge has a queue.
         live: the edge's live configuration (ApplyConfig applies, RollbackConfig and the
             history are served); without it, ApplyConfig only validates.
+        spans: the edge's span store (LookupTrace); ``None`` answers UNIMPLEMENTED.
     """
 
     def __init__(
@@ -140,7 +175,9 @@ class EdgeAdminServicer(admin_pb2_grpc.EdgeAdminServiceServicer):
         profile: Profile | None = None,
         queue_stats: Callable[[], Awaitable[QueueStats]] | None = None,
         live: LiveConfig | None = None,
+        spans: SpanRing | None = None,
     ) -> None:
+        self._spans = spans
         self._hospital_id = hospital_id
         self._edge_id = edge_id
         self._services = services
@@ -199,8 +236,30 @@ class EdgeAdminServicer(admin_pb2_grpc.EdgeAdminServiceServicer):
             admin_pb2.LookupTraceRequest, admin_pb2.LookupTraceResponse
         ],
     ) -> admin_pb2.LookupTraceResponse:
-        """Not built yet: this edge records no spans. Says so rather than answer empty."""
-        raise errors.Unimplemented("trace lookup: this edge does not record spans yet")
+        """The spans this edge kept for one trace, by start time, paged."""
+        if self._spans is None:
+            raise errors.Unimplemented("this edge keeps no spans")
+        if not valid_trace_id(request.trace_id):
+            raise InvalidRequest([("trace_id", "must be 32 lower-case hex digits, not all zero")])
+        if request.page_size < 0:
+            raise InvalidRequest([("page_size", "must be >= 0")])
+        size = min(request.page_size or 500, 5000)
+        offset = 0
+        if request.page_token:
+            try:
+                offset = int(base64.urlsafe_b64decode(request.page_token.encode()).decode())
+            except (ValueError, UnicodeDecodeError):
+                raise InvalidRequest([("page_token", "not a token this edge gave")]) from None
+        found = await self._spans.lookup(request.trace_id, limit=size + 1, offset=offset)
+        page = found[:size]
+        more = len(found) > size
+        return admin_pb2.LookupTraceResponse(
+            spans=[_span(r) for r in page],
+            next_page_token=base64.urlsafe_b64encode(str(offset + size).encode()).decode()
+            if more
+            else "",
+            retention=_age(self._spans.retention),
+        )
 
     async def GetConfig(
         self,

@@ -33,6 +33,7 @@ import google.rpc.status_pb2 as status_pb2
 import grpc
 
 from hplus.tunnel.v1 import tunnel_pb2, tunnel_pb2_grpc
+from mesh.logs import PeerLimitedLog
 from mesh.tunnel._channel import TunnelChannel
 from mesh.tunnel._config import TunnelConfig
 from mesh.tunnel._errors import make_status
@@ -273,6 +274,7 @@ class TunnelGateway(tunnel_pb2_grpc.TunnelServiceServicer):
         self._round_robin = itertools.count()
         self._closing = False
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._peer_log = PeerLimitedLog(log)
 
     async def Connect(  # type: ignore[override]
         self,
@@ -287,6 +289,10 @@ class TunnelGateway(tunnel_pb2_grpc.TunnelServiceServicer):
         if inspect.isawaitable(found):
             found = await found
         if not found:
+            peer = context.peer() or ""
+            self._peer_log.warning(
+                _host(peer), "tunnel refused from %s: missing or bad credential", peer
+            )
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or bad credential")
         principal: Principal = _Hospital(found) if isinstance(found, str) else found
         origin = TunnelOrigin(
@@ -297,6 +303,7 @@ class TunnelGateway(tunnel_pb2_grpc.TunnelServiceServicer):
         hospital = origin.hospital_id
         refusal = self._refuse_credential(origin)
         if refusal is not None:
+            self._log_refusal(origin, refusal)
             await self._abort(context, refusal)
 
         epoch = self._epochs.get(hospital, 0) + 1
@@ -311,6 +318,7 @@ class TunnelGateway(tunnel_pb2_grpc.TunnelServiceServicer):
         # Checked again with no await before the session is counted: exact per node.
         refusal = self._refuse_credential(origin)
         if refusal is not None:
+            self._log_refusal(origin, refusal)
             await self._abort(context, refusal)
         welcome = tunnel_pb2.Welcome(
             session_id=uuid.uuid4().hex, node_id=self._node_id, epoch=epoch
@@ -346,6 +354,19 @@ class TunnelGateway(tunnel_pb2_grpc.TunnelServiceServicer):
             self._forget(hospital, session)
             if self._on_session is not None and session.ready.is_set():
                 self._on_session(session, True)
+        if session.ready.is_set():
+            log.log(
+                logging.INFO if status.code in (0, _CANCELLED) else logging.WARNING,
+                "tunnel down: hospital %s, edge %s, connection %d, session %s after %.0fs: %s",
+                hospital,
+                session.hello.edge_id or "-",
+                session.hello.connection_index,
+                welcome.session_id,
+                time.time() - session.created,
+                _cause(status),
+            )
+        elif status.code not in (0, _CANCELLED):
+            self._log_refusal(origin, status)
         if status.code not in (0, grpc.StatusCode.CANCELLED.value[0]):
             await self._abort(context, status)
 
@@ -638,7 +659,30 @@ class TunnelGateway(tunnel_pb2_grpc.TunnelServiceServicer):
                 if not waiters:
                     self._waiters.pop(hospital_id, None)
 
+    def _log_refusal(self, origin: TunnelOrigin, status: status_pb2.Status) -> None:
+        """One line per refused tunnel, bounded per peer address (a peer may retry fast)."""
+        self._peer_log.warning(
+            _host(origin.peer),
+            "tunnel refused: hospital %s, credential %s, from %s: %s",
+            origin.hospital_id,
+            origin.credential_id or "-",
+            origin.peer or "-",
+            _cause(status),
+        )
+
     def _session_ready(self, hospital_id: str, session: Session) -> None:
+        entry = self._entries.get(session)
+        log.info(
+            "tunnel up: hospital %s, edge %s, connection %d, session %s, epoch %d, release %s, "
+            "from %s",
+            hospital_id,
+            session.hello.edge_id or "-",
+            session.hello.connection_index,
+            session.welcome.session_id,
+            session.welcome.epoch,
+            session.hello.contract_release or "-",
+            entry.origin.peer if entry is not None else "-",
+        )
         if self._on_session is not None:
             self._on_session(session, False)
         for waiter in self._waiters.pop(hospital_id, []):
@@ -648,8 +692,29 @@ class TunnelGateway(tunnel_pb2_grpc.TunnelServiceServicer):
     async def shutdown(self, grace: float | None = None) -> None:
         """Refuses new tunnels and drains every session (go-away, then wait ``grace``)."""
         self._closing = True
-        await asyncio.gather(*(s.drain(grace) for s in self.sessions()))
+        sessions = self.sessions()
+        log.info(
+            "draining %d tunnel(s) on node %s: go-away sent, %s s for calls in flight",
+            len(sessions),
+            self._node_id,
+            "no limit" if grace is None else f"{grace:g}",
+        )
+        await asyncio.gather(*(s.drain(grace) for s in sessions))
 
 
 def _age(session: Session) -> float:
     return session.created
+
+
+_CANCELLED = grpc.StatusCode.CANCELLED.value[0]
+
+
+def _cause(status: status_pb2.Status) -> str:
+    code = next((c.name for c in grpc.StatusCode if c.value[0] == status.code), str(status.code))
+    return f"{code} {status.message}" if status.message else code
+
+
+def _host(peer: str) -> str:
+    """A gRPC peer (``ipv4:203.0.113.7:53122``) without its port: one key per address."""
+    head, sep, port = peer.rpartition(":")
+    return head if sep and port.isdigit() else peer

@@ -951,8 +951,9 @@ class Session:
     async def _liveness(self) -> None:
         assert self._loop is not None
         interval = self.ping_interval
-        if self.role is Role.EDGE:
-            self.ping()
+        # Both ends ping (the edge to detect a dead cloud, the cloud to know each tunnel's
+        # RTT for operators: `hplus cloud tunnels`, hplus_tunnel_rtt_seconds).
+        self.ping()
         while True:
             await asyncio.sleep(interval)
             now = self._loop.time()
@@ -972,5 +973,4 @@ class Session:
                     make_status(grpc.StatusCode.UNAVAILABLE, f"peer silent for {silent:.1f}s")
                 )
                 return
-            if self.role is Role.EDGE:
-                self.ping()
+            self.ping()

@@ -23,7 +23,16 @@ Register = Callable[["argparse._SubParsersAction[Parser]"], None]
 def _groups() -> list[Register]:
     # Imported here so that `hplus --help` stays fast and a group's heavy imports
     # (grpc, SQLAlchemy) load only when that group runs.
-    from tools.cli import _cloud, _compat, _contracts, _edge, _fleet, _partitions, _registry
+    from tools.cli import (
+        _cloud,
+        _compat,
+        _contracts,
+        _edge,
+        _fleet,
+        _partitions,
+        _registry,
+        _trace,
+    )
 
     return [
         _cloud.register,
@@ -33,6 +42,7 @@ def _groups() -> list[Register]:
         _contracts.register,
         _partitions.register,
         _fleet.register,
+        _trace.register,
     ]
 
 
@@ -44,6 +54,13 @@ def build_parser() -> Parser:
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity (default: INFO)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=os.environ.get("HPLUS_LOG_FORMAT") or "text",
+        help="text, or json: one object per line (time, level, logger, message, request_id); "
+        "default $HPLUS_LOG_FORMAT or text",
     )
     sub = parser.add_subparsers(dest="group", metavar="COMMAND", parser_class=Parser)
     sub.required = True
@@ -58,9 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Commands that re-run themselves (``edge run --supervise``) need the arguments as given.
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from mesh.logs import configure_logging
+
+    # Every line carries the request id; patient identifiers are masked whoever logs them.
+    configure_logging(level=getattr(logging, args.log_level), log_format=args.log_format)
     if args.log_level != "DEBUG":
         # Alembic narrates every migration step at INFO; a no-op upgrade is not news.
         logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import secrets
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -70,6 +72,12 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     config_flags(tun)
     tun.add_argument("--node", metavar="HOST:PORT", help="internal endpoint (default: config)")
     tun.add_argument("--hospital", help="only this hospital")
+    tun.add_argument(
+        "--format",
+        choices=["table", "json"],
+        default="table",
+        help="table (default) or json: {tunnels: [...], conflicts: [...]} with rtt_ms",
+    )
     tun.set_defaults(func=_tunnels)
 
     call = csub.add_parser(
@@ -348,6 +356,9 @@ def _tunnels(args: argparse.Namespace) -> int:
         rows, conflicts = run_on_node(target, creds, fetch, hint=_NODE_HINT)
     except errors.StatusError as err:
         raise failure(f"node {target}", err) from None
+    if args.format == "json":
+        _print_tunnels_json(rows, conflicts)
+        return 0
     header = (
         "HOSPITAL", "EDGE", "VERSION", "CONTRACT", "NODE", "CONNECTED SINCE", "RTT", "CALLS",
         "CREDENTIAL",
@@ -376,6 +387,29 @@ def _tunnels(args: argparse.Namespace) -> int:
             f"since {held}"
         )
     return 0
+
+
+def _print_tunnels_json(rows: Sequence[Any], conflicts: Sequence[Any]) -> None:
+    from google.protobuf import json_format
+
+    def row(c: Any) -> dict[str, Any]:
+        out: dict[str, Any] = json_format.MessageToDict(c, preserving_proto_field_name=True)
+        out["rtt_ms"] = round(c.rtt.ToMicroseconds() / 1000, 3) if c.HasField("rtt") else None
+        return out
+
+    print(
+        json.dumps(
+            {
+                "tunnels": [row(c) for c in rows],
+                "conflicts": [
+                    json_format.MessageToDict(x, preserving_proto_field_name=True)
+                    for x in conflicts
+                ],
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+    )
 
 
 _HOSPITAL_PACKAGE = "hplus.hospital.v1"
@@ -474,7 +508,13 @@ def _call(args: argparse.Namespace) -> int:
     request = _request(args.request, request_cls, method.input_type.full_name)
     target, creds, secret = _internal(args)
     path = f"/{method.containing_service.full_name}/{method.name}"
-    metadata = ((ROUTE_KEY, args.hospital_id), (INTERNAL_AUTH_KEY, secret))
+    # An operator's call is traced whole (sampled): `hplus trace` shows it afterwards.
+    trace_id = secrets.token_hex(16)
+    metadata = (
+        (ROUTE_KEY, args.hospital_id),
+        (INTERNAL_AUTH_KEY, secret),
+        ("traceparent", f"00-{trace_id}-{secrets.token_hex(8)}-01"),
+    )
 
     def show(message: Any) -> None:
         print(
@@ -507,5 +547,8 @@ def _call(args: argparse.Namespace) -> int:
     try:
         run_on_node(target, creds, invoke, hint=_NODE_HINT)
     except errors.StatusError as err:
-        raise failure(f"{method.full_name} on {args.hospital_id} via {target}", err) from None
+        found = failure(f"{method.full_name} on {args.hospital_id} via {target}", err)
+        found.message += f"\n  request id: {trace_id} (hplus trace {trace_id})"
+        raise found from None
+    print(f"request id: {trace_id} (hplus trace {trace_id})", file=sys.stderr)
     return 0

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from frontend_server.dialer import DialerConfig
     from frontend_server.profile import Profile
     from frontend_server.slots import Slots
+    from mesh.observability import ObservabilityConfig
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,24 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     run.add_argument("--ca", type=Path, help="CA certificate (PEM) to trust for the cloud")
     run.add_argument("--insecure", action="store_true", help="dial without TLS (development only)")
     run.add_argument("--edge-id", help="this edge's id (default: host name + random suffix)")
+    run.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        default=os.environ.get("HPLUS_METRICS_LISTEN") or "",
+        help="serve Prometheus GET /metrics here (default $HPLUS_METRICS_LISTEN, else none); "
+        "off loopback it needs --metrics-token-file",
+    )
+    run.add_argument(
+        "--metrics-token-file",
+        type=Path,
+        metavar="FILE",
+        help="bearer token scrapers must send (Authorization: Bearer ...)",
+    )
+    run.add_argument(
+        "--otlp-endpoint",
+        default=os.environ.get("HPLUS_OTLP_ENDPOINT") or "",
+        help="also export spans to this OTLP/gRPC collector (the otlp extra)",
+    )
     for store, what in (("ledger", "ledger (ledger.db)"), ("tasks", "task store (tasks.db)")):
         run.add_argument(
             f"--reset-{store}",
@@ -176,14 +195,16 @@ def _run(args: argparse.Namespace) -> int:
         if reset:
             flags = ", ".join(f"--reset-{store}" for store in sorted(reset))
             raise CliError(f"{flags} needs --profile (an edge without one keeps no stores)")
-        asyncio.run(_serve_admin_only(config))
+        asyncio.run(_serve_admin_only(config, _observability(args)))
         return 0
     data_dir = args.data_dir or Path("var") / "edge" / hospital
     if args.supervise:
         return _supervise(data_dir, getattr(args, "argv", None) or sys.argv[1:])
     for root in args.upgrade_root:
         _read(root, "upgrade root key")
-    asyncio.run(_serve(profile, config, data_dir, reset, tuple(args.upgrade_root)))
+    asyncio.run(
+        _serve(profile, config, data_dir, reset, _observability(args), tuple(args.upgrade_root))
+    )
     return 0
 
 
@@ -329,11 +350,25 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
+def _observability(args: argparse.Namespace) -> ObservabilityConfig:
+    from mesh.observability import ObservabilityConfig
+
+    try:
+        return ObservabilityConfig(
+            metrics_listen=args.metrics_listen,
+            metrics_token_file=args.metrics_token_file,
+            otlp_endpoint=args.otlp_endpoint,
+        )
+    except ValueError as err:
+        raise CliError(str(err)) from None
+
+
 async def _serve(
     profile: Profile,
     config: DialerConfig,
     data_dir: Path,
     reset: frozenset[str],
+    observability: ObservabilityConfig,
     upgrade_roots: tuple[Path, ...] = (),
 ) -> None:
     from frontend_server.app import EdgeApp, EdgeConfig, StoreRefused
@@ -348,6 +383,7 @@ async def _serve(
                 dialer=config,
                 reset_stores=reset,
                 upgrade_roots=upgrade_roots,
+                observability=observability,
             )
         )
     except (PackageError, SlotError) as err:
@@ -395,10 +431,17 @@ async def _report_healthy(app: EdgeApp) -> None:
     log.info("health gate: tunnel up and every component serving; reported healthy")
 
 
-async def _serve_admin_only(config: DialerConfig) -> None:
+async def _serve_admin_only(config: DialerConfig, observability: ObservabilityConfig) -> None:
     from frontend_server.app import EdgeApp, EdgeConfig
 
-    app = EdgeApp(EdgeConfig(profile=None, hospital_id=config.hospital_id, dialer=config))
+    app = EdgeApp(
+        EdgeConfig(
+            profile=None,
+            hospital_id=config.hospital_id,
+            dialer=config,
+            observability=observability,
+        )
+    )
     stop = _stop_on_signals()
     print(
         f"hplus edge {config.edge_id} for hospital {config.hospital_id}: dialing "

@@ -225,6 +225,7 @@ class SimBase:
         work: Work,
         *,
         outage: Callable[[], web.StreamResponse],
+        traceparent: str | None = None,
     ) -> web.StreamResponse:
         """Runs one dialect operation under the faults in force and logs it.
 
@@ -233,11 +234,16 @@ class SimBase:
             operation: Canonical operation name.
             work: The operation.
             outage: Renders the vendor's service-unavailable answer.
+            traceparent: The trace context the request carried in its body (SOAP header);
+                default: its ``traceparent`` HTTP header.
 
         Returns:
             The response.
         """
         record = RequestRecord(time.monotonic(), now_cst(), operation)
+        record.traceparent = (
+            traceparent if traceparent is not None else request.headers.get("traceparent", "")
+        )
         self.request_log.append(record)
         if self.faults.outage_active():
             record.outcome = "outage"

@@ -110,6 +110,8 @@ class RequestRecord:
     """Canonical operation name, or "invalid" when the request could not be parsed."""
     outcome: str = "pending"
     """"ok", "error:<vendor code>", "outage", "lost" (answer withheld by a fault)."""
+    traceparent: str = ""
+    """The W3C trace context the caller sent (HTTP header, SOAP header), if any."""
 
 
 _TYPES: dict[str, type[Any]] = {

@@ -240,7 +240,18 @@ class SoapHis(SimBase):
                 )
             return self._result("0", "成功", data), write, "ok"
 
-        return await self._serve(request, operation, work, outage=self._outage)
+        header = root.find(f"{{{SOAP_NS}}}Header")
+        traceparent = next(
+            (
+                (e.text or "").strip()
+                for e in (header.iter() if header is not None else ())
+                if _local(e.tag) == "traceparent"
+            ),
+            "",
+        )
+        return await self._serve(
+            request, operation, work, outage=self._outage, traceparent=traceparent
+        )
 
     def _unknown(self, q: dict[str, Any]) -> dict[str, Any]:
         raise HisError("INVALID", "交易码不存在")

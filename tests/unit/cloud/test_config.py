@@ -47,11 +47,18 @@ def test_file_env_and_flags_in_order(tmp_path: Path) -> None:
         ('[redis]\nurl = "http://x"\n', ":2: [redis] url: 'http://x' is invalid: must start"),
         ('[databases]\nreports = "x"\n', ":2: [databases] reports: unknown setting"),
         ("[census]\nrate = 2\n", ":2: [census] rate: 2.0 is invalid: must be within [0, 1]"),
+        ("[observability]\nmetric_listen = 1\n", ":2: [observability] metric_listen: unknown"),
+        (
+            '[observability]\nmetrics_listen = "0.0.0.0:9464"\n',
+            ":2: [observability] metrics_listen: 0.0.0.0:9464 is not a loopback",
+        ),
+        ("[observability]\nmax_spans = 3\n", ":2: [observability] max_spans: must be >= 100"),
         ('[node]\ninternal_listen = "x"\n', ":2: [node] internal_listen: expected HOST:PORT"),
         (
             "[nodes]\n",
             ":1: nodes: unknown setting (known: accounts, census, dashboard, databases, edge_api, "
-            "health, node, partitions, probes, redis, reports, sync, tls, tunnel, upgrades)",
+            "health, node, observability, partitions, probes, redis, reports, sync, tls, tunnel, "
+            "upgrades)",
         ),
         ('[node]\nregistry_listen = "x"\n', ":2: [node] registry_listen: expected HOST:PORT"),
         ("[tunnel]\nping_intervall = 1\n", ":2: [tunnel] ping_intervall: unknown setting"),

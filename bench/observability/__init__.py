@@ -1,0 +1,1 @@
+"""Benchmark of tracing + metrics: the same calls with and without, alternating."""
