@@ -81,7 +81,9 @@ class PatientApiServicer(patient_pb2_grpc.PatientApiServiceServicer):
         self._auth = auth
         self._queries = queries
         self._tokens = tokens
-        self._cache = cache or ReadCache(ttl=0)
+        # Not `cache or …`: an empty cache is falsy (it has a length).
+        self.cache = cache if cache is not None else ReadCache(ttl=0)
+        """The ListSlots cache (its ``hits`` and ``misses`` are counted)."""
         self.orders = orders
         self.reports = reports
         self._today = today
@@ -227,7 +229,7 @@ class PatientApiServicer(patient_pb2_grpc.PatientApiServiceServicer):
             size,
             request.page_token,
         )
-        return await self._cache.read(request.hospital_id, key, load)
+        return await self.cache.read(request.hospital_id, key, load)
 
     # -- orders and reports: a signed-in account, then the part that owns them ------
 

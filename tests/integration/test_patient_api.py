@@ -106,7 +106,7 @@ async def running(
         node_id="n1",
         grace_seconds=1.0,
         sync=SYNC,
-        patient_api=PatientApiConfig(read_cache_seconds=0.5),
+        patient_api=PatientApiConfig(read_cache_seconds=2.0),
     )
     node = CloudNode(config, tunnel_config=FAST)
     node.orders = orders  # what the orders part does in `_start`, before the servicer
@@ -267,6 +267,13 @@ async def test_reads_come_from_the_store_after_a_sync_and_follow_the_hospital(
             follow.CopyFrom(request)
             follow.page_token = page.next_page_token
             page = await api.ListSlots(follow, metadata=env.md(), timeout=T)
+        # The same first page again within the cache's TTL: served from the node's cache.
+        assert env.node.patient_api is not None
+        once = await api.ListSlots(request, metadata=env.md(), timeout=T)
+        hits = env.node.patient_api.cache.hits
+        again = await api.ListSlots(request, metadata=env.md(), timeout=T)
+        assert [s.slot_id for s in again.slots] == [s.slot_id for s in once.slots] == seen[:5]
+        assert env.node.patient_api.cache.hits == hits + 1
         expected = SHAPE.days * 2 * SHAPE.slots
         assert len(seen) == len(set(seen)) == expected
         assert tokens == (expected - 1) // 5
