@@ -158,7 +158,8 @@ async def run(
             sample_tunnel = await tunnel(0)
             ours_slots = len(sample_ours.slots)  # type: ignore[attr-defined]
             tunnel_slots = len(sample_tunnel.slots)  # type: ignore[attr-defined]
-            assert ours_slots and tunnel_slots, "a benchmark read returned no slots"
+            assert ours_slots, "the patient API returned no slots"
+            assert tunnel_slots, "the hospital returned no slots"
             await _load(min(calls, 1000), concurrency, tunnel)  # warm both paths
             await _load(min(calls, 1000), concurrency, ours)
             runs: dict[str, list[dict[str, float]]] = {"tunnel": [], "ours": []}

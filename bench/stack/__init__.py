@@ -16,6 +16,7 @@ import re
 import signal
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,6 +148,8 @@ class Stack:
     internal: str = ""
     app_key: str = ""
     fleet_ready_s: float = 0.0
+    fleet_started: float = 0.0
+    """``time.perf_counter()`` when the fleet process was started (edges begin to dial)."""
 
     @property
     def hospital_ids(self) -> list[str]:
@@ -198,6 +201,7 @@ class Stack:
         node_flags = ["--node-data-dir", str(self.data_dir)]
         if self.node_toml:
             node_flags += ["--node-config", str(self.data_dir / "node.toml")]
+        self.fleet_started = time.perf_counter()
         await self.fleet.start(
             "-m", "tools.fleet_sim", "--hospitals", str(self.hospitals),
             "--cloud", f"localhost:{self.port}", "--seed", str(self.seed), *node_flags,

@@ -75,6 +75,16 @@ def test_make_run_starts_three_hospitals_that_answer_and_stops_cleanly(tmp_path:
         assert key.read_text().startswith("hpk1.")
         assert "sign in to the patient API by hand" in output
         assert "AccountService/StartSignIn" in output
+        # The patient API's first read, run as printed (a real client: buf curl).
+        at = lines.index(next(x for x in lines if x.startswith("read hospitals and slots")))
+        command = "".join(lines[at + 1 : at + 3]).replace("\\\n", " ")
+        assert "PatientApiService/SearchHospitals" in command
+        found = subprocess.run(
+            ["bash", "-c", command], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert found.returncode == 0, found.stderr
+        hospitals = {h["hospitalId"] for h in json.loads(found.stdout)["hospitals"]}
+        assert hospitals == {"city-first", "river-county"}  # 人民医院: rmyy
         # The demo's master data is in the read store, so the node syncs all three.
         status = _cli("cloud", "sync", "status", "--format", "json", "--data-dir", str(var))
         assert status.returncode == 0, status.stderr
