@@ -24,6 +24,12 @@ def main() -> None:
         "--observe", type=float, help="seconds of incremental sync measured (default 60)"
     )
     parser.add_argument(
+        "--settle",
+        type=float,
+        default=30.0,
+        help="seconds after the full sync before the lag is measured (default 30)",
+    )
+    parser.add_argument(
         "--change-rate",
         type=float,
         default=0.2,
@@ -47,6 +53,7 @@ def main() -> None:
         run(
             hospitals=args.hospitals or (50 if args.quick else 2000),
             observe=args.observe or (20.0 if args.quick else 60.0),
+            settle=args.settle,
             change_rate=args.change_rate,
             slot_interval=args.slot_interval,
             url=args.database,

@@ -11,7 +11,10 @@ N edges dialing it; the node syncs every hospital into its read store first.
   asks for half the data a patient API call returns, so the ratio favours the tunnel.
 
 Each path gets the same random (hospital, doctor, day) targets; three interleaved rounds,
-the median of each figure (the machine is shared).
+the median of each figure (the machine is shared). Besides calls/s and latency (which on a
+loaded machine measure the machine as much as the path, and include the benchmark
+client's own CPU, the same for both paths), the CPU time the node and the fleet processes
+spent per call is reported: what each path costs the servers.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 import grpc
 from google.type import date_pb2
 
-from bench.stack import Stack
+from bench.stack import Stack, cpu_seconds
 from cloud.gateway import INTERNAL_AUTH_KEY, ROUTE_KEY
 from hplus.cloud.v1 import patient_pb2, patient_pb2_grpc
 from hplus.hospital.v1 import directory_pb2, directory_pb2_grpc
@@ -45,8 +48,15 @@ def _date(day: dt.date) -> date_pb2.Date:
 
 
 async def _load(
-    calls: int, concurrency: int, call: Callable[[int], Awaitable[object]]
+    calls: int,
+    concurrency: int,
+    call: Callable[[int], Awaitable[object]],
+    servers: tuple[int, ...] = (),
 ) -> dict[str, float]:
+    """Runs ``calls`` calls, ``concurrency`` at a time; with ``servers`` (pids), also the
+    CPU time those processes spent per call (what the path costs the servers, whatever
+    else the machine is doing)."""
+    cpu0 = sum(cpu_seconds(pid) for pid in servers)
     latencies: list[float] = []
     counter = iter(range(calls))
 
@@ -60,7 +70,9 @@ async def _load(
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     wall = time.perf_counter() - start
     latencies.sort()
+    cpu = sum(cpu_seconds(pid) for pid in servers) - cpu0
     return {
+        "server_cpu_ms_per_call": cpu / calls * 1000,
         "calls_per_s": calls / wall,
         "p50_ms": statistics.median(latencies) * 1000,
         "p99_ms": latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000,
@@ -164,8 +176,9 @@ async def run(
             await _load(min(calls, 1000), concurrency, ours)
             runs: dict[str, list[dict[str, float]]] = {"tunnel": [], "ours": []}
             for _ in range(3):
-                runs["tunnel"].append(await _load(calls // 3, concurrency, tunnel))
-                runs["ours"].append(await _load(calls // 3, concurrency, ours))
+                servers = (stack.node.pid, stack.fleet.pid)
+                runs["tunnel"].append(await _load(calls // 3, concurrency, tunnel, servers))
+                runs["ours"].append(await _load(calls // 3, concurrency, ours, servers))
             base, mine = _median(runs["tunnel"]), _median(runs["ours"])
         node_rss = await asyncio.to_thread(_rss, stack.node.pid)
     finally:
@@ -186,6 +199,11 @@ async def run(
         "tunnel_p99_ms": round(base["p99_ms"], 2),
         "tunnel_slots_per_call": tunnel_slots,
         "ratio": round(ratio, 2),
+        "patient_api_server_cpu_ms_per_call": round(mine["server_cpu_ms_per_call"], 3),
+        "tunnel_server_cpu_ms_per_call": round(base["server_cpu_ms_per_call"], 3),
+        "server_cpu_ratio": round(
+            base["server_cpu_ms_per_call"] / mine["server_cpu_ms_per_call"], 2
+        ),
         "node_rss_mib": round(node_rss),
         "cpus": os.cpu_count(),
     }
@@ -198,6 +216,9 @@ async def run(
          f"{mine['p50_ms'] / base['p50_ms']:.2f}x", ""),
         ("p99 latency", f"{base['p99_ms']:.1f} ms", f"{mine['p99_ms']:.1f} ms",
          f"{mine['p99_ms'] / base['p99_ms']:.2f}x", "<= 25 ms"),
+        ("server CPU per call (node + edge)", f"{base['server_cpu_ms_per_call']:.2f} ms",
+         f"{mine['server_cpu_ms_per_call']:.2f} ms",
+         f"{base['server_cpu_ms_per_call'] / mine['server_cpu_ms_per_call']:.2f}x fewer", ""),
         ("slots per answer", str(tunnel_slots), str(ours_slots), "", ""),
     ]  # fmt: skip
     widths = [max(len(r[i]) for r in table) for i in range(5)]

@@ -24,7 +24,7 @@ import grpc
 
 from tools.fleet_sim import fleet_hospitals, write_hospitals_toml
 
-__all__ = ["Child", "Stack", "rss_mib"]
+__all__ = ["Child", "Stack", "cpu_seconds", "rss_mib"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,6 +45,15 @@ def rss_mib(pid: int) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used, in seconds (0 where /proc is missing)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Child:
