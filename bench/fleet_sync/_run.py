@@ -91,8 +91,8 @@ async def run(
         full_s = time.perf_counter() - stack.fleet_started
         async with store.primary.connect() as conn:
             rows = 0
-            for table in ("rs_departments", "rs_doctors", "rs_schedules", "rs_slots"):
-                rows += (await conn.execute(sa.text(f"SELECT count(*) FROM {table}"))).scalar_one()
+            for name_ in ("rs_departments", "rs_doctors", "rs_schedules", "rs_slots"):
+                rows += (await conn.execute(sa.text(f"SELECT count(*) FROM {name_}"))).scalar_one()
         print(f"full sync of {hospitals} hospitals: {full_s:.1f} s, {rows:,} rows")
 
         # Settle: the hospitals synced first waited for the last snapshots before their
