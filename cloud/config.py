@@ -194,7 +194,8 @@ class PatientApiConfig:
     """Seconds a ListSlots answer is served from the node's cache (0: no cache); keep it
     well under ``sync.slot_interval`` so what a sync writes shows at once."""
     read_cache_entries: int = 10_000
-    """ListSlots answers the cache keeps at most (least recently used dropped)."""
+    """ListSlots answers the cache keeps at most (least recently used dropped; at most
+    64 MiB of them whatever their count)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.read_cache_seconds <= 60:

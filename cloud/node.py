@@ -355,6 +355,7 @@ class CloudNode:
             cache=ReadCache(
                 ttl=cfg.patient_api.read_cache_seconds,
                 max_entries=cfg.patient_api.read_cache_entries,
+                weigh=patient_pb2.ListSlotsResponse.ByteSize,
             ),
             orders=self.orders,
             reports=self.reports,

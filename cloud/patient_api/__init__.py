@@ -8,7 +8,12 @@ that the servicer delegates to once the caller is signed in (`OrderApi`, `Report
 
 from __future__ import annotations
 
-from cloud.patient_api._cache import DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_SECONDS, ReadCache
+from cloud.patient_api._cache import (
+    DEFAULT_CACHE_BYTES,
+    DEFAULT_CACHE_ENTRIES,
+    DEFAULT_CACHE_SECONDS,
+    ReadCache,
+)
 from cloud.patient_api._parts import OrderApi, ReportApi
 from cloud.patient_api._tokens import PAGE_TOKEN_LIFETIME, PageTokens, TokenError
 from cloud.patient_api._validate import (
@@ -19,6 +24,7 @@ from cloud.patient_api._validate import (
 from cloud.patient_api.servicer import PatientApiServicer
 
 __all__ = [
+    "DEFAULT_CACHE_BYTES",
     "DEFAULT_CACHE_ENTRIES",
     "DEFAULT_CACHE_SECONDS",
     "DEFAULT_PAGE_SIZE",

@@ -18,12 +18,15 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
-__all__ = ["DEFAULT_CACHE_ENTRIES", "DEFAULT_CACHE_SECONDS", "ReadCache"]
+__all__ = ["DEFAULT_CACHE_BYTES", "DEFAULT_CACHE_ENTRIES", "DEFAULT_CACHE_SECONDS", "ReadCache"]
 
 DEFAULT_CACHE_SECONDS = 2.0
 """How long an answer is served from the cache (the sync's slot interval is 30 s)."""
 DEFAULT_CACHE_ENTRIES = 10_000
-"""Answers kept at most (a ListSlots page of 50 slots is ~10 KB: ~100 MB at the bound)."""
+"""Answers kept at most."""
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+"""Bytes of answers kept at most (by ``weigh``): a caller choosing 500-slot pages cannot
+make the node hold entries x the largest page."""
 
 V = TypeVar("V")
 
@@ -34,6 +37,9 @@ class ReadCache(Generic[V]):
     Args:
         ttl: seconds an answer is served; 0 disables the cache (every read goes through).
         max_entries: answers kept at most.
+        max_bytes: the answers' total weight kept at most (an answer heavier than it is
+            served but not kept).
+        weigh: an answer's weight in bytes (default: every answer weighs 1 byte).
         clock: monotonic seconds (tests inject one).
     """
 
@@ -42,16 +48,24 @@ class ReadCache(Generic[V]):
         *,
         ttl: float = DEFAULT_CACHE_SECONDS,
         max_entries: int = DEFAULT_CACHE_ENTRIES,
+        max_bytes: int = DEFAULT_CACHE_BYTES,
+        weigh: Callable[[V], int] = lambda _: 1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if ttl < 0:
             raise ValueError("ttl must be >= 0")
         if max_entries < 1:
             raise ValueError("max_entries must be >= 1")
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
         self.ttl = ttl
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._weigh = weigh
         self._clock = clock
-        self._entries: OrderedDict[tuple[str, Hashable], tuple[float, V]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, Hashable], tuple[float, V, int]] = OrderedDict()
+        self.bytes = 0
+        """The kept answers' total weight."""
         self._loading: dict[tuple[str, Hashable], asyncio.Future[V]] = {}
         """Loads in flight, one per key (bounded by the calls in flight)."""
         self.hits = 0
@@ -69,7 +83,7 @@ class ReadCache(Generic[V]):
         if entry is None:
             return None
         if entry[0] <= self._clock():
-            del self._entries[full]
+            self._drop(full)
             return None
         self._entries.move_to_end(full)
         return entry[1]
@@ -78,11 +92,21 @@ class ReadCache(Generic[V]):
         """Keep an answer for ``ttl`` seconds (dropping the least recently used if full)."""
         if self.ttl == 0:
             return
+        weight = self._weigh(value)
         full = (hospital_id, key)
-        self._entries[full] = (self._clock() + self.ttl, value)
-        self._entries.move_to_end(full)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self._drop(full)
+        if weight > self.max_bytes:
+            return
+        self._entries[full] = (self._clock() + self.ttl, value, weight)
+        self.bytes += weight
+        while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
+            _, (_, _, dropped) = self._entries.popitem(last=False)
+            self.bytes -= dropped
+
+    def _drop(self, full: tuple[str, Hashable]) -> None:
+        entry = self._entries.pop(full, None)
+        if entry is not None:
+            self.bytes -= entry[2]
 
     async def read(self, hospital_id: str, key: Hashable, load: Callable[[], Awaitable[V]]) -> V:
         """The kept answer, else ``load()``'s (one load per key at a time).
@@ -126,8 +150,9 @@ class ReadCache(Generic[V]):
         if hospital_id is None:
             dropped = len(self._entries)
             self._entries.clear()
+            self.bytes = 0
             return dropped
         stale = [k for k in self._entries if k[0] == hospital_id]
         for k in stale:
-            del self._entries[k]
+            self._drop(k)
         return len(stale)

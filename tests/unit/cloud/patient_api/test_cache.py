@@ -52,6 +52,22 @@ async def test_the_cache_holds_at_most_its_bound_least_recently_used_out() -> No
     assert [cache.get("h", i) for i in (97, 98, 99)] == [97, 98, 99]
 
 
+async def test_the_cache_holds_at_most_its_bytes() -> None:
+    cache: ReadCache[bytes] = ReadCache(ttl=60.0, max_entries=100, max_bytes=1000, weigh=len)
+    for i in range(50):
+        cache.put("h", i, b"x" * 300)
+        assert cache.bytes <= 1000
+    assert len(cache) == 3
+    assert cache.bytes == 900
+    cache.put("h", "huge", b"x" * 1001)  # served by its reader, never kept
+    assert cache.get("h", "huge") is None
+    assert cache.bytes == 900
+    cache.put("h", 49, b"y" * 10)  # replacing an entry replaces its weight
+    assert cache.bytes == 610
+    assert cache.invalidate("h") == 3
+    assert cache.bytes == 0
+
+
 async def test_concurrent_misses_of_one_key_share_one_load() -> None:
     cache: ReadCache[str] = ReadCache(ttl=5.0, max_entries=10)
     started, release = asyncio.Event(), asyncio.Event()
@@ -136,3 +152,5 @@ def test_bounds_are_checked() -> None:
         ReadCache(ttl=-1)
     with pytest.raises(ValueError, match="max_entries"):
         ReadCache(max_entries=0)
+    with pytest.raises(ValueError, match="max_bytes"):
+        ReadCache(max_bytes=0)

@@ -7,6 +7,7 @@ import cloud.patient_api
 
 def test_the_public_surface_is_pinned() -> None:
     assert sorted(cloud.patient_api.__all__) == [
+        "DEFAULT_CACHE_BYTES",
         "DEFAULT_CACHE_ENTRIES",
         "DEFAULT_CACHE_SECONDS",
         "DEFAULT_PAGE_SIZE",
