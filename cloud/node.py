@@ -128,9 +128,9 @@ class CloudNode:
         self.readstore: ReadStore | None = None
         self.directory_sync: SyncEngine | None = None
         self.orders: OrderApi | None = None
-        """The patient API's orders part; set in `_start` before the servicer is built."""
+        """The patient API's orders part: set before the servicer is built in `_start`."""
         self.reports: ReportApi | None = None
-        """The patient API's reports part; set in `_start` before the servicer is built."""
+        """The patient API's reports part: set before the servicer is built in `_start`."""
         self.patient_api: PatientApiServicer | None = None
         self._health = health.aio.HealthServicer()
         self._service_names: list[str] = []
