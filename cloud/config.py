@@ -21,6 +21,7 @@ from mesh.tunnel import TunnelConfig
 __all__ = [
     "AccountsConfig",
     "NodeConfig",
+    "PatientApiConfig",
     "SyncConfig",
     "TlsMode",
     "UpgradesConfig",
@@ -257,6 +258,30 @@ def _upgrades_from_file(doc: Mapping[str, object], path: Path, text: str) -> dic
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class PatientApiConfig:
+    """The patient API's read side (``[patient_api]``)."""
+
+    read_cache_seconds: float = 2.0
+    """Seconds a ListSlots answer is served from the node's cache (0: no cache); keep it
+    well under ``sync.slot_interval`` so what a sync writes shows at once."""
+    read_cache_entries: int = 10_000
+    """ListSlots answers the cache keeps at most (least recently used dropped; at most
+    64 MiB of them whatever their count)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.read_cache_seconds <= 60:
+            raise ConfigError(
+                f"patient_api.read_cache_seconds: must be within [0, 60], "
+                f"got {self.read_cache_seconds}"
+            )
+        if not 1 <= self.read_cache_entries <= 1_000_000:
+            raise ConfigError(
+                f"patient_api.read_cache_entries: must be within [1, 1000000], "
+                f"got {self.read_cache_entries}"
+            )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class NodeConfig:
     """Everything a cloud node needs to start."""
 
@@ -314,6 +339,8 @@ class NodeConfig:
     """Seconds between checks of the partition map's version (a split is noticed within)."""
     accounts: AccountsConfig = dataclasses.field(default_factory=AccountsConfig)
     """Sign-in, sessions and patients of patient accounts."""
+    patient_api: PatientApiConfig = dataclasses.field(default_factory=PatientApiConfig)
+    """The patient API's read cache."""
     census_rate: float = 0.01
     """Fraction of tunnel calls the field census samples (0 turns it off)."""
     redis_url: str | None = None
@@ -574,6 +601,7 @@ def _from_file(path: Path) -> dict[str, object]:
             *_EDGE_TABLES,
             "upgrades",
             "observability",
+            "patient_api",
         ]
     )
 
@@ -660,6 +688,7 @@ def _from_file(path: Path) -> dict[str, object]:
             lambda v: v > 0,
             "must be > 0",
         )
+    values.update(_patient_api_from_file(doc, path, text))
     census = Section.of(doc, "census", path=path, text=text)
     census.reject_unknown(["rate"])
     if "rate" in doc.get("census", {}):
@@ -824,3 +853,21 @@ def _sync_from_file(doc: dict[str, object], path: Path, text: str) -> dict[str, 
     except ConfigError as err:
         key = err.message.split(":", 1)[0].removeprefix("sync.")
         raise sync.error(key, err.message.split(": ", 1)[1]) from None
+
+
+def _patient_api_from_file(doc: dict[str, object], path: Path, text: str) -> dict[str, object]:
+    section = Section.of(doc, "patient_api", path=path, text=text)
+    fields = {f.name: f for f in dataclasses.fields(PatientApiConfig)}
+    section.reject_unknown(fields)
+    present = doc.get("patient_api", {})
+    assert isinstance(present, dict)  # Section.of checked that it is a table
+    kwargs: dict[str, object] = {}
+    for name, field in fields.items():
+        if name in present:
+            kind = {"int": int, "float": float}[str(field.type)]
+            kwargs[name] = section.get(name, kind, field.default)
+    try:
+        return {"patient_api": PatientApiConfig(**kwargs)} if kwargs else {}  # type: ignore[arg-type]
+    except ConfigError as err:
+        key = err.message.split(":", 1)[0].removeprefix("patient_api.")
+        raise section.error(key, err.message.split(": ", 1)[1]) from None

@@ -11,6 +11,10 @@ error                     code         details
 ========================  ===========  ============================================
 ``PresenceUnavailable``   UNAVAILABLE  ``PRESENCE_UNAVAILABLE``, ``RetryInfo``; the
                                        store's own error is logged, never sent
+``QueryError``            INVALID_     ``BadRequest`` on the field it names (a read
+(``cloud.readstore``)     ARGUMENT     store filter or cursor)
+``UnknownHospital``       NOT_FOUND    ``ResourceInfo`` (``hospital``, the id)
+(``cloud.readstore``)
 ========================  ===========  ============================================
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 import logging
 
 from cloud.presence import PresenceUnavailable
+from cloud.readstore import QueryError, UnknownHospital
 from mesh import errors
 
 __all__ = ["CLOUD_ERRORS", "ERROR_DOMAIN", "translate"]
@@ -46,6 +51,13 @@ def translate(err: Exception) -> errors.StatusError | None:
             "tunnel presence is unavailable; retry shortly",
             reason="PRESENCE_UNAVAILABLE",
             retry_delay=_PRESENCE_RETRY_SECONDS,
+        )
+    if isinstance(err, QueryError):
+        return errors.InvalidArgument(field_violations=[(err.field, err.message)])
+    if isinstance(err, UnknownHospital):
+        return errors.NotFound(
+            f"no hospital with id {err.hospital_id!r}",
+            resource=errors.Resource("hospital", err.hospital_id, description="not found"),
         )
     return None
 

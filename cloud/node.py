@@ -54,6 +54,7 @@ from cloud.monitoring import HealthMonitor, Prober, migrate_monitoring
 from cloud.operations import OperationsServicer
 from cloud.partitioned import SCHEMAS as PARTITIONED
 from cloud.partitions import PartitionSet
+from cloud.patient_api import OrderApi, PageTokens, PatientApiServicer, ReadCache
 from cloud.presence import InProcessPresence, Presence, PresenceUnavailable, RedisPresence
 from cloud.readstore import ReadStore
 from cloud.registry import MAX_MESSAGE_BYTES as REGISTRY_MAX_MESSAGE_BYTES
@@ -69,6 +70,8 @@ from hplus.cloud.v1 import (
     edge_pb2,
     edge_pb2_grpc,
     operations_pb2_grpc,
+    patient_pb2,
+    patient_pb2_grpc,
     registry_pb2,
     registry_pb2_grpc,
 )
@@ -95,7 +98,8 @@ class CloudNode:
     """A running cloud node: its public, registry and internal ``grpc.aio`` servers.
 
     Public endpoint (``listen``): health, reflection, ``TunnelService`` (edges dial in) and
-    the patient API's ``AccountService`` (accounts live in the business partitions), with
+    the patient API's ``AccountService`` (accounts live in the business partitions) and
+    ``PatientApiService`` (reads from the read store; orders and reports delegated), with
     the tunnel's message limit. Registry endpoint (``registry_listen``): health, reflection
     and ``RegistryService``, with the registry's large limit for release images.
     Internal endpoint (``internal_listen``, cluster secret required): health, the
@@ -155,6 +159,9 @@ class CloudNode:
         self._edge_api: EdgeApiServicer | None = None
         self.packages: PackageStore | None = None
         self.upgrades: UpgradeHandlers | None = None
+        self.orders: OrderApi | None = None
+        """The patient API's orders part: set before the servicer is built in `_start`."""
+        self.patient_api: PatientApiServicer | None = None
         self._health = health.aio.HealthServicer()
         self._service_names: list[str] = []
         self._registry_service_names: list[str] = []
@@ -400,12 +407,29 @@ class CloudNode:
         account_pb2_grpc.add_AccountServiceServicer_to_server(self.accounts.servicer, server)
         assert self._edge_api is not None
         edge_pb2_grpc.add_EdgeServiceServicer_to_server(self._edge_api, server)
+        # The patient API: reads from the read store (page tokens signed with a key derived
+        # from the cluster secret, so any node continues a list another began); orders and
+        # reports go to `self.orders` / `self.reports` (UNIMPLEMENTED while they are None).
+        self.patient_api = PatientApiServicer(
+            auth=self.accounts.auth,
+            queries=self.readstore.queries,
+            tokens=PageTokens(secret),
+            cache=ReadCache(
+                ttl=cfg.patient_api.read_cache_seconds,
+                max_entries=cfg.patient_api.read_cache_entries,
+                weigh=patient_pb2.ListSlotsResponse.ByteSize,
+            ),
+            orders=self.orders,
+            reports=self.reports,
+        )
+        patient_pb2_grpc.add_PatientApiServiceServicer_to_server(self.patient_api, server)
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         self._service_names = [
             health_name,
             tunnel_pb2.DESCRIPTOR.services_by_name["TunnelService"].full_name,
             account_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
             edge_pb2.DESCRIPTOR.services_by_name["EdgeService"].full_name,
+            patient_pb2.DESCRIPTOR.services_by_name["PatientApiService"].full_name,
             reflection.SERVICE_NAME,
         ]
         reflection.enable_server_reflection(self._service_names, server)

@@ -257,6 +257,17 @@ def _sign_in_hint(var: Path, public: str, key: Path) -> list[str]:
     ]
 
 
+def _patient_api_hint(var: Path, public: str, key: Path) -> list[str]:
+    """A first read of the patient API with buf curl (README: "Find a hospital and its slots")."""
+    buf = Path(PYTHON).with_name("buf")
+    url = f"https://{public.replace('127.0.0.1', 'localhost')}/hplus.cloud.v1.PatientApiService"
+    ca = var / "tls" / "ca.pem"
+    return [
+        f'  {buf} curl --protocol grpc --cacert {ca} -H "x-hplus-app-key: $(cat {key})" \\',
+        f'      -d \'{{"query": "rmyy"}}\' {url}/SearchHospitals',
+    ]
+
+
 @dataclasses.dataclass
 class _Demo:
     """The demo's processes and where its files go."""
@@ -357,6 +368,11 @@ class _Demo:
             print(line)
         print("sign in to the patient API by hand (README: Sign in and read):")
         for line in _sign_in_hint(var, public.group(1), key):
+            print(line)
+        print(
+            "read hospitals and slots from the read store (README: Find a hospital and its slots):"
+        )
+        for line in _patient_api_hint(var, public.group(1), key):
             print(line)
         print("stop with Ctrl-C")
         sys.stdout.flush()

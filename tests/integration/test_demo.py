@@ -13,6 +13,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -34,6 +36,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+# Seven processes and a dozen CLI runs: 139 s measured under load average ~15 on 2 cores.
+@pytest.mark.timeout(300)
 def test_make_run_starts_three_hospitals_that_answer_and_stops_cleanly(tmp_path: Path) -> None:
     var = tmp_path / "var"
     proc = subprocess.Popen(
@@ -87,6 +91,16 @@ def test_make_run_starts_three_hospitals_that_answer_and_stops_cleanly(tmp_path:
         with urllib.request.urlopen(login, context=context, timeout=30) as page:
             assert page.status == 200
             assert "sign in" in page.read().decode()
+        # The patient API's first read, run as printed (a real client: buf curl).
+        at = lines.index(next(x for x in lines if x.startswith("read hospitals and slots")))
+        command = "".join(lines[at + 1 : at + 3]).replace("\\\n", " ")
+        assert "PatientApiService/SearchHospitals" in command
+        found = subprocess.run(
+            ["bash", "-c", command], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert found.returncode == 0, found.stderr
+        hospitals = {h["hospitalId"] for h in json.loads(found.stdout)["hospitals"]}
+        assert hospitals == {"city-first", "river-county"}  # 人民医院: rmyy
         # The demo's master data is in the read store, so the node syncs all three.
         status = _cli("cloud", "sync", "status", "--format", "json", "--data-dir", str(var))
         assert status.returncode == 0, status.stderr

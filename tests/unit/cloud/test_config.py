@@ -57,8 +57,8 @@ def test_file_env_and_flags_in_order(tmp_path: Path) -> None:
         (
             "[nodes]\n",
             ":1: nodes: unknown setting (known: accounts, census, dashboard, databases, edge_api, "
-            "health, node, observability, partitions, probes, redis, reports, sync, tls, tunnel, "
-            "upgrades)",
+            "health, node, observability, partitions, patient_api, probes, redis, reports, sync, "
+            "tls, tunnel, upgrades)",
         ),
         ('[node]\nregistry_listen = "x"\n', ":2: [node] registry_listen: expected HOST:PORT"),
         ("[tunnel]\nping_intervall = 1\n", ":2: [tunnel] ping_intervall: unknown setting"),
@@ -181,3 +181,21 @@ def test_tunnel_limits_come_from_the_tunnel_table(tmp_path: Path) -> None:
     assert cfg.tunnel.ping_interval == 0.5
     assert cfg.tunnel.max_concurrent_streams == 20
     assert cfg.tunnel.initial_window_bytes == NodeConfig().tunnel.initial_window_bytes
+
+
+def test_the_patient_api_section_is_read_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text("[patient_api]\nread_cache_seconds = 0\nread_cache_entries = 50\n")
+    config = NodeConfig.load(path=path, env={})
+    assert config.patient_api.read_cache_seconds == 0.0
+    assert config.patient_api.read_cache_entries == 50
+    assert NodeConfig.load(env={}).patient_api.read_cache_seconds == 2.0
+    path.write_text("[patient_api]\n\nread_cache_entries = 0\n")
+    with pytest.raises(ConfigError) as info:
+        NodeConfig.load(path=path, env={})
+    assert str(info.value).startswith(f"{path}:3: [patient_api] read_cache_entries: must be within")
+    path.write_text('[patient_api]\nread_cache_seconds = "fast"\n')
+    with pytest.raises(
+        ConfigError, match=r":2: \[patient_api\] read_cache_seconds: expected float"
+    ):
+        NodeConfig.load(path=path, env={})

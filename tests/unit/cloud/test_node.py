@@ -44,6 +44,7 @@ async def test_node_serves_health_and_reflection_over_tls(tmp_path: Path) -> Non
             "hplus.tunnel.v1.TunnelService",
             "hplus.cloud.v1.AccountService",
             "hplus.cloud.v1.EdgeService",
+            "hplus.cloud.v1.PatientApiService",
         }
         fd = descriptor_pb2.FileDescriptorProto.FromString(
             replies[1].file_descriptor_response.file_descriptor_proto[0]

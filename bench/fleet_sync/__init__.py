@@ -1,0 +1,1 @@
+"""Benchmark of the read store's sync with a fleet of simulated hospitals."""
