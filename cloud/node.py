@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import Callable, Coroutine, Sequence
@@ -44,8 +45,15 @@ from cloud.gateway import (
 from cloud.operations import OperationsServicer
 from cloud.partitioned import SCHEMAS as PARTITIONED
 from cloud.partitions import PartitionSet
+from cloud.payments import NotifyServer, PaymentChannel, open_payments
 from cloud.presence import InProcessPresence, Presence, PresenceUnavailable, RedisPresence
 from cloud.readstore import ReadStore
+from cloud.reconcile import (
+    PlatformLedger,
+    Reconciler,
+    ResolutionSink,
+    migrate_reconcile,
+)
 from cloud.registry import MAX_MESSAGE_BYTES as REGISTRY_MAX_MESSAGE_BYTES
 from cloud.registry import ReleaseResolver, ReleaseStatus, build_registry
 from cloud.sync import RouterSource, SyncEngine
@@ -123,6 +131,15 @@ class CloudNode:
         self.accounts: Accounts | None = None
         self.readstore: ReadStore | None = None
         self.directory_sync: SyncEngine | None = None
+        self.payments: PaymentChannel | None = None
+        """The payment channel (``[payments]``), or None when none is configured."""
+        self.payment_notify: NotifyServer | None = None
+        """Its notification endpoint (``[payments] notify_listen``)."""
+        self.reconciler: Reconciler | None = None
+        self.platform_ledger: PlatformLedger | None = None
+        """The platform's side of reconciliation; set by the order coordinator's wiring."""
+        self.resolutions: ResolutionSink | None = None
+        """Where reconciliation's exact resolutions go; set by the order coordinator's wiring."""
         self._health = health.aio.HealthServicer()
         self._service_names: list[str] = []
         self._registry_service_names: list[str] = []
@@ -309,6 +326,22 @@ class CloudNode:
             known_hospital=self._known_hospital,
         )
         stack.push_async_callback(self.accounts.close)
+        # Payments ([payments]): the channel client and its notification endpoint; the
+        # three-way reconciliation ([reconcile]) over it, stored in the control database.
+        if cfg.payments.enabled:
+            self.payments, self.payment_notify = await stack.enter_async_context(
+                open_payments(cfg.payments, tls=self.tls)
+            )
+        await migrate_reconcile(self.partitions.control)
+        self.reconciler = Reconciler(
+            self.partitions.control,
+            channel=self.payments,
+            channel_for=self.router.channel_for,
+            hospitals=self._hospital_ids,
+            platform=lambda: self.platform_ledger,
+            resolutions=lambda: self.resolutions,
+            hospital_timeout=cfg.reconcile.hospital_timeout,
+        )
 
         health_pb2_grpc.add_HealthServicer_to_server(self._health, internal)
         operations_pb2_grpc.add_OperationsServiceServicer_to_server(
@@ -317,6 +350,7 @@ class CloudNode:
                 credentials=store,
                 revocations=self.revocations,
                 gateway=self.gateway,
+                reconcile=self.reconciler.answer,
             ),
             internal,
         )
@@ -379,6 +413,9 @@ class CloudNode:
         ]
         if self.directory_sync is not None:
             loops.append(("readstore-sync", self.directory_sync.run))
+        daily_at = cfg.reconcile.daily_time
+        if self.payments is not None and daily_at is not None:
+            loops.append(("reconcile-daily", functools.partial(self.reconciler.daily, daily_at)))
         self._supervisor = asyncio.get_running_loop().create_task(
             self._supervise(loops), name="node-background"
         )
@@ -439,11 +476,16 @@ class CloudNode:
             await self.gateway.shutdown(grace)
         for server in self._servers:
             await self._stop_server(server, grace)
-        for part in (self.revocations, self._sync, self._census_flusher):
+        for part in (self.revocations, self._sync, self._census_flusher, self.reconciler):
             if part is not None:
                 await part.shutdown()
         if self._supervisor is not None:
             await self._supervisor
+
+    async def _hospital_ids(self) -> list[str]:
+        """Every hospital a credential was ever issued to (asked for its ledger daily)."""
+        assert self.credentials is not None
+        return sorted({c.hospital_id for c in await self.credentials.list()})
 
     async def _known_hospital(self, hospital_id: str) -> bool:
         """Whether a hospital id is one of the platform's (a credential was ever issued)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from collections.abc import Awaitable, Callable
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -84,6 +85,8 @@ class OperationsServicer(operations_pb2_grpc.OperationsServiceServicer):
         credentials: the fleet's credentials (for revocations).
         revocations: closes revoked credentials' tunnels across the cloud.
         gateway: this node's tunnel gateway (for peers' liveness probes).
+        reconcile: runs a reconciliation (`cloud.reconcile.Reconciler.answer`); None when
+            the node has no reconciliation (UNIMPLEMENTED).
     """
 
     def __init__(
@@ -93,7 +96,12 @@ class OperationsServicer(operations_pb2_grpc.OperationsServiceServicer):
         credentials: CredentialStore,
         revocations: RevocationWatcher,
         gateway: TunnelGateway,
+        reconcile: Callable[
+            [operations_pb2.ReconcileRequest], Awaitable[operations_pb2.ReconcileResponse]
+        ]
+        | None = None,
     ) -> None:
+        self._reconcile = reconcile
         self._presence = presence
         self._credentials = credentials
         self._revocations = revocations
@@ -213,6 +221,18 @@ class OperationsServicer(operations_pb2_grpc.OperationsServiceServicer):
         """Refused duplicate tunnels per hospital, with the last one."""
         found = await self._presence.conflicts(request.hospital_id or None)
         return operations_pb2.ListEdgeConflictsResponse(conflicts=[_conflict(c) for c in found])
+
+    async def Reconcile(
+        self,
+        request: operations_pb2.ReconcileRequest,
+        context: grpc.aio.ServicerContext[
+            operations_pb2.ReconcileRequest, operations_pb2.ReconcileResponse
+        ],
+    ) -> operations_pb2.ReconcileResponse:
+        """Runs the three-way reconciliation of one business date on this node."""
+        if self._reconcile is None:
+            raise errors.Unimplemented("reconciliation is not available on this node")
+        return await self._reconcile(request)
 
 
 def _offset(token: str) -> int:

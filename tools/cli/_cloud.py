@@ -247,6 +247,7 @@ def _run(args: argparse.Namespace) -> int:
     from cloud.config import TlsMode
     from cloud.db import DatabaseError
     from cloud.node import CloudNode, serve
+    from cloud.payments import PaymentKeyError
     from mesh.tls import TlsError
 
     config = _load(
@@ -268,12 +269,14 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  internal endpoint: {internal_host}:{node.internal_port}")
         registry_host = config.registry_address.rpartition(":")[0]
         print(f"  registry endpoint: {registry_host}:{node.registry_port}")
+        if node.payment_notify is not None and node.payments is not None:
+            print(f"  payment notifications: {getattr(node.payments, 'notify_url', '')}")
         print("  stop with Ctrl-C (SIGINT) or SIGTERM: in-flight calls drain first")
         sys.stdout.flush()
 
     try:
         asyncio.run(serve(config, on_ready=ready))
-    except (OSError, TlsError, DatabaseError) as err:
+    except (OSError, TlsError, DatabaseError, PaymentKeyError) as err:
         raise CliError(f"cannot start node: {err}") from None
     return 0
 
