@@ -20,6 +20,8 @@ def test_cloud_public_surface_is_pinned() -> None:
     assert cloud.config.__all__ == [
         "AccountsConfig",
         "NodeConfig",
+        "PaymentsConfig",
+        "ReconcileConfig",
         "SyncConfig",
         "TlsMode",
         "parse_listen",
