@@ -253,7 +253,7 @@ async def test_notifications_over_tls_with_the_nodes_certificate(tmp_path: Path)
 
 
 async def test_an_unreachable_channel_is_unavailable_after_retries(tmp_path: Path) -> None:
-    async with channel_and_sim(tmp_path) as (sim, channel, _server, _inbox):
+    async with channel_and_sim(tmp_path) as (_sim, channel, _server, _inbox):
         keys = channel.keys
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
