@@ -103,9 +103,11 @@ def compare(
     out: list[Discrepancy] = []
     pay_rows: dict[str, list[StatementRow]] = collections.defaultdict(list)
     refund_rows: dict[str, StatementRow] = {}
+    refunds_of: dict[str, list[StatementRow]] = collections.defaultdict(list)
     for row in statement:
         if row.kind == "refund":
             refund_rows[row.out_refund_no] = row
+            refunds_of[row.out_trade_no].append(row)
         else:
             pay_rows[row.out_trade_no].append(row)
     hospitals = {h: _Hospital(ledger) for h, ledger in ledgers.items() if ledger.read}
@@ -123,6 +125,7 @@ def compare(
                 p,
                 pay_rows.get(p.out_trade_no, []),
                 refund_rows,
+                refunds_of.get(p.out_trade_no, []),
                 hospitals.get(p.hospital_id),
                 ledgers.get(p.hospital_id),
             )
@@ -211,6 +214,7 @@ def _one(
     p: PlatformPayment,
     rows: list[StatementRow],
     refund_rows: Mapping[str, StatementRow],
+    trade_refunds: list[StatementRow],
     hosp: _Hospital | None,
     ledger: HospitalLedger | None,
 ) -> list[Discrepancy]:
@@ -295,6 +299,19 @@ def _one(
     # Refunds.
     mine = [refund_rows[n] for n in p.out_refund_nos if n in refund_rows]
     refunded_today = _day(p.refunded_at) == business_date
+    if trade_refunds and not mine and state not in _REFUND_STATES:
+        out.append(
+            Discrepancy(
+                K.STATUS_MISMATCH,
+                p.hospital_id,
+                p.order_id,
+                p.out_trade_no,
+                f"the channel refunded it; the platform has it {state}",
+                out_refund_no=",".join(r.out_refund_no for r in trade_refunds),
+                platform_fen=p.refunded_fen,
+                channel_fen=sum(r.amount_fen for r in trade_refunds),
+            )
+        )
     if refunded_today or mine:
         c_ref = sum(r.amount_fen for r in mine)
         nos = ",".join(p.out_refund_nos)
