@@ -30,8 +30,8 @@ from cloud.reconcile import (
 from frontend_server.app import EdgeApp
 from frontend_server.profile import load_profile
 from hplus.hospital.v1 import billing_pb2, billing_pb2_grpc, common_pb2
-from tests.integration.hospital_env import FAST, SEED, edge_config, write_profile
 from mesh.tls import ensure_dev_pki
+from tests.integration.hospital_env import FAST, SEED, edge_config, write_profile
 from tools.his_sim import RestHis
 from tools.pay_sim import PaySim
 
