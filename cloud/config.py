@@ -242,7 +242,7 @@ class PaymentsConfig:
             raise ConfigError(f"payments.notify_listen: {err}") from None
         if self.notify_plaintext and not _is_loopback(host):
             raise ConfigError(
-                f"payments.notify_plaintext is for loopback only, but notify_listen is "
+                f"payments.notify_plaintext: for loopback only, but notify_listen is "
                 f"{self.notify_listen}"
             )
         if not self.enabled:
