@@ -40,8 +40,8 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         description="Ask a node (its internal endpoint, with the cluster secret) to reconcile "
         "DATE (YYYY-MM-DD, UTC+8): the platform's payments, the payment channel's statement and "
         "every hospital's GetDailyLedger. The run is stored in the control database. Exit 0: "
-        "no discrepancy; 1: discrepancies (listed); 2: bad input or refused; 3: node "
-        "unreachable.",
+        "no discrepancy and every ledger read; 1: discrepancies (listed) or a ledger not read; "
+        "2: bad input or refused; 3: node unreachable.",
     )
     p.add_argument("date", metavar="DATE", help="business date, YYYY-MM-DD")
     p.add_argument("--hospital", metavar="ID", help="only this hospital")
@@ -183,4 +183,5 @@ def _reconcile(args: argparse.Namespace) -> int:
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
     else:
         _print_text(reply, day)
-    return EXIT_FAILED if reply.discrepancies else 0
+    unread = any(not h.ledger_read for h in reply.hospitals)
+    return EXIT_FAILED if reply.discrepancies or unread else 0
