@@ -15,6 +15,7 @@ listener returned, 500 when one failed (the channel delivers again).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import collections
@@ -156,6 +157,9 @@ class NotifyServer:
         port: port (0: any free one).
         ssl_context: TLS (None: plaintext; the config allows that on loopback only).
         max_body: largest body accepted, bytes.
+        max_in_flight: notifications handled at once; more are answered 503 at once (the
+            channel retries), so a flood holds a bounded number of requests.
+        read_timeout: seconds a body may take to arrive (a slow sender gets 408).
     """
 
     def __init__(
@@ -167,7 +171,12 @@ class NotifyServer:
         port: int,
         ssl_context: ssl.SSLContext | None,
         max_body: int = 65536,
+        max_in_flight: int = 64,
+        read_timeout: float = 10.0,
     ) -> None:
+        self._in_flight = 0
+        self._max_in_flight = max_in_flight
+        self._read_timeout = read_timeout
         self._verifier = verifier
         self._dispatch = dispatch
         self._host = host
@@ -218,15 +227,31 @@ class NotifyServer:
         return web.json_response({"code": "FAIL", "message": reason}, status=status)
 
     async def _handle(self, request: web.Request) -> web.Response:
+        if self._in_flight >= self._max_in_flight:
+            return self._refuse(
+                request, 503, "BUSY", f"{self._in_flight} notifications in flight already"
+            )
+        self._in_flight += 1
+        try:
+            return await self._checked(request)
+        finally:
+            self._in_flight -= 1
+
+    async def _checked(self, request: web.Request) -> web.Response:
         length = request.content_length
         if length is not None and length > self._max_body:
             return self._refuse(
                 request, 413, "BODY_TOO_LARGE", f"{length} bytes > {self._max_body}"
             )
         try:
-            body = await request.read()
+            async with asyncio.timeout(self._read_timeout):
+                body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._refuse(request, 413, "BODY_TOO_LARGE", f"over {self._max_body} bytes")
+        except TimeoutError:
+            return self._refuse(
+                request, 408, "BODY_TOO_SLOW", f"not received in {self._read_timeout:g} s"
+            )
         try:
             evidence = self._verifier.verify(request.headers, body)
         except NotificationRefused as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -246,3 +247,68 @@ def test_keys_files_are_checked(tmp_path: Path) -> None:
         load_keys(key, pub)
     with pytest.raises(PaymentKeyError, match="cannot read"):
         load_keys(tmp_path / "missing.key", pub)
+
+
+async def test_a_flood_holds_a_bounded_number_of_requests(caplog: pytest.LogCaptureFixture) -> None:
+    keys = MerchantKeys(merchant_key=MERCHANT_KEY, platform_key=PLATFORM.public_key())
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(evidence: PaymentEvidence | RefundEvidence) -> None:
+        entered.set()
+        await release.wait()
+
+    server = NotifyServer(
+        NotificationVerifier(keys),
+        slow,
+        host="127.0.0.1",
+        port=0,
+        ssl_context=None,
+        max_in_flight=1,
+    )
+    await server.start()
+    try:
+        url = f"http://127.0.0.1:{server.port}{NOTIFY_PATH}"
+        async with aiohttp.ClientSession() as session:
+
+            async def post() -> int:
+                body = _body()
+                async with session.post(url, data=body, headers=_headers(body)) as resp:
+                    return resp.status
+
+            first = asyncio.ensure_future(post())
+            await entered.wait()
+            assert await post() == 503
+            release.set()
+            assert await first == 204
+        assert server.refused == {"BUSY": 1}
+        assert "BUSY" in caplog.text
+    finally:
+        await server.close()
+
+
+async def test_a_slow_body_is_408() -> None:
+    keys = MerchantKeys(merchant_key=MERCHANT_KEY, platform_key=PLATFORM.public_key())
+    inbox = Inbox()
+    server = NotifyServer(
+        NotificationVerifier(keys),
+        inbox,
+        host="127.0.0.1",
+        port=0,
+        ssl_context=None,
+        read_timeout=0.2,
+    )
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(
+            f"POST {NOTIFY_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{".encode()
+        )
+        await writer.drain()
+        async with asyncio.timeout(10):
+            status = await reader.readline()
+        assert b" 408 " in status
+        writer.close()
+        assert server.refused == {"BODY_TOO_SLOW": 1}
+        assert inbox.items == []
+    finally:
+        await server.close()
