@@ -45,39 +45,42 @@ def _day(value: dt.datetime | None) -> dt.date | None:
 
 
 class _Hospital:
-    """One read ledger, indexed; each entry is matched at most once."""
+    """One read ledger, indexed; each entry is matched at most once (by its position)."""
 
     def __init__(self, ledger: HospitalLedger) -> None:
         self.ledger = ledger
-        self.used: set[int] = set()
-        self.by_receipt: dict[str, list[HospitalEntry]] = collections.defaultdict(list)
-        self.payments_by_tx: dict[str, list[HospitalEntry]] = collections.defaultdict(list)
-        self.refunds_by_tx: dict[str, list[HospitalEntry]] = collections.defaultdict(list)
-        for entry in ledger.entries:
+        self.used = bytearray(len(ledger.entries))
+        self.by_receipt: dict[str, list[int]] = collections.defaultdict(list)
+        self.payments_by_tx: dict[str, list[int]] = collections.defaultdict(list)
+        self.refunds_by_tx: dict[str, list[int]] = collections.defaultdict(list)
+        for i, entry in enumerate(ledger.entries):
             if entry.kind == "payment":
-                self.by_receipt[entry.receipt].append(entry)
+                self.by_receipt[entry.receipt].append(i)
                 if entry.transaction_id:
-                    self.payments_by_tx[entry.transaction_id].append(entry)
+                    self.payments_by_tx[entry.transaction_id].append(i)
             elif entry.transaction_id:
-                self.refunds_by_tx[entry.transaction_id].append(entry)
+                self.refunds_by_tx[entry.transaction_id].append(i)
 
     def take_payment(self, receipt: str, tx: str) -> HospitalEntry | None:
         candidates = self.by_receipt.get(receipt, []) if receipt else []
         if not candidates and tx:
             candidates = self.payments_by_tx.get(tx, [])
-        for entry in candidates:
-            if id(entry) not in self.used:
-                self.used.add(id(entry))
-                return entry
+        for i in candidates:
+            if not self.used[i]:
+                self.used[i] = 1
+                return self.ledger.entries[i]
         return None
 
     def take_refunds(self, tx: str) -> list[HospitalEntry]:
-        found = [e for e in self.refunds_by_tx.get(tx, []) if id(e) not in self.used]
-        self.used.update(id(e) for e in found)
-        return found
+        found = [i for i in self.refunds_by_tx.get(tx, []) if not self.used[i]]
+        for i in found:
+            self.used[i] = 1
+        return [self.ledger.entries[i] for i in found]
 
     def leftovers(self) -> list[HospitalEntry]:
-        return [e for e in self.ledger.entries if e.transaction_id and id(e) not in self.used]
+        return [
+            e for i, e in enumerate(self.ledger.entries) if e.transaction_id and not self.used[i]
+        ]
 
 
 def compare(
