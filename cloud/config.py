@@ -22,6 +22,8 @@ __all__ = [
     "AccountsConfig",
     "NodeConfig",
     "PatientApiConfig",
+    "PaymentsConfig",
+    "ReconcileConfig",
     "SyncConfig",
     "TlsMode",
     "UpgradesConfig",
@@ -282,6 +284,99 @@ class PatientApiConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class PaymentsConfig:
+    """The payment channel the node takes money through (``[payments]``).
+
+    Off unless ``channel_url`` is set; then the merchant and key settings are required.
+    """
+
+    channel_url: str = ""
+    """Base URL of the channel's merchant API (the simulator's ``http://127.0.0.1:PORT``)."""
+    merchant_id: str = ""
+    """Our merchant id at the channel (``mchid``)."""
+    app_id: str = ""
+    """Our app id at the channel (``appid``), echoed to the payer's wallet."""
+    merchant_key_file: Path | None = None
+    """File holding the 32-byte merchant API key (mode 0600): signs our requests and
+    decrypts notification resources."""
+    platform_public_key_file: Path | None = None
+    """PEM public key of the channel's platform: every notification must verify under it."""
+    notify_listen: str = "127.0.0.1:0"
+    """``HOST:PORT`` of the notification endpoint (HTTPS with the node's TLS; plaintext only
+    when the node's TLS is off or ``notify_plaintext`` is set, both loopback only)."""
+    notify_url: str = ""
+    """URL the channel is told to notify; default: this endpoint's scheme, host and bound
+    port with the path ``/pay/notify``."""
+    notify_plaintext: bool = False
+    """Serve notifications over plaintext HTTP (loopback only, e.g. behind a TLS proxy)."""
+    notify_window: float = 300.0
+    """Seconds a notification's timestamp may differ from our clock (replay protection)."""
+    notify_max_body: int = 65536
+    """Largest notification body accepted, in bytes; larger: 413, logged."""
+    timeout: float = 10.0
+    """Deadline of one call to the channel, seconds."""
+    connect_timeout: float = 3.0
+    """Deadline of connecting to the channel, seconds."""
+    retry_deadline: float = 10.0
+    """How long a call is retried while the channel is unreachable (all calls are idempotent
+    by their out-trade / out-refund number)."""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a channel is configured."""
+        return bool(self.channel_url)
+
+    def __post_init__(self) -> None:
+        for name in ("notify_window", "timeout", "connect_timeout", "retry_deadline"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"payments.{name}: must be > 0, got {getattr(self, name)}")
+        if not 1024 <= self.notify_max_body <= 16 * 1024 * 1024:
+            raise ConfigError("payments.notify_max_body: must be within [1024, 16777216]")
+        try:
+            host, _ = parse_listen(self.notify_listen)
+        except ValueError as err:
+            raise ConfigError(f"payments.notify_listen: {err}") from None
+        if self.notify_plaintext and not _is_loopback(host):
+            raise ConfigError(
+                f"payments.notify_plaintext: for loopback only, but notify_listen is "
+                f"{self.notify_listen}"
+            )
+        if not self.enabled:
+            return
+        if not self.channel_url.startswith(("http://", "https://")):
+            raise ConfigError("payments.channel_url: must be an http:// or https:// URL")
+        for name in ("merchant_id", "merchant_key_file", "platform_public_key_file"):
+            if not getattr(self, name):
+                raise ConfigError(f"payments.{name}: required when channel_url is set")
+
+
+_DAILY_AT = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReconcileConfig:
+    """The daily three-way reconciliation (``[reconcile]``)."""
+
+    daily_at: str = "02:00"
+    """``HH:MM`` (UTC+8, the channel's business time zone) at which the node reconciles the
+    previous business date; runs only with a payment channel configured; ``""``: never."""
+    hospital_timeout: float = 30.0
+    """Deadline of one ``GetDailyLedger`` page from a hospital, seconds."""
+
+    def __post_init__(self) -> None:
+        if self.daily_at and not _DAILY_AT.match(self.daily_at):
+            raise ConfigError(f"reconcile.daily_at: expected HH:MM, got {self.daily_at!r}")
+        if not self.hospital_timeout > 0:
+            raise ConfigError("reconcile.hospital_timeout: must be > 0")
+
+    @property
+    def daily_time(self) -> tuple[int, int] | None:
+        """``(hour, minute)`` of the daily run, or None when off."""
+        match = _DAILY_AT.match(self.daily_at)
+        return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class NodeConfig:
     """Everything a cloud node needs to start."""
 
@@ -388,6 +483,11 @@ class NodeConfig:
         return self.observability.traces_database_url or (
             f"sqlite+aiosqlite:///{self.data_dir / 'traces.db'}"
         )
+
+    payments: PaymentsConfig = dataclasses.field(default_factory=PaymentsConfig)
+    """The payment channel and the notification endpoint (``[payments]``)."""
+    reconcile: ReconcileConfig = dataclasses.field(default_factory=ReconcileConfig)
+    """The daily three-way reconciliation (``[reconcile]``)."""
 
     @property
     def registry_url(self) -> str:
@@ -499,6 +599,13 @@ class NodeConfig:
                         "plaintext may listen only on 127.0.0.0/8, ::1 or localhost "
                         "(use tls mode 'dev' or 'files' on other addresses)"
                     )
+        if self.tls_mode is TlsMode.OFF and self.payments.enabled:
+            host, _ = parse_listen(self.payments.notify_listen)
+            if not _is_loopback(host):
+                raise ConfigError(
+                    f"tls mode 'off' is for loopback only, but payments.notify_listen is "
+                    f"{self.payments.notify_listen}"
+                )
         if self.tls_mode is TlsMode.FILES:
             missing = [n for n in ("tls_cert", "tls_key", "tls_ca") if getattr(self, n) is None]
             if missing:
@@ -602,6 +709,8 @@ def _from_file(path: Path) -> dict[str, object]:
             "upgrades",
             "observability",
             "patient_api",
+            "payments",
+            "reconcile",
         ]
     )
 
@@ -737,6 +846,38 @@ def _from_file(path: Path) -> dict[str, object]:
     values.update(edgeconfig.from_file(doc, path, text))
     values.update(_upgrades_from_file(doc, path, text))
     values.update(_observability_from_file(doc, path, text))
+    values.update(_payments_from_file(doc, path, text))
+    return values
+
+
+def _payments_from_file(doc: Mapping[str, object], path: Path, text: str) -> dict[str, object]:
+    """``[payments]`` and ``[reconcile]``: every field of PaymentsConfig and ReconcileConfig."""
+    values: dict[str, object] = {}
+    for table, cls, field_name in (
+        ("payments", PaymentsConfig, "payments"),
+        ("reconcile", ReconcileConfig, "reconcile"),
+    ):
+        section = Section.of(doc, table, path=path, text=text)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        section.reject_unknown(fields)
+        given = typing.cast(Mapping[str, object], doc.get(table, {}))
+        kwargs: dict[str, object] = {}
+        for name, field in fields.items():
+            if name not in given:
+                continue
+            kind = str(field.type)
+            if kind == "Path | None":
+                raw = section.get(name, str, "")
+                kwargs[name] = Path(raw) if Path(raw).is_absolute() else path.parent / raw
+            else:
+                typ = {"int": int, "float": float, "str": str, "bool": bool}[kind]
+                kwargs[name] = section.get(name, typ, field.default)
+        if kwargs:
+            try:
+                values[field_name] = cls(**kwargs)  # type: ignore[arg-type]
+            except ConfigError as err:
+                key = err.message.split(":", 1)[0].split(" ", 1)[0].removeprefix(f"{table}.")
+                raise section.error(key, err.message.split(": ", 1)[-1]) from None
     return values
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import ssl
@@ -55,8 +56,15 @@ from cloud.operations import OperationsServicer
 from cloud.partitioned import SCHEMAS as PARTITIONED
 from cloud.partitions import PartitionSet
 from cloud.patient_api import OrderApi, PageTokens, PatientApiServicer, ReadCache
+from cloud.payments import NotifyServer, PaymentChannel, open_payments
 from cloud.presence import InProcessPresence, Presence, PresenceUnavailable, RedisPresence
 from cloud.readstore import ReadStore
+from cloud.reconcile import (
+    PlatformLedger,
+    Reconciler,
+    ResolutionSink,
+    migrate_reconcile,
+)
 from cloud.registry import MAX_MESSAGE_BYTES as REGISTRY_MAX_MESSAGE_BYTES
 from cloud.registry import ReleaseResolver, ReleaseStatus, build_registry
 from cloud.reports import KEY_PREFIX as REPORT_KEY_PREFIX
@@ -162,6 +170,15 @@ class CloudNode:
         self.orders: OrderApi | None = None
         """The patient API's orders part: set before the servicer is built in `_start`."""
         self.patient_api: PatientApiServicer | None = None
+        self.payments: PaymentChannel | None = None
+        """The payment channel (``[payments]``), or None when none is configured."""
+        self.payment_notify: NotifyServer | None = None
+        """Its notification endpoint (``[payments] notify_listen``)."""
+        self.reconciler: Reconciler | None = None
+        self.platform_ledger: PlatformLedger | None = None
+        """The platform's side of reconciliation; set by the order coordinator's wiring."""
+        self.resolutions: ResolutionSink | None = None
+        """Where reconciliation's exact resolutions go; set by the order coordinator's wiring."""
         self._health = health.aio.HealthServicer()
         self._service_names: list[str] = []
         self._registry_service_names: list[str] = []
@@ -367,6 +384,22 @@ class CloudNode:
         )
         stack.push_async_callback(self.accounts.close)
         await self._start_edge_api(fleet_engine)
+        # Payments ([payments]): the channel client and its notification endpoint; the
+        # three-way reconciliation ([reconcile]) over it, stored in the control database.
+        if cfg.payments.enabled:
+            self.payments, self.payment_notify = await stack.enter_async_context(
+                open_payments(cfg.payments, tls=self.tls)
+            )
+        await migrate_reconcile(self.partitions.control)
+        self.reconciler = Reconciler(
+            self.partitions.control,
+            channel=self.payments,
+            channel_for=self.router.channel_for,
+            hospitals=self._hospital_ids,
+            platform=lambda: self.platform_ledger,
+            resolutions=lambda: self.resolutions,
+            hospital_timeout=cfg.reconcile.hospital_timeout,
+        )
 
         health_pb2_grpc.add_HealthServicer_to_server(self._health, internal)
         operations_pb2_grpc.add_OperationsServiceServicer_to_server(
@@ -384,6 +417,7 @@ class CloudNode:
                     node_id=cfg.node_id,
                     secret=secret,
                 ),
+                reconcile=self.reconciler.answer,
             ),
             internal,
         )
@@ -487,6 +521,9 @@ class CloudNode:
         loops.append(("reports-purge", self.reports.run))
         if self.probes is not None:
             loops.append(("probes", self.probes.run))
+        daily_at = cfg.reconcile.daily_time
+        if self.payments is not None and daily_at is not None:
+            loops.append(("reconcile-daily", functools.partial(self.reconciler.daily, daily_at)))
         self._supervisor = asyncio.get_running_loop().create_task(
             self._supervise(loops), name="node-background"
         )
@@ -582,7 +619,14 @@ class CloudNode:
             await self.gateway.shutdown(grace)
         for server in self._servers:
             await self._stop_server(server, grace)
-        for part in (self.revocations, self._sync, self._census_flusher, self.reports, self.probes):
+        for part in (
+            self.revocations,
+            self._sync,
+            self._census_flusher,
+            self.reports,
+            self.probes,
+            self.reconciler,
+        ):
             if part is not None:
                 await part.shutdown()
         if self._supervisor is not None:
@@ -662,6 +706,11 @@ class CloudNode:
         assert self.gateway is not None
         held = {s.hello.hospital_id for s in self.gateway.sessions() if s.accepting_calls}
         return sorted(held | set(self.config.probes.hospitals))
+
+    async def _hospital_ids(self) -> list[str]:
+        """Every hospital a credential was ever issued to (asked for its ledger daily)."""
+        assert self.credentials is not None
+        return sorted({c.hospital_id for c in await self.credentials.list()})
 
     async def _known_hospital(self, hospital_id: str) -> bool:
         """Whether a hospital id is one of the platform's (a credential was ever issued)."""

@@ -7,7 +7,9 @@ Starts, as child processes of this launcher:
 3. a credential per hospital, and three front-end servers (``hplus edge run --profile``)
    whose profiles extend the examples in ``frontend_server/profiles`` and only point the
    HIS endpoint at the simulator (generated under ``VAR/demo/profiles``);
-4. an app key for signing in by hand (``VAR/demo/app.key``, mode 0600).
+4. an app key for signing in by hand (``VAR/demo/app.key``, mode 0600);
+5. the payment channel simulator (``tools.pay_sim``, state in ``VAR/demo/pay_sim.db``), which
+   the node takes as its payment channel through ``VAR/demo/node.toml`` (``[payments]``).
 
 It prints where to look and example ``hplus cloud call`` lines, then stays up until
 SIGINT (Ctrl-C) or SIGTERM, and stops the edges, the simulators and the node in that
@@ -276,6 +278,9 @@ class _Demo:
     node: Child
     sims: dict[str, Child]
     edges: dict[str, Child]
+    pay: Child | None = None
+    """The payment channel simulator (``tools.pay_sim``), the node's ``[payments]``."""
+    pay_url: str = ""
 
     @property
     def demo(self) -> Path:
@@ -292,10 +297,11 @@ class _Demo:
         var, demo = self.var, self.demo
         profiles = demo / "profiles"
         profiles.mkdir(parents=True, exist_ok=True)
+        # The payment channel first (it starts meanwhile): the node's [payments] names it.
+        await self._start_pay(demo)
         # Before the node starts, so its sync engine finds the hospitals on its first round.
         await _run_cli("cloud", "hospitals", "import", str(DEMO_HOSPITALS), "--data-dir", str(var))
-        node_config = demo / "node.toml"
-        node_config.write_text(_NODE_TOML)
+        node_config = await self._pay_config(demo)
         await self.node.start(
             *HPLUS, "cloud", "run",
             "--config", str(node_config),
@@ -366,6 +372,11 @@ class _Demo:
         print("three hospitals are connected. Try:")
         for line in _examples(var, internal, "<a slotId from DirectoryService/ListSlots>"):
             print(line)
+        today = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 8 * 3600))
+        print(f"payment channel simulator at {self.pay_url}; reconcile today's payments:")
+        print(
+            f"  {_command()} reconcile {today} --data-dir {shlex.quote(str(var))} --node {internal}"
+        )
         print("sign in to the patient API by hand (README: Sign in and read):")
         for line in _sign_in_hint(var, public.group(1), key):
             print(line)
@@ -377,6 +388,36 @@ class _Demo:
         print("stop with Ctrl-C")
         sys.stdout.flush()
 
+    async def _start_pay(self, demo: Path) -> None:
+        """Starts the payment simulator (its keys go to ``demo/pay-keys``)."""
+        assert self.pay is not None
+        await self.pay.start(
+            PYTHON, "-m", "tools.pay_sim",
+            "--listen", "127.0.0.1:0",
+            "--state", str(demo / "pay_sim.db"),
+            "--write-keys", str(demo / "pay-keys"),
+        )  # fmt: skip
+
+    async def _pay_config(self, demo: Path) -> Path:
+        """Once the payment simulator is ready: the node config file that points at it."""
+        assert self.pay is not None
+        keys = demo / "pay-keys"
+        self.pay_url = (await self.pay.wait_ready()).group(1)
+        config = demo / "node.toml"
+        config.write_text(
+            "# Written by tools.demo: the node's payment channel is the simulator.\n"
+            "[payments]\n"
+            f'channel_url = "{self.pay_url}"\n'
+            'merchant_id = "1900000001"\n'
+            'app_id = "wxhplus0000000001"\n'
+            f'merchant_key_file = "{(keys / "merchant.key").absolute().as_posix()}"\n'
+            f'platform_public_key_file = "{(keys / "platform_public.pem").absolute().as_posix()}"\n'
+            'notify_listen = "127.0.0.1:0"\n'
+            "notify_plaintext = true\n\n" + _NODE_TOML,
+            encoding="utf-8",
+        )
+        return config
+
     async def stop(self) -> None:
         """Stops the edges (they drain), then the simulators, then the node."""
         print("stopping: edges, simulators, cloud node")
@@ -384,6 +425,8 @@ class _Demo:
         await asyncio.gather(*(e.stop() for e in self.edges.values()))
         await asyncio.gather(*(s.stop() for s in self.sims.values()))
         await self.node.stop()
+        if self.pay is not None:
+            await self.pay.stop()
 
 
 async def _serve(
@@ -404,6 +447,7 @@ async def _serve(
         node=Child("cloud-node", "node", logs),
         sims={h.hospital_id: Child(f"his-{h.hospital_id}", "sim", logs) for h in HOSPITALS},
         edges={h.hospital_id: Child(f"edge-{h.hospital_id}", "edge", logs) for h in HOSPITALS},
+        pay=Child("pay-sim", "sim", logs),
     )
     startup = asyncio.create_task(
         demo.start(listen, internal_listen, registry_listen, dashboard_listen), name="demo-start"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from collections.abc import Awaitable, Callable
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -86,6 +87,8 @@ class OperationsServicer(operations_pb2_grpc.OperationsServiceServicer):
         revocations: closes revoked credentials' tunnels across the cloud.
         gateway: this node's tunnel gateway (for peers' liveness probes).
         traces: joins one trace across nodes and edges; ``None`` answers UNIMPLEMENTED.
+        reconcile: runs a reconciliation (`cloud.reconcile.Reconciler.answer`); None when
+            the node has no reconciliation (UNIMPLEMENTED).
     """
 
     def __init__(
@@ -96,8 +99,13 @@ class OperationsServicer(operations_pb2_grpc.OperationsServiceServicer):
         revocations: RevocationWatcher,
         gateway: TunnelGateway,
         traces: TraceLookup | None = None,
+        reconcile: Callable[
+            [operations_pb2.ReconcileRequest], Awaitable[operations_pb2.ReconcileResponse]
+        ]
+        | None = None,
     ) -> None:
         self._traces = traces
+        self._reconcile = reconcile
         self._presence = presence
         self._credentials = credentials
         self._revocations = revocations
@@ -219,6 +227,18 @@ class OperationsServicer(operations_pb2_grpc.OperationsServiceServicer):
         """Refused duplicate tunnels per hospital, with the last one."""
         found = await self._presence.conflicts(request.hospital_id or None)
         return operations_pb2.ListEdgeConflictsResponse(conflicts=[_conflict(c) for c in found])
+
+    async def Reconcile(
+        self,
+        request: operations_pb2.ReconcileRequest,
+        context: grpc.aio.ServicerContext[
+            operations_pb2.ReconcileRequest, operations_pb2.ReconcileResponse
+        ],
+    ) -> operations_pb2.ReconcileResponse:
+        """Runs the three-way reconciliation of one business date on this node."""
+        if self._reconcile is None:
+            raise errors.Unimplemented("reconciliation is not available on this node")
+        return await self._reconcile(request)
 
 
 def _offset(token: str) -> int:

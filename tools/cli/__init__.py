@@ -30,6 +30,7 @@ def _groups() -> list[Register]:
         _edge,
         _fleet,
         _partitions,
+        _reconcile,
         _registry,
         _trace,
     )
@@ -43,6 +44,7 @@ def _groups() -> list[Register]:
         _partitions.register,
         _fleet.register,
         _trace.register,
+        _reconcile.register,
     ]
 
 

@@ -261,6 +261,7 @@ def _run(args: argparse.Namespace) -> int:
     from cloud.config import TlsMode
     from cloud.db import DatabaseError
     from cloud.node import CloudNode, serve
+    from cloud.payments import PaymentKeyError
     from mesh.tls import TlsError
 
     config = _load(
@@ -290,12 +291,14 @@ def _run(args: argparse.Namespace) -> int:
                 f"  dashboard: {board.scheme}://{dash_host}:{board.port}/ "
                 f"(password in {board.password_file})"
             )
+        if node.payment_notify is not None and node.payments is not None:
+            print(f"  payment notifications: {getattr(node.payments, 'notify_url', '')}")
         print("  stop with Ctrl-C (SIGINT) or SIGTERM: in-flight calls drain first")
         sys.stdout.flush()
 
     try:
         asyncio.run(serve(config, on_ready=ready))
-    except (OSError, TlsError, DatabaseError) as err:
+    except (OSError, TlsError, DatabaseError, PaymentKeyError) as err:
         raise CliError(f"cannot start node: {err}") from None
     return 0
 

@@ -21,6 +21,8 @@ def test_cloud_public_surface_is_pinned() -> None:
         "AccountsConfig",
         "NodeConfig",
         "PatientApiConfig",
+        "PaymentsConfig",
+        "ReconcileConfig",
         "SyncConfig",
         "TlsMode",
         "UpgradesConfig",

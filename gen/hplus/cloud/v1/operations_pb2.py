@@ -25,9 +25,10 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
+from google.type import date_pb2 as google_dot_type_dot_date__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fhplus/cloud/v1/operations.proto\x12\x0ehplus.cloud.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xbe\x03\n\x12HospitalConnection\x12\x13\n\x0bhospital_id\x18\x01 \x01(\t\x12\x15\n\rhospital_name\x18\x02 \x01(\t\x12\x0f\n\x07\x65\x64ge_id\x18\x03 \x01(\t\x12\x14\n\x0c\x65\x64ge_version\x18\x04 \x01(\t\x12\x18\n\x10\x63ontract_release\x18\x05 \x01(\t\x12\x19\n\x11protocol_revision\x18\x06 \x01(\x05\x12\x14\n\x0cgateway_node\x18\n \x01(\t\x12\x12\n\nsession_id\x18\x0b \x01(\t\x12\x30\n\x0c\x63onnect_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x03rtt\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fin_flight_calls\x18\x0e \x01(\x05\x12\x32\n\x0elast_seen_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04peer\x18\x10 \x01(\t\x12\x10\n\x08warnings\x18\x11 \x03(\t\x12\x15\n\rcredential_id\x18\x12 \x01(\t\x12\x18\n\x10\x63onnection_index\x18\x13 \x01(\x05\"\xb8\x01\n\x1dListConnectedHospitalsRequest\x12\x13\n\x0bhospital_id\x18\x01 \x01(\t\x12\x14\n\x0cgateway_node\x18\x02 \x01(\t\x12\x14\n\x0c\x65\x64ge_version\x18\x03 \x01(\t\x12\x18\n\x10\x63ontract_release\x18\x04 \x01(\t\x12\x15\n\rcredential_id\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\n \x01(\x05\x12\x12\n\npage_token\x18\x0b \x01(\t\"\xa6\x01\n\x1eListConnectedHospitalsResponse\x12\x37\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32\".hplus.cloud.v1.HospitalConnection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x17\n\x0ftotal_hospitals\x18\x03 \x01(\x05\x12\x19\n\x11unreachable_nodes\x18\x04 \x03(\t\"\xc0\x03\n\x04Span\x12\x0f\n\x07span_id\x18\x01 \x01(\t\x12\x16\n\x0eparent_span_id\x18\x02 \x01(\t\x12&\n\x04kind\x18\x03 \x01(\x0e\x32\x18.hplus.cloud.v1.SpanKind\x12&\n\x04tier\x18\x04 \x01(\x0e\x32\x18.hplus.cloud.v1.SpanTier\x12\x0f\n\x07service\x18\n \x01(\t\x12\x0e\n\x06method\x18\x0b \x01(\t\x12\x0c\n\x04node\x18\x0c \x01(\t\x12\x13\n\x0bhospital_id\x18\r \x01(\t\x12.\n\nstart_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x15 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\"\n\x06status\x18\x16 \x01(\x0b\x32\x12.google.rpc.Status\x12\r\n\x05owner\x18\x17 \x01(\t\x12\x38\n\nattributes\x18\x18 \x03(\x0b\x32$.hplus.cloud.v1.Span.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"&\n\x12LookupTraceRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\"|\n\x13LookupTraceResponse\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12#\n\x05spans\x18\x02 \x03(\x0b\x32\x14.hplus.cloud.v1.Span\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\x12\x1c\n\x14pending_hospital_ids\x18\x04 \x03(\t\"_\n\x1d\x43loseCredentialTunnelsRequest\x12\x15\n\rcredential_id\x18\x01 \x01(\t\x12\'\n\x04wait\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xaa\x02\n\x1e\x43loseCredentialTunnelsResponse\x12\x15\n\rcredential_id\x18\x01 \x01(\t\x12\x13\n\x0bhospital_id\x18\x02 \x01(\t\x12\x16\n\x0e\x63losed_tunnels\x18\x03 \x01(\x05\x12X\n\x0e\x63losed_by_node\x18\x04 \x03(\x0b\x32@.hplus.cloud.v1.CloseCredentialTunnelsResponse.ClosedByNodeEntry\x12\x35\n\tremaining\x18\x05 \x03(\x0b\x32\".hplus.cloud.v1.HospitalConnection\x1a\x33\n\x11\x43losedByNodeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"O\n\x12ProbeTunnelRequest\x12\x13\n\x0bhospital_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x10\n\x08\x63laimant\x18\x03 \x01(\t\"y\n\x13ProbeTunnelResponse\x12\x0c\n\x04live\x18\x01 \x01(\x08\x12\x30\n\x0c\x63onnect_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x14\n\x0cgateway_node\x18\x04 \x01(\t\"/\n\x18ListEdgeConflictsRequest\x12\x13\n\x0bhospital_id\x18\x01 \x01(\t\"\xd2\x02\n\x0c\x45\x64geConflict\x12\x13\n\x0bhospital_id\x18\x01 \x01(\t\x12\x17\n\x0frefused_tunnels\x18\x02 \x01(\x03\x12-\n\tlast_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x65\x64ge_id\x18\x04 \x01(\t\x12\x18\n\x10\x63onnection_index\x18\x05 \x01(\x05\x12\x0c\n\x04peer\x18\x06 \x01(\t\x12\x15\n\rcredential_id\x18\x07 \x01(\t\x12\x17\n\x0frefused_by_node\x18\x08 \x01(\t\x12\x19\n\x11holder_session_id\x18\t \x01(\t\x12\x13\n\x0bholder_node\x18\n \x01(\t\x12\x13\n\x0bholder_peer\x18\x0b \x01(\t\x12\x37\n\x13holder_connect_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\x19ListEdgeConflictsResponse\x12/\n\tconflicts\x18\x01 \x03(\x0b\x32\x1c.hplus.cloud.v1.EdgeConflict*\x99\x01\n\x08SpanKind\x12\x19\n\x15SPAN_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12SPAN_KIND_INTERNAL\x10\x01\x12\x14\n\x10SPAN_KIND_SERVER\x10\x02\x12\x14\n\x10SPAN_KIND_CLIENT\x10\x03\x12\x16\n\x12SPAN_KIND_PRODUCER\x10\x04\x12\x16\n\x12SPAN_KIND_CONSUMER\x10\x05*a\n\x08SpanTier\x12\x19\n\x15SPAN_TIER_UNSPECIFIED\x10\x00\x12\x13\n\x0fSPAN_TIER_CLOUD\x10\x01\x12\x12\n\x0eSPAN_TIER_EDGE\x10\x02\x12\x11\n\rSPAN_TIER_HIS\x10\x03\x32\xb3\x04\n\x11OperationsService\x12|\n\x16ListConnectedHospitals\x12-.hplus.cloud.v1.ListConnectedHospitalsRequest\x1a..hplus.cloud.v1.ListConnectedHospitalsResponse\"\x03\x90\x02\x01\x12[\n\x0bLookupTrace\x12\".hplus.cloud.v1.LookupTraceRequest\x1a#.hplus.cloud.v1.LookupTraceResponse\"\x03\x90\x02\x01\x12|\n\x16\x43loseCredentialTunnels\x12-.hplus.cloud.v1.CloseCredentialTunnelsRequest\x1a..hplus.cloud.v1.CloseCredentialTunnelsResponse\"\x03\x90\x02\x02\x12V\n\x0bProbeTunnel\x12\".hplus.cloud.v1.ProbeTunnelRequest\x1a#.hplus.cloud.v1.ProbeTunnelResponse\x12m\n\x11ListEdgeConflicts\x12(.hplus.cloud.v1.ListEdgeConflictsRequest\x1a).hplus.cloud.v1.ListEdgeConflictsResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fhplus/cloud/v1/operations.proto\x12\x0ehplus.cloud.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x16google/type/date.proto\"\xbe\x03\n\x12HospitalConnection\x12\x13\n\x0bhospital_id\x18\x01 \x01(\t\x12\x15\n\rhospital_name\x18\x02 \x01(\t\x12\x0f\n\x07\x65\x64ge_id\x18\x03 \x01(\t\x12\x14\n\x0c\x65\x64ge_version\x18\x04 \x01(\t\x12\x18\n\x10\x63ontract_release\x18\x05 \x01(\t\x12\x19\n\x11protocol_revision\x18\x06 \x01(\x05\x12\x14\n\x0cgateway_node\x18\n \x01(\t\x12\x12\n\nsession_id\x18\x0b \x01(\t\x12\x30\n\x0c\x63onnect_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x03rtt\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fin_flight_calls\x18\x0e \x01(\x05\x12\x32\n\x0elast_seen_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04peer\x18\x10 \x01(\t\x12\x10\n\x08warnings\x18\x11 \x03(\t\x12\x15\n\rcredential_id\x18\x12 \x01(\t\x12\x18\n\x10\x63onnection_index\x18\x13 \x01(\x05\"\xb8\x01\n\x1dListConnectedHospitalsRequest\x12\x13\n\x0bhospital_id\x18\x01 \x01(\t\x12\x14\n\x0cgateway_node\x18\x02 \x01(\t\x12\x14\n\x0c\x65\x64ge_version\x18\x03 \x01(\t\x12\x18\n\x10\x63ontract_release\x18\x04 \x01(\t\x12\x15\n\rcredential_id\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\n \x01(\x05\x12\x12\n\npage_token\x18\x0b \x01(\t\"\xa6\x01\n\x1eListConnectedHospitalsResponse\x12\x37\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32\".hplus.cloud.v1.HospitalConnection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x17\n\x0ftotal_hospitals\x18\x03 \x01(\x05\x12\x19\n\x11unreachable_nodes\x18\x04 \x03(\t\"\xc0\x03\n\x04Span\x12\x0f\n\x07span_id\x18\x01 \x01(\t\x12\x16\n\x0eparent_span_id\x18\x02 \x01(\t\x12&\n\x04kind\x18\x03 \x01(\x0e\x32\x18.hplus.cloud.v1.SpanKind\x12&\n\x04tier\x18\x04 \x01(\x0e\x32\x18.hplus.cloud.v1.SpanTier\x12\x0f\n\x07service\x18\n \x01(\t\x12\x0e\n\x06method\x18\x0b \x01(\t\x12\x0c\n\x04node\x18\x0c \x01(\t\x12\x13\n\x0bhospital_id\x18\r \x01(\t\x12.\n\nstart_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x15 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\"\n\x06status\x18\x16 \x01(\x0b\x32\x12.google.rpc.Status\x12\r\n\x05owner\x18\x17 \x01(\t\x12\x38\n\nattributes\x18\x18 \x03(\x0b\x32$.hplus.cloud.v1.Span.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"&\n\x12LookupTraceRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\"|\n\x13LookupTraceResponse\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12#\n\x05spans\x18\x02 \x03(\x0b\x32\x14.hplus.cloud.v1.Span\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\x12\x1c\n\x14pending_hospital_ids\x18\x04 \x03(\t\"_\n\x1d\x43loseCredentialTunnelsRequest\x12\x15\n\rcredential_id\x18\x01 \x01(\t\x12\'\n\x04wait\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xaa\x02\n\x1e\x43loseCredentialTunnelsResponse\x12\x15\n\rcredential_id\x18\x01 \x01(\t\x12\x13\n\x0bhospital_id\x18\x02 \x01(\t\x12\x16\n\x0e\x63losed_tunnels\x18\x03 \x01(\x05\x12X\n\x0e\x63losed_by_node\x18\x04 \x03(\x0b\x32@.hplus.cloud.v1.CloseCredentialTunnelsResponse.ClosedByNodeEntry\x12\x35\n\tremaining\x18\x05 \x03(\x0b\x32\".hplus.cloud.v1.HospitalConnection\x1a\x33\n\x11\x43losedByNodeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"O\n\x12ProbeTunnelRequest\x12\x13\n\x0bhospital_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x10\n\x08\x63laimant\x18\x03 \x01(\t\"y\n\x13ProbeTunnelResponse\x12\x0c\n\x04live\x18\x01 \x01(\x08\x12\x30\n\x0c\x63onnect_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x14\n\x0cgateway_node\x18\x04 \x01(\t\"/\n\x18ListEdgeConflictsRequest\x12\x13\n\x0bhospital_id\x18\x01 \x01(\t\"\xd2\x02\n\x0c\x45\x64geConflict\x12\x13\n\x0bhospital_id\x18\x01 \x01(\t\x12\x17\n\x0frefused_tunnels\x18\x02 \x01(\x03\x12-\n\tlast_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x65\x64ge_id\x18\x04 \x01(\t\x12\x18\n\x10\x63onnection_index\x18\x05 \x01(\x05\x12\x0c\n\x04peer\x18\x06 \x01(\t\x12\x15\n\rcredential_id\x18\x07 \x01(\t\x12\x17\n\x0frefused_by_node\x18\x08 \x01(\t\x12\x19\n\x11holder_session_id\x18\t \x01(\t\x12\x13\n\x0bholder_node\x18\n \x01(\t\x12\x13\n\x0bholder_peer\x18\x0b \x01(\t\x12\x37\n\x13holder_connect_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\x19ListEdgeConflictsResponse\x12/\n\tconflicts\x18\x01 \x03(\x0b\x32\x1c.hplus.cloud.v1.EdgeConflict\"Q\n\x10ReconcileRequest\x12(\n\rbusiness_date\x18\x01 \x01(\x0b\x32\x11.google.type.Date\x12\x13\n\x0bhospital_id\x18\x02 \x01(\t\"\xc8\x02\n\x0b\x44iscrepancy\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.hplus.cloud.v1.DiscrepancyKind\x12\x13\n\x0bhospital_id\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\x14\n\x0cout_trade_no\x18\x04 \x01(\t\x12\x15\n\rout_refund_no\x18\x05 \x01(\t\x12\x19\n\x0cplatform_fen\x18\x06 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x0b\x63hannel_fen\x18\x07 \x01(\x03H\x01\x88\x01\x01\x12\x19\n\x0chospital_fen\x18\x08 \x01(\x03H\x02\x88\x01\x01\x12\x0e\n\x06\x64\x65tail\x18\t \x01(\t\x12\x12\n\nresolution\x18\n \x01(\t\x12\x10\n\x08\x65vidence\x18\x0b \x01(\tB\x0f\n\r_platform_fenB\x0e\n\x0c_channel_fenB\x0f\n\r_hospital_fen\"r\n\x12ReconciledHospital\x12\x13\n\x0bhospital_id\x18\x01 \x01(\t\x12\x13\n\x0bledger_read\x18\x02 \x01(\x08\x12\x12\n\nday_closed\x18\x03 \x01(\x08\x12\x0f\n\x07\x65ntries\x18\x04 \x01(\x03\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\xc0\x02\n\x11ReconcileResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12(\n\rbusiness_date\x18\x02 \x01(\x0b\x32\x11.google.type.Date\x12\x13\n\x0bhospital_id\x18\x03 \x01(\t\x12\x19\n\x11platform_payments\x18\x04 \x01(\x03\x12\x16\n\x0estatement_rows\x18\x05 \x01(\x03\x12\x35\n\thospitals\x18\x06 \x03(\x0b\x32\".hplus.cloud.v1.ReconciledHospital\x12\x32\n\rdiscrepancies\x18\x07 \x03(\x0b\x32\x1b.hplus.cloud.v1.Discrepancy\x12\r\n\x05notes\x18\x08 \x03(\t\x12/\n\x0b\x66inish_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x99\x01\n\x08SpanKind\x12\x19\n\x15SPAN_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12SPAN_KIND_INTERNAL\x10\x01\x12\x14\n\x10SPAN_KIND_SERVER\x10\x02\x12\x14\n\x10SPAN_KIND_CLIENT\x10\x03\x12\x16\n\x12SPAN_KIND_PRODUCER\x10\x04\x12\x16\n\x12SPAN_KIND_CONSUMER\x10\x05*a\n\x08SpanTier\x12\x19\n\x15SPAN_TIER_UNSPECIFIED\x10\x00\x12\x13\n\x0fSPAN_TIER_CLOUD\x10\x01\x12\x12\n\x0eSPAN_TIER_EDGE\x10\x02\x12\x11\n\rSPAN_TIER_HIS\x10\x03*\xfc\x01\n\x0f\x44iscrepancyKind\x12 \n\x1c\x44ISCREPANCY_KIND_UNSPECIFIED\x10\x00\x12(\n$DISCREPANCY_KIND_MISSING_AT_HOSPITAL\x10\x01\x12\'\n#DISCREPANCY_KIND_MISSING_AT_CHANNEL\x10\x02\x12(\n$DISCREPANCY_KIND_MISSING_AT_PLATFORM\x10\x03\x12$\n DISCREPANCY_KIND_AMOUNT_MISMATCH\x10\x04\x12$\n DISCREPANCY_KIND_STATUS_MISMATCH\x10\x05\x32\x85\x05\n\x11OperationsService\x12|\n\x16ListConnectedHospitals\x12-.hplus.cloud.v1.ListConnectedHospitalsRequest\x1a..hplus.cloud.v1.ListConnectedHospitalsResponse\"\x03\x90\x02\x01\x12[\n\x0bLookupTrace\x12\".hplus.cloud.v1.LookupTraceRequest\x1a#.hplus.cloud.v1.LookupTraceResponse\"\x03\x90\x02\x01\x12|\n\x16\x43loseCredentialTunnels\x12-.hplus.cloud.v1.CloseCredentialTunnelsRequest\x1a..hplus.cloud.v1.CloseCredentialTunnelsResponse\"\x03\x90\x02\x02\x12V\n\x0bProbeTunnel\x12\".hplus.cloud.v1.ProbeTunnelRequest\x1a#.hplus.cloud.v1.ProbeTunnelResponse\x12m\n\x11ListEdgeConflicts\x12(.hplus.cloud.v1.ListEdgeConflictsRequest\x1a).hplus.cloud.v1.ListEdgeConflictsResponse\"\x03\x90\x02\x01\x12P\n\tReconcile\x12 .hplus.cloud.v1.ReconcileRequest\x1a!.hplus.cloud.v1.ReconcileResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,40 +47,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OPERATIONSSERVICE'].methods_by_name['CloseCredentialTunnels']._serialized_options = b'\220\002\002'
   _globals['_OPERATIONSSERVICE'].methods_by_name['ListEdgeConflicts']._loaded_options = None
   _globals['_OPERATIONSSERVICE'].methods_by_name['ListEdgeConflicts']._serialized_options = b'\220\002\001'
-  _globals['_SPANKIND']._serialized_start=2634
-  _globals['_SPANKIND']._serialized_end=2787
-  _globals['_SPANTIER']._serialized_start=2789
-  _globals['_SPANTIER']._serialized_end=2886
-  _globals['_HOSPITALCONNECTION']._serialized_start=142
-  _globals['_HOSPITALCONNECTION']._serialized_end=588
-  _globals['_LISTCONNECTEDHOSPITALSREQUEST']._serialized_start=591
-  _globals['_LISTCONNECTEDHOSPITALSREQUEST']._serialized_end=775
-  _globals['_LISTCONNECTEDHOSPITALSRESPONSE']._serialized_start=778
-  _globals['_LISTCONNECTEDHOSPITALSRESPONSE']._serialized_end=944
-  _globals['_SPAN']._serialized_start=947
-  _globals['_SPAN']._serialized_end=1395
-  _globals['_SPAN_ATTRIBUTESENTRY']._serialized_start=1346
-  _globals['_SPAN_ATTRIBUTESENTRY']._serialized_end=1395
-  _globals['_LOOKUPTRACEREQUEST']._serialized_start=1397
-  _globals['_LOOKUPTRACEREQUEST']._serialized_end=1435
-  _globals['_LOOKUPTRACERESPONSE']._serialized_start=1437
-  _globals['_LOOKUPTRACERESPONSE']._serialized_end=1561
-  _globals['_CLOSECREDENTIALTUNNELSREQUEST']._serialized_start=1563
-  _globals['_CLOSECREDENTIALTUNNELSREQUEST']._serialized_end=1658
-  _globals['_CLOSECREDENTIALTUNNELSRESPONSE']._serialized_start=1661
-  _globals['_CLOSECREDENTIALTUNNELSRESPONSE']._serialized_end=1959
-  _globals['_CLOSECREDENTIALTUNNELSRESPONSE_CLOSEDBYNODEENTRY']._serialized_start=1908
-  _globals['_CLOSECREDENTIALTUNNELSRESPONSE_CLOSEDBYNODEENTRY']._serialized_end=1959
-  _globals['_PROBETUNNELREQUEST']._serialized_start=1961
-  _globals['_PROBETUNNELREQUEST']._serialized_end=2040
-  _globals['_PROBETUNNELRESPONSE']._serialized_start=2042
-  _globals['_PROBETUNNELRESPONSE']._serialized_end=2163
-  _globals['_LISTEDGECONFLICTSREQUEST']._serialized_start=2165
-  _globals['_LISTEDGECONFLICTSREQUEST']._serialized_end=2212
-  _globals['_EDGECONFLICT']._serialized_start=2215
-  _globals['_EDGECONFLICT']._serialized_end=2553
-  _globals['_LISTEDGECONFLICTSRESPONSE']._serialized_start=2555
-  _globals['_LISTEDGECONFLICTSRESPONSE']._serialized_end=2631
-  _globals['_OPERATIONSSERVICE']._serialized_start=2889
-  _globals['_OPERATIONSSERVICE']._serialized_end=3452
+  _globals['_SPANKIND']._serialized_start=3511
+  _globals['_SPANKIND']._serialized_end=3664
+  _globals['_SPANTIER']._serialized_start=3666
+  _globals['_SPANTIER']._serialized_end=3763
+  _globals['_DISCREPANCYKIND']._serialized_start=3766
+  _globals['_DISCREPANCYKIND']._serialized_end=4018
+  _globals['_HOSPITALCONNECTION']._serialized_start=166
+  _globals['_HOSPITALCONNECTION']._serialized_end=612
+  _globals['_LISTCONNECTEDHOSPITALSREQUEST']._serialized_start=615
+  _globals['_LISTCONNECTEDHOSPITALSREQUEST']._serialized_end=799
+  _globals['_LISTCONNECTEDHOSPITALSRESPONSE']._serialized_start=802
+  _globals['_LISTCONNECTEDHOSPITALSRESPONSE']._serialized_end=968
+  _globals['_SPAN']._serialized_start=971
+  _globals['_SPAN']._serialized_end=1419
+  _globals['_SPAN_ATTRIBUTESENTRY']._serialized_start=1370
+  _globals['_SPAN_ATTRIBUTESENTRY']._serialized_end=1419
+  _globals['_LOOKUPTRACEREQUEST']._serialized_start=1421
+  _globals['_LOOKUPTRACEREQUEST']._serialized_end=1459
+  _globals['_LOOKUPTRACERESPONSE']._serialized_start=1461
+  _globals['_LOOKUPTRACERESPONSE']._serialized_end=1585
+  _globals['_CLOSECREDENTIALTUNNELSREQUEST']._serialized_start=1587
+  _globals['_CLOSECREDENTIALTUNNELSREQUEST']._serialized_end=1682
+  _globals['_CLOSECREDENTIALTUNNELSRESPONSE']._serialized_start=1685
+  _globals['_CLOSECREDENTIALTUNNELSRESPONSE']._serialized_end=1983
+  _globals['_CLOSECREDENTIALTUNNELSRESPONSE_CLOSEDBYNODEENTRY']._serialized_start=1932
+  _globals['_CLOSECREDENTIALTUNNELSRESPONSE_CLOSEDBYNODEENTRY']._serialized_end=1983
+  _globals['_PROBETUNNELREQUEST']._serialized_start=1985
+  _globals['_PROBETUNNELREQUEST']._serialized_end=2064
+  _globals['_PROBETUNNELRESPONSE']._serialized_start=2066
+  _globals['_PROBETUNNELRESPONSE']._serialized_end=2187
+  _globals['_LISTEDGECONFLICTSREQUEST']._serialized_start=2189
+  _globals['_LISTEDGECONFLICTSREQUEST']._serialized_end=2236
+  _globals['_EDGECONFLICT']._serialized_start=2239
+  _globals['_EDGECONFLICT']._serialized_end=2577
+  _globals['_LISTEDGECONFLICTSRESPONSE']._serialized_start=2579
+  _globals['_LISTEDGECONFLICTSRESPONSE']._serialized_end=2655
+  _globals['_RECONCILEREQUEST']._serialized_start=2657
+  _globals['_RECONCILEREQUEST']._serialized_end=2738
+  _globals['_DISCREPANCY']._serialized_start=2741
+  _globals['_DISCREPANCY']._serialized_end=3069
+  _globals['_RECONCILEDHOSPITAL']._serialized_start=3071
+  _globals['_RECONCILEDHOSPITAL']._serialized_end=3185
+  _globals['_RECONCILERESPONSE']._serialized_start=3188
+  _globals['_RECONCILERESPONSE']._serialized_end=3508
+  _globals['_OPERATIONSSERVICE']._serialized_start=4021
+  _globals['_OPERATIONSSERVICE']._serialized_end=4666
 # @@protoc_insertion_point(module_scope)

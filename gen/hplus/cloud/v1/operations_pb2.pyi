@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.rpc import status_pb2 as _status_pb2
+from google.type import date_pb2 as _date_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -85,6 +86,42 @@ SPAN_TIER_EDGE: SpanTier.ValueType  # 2
 SPAN_TIER_HIS: SpanTier.ValueType  # 3
 """A hospital system, as timed by the edge adapter that called it."""
 Global___SpanTier: _TypeAlias = SpanTier  # noqa: Y015
+
+class _DiscrepancyKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DiscrepancyKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DiscrepancyKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DISCREPANCY_KIND_UNSPECIFIED: _DiscrepancyKind.ValueType  # 0
+    """Not set."""
+    DISCREPANCY_KIND_MISSING_AT_HOSPITAL: _DiscrepancyKind.ValueType  # 1
+    """The platform (or the channel) has a settled payment the hospital's ledger lacks."""
+    DISCREPANCY_KIND_MISSING_AT_CHANNEL: _DiscrepancyKind.ValueType  # 2
+    """The platform has a payment or refund the channel's statement lacks."""
+    DISCREPANCY_KIND_MISSING_AT_PLATFORM: _DiscrepancyKind.ValueType  # 3
+    """The channel or the hospital has a payment or refund the platform does not know."""
+    DISCREPANCY_KIND_AMOUNT_MISMATCH: _DiscrepancyKind.ValueType  # 4
+    """The sources agree on the payment but not on its amount."""
+    DISCREPANCY_KIND_STATUS_MISMATCH: _DiscrepancyKind.ValueType  # 5
+    """The sources disagree on what happened (paid, settled, refunded, unknown)."""
+
+class DiscrepancyKind(_DiscrepancyKind, metaclass=_DiscrepancyKindEnumTypeWrapper):
+    """Class of a reconciliation discrepancy."""
+
+DISCREPANCY_KIND_UNSPECIFIED: DiscrepancyKind.ValueType  # 0
+"""Not set."""
+DISCREPANCY_KIND_MISSING_AT_HOSPITAL: DiscrepancyKind.ValueType  # 1
+"""The platform (or the channel) has a settled payment the hospital's ledger lacks."""
+DISCREPANCY_KIND_MISSING_AT_CHANNEL: DiscrepancyKind.ValueType  # 2
+"""The platform has a payment or refund the channel's statement lacks."""
+DISCREPANCY_KIND_MISSING_AT_PLATFORM: DiscrepancyKind.ValueType  # 3
+"""The channel or the hospital has a payment or refund the platform does not know."""
+DISCREPANCY_KIND_AMOUNT_MISMATCH: DiscrepancyKind.ValueType  # 4
+"""The sources agree on the payment but not on its amount."""
+DISCREPANCY_KIND_STATUS_MISMATCH: DiscrepancyKind.ValueType  # 5
+"""The sources disagree on what happened (paid, settled, refunded, unknown)."""
+Global___DiscrepancyKind: _TypeAlias = DiscrepancyKind  # noqa: Y015
 
 @_typing.final
 class HospitalConnection(_message.Message):
@@ -711,3 +748,210 @@ class ListEdgeConflictsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListEdgeConflictsResponse: _TypeAlias = ListEdgeConflictsResponse  # noqa: Y015
+
+@_typing.final
+class ReconcileRequest(_message.Message):
+    """Request of Reconcile."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUSINESS_DATE_FIELD_NUMBER: _builtins.int
+    HOSPITAL_ID_FIELD_NUMBER: _builtins.int
+    hospital_id: _builtins.str
+    """When set, only this hospital's payments and ledger."""
+    @_builtins.property
+    def business_date(self) -> _date_pb2.Date:
+        """The business date (the channel's UTC+8 date; each hospital's ledger is read for the same
+        local date). Required.
+        """
+
+    def __init__(
+        self,
+        *,
+        business_date: _date_pb2.Date | None = ...,
+        hospital_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["business_date", b"business_date"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_date", b"business_date", "hospital_id", b"hospital_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileRequest: _TypeAlias = ReconcileRequest  # noqa: Y015
+
+@_typing.final
+class Discrepancy(_message.Message):
+    """One discrepancy between the sources of a reconciliation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    HOSPITAL_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    OUT_TRADE_NO_FIELD_NUMBER: _builtins.int
+    OUT_REFUND_NO_FIELD_NUMBER: _builtins.int
+    PLATFORM_FEN_FIELD_NUMBER: _builtins.int
+    CHANNEL_FEN_FIELD_NUMBER: _builtins.int
+    HOSPITAL_FEN_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    RESOLUTION_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    kind: Global___DiscrepancyKind.ValueType
+    """Its class."""
+    hospital_id: _builtins.str
+    """The hospital concerned, when known."""
+    order_id: _builtins.str
+    """The platform order, when the platform knows it."""
+    out_trade_no: _builtins.str
+    """The channel's out-trade number (our payment number)."""
+    out_refund_no: _builtins.str
+    """The out-refund number, for a refund."""
+    platform_fen: _builtins.int
+    """Amount on the platform, in fen; unset when the platform has none."""
+    channel_fen: _builtins.int
+    """Amount in the channel's statement, in fen; unset when the statement has none."""
+    hospital_fen: _builtins.int
+    """Cash amount in the hospital's ledger, in fen; unset when the ledger has none."""
+    detail: _builtins.str
+    """What differs, for people."""
+    resolution: _builtins.str
+    """Set when the evidence settles the order exactly: the outcome the coordinator may apply
+    ("SETTLED" or "REFUNDED"); empty when a person must look.
+    """
+    evidence: _builtins.str
+    """The evidence behind `resolution` (statement transaction id, hospital receipt)."""
+    def __init__(
+        self,
+        *,
+        kind: Global___DiscrepancyKind.ValueType = ...,
+        hospital_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        out_trade_no: _builtins.str = ...,
+        out_refund_no: _builtins.str = ...,
+        platform_fen: _builtins.int | None = ...,
+        channel_fen: _builtins.int | None = ...,
+        hospital_fen: _builtins.int | None = ...,
+        detail: _builtins.str = ...,
+        resolution: _builtins.str = ...,
+        evidence: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_channel_fen", b"_channel_fen", "_hospital_fen", b"_hospital_fen", "_platform_fen", b"_platform_fen", "channel_fen", b"channel_fen", "hospital_fen", b"hospital_fen", "platform_fen", b"platform_fen"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_channel_fen", b"_channel_fen", "_hospital_fen", b"_hospital_fen", "_platform_fen", b"_platform_fen", "channel_fen", b"channel_fen", "detail", b"detail", "evidence", b"evidence", "hospital_fen", b"hospital_fen", "hospital_id", b"hospital_id", "kind", b"kind", "order_id", b"order_id", "out_refund_no", b"out_refund_no", "out_trade_no", b"out_trade_no", "platform_fen", b"platform_fen", "resolution", b"resolution"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__channel_fen: _TypeAlias = _typing.Literal["channel_fen"]  # noqa: Y015
+    _WhichOneofArgType__channel_fen: _TypeAlias = _typing.Literal["_channel_fen", b"_channel_fen"]  # noqa: Y015
+    _WhichOneofReturnType__hospital_fen: _TypeAlias = _typing.Literal["hospital_fen"]  # noqa: Y015
+    _WhichOneofArgType__hospital_fen: _TypeAlias = _typing.Literal["_hospital_fen", b"_hospital_fen"]  # noqa: Y015
+    _WhichOneofReturnType__platform_fen: _TypeAlias = _typing.Literal["platform_fen"]  # noqa: Y015
+    _WhichOneofArgType__platform_fen: _TypeAlias = _typing.Literal["_platform_fen", b"_platform_fen"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__channel_fen) -> _WhichOneofReturnType__channel_fen | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__hospital_fen) -> _WhichOneofReturnType__hospital_fen | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__platform_fen) -> _WhichOneofReturnType__platform_fen | None: ...
+
+Global___Discrepancy: _TypeAlias = Discrepancy  # noqa: Y015
+
+@_typing.final
+class ReconciledHospital(_message.Message):
+    """How one hospital's ledger was read."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOSPITAL_ID_FIELD_NUMBER: _builtins.int
+    LEDGER_READ_FIELD_NUMBER: _builtins.int
+    DAY_CLOSED_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    hospital_id: _builtins.str
+    """The hospital."""
+    ledger_read: _builtins.bool
+    """Whether its ledger was read."""
+    day_closed: _builtins.bool
+    """Whether the hospital had closed the day (entries final)."""
+    entries: _builtins.int
+    """Ledger entries read."""
+    error: _builtins.str
+    """Why it could not be read, when it could not."""
+    def __init__(
+        self,
+        *,
+        hospital_id: _builtins.str = ...,
+        ledger_read: _builtins.bool = ...,
+        day_closed: _builtins.bool = ...,
+        entries: _builtins.int = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["day_closed", b"day_closed", "entries", b"entries", "error", b"error", "hospital_id", b"hospital_id", "ledger_read", b"ledger_read"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconciledHospital: _TypeAlias = ReconciledHospital  # noqa: Y015
+
+@_typing.final
+class ReconcileResponse(_message.Message):
+    """Response of Reconcile."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    BUSINESS_DATE_FIELD_NUMBER: _builtins.int
+    HOSPITAL_ID_FIELD_NUMBER: _builtins.int
+    PLATFORM_PAYMENTS_FIELD_NUMBER: _builtins.int
+    STATEMENT_ROWS_FIELD_NUMBER: _builtins.int
+    HOSPITALS_FIELD_NUMBER: _builtins.int
+    DISCREPANCIES_FIELD_NUMBER: _builtins.int
+    NOTES_FIELD_NUMBER: _builtins.int
+    FINISH_TIME_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """Id of the stored run."""
+    hospital_id: _builtins.str
+    """The hospital filter, when one was given."""
+    platform_payments: _builtins.int
+    """Platform payments compared."""
+    statement_rows: _builtins.int
+    """Channel statement rows compared."""
+    @_builtins.property
+    def business_date(self) -> _date_pb2.Date:
+        """The business date reconciled."""
+
+    @_builtins.property
+    def hospitals(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReconciledHospital]:
+        """Every hospital whose ledger was asked for."""
+
+    @_builtins.property
+    def discrepancies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Discrepancy]:
+        """The discrepancies found, ordered by hospital, kind and out-trade number."""
+
+    @_builtins.property
+    def notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Remarks on the run's completeness (e.g. the platform's ledger is not wired)."""
+
+    @_builtins.property
+    def finish_time(self) -> _timestamp_pb2.Timestamp:
+        """When the run finished."""
+
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        business_date: _date_pb2.Date | None = ...,
+        hospital_id: _builtins.str = ...,
+        platform_payments: _builtins.int = ...,
+        statement_rows: _builtins.int = ...,
+        hospitals: _abc.Iterable[Global___ReconciledHospital] | None = ...,
+        discrepancies: _abc.Iterable[Global___Discrepancy] | None = ...,
+        notes: _abc.Iterable[_builtins.str] | None = ...,
+        finish_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["business_date", b"business_date", "finish_time", b"finish_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_date", b"business_date", "discrepancies", b"discrepancies", "finish_time", b"finish_time", "hospital_id", b"hospital_id", "hospitals", b"hospitals", "notes", b"notes", "platform_payments", b"platform_payments", "run_id", b"run_id", "statement_rows", b"statement_rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileResponse: _TypeAlias = ReconcileResponse  # noqa: Y015

@@ -68,6 +68,11 @@ class OperationsServiceStub:
                 request_serializer=hplus_dot_cloud_dot_v1_dot_operations__pb2.ListEdgeConflictsRequest.SerializeToString,
                 response_deserializer=hplus_dot_cloud_dot_v1_dot_operations__pb2.ListEdgeConflictsResponse.FromString,
                 _registered_method=True)
+        self.Reconcile = channel.unary_unary(
+                '/hplus.cloud.v1.OperationsService/Reconcile',
+                request_serializer=hplus_dot_cloud_dot_v1_dot_operations__pb2.ReconcileRequest.SerializeToString,
+                response_deserializer=hplus_dot_cloud_dot_v1_dot_operations__pb2.ReconcileResponse.FromString,
+                _registered_method=True)
 
 
 class OperationsServiceServicer:
@@ -133,6 +138,18 @@ class OperationsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reconcile(self, request, context):
+        """Runs the three-way reconciliation of one business date now: the platform's payments
+        against the payment channel's statement and each hospital's daily ledger
+        (BillingService.GetDailyLedger), and stores the result. Discrepancies are classified;
+        those the evidence settles exactly carry a resolution for the order coordinator. A
+        hospital whose ledger cannot be read is listed with the error and yields no hospital-
+        side discrepancy. FAILED_PRECONDITION when the node has no payment channel configured.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperationsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -160,6 +177,11 @@ def add_OperationsServiceServicer_to_server(servicer, server):
                     servicer.ListEdgeConflicts,
                     request_deserializer=hplus_dot_cloud_dot_v1_dot_operations__pb2.ListEdgeConflictsRequest.FromString,
                     response_serializer=hplus_dot_cloud_dot_v1_dot_operations__pb2.ListEdgeConflictsResponse.SerializeToString,
+            ),
+            'Reconcile': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reconcile,
+                    request_deserializer=hplus_dot_cloud_dot_v1_dot_operations__pb2.ReconcileRequest.FromString,
+                    response_serializer=hplus_dot_cloud_dot_v1_dot_operations__pb2.ReconcileResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -306,6 +328,33 @@ class OperationsService:
             '/hplus.cloud.v1.OperationsService/ListEdgeConflicts',
             hplus_dot_cloud_dot_v1_dot_operations__pb2.ListEdgeConflictsRequest.SerializeToString,
             hplus_dot_cloud_dot_v1_dot_operations__pb2.ListEdgeConflictsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reconcile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hplus.cloud.v1.OperationsService/Reconcile',
+            hplus_dot_cloud_dot_v1_dot_operations__pb2.ReconcileRequest.SerializeToString,
+            hplus_dot_cloud_dot_v1_dot_operations__pb2.ReconcileResponse.FromString,
             options,
             channel_credentials,
             insecure,

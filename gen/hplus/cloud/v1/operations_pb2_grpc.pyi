@@ -73,6 +73,14 @@ class OperationsServiceStub:
     edge id and connection index (two front-end servers with one edge id, or a stolen
     credential), with the last refusal's details.
     """
+    Reconcile: _grpc.UnaryUnaryMultiCallable[_operations_pb2.ReconcileRequest, _operations_pb2.ReconcileResponse]
+    """Runs the three-way reconciliation of one business date now: the platform's payments
+    against the payment channel's statement and each hospital's daily ledger
+    (BillingService.GetDailyLedger), and stores the result. Discrepancies are classified;
+    those the evidence settles exactly carry a resolution for the order coordinator. A
+    hospital whose ledger cannot be read is listed with the error and yields no hospital-
+    side discrepancy. FAILED_PRECONDITION when the node has no payment channel configured.
+    """
 
 @_typing.type_check_only
 class OperationsServiceAsyncStub(OperationsServiceStub):
@@ -118,6 +126,14 @@ class OperationsServiceAsyncStub(OperationsServiceStub):
     """Lists, per hospital, the tunnels refused because a live tunnel already held their
     edge id and connection index (two front-end servers with one edge id, or a stolen
     credential), with the last refusal's details.
+    """
+    Reconcile: _aio.UnaryUnaryMultiCallable[_operations_pb2.ReconcileRequest, _operations_pb2.ReconcileResponse]  # type: ignore[assignment]
+    """Runs the three-way reconciliation of one business date now: the platform's payments
+    against the payment channel's statement and each hospital's daily ledger
+    (BillingService.GetDailyLedger), and stores the result. Discrepancies are classified;
+    those the evidence settles exactly carry a resolution for the order coordinator. A
+    hospital whose ledger cannot be read is listed with the error and yields no hospital-
+    side discrepancy. FAILED_PRECONDITION when the node has no payment channel configured.
     """
 
 class OperationsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -191,6 +207,20 @@ class OperationsServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists, per hospital, the tunnels refused because a live tunnel already held their
         edge id and connection index (two front-end servers with one edge id, or a stolen
         credential), with the last refusal's details.
+        """
+
+    @_abc_1.abstractmethod
+    def Reconcile(
+        self,
+        request: _operations_pb2.ReconcileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.ReconcileResponse, _abc.Awaitable[_operations_pb2.ReconcileResponse]]:
+        """Runs the three-way reconciliation of one business date now: the platform's payments
+        against the payment channel's statement and each hospital's daily ledger
+        (BillingService.GetDailyLedger), and stores the result. Discrepancies are classified;
+        those the evidence settles exactly carry a resolution for the order coordinator. A
+        hospital whose ledger cannot be read is listed with the error and yields no hospital-
+        side discrepancy. FAILED_PRECONDITION when the node has no payment channel configured.
         """
 
 def add_OperationsServiceServicer_to_server(servicer: OperationsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,1 @@
+"""Three-way reconciliation benchmark (``python -m bench.reconcile``)."""
