@@ -42,8 +42,10 @@ from cloud.gateway import (
     load_or_create_secret,
 )
 from cloud.operations import OperationsServicer
+from cloud.orders import OrderApi, Orders
 from cloud.partitioned import SCHEMAS as PARTITIONED
 from cloud.partitions import PartitionSet
+from cloud.payments import PaymentChannel
 from cloud.presence import InProcessPresence, Presence, PresenceUnavailable, RedisPresence
 from cloud.readstore import ReadStore
 from cloud.registry import MAX_MESSAGE_BYTES as REGISTRY_MAX_MESSAGE_BYTES
@@ -122,6 +124,11 @@ class CloudNode:
         self.partitions: PartitionSet | None = None
         self.accounts: Accounts | None = None
         self.readstore: ReadStore | None = None
+        self.payment_channel: PaymentChannel | None = None
+        """The payment channel orders are paid through (``None``: PayOrder is UNAVAILABLE)."""
+        self.order_parts: Orders | None = None
+        self.orders: OrderApi | None = None
+        """What the patient API's servicer delegates its order RPCs to."""
         self.directory_sync: SyncEngine | None = None
         self._health = health.aio.HealthServicer()
         self._service_names: list[str] = []
@@ -309,6 +316,16 @@ class CloudNode:
             known_hospital=self._known_hospital,
         )
         stack.push_async_callback(self.accounts.close)
+        # Orders: the coordinator (its resume loop runs below, supervised) and the API the
+        # patient API's servicer delegates BookAppointment, PayOrder, ... to.
+        self.order_parts = Orders(
+            self.partitions,
+            channel_for=self.router.channel_for,
+            channel=self.payment_channel,
+            patients=self.accounts.patients.at_hospital,
+            node_id=cfg.node_id,
+        )
+        self.orders = self.order_parts.api
 
         health_pb2_grpc.add_HealthServicer_to_server(self._health, internal)
         operations_pb2_grpc.add_OperationsServiceServicer_to_server(
@@ -379,6 +396,7 @@ class CloudNode:
         ]
         if self.directory_sync is not None:
             loops.append(("readstore-sync", self.directory_sync.run))
+        loops.append(("orders-resume", self.order_parts.run))
         self._supervisor = asyncio.get_running_loop().create_task(
             self._supervise(loops), name="node-background"
         )
@@ -435,6 +453,9 @@ class CloudNode:
         if self.directory_sync is not None:
             # First, while tunnels are up: a pass cut here resumes from its watermark.
             await self.directory_sync.shutdown()
+        if self.order_parts is not None:
+            # Work in flight stops here; its intents are written, so it resumes at the next start.
+            await self.order_parts.shutdown()
         if self.gateway is not None:
             await self.gateway.shutdown(grace)
         for server in self._servers:
