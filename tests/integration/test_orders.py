@@ -34,6 +34,7 @@ from hplus.hospital.v1 import appointment_pb2, common_pb2, directory_pb2
 from mesh import errors
 from tests.integration.hospital_env import Env, hospital
 from tests.integration.test_accounts import App, connect
+from tools.cli import main as cli
 from tools.his_sim import Outage, TimeoutAfterCommit
 
 T = 15.0
@@ -95,10 +96,10 @@ class Journey:
         return row
 
     async def until(
-        self, order_id: str, done: Callable[[OrderRow], bool], timeout: float = 30.0
+        self, order_id: str, done: Callable[[OrderRow], bool], within: float = 30.0
     ) -> OrderRow:
         """Wait (on the coordinator's condition, woken by every change) until ``done``."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while True:
                 row = await self.row(order_id)
                 if done(row):
@@ -130,7 +131,8 @@ class Journey:
 async def journey(tmp_path: Path, *, config: OrdersConfig | None = None) -> AsyncIterator[Journey]:
     async with hospital("rest", tmp_path) as env:
         node = env.node
-        assert node.order_parts is not None and node.orders is not None
+        assert node.order_parts is not None
+        assert node.orders is not None
         assert node.accounts is not None
         coordinator = node.order_parts.coordinator
         if config is not None:
@@ -179,7 +181,8 @@ async def test_book_pay_confirm_and_read(tmp_path: Path) -> None:
         assert order.patient.id_card_number != j.who.id_card_number  # masked
         await j.pay(order)
         row = await j.until(order.order_id, lambda r: r.step is Step.CONFIRMED)
-        assert row.receipt_number and row.appointment_id
+        assert row.receipt_number
+        assert row.appointment_id
         assert booked_at_his(j, slot) == 1
         got = await j.api.get_order(patient_pb2.GetOrderRequest(order_id=order.order_id), j.caller)
         assert got.order.status == patient_pb2.ORDER_STATUS_CONFIRMED
@@ -189,7 +192,9 @@ async def test_book_pay_confirm_and_read(tmp_path: Path) -> None:
         listed = await j.api.list_orders(patient_pb2.ListOrdersRequest(), j.caller)
         assert [o.order_id for o in listed.orders] == [order.order_id]
         kinds = await j.kinds(order.order_id)
-        assert kinds[0] == "created" and kinds.count("intent") >= 3 and "payment" in kinds
+        assert kinds[0] == "created"
+        assert kinds.count("intent") >= 3
+        assert "payment" in kinds
         # Not the account's order, or an id that routes elsewhere: NOT_FOUND.
         for other in ("11-0000000000000000", order.order_id[:3] + "ffffffffffffffff"):
             with pytest.raises(errors.NotFound):
@@ -234,10 +239,12 @@ async def test_a_lost_hospital_answer_is_resolved_by_its_key(
         await j.pay(order)
         row = await j.until(order.order_id, lambda r: r.step is Step.CONFIRMED)
         kinds = await j.kinds(order.order_id)
-        assert "lost" in kinds and "probe" in kinds
+        assert "lost" in kinds
+        assert "probe" in kinds
         assert booked_at_his(j, slot) == 1
         assert j.env.his.core.counts().bookings == 1
-        assert not j.channel.refunds and row.refunded_fen == 0
+        assert not j.channel.refunds
+        assert row.refunded_fen == 0
 
 
 async def test_cancel_then_refund_with_a_lost_cancel_answer(tmp_path: Path) -> None:
@@ -257,7 +264,8 @@ async def test_cancel_then_refund_with_a_lost_cancel_answer(tmp_path: Path) -> N
             patient_pb2.ORDER_STATUS_CANCELLED,
         )
         row = await j.until(order.order_id, lambda r: r.step is Step.CANCELLED)
-        assert row.refund_state == "SUCCESS" and row.refunded_fen == row.paid_fen > 0
+        assert row.refund_state == "SUCCESS"
+        assert row.refunded_fen == row.paid_fen > 0
         assert len(j.channel.refunds) == 1
         assert booked_at_his(j, slot) == 0
         kinds = await j.kinds(order.order_id)
@@ -290,21 +298,24 @@ async def test_a_hospital_refusal_is_confirmed_twice_before_the_refund(tmp_path:
         refused = [
             h
             for h in history
-            if h.kind in ("refused", "probe") and "failed" in h.detail or h.kind == "refused"
+            if (h.kind in ("refused", "probe") and "failed" in h.detail) or h.kind == "refused"
         ]
         assert len(refused) >= 2
         first_refund = next(
             i for i, h in enumerate(history) if h.kind == "intent" and "refund" in h.detail
         )
         assert all(h.seq <= history[first_refund].seq for h in refused)
-        assert row.refunded_fen == row.paid_fen > 0 and len(j.channel.refunds) == 1
+        assert row.refunded_fen == row.paid_fen > 0
+        assert len(j.channel.refunds) == 1
         assert booked_at_his(j, slot) == 0
         got = await j.api.get_order(patient_pb2.GetOrderRequest(order_id=order.order_id), j.caller)
         assert got.order.status == patient_pb2.ORDER_STATUS_FAILED
         assert got.order.status_reason.code != 0
 
 
-async def test_no_evidence_goes_to_manual_review_never_to_a_refund(tmp_path: Path) -> None:
+async def test_no_evidence_goes_to_manual_review_never_to_a_refund(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     async with journey(tmp_path) as j:
         slot = await j.slot()
         order = await j.book(slot)
@@ -313,13 +324,16 @@ async def test_no_evidence_goes_to_manual_review_never_to_a_refund(tmp_path: Pat
         # The booking commits at the HIS and its answer is lost ...
         await j.env.his.inject(TimeoutAfterCommit(frozenset({"book"}), mode="drop"))
         row = await j.coordinator.drive(order.order_id)
-        assert row is not None and row.unknown and row.step is Step.CONFIRMING
+        assert row is not None
+        assert row.unknown
+        assert row.step is Step.CONFIRMING
         assert booked_at_his(j, slot) == 1
         # ... and the HIS goes down: no read can find out.
         await j.env.his.inject(Outage(mode="503", duration=None))
         j.restart(OrdersConfig(review_after=1.0))
-        row = await j.until(order.order_id, lambda r: r.review, timeout=60)
-        assert row.step is Step.CONFIRMING and row.unknown
+        row = await j.until(order.order_id, lambda r: r.review, within=60)
+        assert row.step is Step.CONFIRMING
+        assert row.unknown
         assert not j.channel.refunds
         assert [h.kind for h in await j.coordinator.store.history(order.order_id)].count(
             "probe"
@@ -329,6 +343,22 @@ async def test_no_evidence_goes_to_manual_review_never_to_a_refund(tmp_path: Pat
         assert got.order.unresolved_operation == patient_pb2.ORDER_OPERATION_CONFIRM_PAYMENT
         queue = await j.coordinator.store.reviews()
         assert [r.order_id for r in queue] == [order.order_id]
+        # What an operator sees: the queue, and the order's history of probes.
+        data_dir = str(j.env.node.config.data_dir)
+        capsys.readouterr()
+        assert await asyncio.to_thread(cli, ["orders", "review", "--data-dir", data_dir]) == 0
+        listed = capsys.readouterr().out
+        assert order.order_id in listed
+        assert "no evidence" in listed
+        shown = ["orders", "show", order.order_id, "--data-dir", data_dir]
+        assert await asyncio.to_thread(cli, shown) == 0
+        history = capsys.readouterr().out
+        assert "lost" in history
+        assert history.count(" probe ") >= 2
+        assert "review" in history
+        assert f"[{key_for(order.order_id, Step.CONFIRMING)}]" in history
+        half = ["orders", "review", "--resolve", order.order_id, "--data-dir", data_dir]
+        assert await asyncio.to_thread(cli, half) == 2
         # An operator, with the hospital back, says it happened: confirmed, no refund.
         await j.env.his.clear_faults()
         resolved = await j.coordinator.resolve(order.order_id, happened=True, note="HIS shows it")
@@ -417,7 +447,8 @@ async def test_a_node_killed_at_an_intent_resumes_the_order(
             with pytest.raises(Crash):
                 await dying.drive(order_id)
         row = await j.row(order_id)
-        assert row.in_flight and row.step_key == key_for(order_id, row.step)
+        assert row.in_flight
+        assert row.step_key == key_for(order_id, row.step)
         # The node restarts: a new coordinator over the same databases finishes the order.
         j.restart()
         target = {"hold": Step.AWAITING_PAYMENT, "book": Step.CONFIRMED, "cancel": Step.CANCELLED}

@@ -23,7 +23,7 @@ Register = Callable[["argparse._SubParsersAction[Parser]"], None]
 def _groups() -> list[Register]:
     # Imported here so that `hplus --help` stays fast and a group's heavy imports
     # (grpc, SQLAlchemy) load only when that group runs.
-    from tools.cli import _cloud, _compat, _contracts, _edge, _partitions, _registry
+    from tools.cli import _cloud, _compat, _contracts, _edge, _orders, _partitions, _registry
 
     return [
         _cloud.register,
@@ -32,6 +32,7 @@ def _groups() -> list[Register]:
         _compat.register,
         _contracts.register,
         _partitions.register,
+        _orders.register,
     ]
 
 
