@@ -12,8 +12,8 @@ of another account or another partition is NOT_FOUND.
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -290,12 +290,12 @@ class OrderApi:
         if problems:
             raise _bad(*problems)
         digest = fingerprint(request)
-        earlier = await self._recall(session, request.request_id, "BookAppointment", digest)
+        earlier, bound = await asyncio.gather(
+            self._recall(session, request.request_id, "BookAppointment", digest),
+            self._patients(session, request.hospital_id, who.id_card_type, who.id_card_number),
+        )
         if earlier is not None:
             return patient_pb2.BookAppointmentResponse(order=to_order(earlier))
-        bound = await self._patients(
-            session, request.hospital_id, who.id_card_type, who.id_card_number
-        )
         if bound is None:
             raise errors.FailedPrecondition(
                 "this patient is not bound to the account at this hospital; bind them first "
@@ -329,7 +329,7 @@ class OrderApi:
             "step": Step.HOLDING.value,
             "unknown": False,
             "review": False,
-            "in_flight": False,
+            "in_flight": True,  # the intent: HoldSlot under this key is sent right after
             "step_key": key_for(order_id, Step.HOLDING),
             "appointment": appointment_pb2.Appointment(slot_id=request.slot_id).SerializeToString(),
             "created_at": now,
@@ -338,18 +338,22 @@ class OrderApi:
             "version": 1,
         }
         try:
-            await self.store.create(
+            created = await self.store.create(
                 values,
                 method="BookAppointment",
                 digest=digest,
-                history=[("created", f"BookAppointment slot {request.slot_id}")],
+                history=[
+                    ("created", f"BookAppointment slot {request.slot_id}"),
+                    ("intent", "send holding write"),
+                ],
             )
         except IntegrityError:  # a concurrent retry of this request made it first
             again = await self._recall(session, request.request_id, "BookAppointment", digest)
             if again is None:
                 raise
             return patient_pb2.BookAppointmentResponse(order=to_order(again))
-        row = await self.coordinator.drive(order_id)
+        self.coordinator.fresh(created)
+        row = await self.coordinator.drive(order_id, created)
         assert row is not None
         return patient_pb2.BookAppointmentResponse(order=to_order(row))
 
@@ -427,9 +431,8 @@ class OrderApi:
                     + dt.timedelta(seconds=self.coordinator.config.payment_poll),
                 },
                 [("intent", "prepay at the channel")],
+                request=(request.request_id, "PayOrder", digest),
             )
-            with contextlib.suppress(IntegrityError):
-                await self.store.add_request(row, request.request_id, "PayOrder", digest)
         elif earlier.order_id != row.order_id:
             raise _not_found(request.order_id)
         else:
@@ -492,9 +495,9 @@ class OrderApi:
                 domain=ERROR_DOMAIN,
                 precondition_violations=[("ORDER", row.order_id, row.step.value)],
             )
-        await self.coordinator.request_cancel(row, request.reason)
-        with contextlib.suppress(IntegrityError):
-            await self.store.add_request(row, request.request_id, "CancelAppointment", digest)
+        await self.coordinator.request_cancel(
+            row, request.reason, (request.request_id, "CancelAppointment", digest)
+        )
         after = await self.coordinator.drive(row.order_id)
         assert after is not None
         if after.step.value == row.step.value and after.status_code and not after.unknown:

@@ -25,6 +25,7 @@ The payment channel's notifications and queries are the same evidence (`on_payme
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -142,6 +143,13 @@ class OrderCoordinator:
         self._stopping = asyncio.Event()
         self._running: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._limit = asyncio.Semaphore(self.config.concurrency)
+        self._started = False
+        self._last: collections.OrderedDict[str, OrderRow] = collections.OrderedDict()
+        """The row each order's last piece of work here ended with (bounded)."""
+        self._fresh: set[tuple[str, int]] = set()
+        """(order, version) of intents this process wrote and has not sent yet; any other
+        order found with ``in_flight`` was left by a node that stopped."""
         self.settled = asyncio.Condition()
         """Notified after every change an order's work made (tests and benchmarks wait on it)."""
         if channel is not None:
@@ -163,7 +171,7 @@ class OrderCoordinator:
 
         The node runs this among its supervised background loops.
         """
-        limit = asyncio.Semaphore(self.config.concurrency)
+        self._started = True
         while not self._stopping.is_set():
             self._wake.clear()
             try:
@@ -172,12 +180,7 @@ class OrderCoordinator:
                 log.warning("orders: cannot scan for due orders: %s", err)
                 due = []
             for row in due:
-                if row.order_id in self._running:
-                    continue
-                self._running.add(row.order_id)
-                task = asyncio.create_task(self._work(row.order_id, limit), name="order")
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._spawn(row.order_id, row)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.tick):
                     await self._first(self._wake.wait(), self._stopping.wait())
@@ -191,10 +194,19 @@ class OrderCoordinator:
             for t in tasks:
                 t.cancel()
 
-    async def _work(self, order_id: str, limit: asyncio.Semaphore) -> None:
+    def _spawn(self, order_id: str, row: OrderRow | None = None) -> None:
+        """Work on one order in the background (once at a time), while the loop runs."""
+        if not self._started or self._stopping.is_set() or order_id in self._running:
+            return
+        self._running.add(order_id)
+        task = asyncio.create_task(self._work(order_id, row), name="order")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _work(self, order_id: str, row: OrderRow | None = None) -> None:
         try:
-            async with limit:
-                await self.drive(order_id)
+            async with self._limit:
+                await self.drive(order_id, row)
         except Exception:
             log.exception("orders: order %s: unexpected error (it will be resumed)", order_id)
         finally:
@@ -220,10 +232,15 @@ class OrderCoordinator:
             lock = self._locks[order_id] = asyncio.Lock()
         return lock
 
-    async def drive(self, order_id: str) -> OrderRow | None:
-        """Act on one order until it waits (for the patient, the channel, time or evidence)."""
+    async def drive(self, order_id: str, row: OrderRow | None = None) -> OrderRow | None:
+        """Act on one order until it waits (for the patient, the channel, time or evidence).
+
+        ``row``: the order as the caller just wrote or read it (saves a read; a stale one is
+        caught by the version guard and read again).
+        """
         async with self._lock(order_id):
-            row = await self.store.get(order_id)
+            if row is None or row.order_id != order_id:
+                row = await self.store.get(order_id)
             for _ in range(50):  # every round writes; a bound against a bug's endless loop
                 if row is None:
                     return None
@@ -238,9 +255,34 @@ class OrderCoordinator:
                 if nxt is None:
                     break
                 row = nxt
+            if row is not None:
+                self._last[order_id] = row
+                self._last.move_to_end(order_id)
+                while len(self._last) > 1000:
+                    self._last.popitem(last=False)
             async with self.settled:
                 self.settled.notify_all()
-            return await self.store.get(order_id)
+            return row
+
+    async def wait_for(
+        self, order_id: str, done: Callable[[OrderRow], bool], *, poll: float = 1.0
+    ) -> OrderRow:
+        """Wait until the order satisfies ``done`` (tests, benchmarks, tools).
+
+        Woken by every piece of work this coordinator finishes; the store is read again
+        every ``poll`` seconds (work done elsewhere). Bound it with ``asyncio.timeout``.
+        """
+        row = await self.store.get(order_id)
+        while True:
+            if row is not None and done(row):
+                return row
+            async with self.settled:
+                try:
+                    await asyncio.wait_for(self.settled.wait(), poll)
+                except TimeoutError:
+                    row = await self.store.get(order_id)
+                    continue
+            row = self._last.get(order_id) or await self.store.get(order_id)
 
     async def _act(self, row: OrderRow) -> OrderRow | None:
         """One move of ``row``; ``None`` when it has to wait."""
@@ -298,19 +340,25 @@ class OrderCoordinator:
 
     async def _hospital_step(self, row: OrderRow) -> OrderRow | None:
         if row.in_flight and not row.unknown:
-            # The intent was written and the node stopped (or the call was cut) before the
-            # answer was recorded: whether the write happened is unknown.
-            return await self.store.update(
-                row,
-                {"unknown": True, "in_flight": False, "unknown_since": self._clock()},
-                [("resumed", "the answer to this write was never recorded: reading its key")],
-            )
-        if row.unknown or row.refusals or row.absences:
+            if (row.order_id, row.version) in self._fresh:
+                # Our own intent, written with the move into this step: send now.
+                self._fresh.discard((row.order_id, row.version))
+                sending = row
+            else:
+                # The intent was written and the node stopped (or the call was cut) before
+                # the answer was recorded: whether the write happened is unknown.
+                return await self.store.update(
+                    row,
+                    {"unknown": True, "in_flight": False, "unknown_since": self._clock()},
+                    [("resumed", "the answer to this write was never recorded: reading its key")],
+                )
+        elif row.unknown or row.refusals or row.absences:
             return await self._probe(row)
-        # Send (again) under the same key: the intent first.
-        sending = await self.store.update(
-            row, {"in_flight": True}, [("intent", f"send {row.step.value} write")]
-        )
+        else:
+            # Send (again) under the same key: the intent first.
+            sending = await self.store.update(
+                row, {"in_flight": True}, [("intent", f"send {row.step.value} write")]
+            )
         try:
             answer = await self._send(sending)
         except NotSent as err:
@@ -441,12 +489,20 @@ class OrderCoordinator:
             "next_attempt_at": None,
         }
 
+    def fresh(self, row: OrderRow) -> None:
+        """``row``'s ``in_flight`` intent is this process's own, to be sent now."""
+        if len(self._fresh) > 10_000:
+            self._fresh.clear()  # bounded: a forgotten one is only probed before it is sent
+        self._fresh.add((row.order_id, row.version))
+
     async def _move(
         self,
         row: OrderRow,
         event: Event,
         changes: dict[str, Any],
         lines: list[tuple[str, str]],
+        *,
+        request: tuple[str, str, str] | None = None,
     ) -> OrderRow:
         target = advance(
             row.step,
@@ -465,13 +521,20 @@ class OrderCoordinator:
             )
             # A pending payment is closed at the channel before the place is given up.
             changes["step_key"] = "" if closing else key_for(row.order_id, target)
+            if not closing:
+                # The intent of the step's write goes with the move: sent right after it.
+                changes["in_flight"] = True
+                lines = [*lines, ("intent", f"send {target.value} write")]
         elif target is not row.step:
             changes.setdefault("step_key", "")
         if target is Step.REFUNDING and not row.refund_for and "refund_for" not in changes:
             plain = advance(row.step, event, paid=False, cancel_from=row.cancel_from)
             changes["refund_for"] = (plain if plain in FINAL else Step.FAILED).value
-        lines = [*lines, ("transition", f"{row.step.value} -> {target.value} ({event.value})")]
-        return await self.store.update(row, changes, lines)
+        lines = [("transition", f"{row.step.value} -> {target.value} ({event.value})"), *lines]
+        moved = await self.store.update(row, changes, lines, request=request)
+        if moved.in_flight and changes.get("in_flight"):
+            self.fresh(moved)
+        return moved
 
     async def _succeeded(
         self, row: OrderRow, appointment: appointment_pb2.Appointment, how: str
@@ -579,11 +642,13 @@ class OrderCoordinator:
                     {"payment_deadline": None},
                     [("deadline", "unpaid in time")],
                 )
-            return await self.store.update(
+            sending = await self.store.update(
                 row,
-                {"step_key": key_for(row.order_id, row.step)},
-                [("intent", f"{row.step.value}: the payment is settled, asking the hospital")],
+                {"step_key": key_for(row.order_id, row.step), "in_flight": True},
+                [("intent", f"send {row.step.value} write (the payment is settled)")],
             )
+            self.fresh(sending)
+            return sending
         try:
             async with asyncio.timeout(self.config.channel_timeout):
                 await self.channel.close_payment(row.out_trade_no)
@@ -613,23 +678,23 @@ class OrderCoordinator:
 
     async def on_payment(self, evidence: PaymentEvidence) -> None:
         """A verified notification or a query's answer about a payment (idempotent)."""
-        row = await self.store.by_trade(evidence.out_trade_no)
-        if row is None:
-            log.warning(
-                "orders: payment evidence for unknown out_trade_no %s", evidence.out_trade_no
-            )
-            return
-        async with self._lock(row.order_id):
+        order_id = evidence.out_trade_no.rpartition("-p")[0]
+        moved: OrderRow | None = None
+        async with self._lock(order_id or "-"):
             for _ in range(5):
-                fresh = await self.store.get(row.order_id)
-                if fresh is None:
+                fresh = await self.store.get(order_id) if order_id else None
+                if fresh is None or fresh.out_trade_no != evidence.out_trade_no:
+                    log.warning(
+                        "orders: payment evidence for unknown out_trade_no %s",
+                        evidence.out_trade_no,
+                    )
                     return
                 try:
-                    await self._apply_payment(fresh, evidence)
+                    moved = await self._apply_payment(fresh, evidence)
                     break
                 except Conflict:
                     continue
-        self.wake()
+        self._spawn(order_id, moved)
 
     async def _apply_payment(self, row: OrderRow, evidence: PaymentEvidence) -> OrderRow | None:
         """Record what the channel says of the order's payment; move on a first success."""
@@ -769,7 +834,9 @@ class OrderCoordinator:
 
     # -- the patient -------------------------------------------------------------------------
 
-    async def request_cancel(self, row: OrderRow, reason: int) -> None:
+    async def request_cancel(
+        self, row: OrderRow, reason: int, request: tuple[str, str, str] | None = None
+    ) -> None:
         """Record the patient's cancellation (the intent) of ``row`` as read.
 
         Raises:
@@ -788,7 +855,8 @@ class OrderCoordinator:
                 fresh,
                 Event.CANCEL,
                 {"cancel_from": fresh.step.value, "status_code": 0, "status_message": ""},
-                [("intent", f"cancel requested (reason {reason})")],
+                [("cancel", f"cancel requested (reason {reason})")],
+                request=request,
             )
 
     # -- operators ---------------------------------------------------------------------------

@@ -67,6 +67,7 @@ ORDERS = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("status_changed_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("history_count", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("account_id", "request_id"),
 )
 """One row per order: its step in the state machine (with the ``unknown`` and ``review``

@@ -117,6 +117,7 @@ class OrderRow:
     updated_at: dt.datetime
     status_changed_at: dt.datetime
     version: int
+    history_count: int
 
     @classmethod
     def of(cls, row: Any) -> OrderRow:
@@ -205,6 +206,7 @@ class OrderStore:
             sqlalchemy.exc.IntegrityError: the request (or order) exists already.
         """
         region = values["region"]
+        values = {**values, "history_count": len(history)}
 
         async def work(conn: AsyncConnection) -> OrderRow:
             await conn.execute(ORDERS.insert().values(**values))
@@ -226,6 +228,7 @@ class OrderStore:
                 Step(values["step"]),
                 Step(values["step"]),
                 history,
+                first=1,
             )
             return await self._load(conn, values["order_id"])
 
@@ -277,25 +280,21 @@ class OrderStore:
         step_to: Step,
         lines: Sequence[tuple[str, str]] | Sequence[tuple[str, str, str]],
         key: str = "",
+        *,
+        first: int,
     ) -> None:
+        """Insert ``lines`` as the history's entries ``first``, ``first + 1``, …."""
         if not lines:
             return
-        last = (
-            await conn.execute(
-                sa.select(sa.func.max(ORDER_HISTORY.c.seq)).where(
-                    ORDER_HISTORY.c.order_id == order_id
-                )
-            )
-        ).scalar_one_or_none() or 0
         now = dt.datetime.now(dt.UTC)
         rows = []
-        for i, line in enumerate(lines, start=1):
+        for i, line in enumerate(lines, start=first):
             kind, detail = line[0], line[1]
             line_key = line[2] if len(line) > 2 else key
             rows.append(
                 {
                     "order_id": order_id,
-                    "seq": last + i,
+                    "seq": i,
                     "region": region,
                     "at": now,
                     "kind": kind,
@@ -315,16 +314,22 @@ class OrderStore:
         history: Sequence[tuple[str, str]],
         *,
         key: str = "",
+        request: tuple[str, str, str] | None = None,
     ) -> OrderRow:
         """Apply ``changes`` to the order as read in ``row`` and append ``history``.
 
+        ``request`` (``request_id``, method, fingerprint) is recorded as being about this
+        order in the same transaction.
+
         Raises:
             Conflict: the order changed since ``row`` was read (nothing was written).
+            sqlalchemy.exc.IntegrityError: ``request`` was recorded already.
         """
         now = dt.datetime.now(dt.UTC)
         values = dict(changes)
         values["version"] = row.version + 1
         values["updated_at"] = now
+        values["history_count"] = row.history_count + len(history)
         step_to = Step(values.get("step", row.step))
         if "step" in values:
             values["step"] = step_to.value
@@ -341,30 +346,32 @@ class OrderStore:
             )
             if done.rowcount != 1:
                 raise Conflict(row.order_id)
+            if request is not None:
+                await conn.execute(
+                    ORDER_REQUESTS.insert().values(
+                        account_id=row.account_id,
+                        request_id=request[0],
+                        region=row.region,
+                        method=request[1],
+                        fingerprint=request[2],
+                        order_id=row.order_id,
+                        created_at=now,
+                    )
+                )
             await self._append(
-                conn, row.order_id, row.region, row.step, step_to, history, key=key or row.step_key
+                conn,
+                row.order_id,
+                row.region,
+                row.step,
+                step_to,
+                history,
+                key=key or row.step_key,
+                first=row.history_count + 1,
             )
-            return await self._load(conn, row.order_id)
+            # The row as written (the version guard says nobody else changed it).
+            return dataclasses.replace(row, **{**values, "step": step_to})
 
         return await self.parts.write(row.region, work)
-
-    async def add_request(self, row: OrderRow, request_id: str, method: str, digest: str) -> None:
-        """Record that ``request_id`` (of the order's account) was about this order."""
-
-        async def work(conn: AsyncConnection) -> None:
-            await conn.execute(
-                ORDER_REQUESTS.insert().values(
-                    account_id=row.account_id,
-                    request_id=request_id,
-                    region=row.region,
-                    method=method,
-                    fingerprint=digest,
-                    order_id=row.order_id,
-                    created_at=dt.datetime.now(dt.UTC),
-                )
-            )
-
-        await self.parts.write(row.region, work)
 
     async def history(self, order_id: str) -> list[HistoryEntry]:
         """The order's whole history, oldest first."""

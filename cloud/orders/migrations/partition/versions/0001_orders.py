@@ -69,6 +69,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("status_changed_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("history_count", sa.Integer, nullable=False, server_default="0"),
         sa.PrimaryKeyConstraint("order_id", name="pk_orders"),
         sa.UniqueConstraint("account_id", "request_id", name="uq_orders_account_id_request_id"),
     )

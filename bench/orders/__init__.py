@@ -1,0 +1,1 @@
+"""BookAppointment + PayOrder through the order coordinator vs the same hospital calls direct."""
