@@ -323,6 +323,7 @@ class CloudNode:
             channel_for=self.router.channel_for,
             channel=self.payment_channel,
             patients=self.accounts.patients.at_hospital,
+            config=cfg.orders,
             node_id=cfg.node_id,
         )
         self.orders = self.order_parts.api

@@ -16,7 +16,7 @@ PayOrder, GetOrder and ListOrders to; `Orders` builds the parts for the node.
 from __future__ import annotations
 
 from cloud.orders._api import BoundPatientLookup, OrderApi, to_order
-from cloud.orders._coordinator import OrderCoordinator, OrdersConfig, key_for
+from cloud.orders._coordinator import OrderCoordinator, key_for
 from cloud.orders._hospital import Evidence, HospitalAppointments, Lost, NotSent, Refused
 from cloud.orders._machine import (
     FINAL,
@@ -58,7 +58,6 @@ __all__ = [
     "OrderRow",
     "OrderStore",
     "Orders",
-    "OrdersConfig",
     "Refused",
     "Step",
     "advance",

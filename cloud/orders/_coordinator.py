@@ -27,13 +27,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import datetime as dt
 import logging
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from cloud.config import OrdersConfig
 from cloud.orders._hospital import (
     Evidence,
     HospitalAppointments,
@@ -56,7 +56,7 @@ from hplus.hospital.v1 import appointment_pb2
 from mesh import errors
 from mesh.retry import RetryPolicy
 
-__all__ = ["OrderCoordinator", "OrdersConfig", "key_for"]
+__all__ = ["OrderCoordinator", "key_for"]
 
 log = logging.getLogger(__name__)
 
@@ -65,41 +65,6 @@ Clock = Callable[[], dt.datetime]
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-@dataclasses.dataclass(frozen=True)
-class OrdersConfig:
-    """How the coordinator waits, confirms and gives up (``[orders]``)."""
-
-    hospital_timeout: float = 10.0
-    """Deadline of one call to a hospital, seconds."""
-    channel_timeout: float = 10.0
-    """Deadline of one call to the payment channel, seconds."""
-    payment_minutes: int = 15
-    """How long a patient has to pay (the hospital's hold may be shorter; the earlier wins)."""
-    confirmations: int = 2
-    """Reads in a row that must agree before a refusal (or an absence) is acted on."""
-    review_after: float = 600.0
-    """Seconds an order may stay without evidence before it goes to manual review."""
-    payment_poll: float = 5.0
-    """Seconds between queries of a pending payment (a lost notification is found so)."""
-    backoff: RetryPolicy = dataclasses.field(
-        default_factory=lambda: RetryPolicy(initial=0.2, maximum=30.0, deadline=None)
-    )
-    """Delays between reads of evidence that did not come."""
-    tick: float = 0.5
-    """Seconds between scans for due orders (a wake-up comes sooner)."""
-    concurrency: int = 32
-    """Orders the resume loop works on at once."""
-
-    def __post_init__(self) -> None:
-        for name in ("hospital_timeout", "channel_timeout", "review_after", "payment_poll", "tick"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"orders.{name}: must be > 0")
-        if not 1 <= self.confirmations <= 10:
-            raise ValueError("orders.confirmations: must be within [1, 10]")
-        if not 1 <= self.payment_minutes <= 120:
-            raise ValueError("orders.payment_minutes: must be within [1, 120]")
 
 
 def key_for(order_id: str, step: Step) -> str:
@@ -138,6 +103,9 @@ class OrderCoordinator:
         self.config = config or OrdersConfig()
         self._clock = clock
         self._rng = rng or random.Random()
+        self._backoff = RetryPolicy(
+            initial=self.config.backoff_initial, maximum=self.config.backoff_max, deadline=None
+        )
         self._locks: dict[str, asyncio.Lock] = {}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -430,7 +398,7 @@ class OrderCoordinator:
             ):
                 return await self._no_evidence(row, line[1])
             failures = row.failures + 1
-            delay = self.config.backoff.delay(failures, self._rng) if row.failures else 0.0
+            delay = self._backoff.delay(failures, self._rng) if row.failures else 0.0
             return await self.store.update(
                 row,
                 {
@@ -469,7 +437,7 @@ class OrderCoordinator:
         self, row: OrderRow, changes: dict[str, Any], line: tuple[str, str]
     ) -> OrderRow | None:
         failures = row.failures + 1
-        delay = self.config.backoff.delay(failures, self._rng)
+        delay = self._backoff.delay(failures, self._rng)
         changes = {
             **changes,
             "failures": failures,

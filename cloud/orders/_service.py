@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cloud.config import OrdersConfig
 from cloud.orders._api import BoundPatientLookup, OrderApi
-from cloud.orders._coordinator import OrderCoordinator, OrdersConfig
+from cloud.orders._coordinator import OrderCoordinator
 from cloud.orders._hospital import ChannelFor, HospitalAppointments
 from cloud.orders._schema import PARTITIONED
 from cloud.orders._store import OrderStore

@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 
 from cloud.accounts import Caller
+from cloud.config import OrdersConfig
 from cloud.orders import (
     OrderApi,
     OrderCoordinator,
     OrderRow,
-    OrdersConfig,
     Step,
     key_for,
 )
