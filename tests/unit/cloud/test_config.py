@@ -51,7 +51,7 @@ def test_file_env_and_flags_in_order(tmp_path: Path) -> None:
         (
             "[nodes]\n",
             ":1: nodes: unknown setting (known: accounts, census, databases, node, "
-            "partitions, redis, sync, tls, tunnel)",
+            "orders, partitions, redis, sync, tls, tunnel)",
         ),
         ('[node]\nregistry_listen = "x"\n', ":2: [node] registry_listen: expected HOST:PORT"),
         ("[tunnel]\nping_intervall = 1\n", ":2: [tunnel] ping_intervall: unknown setting"),
