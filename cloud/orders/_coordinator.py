@@ -479,7 +479,8 @@ class OrderCoordinator:
             cancel_from=row.cancel_from,
             refund_for=row.refund_for,
         )
-        changes = {**changes, "step": target}
+        # A new step acts at once unless the move says when (a hold waits for its deadline).
+        changes = {"next_attempt_at": None, **changes, "step": target}
         if target in _HOSPITAL_STEPS:
             closing = target in (Step.CANCELLING, Step.EXPIRING) and (
                 row.out_trade_no
