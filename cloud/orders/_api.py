@@ -31,7 +31,7 @@ from cloud.errors import ERROR_DOMAIN
 from cloud.orders._coordinator import OrderCoordinator, key_for
 from cloud.orders._hospital import NotSent, fen_of, money
 from cloud.orders._machine import FINAL, Step, public_status, unresolved_operation
-from cloud.orders._store import OrderRow, OrderStore, fingerprint, region_of
+from cloud.orders._store import Conflict, OrderRow, OrderStore, fingerprint, region_of
 from cloud.payments import TradeState
 from hplus.cloud.v1 import patient_pb2
 from hplus.hospital.v1 import appointment_pb2
@@ -418,25 +418,49 @@ class OrderApi:
                     field_violations=[("amount", "must equal the order's amount due")],
                 )
             # The intent (the out-trade number) is written before the channel hears of it.
-            row = await self.store.update(
-                row,
-                {
-                    "pay_request_id": request.request_id,
-                    "pay_channel": int(request.channel),
-                    "out_trade_no": f"{row.order_id}-p1",
-                    "payment_state": TradeState.NOTPAY.value,
-                    "payment_created_at": dt.datetime.now(dt.UTC),
-                    # From now on the channel is asked too (a notification may be lost).
-                    "next_attempt_at": dt.datetime.now(dt.UTC)
-                    + dt.timedelta(seconds=self.coordinator.config.payment_poll),
-                },
-                [("intent", "prepay at the channel")],
-                request=(request.request_id, "PayOrder", digest),
-            )
+            try:
+                row = await self._pay_intent(row, request, digest)
+            except (IntegrityError, Conflict):
+                # A concurrent retry of this request (or another change) came first.
+                again = await self._recall(session, request.request_id, "PayOrder", digest)
+                if again is None or again.order_id != row.order_id:
+                    raise errors.Aborted(
+                        "the order changed meanwhile; retry",
+                        reason="ORDER_CHANGED",
+                        domain=ERROR_DOMAIN,
+                        retry_delay=0.2,
+                    ) from None
+                row = again
         elif earlier.order_id != row.order_id:
             raise _not_found(request.order_id)
         else:
             row = earlier
+        return await self._prepay(row, request)
+
+    async def _pay_intent(
+        self, row: OrderRow, request: patient_pb2.PayOrderRequest, digest: str
+    ) -> OrderRow:
+        return await self.store.update(
+            row,
+            {
+                "pay_request_id": request.request_id,
+                "pay_channel": int(request.channel),
+                "out_trade_no": f"{row.order_id}-p1",
+                "payment_state": TradeState.NOTPAY.value,
+                "payment_created_at": dt.datetime.now(dt.UTC),
+                # From now on the channel is asked too (a notification may be lost).
+                "next_attempt_at": dt.datetime.now(dt.UTC)
+                + dt.timedelta(seconds=self.coordinator.config.payment_poll),
+            },
+            [("intent", "prepay at the channel")],
+            request=(request.request_id, "PayOrder", digest),
+        )
+
+    async def _prepay(
+        self, row: OrderRow, request: patient_pb2.PayOrderRequest
+    ) -> patient_pb2.PayOrderResponse:
+        channel = self.coordinator.channel
+        assert channel is not None
         try:
             prepay = await channel.prepay(
                 row.out_trade_no,

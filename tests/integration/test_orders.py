@@ -479,3 +479,57 @@ async def test_duplicated_and_lost_notifications(tmp_path: Path) -> None:
         assert len([p for p in payments if p.detail.startswith("paid")]) == 1
         assert j.env.his.core.counts().bookings == 2
         assert common_pb2.OPERATION_STATE_SUCCEEDED  # the evidence enum is the contract's
+
+
+async def test_bad_input_is_named_and_lists_page_newest_first(tmp_path: Path) -> None:
+    async with journey(tmp_path) as j:
+        bad = patient_pb2.BookAppointmentRequest(
+            request_id="not-a-uuid", hospital_id=j.env.hospital_id, slot_id="", patient=j.who
+        )
+        with pytest.raises(errors.InvalidArgument) as refused:
+            await j.api.book_appointment(bad, j.caller)
+        assert {v.field for v in refused.value.field_violations} == {"request_id", "slot_id"}
+        stranger = patient_pb2.PatientIdentity(
+            name="王五",
+            id_card_type=patient_pb2.ID_CARD_TYPE_RESIDENT_ID_CARD,
+            id_card_number="440305199001011213",
+        )
+        with pytest.raises(errors.FailedPrecondition) as unbound:
+            await j.api.book_appointment(
+                patient_pb2.BookAppointmentRequest(
+                    request_id=rid(), hospital_id=j.env.hospital_id, slot_id="S1", patient=stranger
+                ),
+                j.caller,
+            )
+        assert unbound.value.reason == "PATIENT_NOT_BOUND"
+        made = [await j.book(await j.slot(skip=k * 3)) for k in range(3)]
+        first = await j.api.list_orders(patient_pb2.ListOrdersRequest(page_size=2), j.caller)
+        assert [o.order_id for o in first.orders] == [made[2].order_id, made[1].order_id]
+        assert first.next_page_token
+        rest = await j.api.list_orders(
+            patient_pb2.ListOrdersRequest(page_size=2, page_token=first.next_page_token), j.caller
+        )
+        assert [o.order_id for o in rest.orders] == [made[0].order_id]
+        assert not rest.next_page_token
+        with pytest.raises(errors.InvalidArgument):  # a token of another filter
+            await j.api.list_orders(
+                patient_pb2.ListOrdersRequest(
+                    page_size=2, page_token=first.next_page_token, hospital_id="x"
+                ),
+                j.caller,
+            )
+        awaiting = await j.api.list_orders(
+            patient_pb2.ListOrdersRequest(statuses=[patient_pb2.ORDER_STATUS_CONFIRMED]), j.caller
+        )
+        assert list(awaiting.orders) == []
+        with pytest.raises(errors.InvalidArgument) as amount:
+            await j.api.pay_order(
+                patient_pb2.PayOrderRequest(
+                    request_id=rid(),
+                    order_id=made[0].order_id,
+                    channel=patient_pb2.PAYMENT_CHANNEL_WECHAT_PAY,
+                    amount=patient_pb2.Order().amount_due,
+                ),
+                j.caller,
+            )
+        assert amount.value.reason == "AMOUNT_MISMATCH"
