@@ -493,14 +493,17 @@ class OrderCoordinator:
             if not closing:
                 # The intent of the step's write goes with the move: sent right after it.
                 changes["in_flight"] = True
-                lines = [*lines, ("intent", f"send {target.value} write")]
         elif target is not row.step:
             changes.setdefault("step_key", "")
         if target is Step.REFUNDING and not row.refund_for and "refund_for" not in changes:
             plain = advance(row.step, event, paid=False, cancel_from=row.cancel_from)
             changes["refund_for"] = (plain if plain in FINAL else Step.FAILED).value
-        lines = [("transition", f"{row.step.value} -> {target.value} ({event.value})"), *lines]
-        moved = await self.store.update(row, changes, lines, request=request)
+        key = row.step_key
+        written: list[tuple[str, str, str]] = [(kind, detail, key) for kind, detail in lines]
+        written.append(("transition", f"{row.step.value} -> {target.value} ({event.value})", key))
+        if changes.get("in_flight"):
+            written.append(("intent", f"send {target.value} write", str(changes["step_key"])))
+        moved = await self.store.update(row, changes, written, request=request)
         if moved.in_flight and changes.get("in_flight"):
             self.fresh(moved)
         return moved

@@ -228,6 +228,7 @@ class OrderStore:
                 Step(values["step"]),
                 Step(values["step"]),
                 history,
+                key=values.get("step_key", ""),
                 first=1,
             )
             return await self._load(conn, values["order_id"])
@@ -311,7 +312,7 @@ class OrderStore:
         self,
         row: OrderRow,
         changes: Mapping[str, Any],
-        history: Sequence[tuple[str, str]],
+        history: Sequence[tuple[str, str]] | Sequence[tuple[str, str, str]],
         *,
         key: str = "",
         request: tuple[str, str, str] | None = None,
@@ -365,7 +366,7 @@ class OrderStore:
                 row.step,
                 step_to,
                 history,
-                key=key or row.step_key,
+                key=key or row.step_key or values.get("step_key", ""),
                 first=row.history_count + 1,
             )
             # The row as written (the version guard says nobody else changed it).

@@ -155,7 +155,8 @@ def _show(args: argparse.Namespace) -> int:
         for h in await coordinator.store.history(row.order_id):
             moved = h.step_from if h.step_from == h.step_to else f"{h.step_from} -> {h.step_to}"
             at = h.at.strftime("%Y-%m-%d %H:%M:%S")
-            key = f" [{h.key}]" if h.kind in ("intent", "probe", "resend", "resumed") else ""
+            shown = h.key and h.kind in ("intent", "probe", "resend", "resumed", "lost", "refused")
+            key = f" [{h.key}]" if shown else ""
             print(f"{h.seq:>4}  {at:<19}  {h.kind:<10} {moved:<36} {h.node:<10} {h.detail}{key}")
         return 0
 
