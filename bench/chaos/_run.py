@@ -67,12 +67,12 @@ class Report:
 
 async def _journey(bench: Any, rng: random.Random, faults: collections.Counter[str]) -> str:
     """One patient: book, pay (or not), maybe cancel. Returns the order id."""
-    from bench.orders._run import _rid
+    from bench.orders import rid
     from hplus.cloud.v1 import patient_pb2
     from tools.his_sim import TimeoutAfterCommit
 
-    caller, who, patient_id = bench._who()
-    slot = await bench._slot(patient_id)
+    caller, who, patient_id = bench.who()
+    slot = await bench.slot(patient_id)
     api = bench.node.orders
     if rng.random() < 0.15:
         faults["his_lost_hold"] += 1
@@ -80,7 +80,7 @@ async def _journey(bench: Any, rng: random.Random, faults: collections.Counter[s
     order = (
         await api.book_appointment(
             patient_pb2.BookAppointmentRequest(
-                request_id=_rid(), hospital_id=bench.hospital_id, slot_id=slot, patient=who
+                request_id=rid(), hospital_id=bench.hospital_id, slot_id=slot, patient=who
             ),
             caller,
         )
@@ -92,7 +92,7 @@ async def _journey(bench: Any, rng: random.Random, faults: collections.Counter[s
         return str(order.order_id)  # refused (or under review)
     if rng.random() < 0.1:  # the patient changes their mind before paying
         await api.cancel_appointment(
-            patient_pb2.CancelAppointmentRequest(request_id=_rid(), order_id=order.order_id),
+            patient_pb2.CancelAppointmentRequest(request_id=rid(), order_id=order.order_id),
             caller,
         )
         return str(order.order_id)
@@ -102,7 +102,7 @@ async def _journey(bench: Any, rng: random.Random, faults: collections.Counter[s
     ).order
     paying = await api.pay_order(
         patient_pb2.PayOrderRequest(
-            request_id=_rid(),
+            request_id=rid(),
             order_id=order.order_id,
             channel=patient_pb2.PAYMENT_CHANNEL_WECHAT_PAY,
             amount=order.amount_due,
@@ -132,20 +132,20 @@ async def _journey(bench: Any, rng: random.Random, faults: collections.Counter[s
             faults["refund_answer_lost"] += 1
             bench.channel.lose("refund")
         await api.cancel_appointment(
-            patient_pb2.CancelAppointmentRequest(request_id=_rid(), order_id=order.order_id),
+            patient_pb2.CancelAppointmentRequest(request_id=rid(), order_id=order.order_id),
             caller,
         )
     return str(order.order_id)
 
 
 async def _main(orders: int, seed: int, concurrency: int, settle_seconds: float = 120.0) -> Report:
-    from bench.orders._run import _platform
+    from bench.orders import platform
     from cloud.orders import OrderApi, OrderCoordinator
 
     rng = random.Random(seed)
     faults: collections.Counter[str] = collections.Counter()
     with tempfile.TemporaryDirectory(prefix="bench-chaos-") as tmp:
-        async with _platform(Path(tmp), 20) as bench:
+        async with platform(Path(tmp), 20) as bench:
             node = bench.node
             pending = list(range(orders))
             ids: list[str] = []

@@ -31,11 +31,11 @@ from typing import Any
 _PROFILE = Path(__file__).resolve().parents[2] / "frontend_server" / "profiles"
 
 
-def _rid() -> str:
+def rid() -> str:
     return str(uuid.uuid4())
 
 
-class _Bench:
+class Bench:
     def __init__(self, node: Any, his: Any, channel: Any, hospital_stub: Any) -> None:
         self.node = node
         self.his = his
@@ -47,7 +47,7 @@ class _Bench:
         self._lock = asyncio.Lock()
         self._claimed: set[tuple[str, str]] = set()
 
-    async def _slot(self, patient_id: str) -> str:
+    async def slot(self, patient_id: str) -> str:
         from hplus.hospital.v1 import directory_pb2
 
         async with self._lock:  # a slot no journey in flight has picked (the HIS's rules)
@@ -67,7 +67,7 @@ class _Bench:
         )
         return str(slot.slot_id)
 
-    def _who(self) -> tuple[Any, Any, str]:
+    def who(self) -> tuple[Any, Any, str]:
         caller, who, patient_id = self.callers[self._next % len(self.callers)]
         self._next += 1
         return caller, who, patient_id
@@ -77,14 +77,14 @@ class _Bench:
         from cloud.orders import Step
         from hplus.cloud.v1 import patient_pb2
 
-        caller, who, patient_id = self._who()
-        slot = await self._slot(patient_id)
+        caller, who, patient_id = self.who()
+        slot = await self.slot(patient_id)
         api = self.node.orders
         coordinator = self.node.order_parts.coordinator
         started = time.perf_counter()
         booked = await api.book_appointment(
             patient_pb2.BookAppointmentRequest(
-                request_id=_rid(), hospital_id=self.hospital_id, slot_id=slot, patient=who
+                request_id=rid(), hospital_id=self.hospital_id, slot_id=slot, patient=who
             ),
             caller,
         )
@@ -93,7 +93,7 @@ class _Bench:
             raise RuntimeError(f"booking ended {patient_pb2.OrderStatus.Name(order.status)}")
         paying = await api.pay_order(
             patient_pb2.PayOrderRequest(
-                request_id=_rid(),
+                request_id=rid(),
                 order_id=order.order_id,
                 channel=patient_pb2.PAYMENT_CHANNEL_WECHAT_PAY,
                 amount=order.amount_due,
@@ -114,9 +114,9 @@ class _Bench:
         """The same hospital writes straight through the tunnel; seconds."""
         from hplus.hospital.v1 import appointment_pb2, common_pb2
 
-        _, _, patient_id = self._who()
-        slot = await self._slot(patient_id)
-        key = _rid()
+        _, _, patient_id = self.who()
+        slot = await self.slot(patient_id)
+        key = rid()
         ref = common_pb2.PatientRef(patient_id=patient_id)
         started = time.perf_counter()
         held = await self.stub.appointments.HoldSlot(
@@ -149,7 +149,7 @@ class _Stubs:
 
 
 @contextlib.asynccontextmanager
-async def _platform(root: Path, patients: int) -> AsyncIterator[_Bench]:
+async def platform(root: Path, patients: int) -> AsyncIterator[Bench]:
     import grpc
 
     from cloud.accounts import Channel, Rate
@@ -204,7 +204,7 @@ async def _platform(root: Path, patients: int) -> AsyncIterator[_Bench]:
                 pay = InMemoryChannel()
                 node.order_parts.coordinator.attach(pay)
                 tunnel = await node.router.channel_for(profile.hospital_id)
-                bench = _Bench(node, his, pay, _Stubs(tunnel))
+                bench = Bench(node, his, pay, _Stubs(tunnel))
                 bench.hospital_id = profile.hospital_id
                 issued = await node.accounts.apps.issue("bench", Channel.WEB, Rate(100000, 1.0))
                 creds = grpc.ssl_channel_credentials(node.tls.ca_cert.read_bytes())
@@ -220,7 +220,7 @@ async def _platform(root: Path, patients: int) -> AsyncIterator[_Bench]:
                         md: list[tuple[str, str]] = [("x-hplus-app-key", issued.key)]
                         phone = f"+861380013{8000 + n:04d}"
                         started = await stub.StartSignIn(
-                            account_pb2.StartSignInRequest(request_id=_rid(), phone=phone),
+                            account_pb2.StartSignInRequest(request_id=rid(), phone=phone),
                             metadata=md,
                         )
                         lines = (node.config.data_dir / "sign-in-codes.log").read_text()
@@ -231,7 +231,7 @@ async def _platform(root: Path, patients: int) -> AsyncIterator[_Bench]:
                         )
                         done = await stub.CompleteSignIn(
                             account_pb2.CompleteSignInRequest(
-                                request_id=_rid(), challenge_id=started.challenge_id, code=code
+                                request_id=rid(), challenge_id=started.challenge_id, code=code
                             ),
                             metadata=md,
                         )
@@ -245,7 +245,7 @@ async def _platform(root: Path, patients: int) -> AsyncIterator[_Bench]:
                             )
                             await stub.BindPatient(
                                 account_pb2.BindPatientRequest(
-                                    request_id=_rid(), hospital_id=bench.hospital_id, patient=who
+                                    request_id=rid(), hospital_id=bench.hospital_id, patient=who
                                 ),
                                 metadata=md,
                             )
@@ -277,7 +277,7 @@ async def _throughput(
 
 async def _main(journeys: int, seconds: float, concurrency: int, patients: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-orders-") as tmp:
-        async with _platform(Path(tmp), patients) as bench:
+        async with platform(Path(tmp), patients) as bench:
             for _ in range(3):  # warm up both paths
                 await bench.order()
                 await bench.direct()
