@@ -10,8 +10,8 @@ Evidence, read by key (``AppointmentService/GetAppointment``, the edge's ledger)
 
 * SUCCEEDED: the write happened; the order moves on as if the answer had arrived.
 * FAILED: the hospital refused. Acted on only once ``confirmations`` reads in a row say
-  so (a direct refusal counts as one): then the order fails, or, if money was taken, is
-  refunded through the channel.
+  so (a direct refusal is read back the same way): then the order fails, or, if money was
+  taken, is refunded through the channel.
 * NOT_RECEIVED: the edge never got the write; after ``confirmations`` reads in a row the
   write is sent again with the same key (the edge runs it at most once).
 * IN_PROGRESS, UNKNOWN, or the read failing: no evidence. The coordinator reads again with
@@ -342,7 +342,10 @@ class OrderCoordinator:
                 sending,
                 {
                     "in_flight": False,
-                    "refusals": 1,
+                    # Not acted on yet: the refusal is confirmed by reading the key (twice)
+                    # before it moves the order, like any other evidence.
+                    "unknown": True,
+                    "refusals": 0,
                     "status_code": err.error.code.value[0],
                     "status_message": err.error.message[:500],
                     "unknown_since": sending.unknown_since or self._clock(),
