@@ -21,6 +21,7 @@ from mesh.tunnel import TunnelConfig
 __all__ = [
     "AccountsConfig",
     "NodeConfig",
+    "OrdersConfig",
     "PatientApiConfig",
     "PaymentsConfig",
     "ReconcileConfig",
@@ -141,6 +142,55 @@ _POSITIVE = (
     "lease_seconds",
     "replica_check_interval",
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class OrdersConfig:
+    """The order coordinator's timings and thresholds (``[orders]``)."""
+
+    hospital_timeout: float = 10.0
+    """Deadline of one call to a hospital (HoldSlot, BookAppointment, GetAppointment, …)."""
+    channel_timeout: float = 10.0
+    """Deadline of one call to the payment channel."""
+    payment_minutes: int = 15
+    """How long a patient has to pay (the hospital's hold may end sooner; the earlier wins)."""
+    confirmations: int = 2
+    """Reads by key in a row that must agree before a refusal (which may lead to a refund)
+    or an absence (which leads to sending the write again) is acted on."""
+    review_after: float = 600.0
+    """Seconds an order may go without evidence before it waits for a person (manual review,
+    never an automatic refund)."""
+    payment_poll: float = 5.0
+    """Seconds between queries of a pending payment at the channel (a lost notification)."""
+    backoff_initial: float = 0.2
+    """First delay between reads that found no evidence, seconds (exponential, full jitter)."""
+    backoff_max: float = 30.0
+    """Longest delay between those reads."""
+    tick: float = 0.5
+    """Seconds between scans for orders that are due."""
+    concurrency: int = 32
+    """Orders worked on at once by one node."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "hospital_timeout",
+            "channel_timeout",
+            "review_after",
+            "payment_poll",
+            "backoff_initial",
+            "tick",
+        ):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"orders.{name}: must be > 0, got {getattr(self, name)}")
+        if self.backoff_max < self.backoff_initial:
+            raise ConfigError("orders.backoff_max: must be >= backoff_initial")
+        for name, low, high in (
+            ("confirmations", 1, 10),
+            ("payment_minutes", 1, 120),
+            ("concurrency", 1, 1000),
+        ):
+            if not low <= getattr(self, name) <= high:
+                raise ConfigError(f"orders.{name}: must be within [{low}, {high}]")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -436,6 +486,8 @@ class NodeConfig:
     """Sign-in, sessions and patients of patient accounts."""
     patient_api: PatientApiConfig = dataclasses.field(default_factory=PatientApiConfig)
     """The patient API's read cache."""
+    orders: OrdersConfig = dataclasses.field(default_factory=OrdersConfig)
+    """The order coordinator's timings and thresholds."""
     census_rate: float = 0.01
     """Fraction of tunnel calls the field census samples (0 turns it off)."""
     redis_url: str | None = None
@@ -711,6 +763,7 @@ def _from_file(path: Path) -> dict[str, object]:
             "patient_api",
             "payments",
             "reconcile",
+            "orders",
         ]
     )
 
@@ -947,6 +1000,21 @@ def _partitions_from_file(doc: Mapping[str, object], path: Path, text: str) -> d
         except ConfigError as err:
             key = err.message.split(":", 1)[0].removeprefix("accounts.")
             raise accounts.error(key, err.message.split(": ", 1)[1]) from None
+    orders = Section.of(doc, "orders", path=path, text=text)
+    order_fields = {f.name: f for f in dataclasses.fields(OrdersConfig)}
+    orders.reject_unknown(order_fields)
+    given = typing.cast(Mapping[str, object], doc.get("orders", {}))
+    kwargs = {}
+    for name, field in order_fields.items():
+        if name in given:
+            kind = {"int": int, "float": float}[str(field.type)]
+            kwargs[name] = orders.get(name, kind, field.default)
+    if kwargs:
+        try:
+            values["orders"] = OrdersConfig(**kwargs)  # type: ignore[arg-type]
+        except ConfigError as err:
+            key = err.message.split(":", 1)[0].removeprefix("orders.")
+            raise orders.error(key, err.message.split(": ", 1)[1]) from None
     return values
 
 

@@ -53,6 +53,7 @@ from cloud.gateway import (
 )
 from cloud.monitoring import HealthMonitor, Prober, migrate_monitoring
 from cloud.operations import OperationsServicer
+from cloud.orders import Orders, OrdersLedger
 from cloud.partitioned import SCHEMAS as PARTITIONED
 from cloud.partitions import PartitionSet
 from cloud.patient_api import OrderApi, PageTokens, PatientApiServicer, ReadCache
@@ -160,6 +161,7 @@ class CloudNode:
         self.accounts: Accounts | None = None
         self.readstore: ReadStore | None = None
         self.dashboard: Dashboard | None = None
+        self.order_parts: Orders | None = None
         self.directory_sync: SyncEngine | None = None
         self.health: HealthMonitor | None = None
         self.reports: ReportApi | None = None
@@ -400,6 +402,21 @@ class CloudNode:
             resolutions=lambda: self.resolutions,
             hospital_timeout=cfg.reconcile.hospital_timeout,
         )
+        # Orders: the coordinator (its resume loop runs below, supervised) and the API the
+        # patient API's servicer delegates BookAppointment, PayOrder, ... to.
+        self.order_parts = Orders(
+            self.partitions,
+            channel_for=self.router.channel_for,
+            channel=self.payments,
+            patients=self.accounts.patients.at_hospital,
+            config=cfg.orders,
+            node_id=cfg.node_id,
+        )
+        self.orders = self.order_parts.api
+        # Reconciliation's platform side, and where its exact resolutions go.
+        ledger = OrdersLedger(self.order_parts.store, self.order_parts.coordinator)
+        self.platform_ledger = ledger
+        self.resolutions = ledger
 
         health_pb2_grpc.add_HealthServicer_to_server(self._health, internal)
         operations_pb2_grpc.add_OperationsServiceServicer_to_server(
@@ -524,6 +541,7 @@ class CloudNode:
         daily_at = cfg.reconcile.daily_time
         if self.payments is not None and daily_at is not None:
             loops.append(("reconcile-daily", functools.partial(self.reconciler.daily, daily_at)))
+        loops.append(("orders-resume", self.order_parts.run))
         self._supervisor = asyncio.get_running_loop().create_task(
             self._supervise(loops), name="node-background"
         )
@@ -615,6 +633,9 @@ class CloudNode:
         if self.directory_sync is not None:
             # First, while tunnels are up: a pass cut here resumes from its watermark.
             await self.directory_sync.shutdown()
+        if self.order_parts is not None:
+            # Work in flight stops here; its intents are written, so it resumes at the next start.
+            await self.order_parts.shutdown()
         if self.gateway is not None:
             await self.gateway.shutdown(grace)
         for server in self._servers:

@@ -8,9 +8,10 @@ its schema here, and both pick it up.
 from __future__ import annotations
 
 from cloud.accounts import ACCOUNTS_SCHEMA
+from cloud.orders import ORDERS_SCHEMA
 from cloud.partitions import PartitionSchema
 
 __all__ = ["SCHEMAS"]
 
-SCHEMAS: tuple[PartitionSchema, ...] = (ACCOUNTS_SCHEMA,)
+SCHEMAS: tuple[PartitionSchema, ...] = (ACCOUNTS_SCHEMA, ORDERS_SCHEMA)
 """Every part's tables in the partition databases."""

@@ -163,6 +163,45 @@ class Patients:
             if link.patient_id in found
         ]
 
+    async def at_hospital(
+        self, session: Session, hospital_id: str, id_card_type: int, id_card_number: str
+    ) -> tuple[str, str] | None:
+        """The account's patient with this document, as ``hospital_id`` knows them.
+
+        Returns:
+            ``(patient_id, hospital_patient_id)``, or ``None`` when the account has no such
+            patient or the hospital has not confirmed them (BindPatient first).
+        """
+        number = id_card_number.strip().upper()
+        region = (
+            region_of_id_card(number)
+            if id_card_type == patient_pb2.ID_CARD_TYPE_RESIDENT_ID_CARD
+            else None
+        ) or session.region
+
+        async def find(conn: AsyncConnection) -> tuple[str, str] | None:
+            row = (
+                await conn.execute(
+                    sa.select(PATIENTS.c.patient_id, PATIENT_HOSPITALS.c.hospital_patient_id)
+                    .join(
+                        PATIENT_HOSPITALS,
+                        PATIENT_HOSPITALS.c.patient_id == PATIENTS.c.patient_id,
+                    )
+                    .where(
+                        PATIENTS.c.account_id == session.account_id,
+                        PATIENTS.c.id_card_type == id_card_type,
+                        PATIENTS.c.id_card_number == number,
+                        PATIENT_HOSPITALS.c.hospital_id == hospital_id,
+                    )
+                )
+            ).first()
+            return None if row is None else (str(row[0]), str(row[1]))
+
+        try:
+            return await self._parts.read(region, find)
+        except KeyError:  # a region no partition serves
+            return None
+
     async def _recall(
         self, session: Session, request_id: str, method: str, digest: str
     ) -> pb_message.Message | None:

@@ -29,6 +29,7 @@ def _groups() -> list[Register]:
         _contracts,
         _edge,
         _fleet,
+        _orders,
         _partitions,
         _reconcile,
         _registry,
@@ -45,6 +46,7 @@ def _groups() -> list[Register]:
         _fleet.register,
         _trace.register,
         _reconcile.register,
+        _orders.register,
     ]
 
 

@@ -57,8 +57,8 @@ def test_file_env_and_flags_in_order(tmp_path: Path) -> None:
         (
             "[nodes]\n",
             ":1: nodes: unknown setting (known: accounts, census, dashboard, databases, edge_api, "
-            "health, node, observability, partitions, patient_api, payments, probes, reconcile, "
-            "redis, reports, sync, tls, tunnel, upgrades)",
+            "health, node, observability, orders, partitions, patient_api, payments, probes, "
+            "reconcile, redis, reports, sync, tls, tunnel, upgrades)",
         ),
         ('[node]\nregistry_listen = "x"\n', ":2: [node] registry_listen: expected HOST:PORT"),
         ("[tunnel]\nping_intervall = 1\n", ":2: [tunnel] ping_intervall: unknown setting"),

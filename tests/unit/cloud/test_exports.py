@@ -20,6 +20,7 @@ def test_cloud_public_surface_is_pinned() -> None:
     assert cloud.config.__all__ == [
         "AccountsConfig",
         "NodeConfig",
+        "OrdersConfig",
         "PatientApiConfig",
         "PaymentsConfig",
         "ReconcileConfig",

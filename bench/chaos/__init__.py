@@ -1,0 +1,1 @@
+"""Patient journeys under a seeded fault schedule, and the money invariants after them."""

@@ -1,0 +1,1 @@
+"""Alembic migration environment of the order tables in every partition database."""
