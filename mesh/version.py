@@ -6,7 +6,7 @@ import importlib.metadata
 
 __all__ = ["CONTRACT_RELEASE", "SOFTWARE_VERSION"]
 
-CONTRACT_RELEASE = "1.2.0"
+CONTRACT_RELEASE = "1.3.0"
 """The newest frozen contract release that ``gen/`` was generated from (a test keeps this in
 step with ``proto/releases``)."""
 

@@ -109,8 +109,12 @@ async def running(
         patient_api=PatientApiConfig(read_cache_seconds=2.0),
     )
     node = CloudNode(config, tunnel_config=FAST)
-    node.orders = orders  # what the orders part does in `_start`, before the servicer
     async with node:
+        # The servicer's collaborators, replaced by what the test gives: a fake orders part
+        # (a seam we own), and no reports part, to see the servicer's answer without one.
+        assert node.patient_api is not None
+        node.patient_api.orders = orders
+        node.patient_api.reports = None
         assert node.readstore is not None
         assert node.credentials is not None
         assert node.accounts is not None
@@ -528,7 +532,7 @@ async def test_orders_are_handed_to_the_orders_part_for_signed_in_accounts(
             ("get", "o-404"),
         ]
 
-        # No reports part on this node: UNIMPLEMENTED naming it, after authentication.
+        # No reports part (removed above): UNIMPLEMENTED naming it, after authentication.
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await api.ListReports(patient_pb2.ListReportsRequest(), metadata=env.md(), timeout=T)
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -54,4 +54,6 @@ def test_a_light_part_does_not_load_the_node(module: str) -> None:
     heavy = {"cloud.node", "cloud.registry", "compat", "sqlalchemy", "grpc"}
     assert not heavy & loaded, sorted(heavy & loaded)
     ours = sorted(m for m in loaded if m.split(".")[0] in ("cloud", "mesh", "compat", "hplus"))
-    assert len(ours) <= 8, ours
+    # cloud.config reads its own tables plus two light ones (cloud.edgeconfig and
+    # mesh.observability_config): nine modules, none of them heavy.
+    assert len(ours) <= 9, ours
