@@ -135,20 +135,27 @@ async def test_every_call_needs_a_valid_credential_of_its_own_hospital(tmp_path:
         with pytest.raises(errors.Unauthenticated):
             await stub.ReportHealth(health("edge-1"), metadata=md(h1.token), timeout=5)
 
-        with pytest.raises(errors.Unimplemented) as upgrade:
-            await stub.GetUpgradeManifest(
-                edge_pb2.GetUpgradeManifestRequest(edge_id="edge-2"),
-                metadata=md(h2.token),
-                timeout=5,
-            )
-        assert upgrade.value.reason == "EDGE_METHOD_NOT_SERVED"
-        with pytest.raises(errors.Unimplemented):
+        # The upgrade RPCs are the node's upgrade handlers, behind the same authentication.
+        answer = await stub.GetUpgradeManifest(
+            edge_pb2.GetUpgradeManifestRequest(edge_id="edge-2", current_version="1.0.0"),
+            metadata=md(h2.token),
+            timeout=5,
+        )
+        assert not answer.HasField("manifest")  # no rollout: nothing to install
+        with pytest.raises(errors.NotFound) as missing:
             async for _ in stub.DownloadUpgrade(
                 edge_pb2.DownloadUpgradeRequest(edge_id="edge-2", package_id="p"),
                 metadata=md(h2.token),
                 timeout=5,
             ):
                 pass
+        assert missing.value.reason == "NO_SUCH_PACKAGE"
+        with pytest.raises(errors.Unauthenticated):
+            await stub.GetUpgradeManifest(
+                edge_pb2.GetUpgradeManifestRequest(edge_id="edge-1", current_version="1.0.0"),
+                metadata=md(h1.token),
+                timeout=5,
+            )
 
 
 async def test_results_are_delivered_idempotently(tmp_path: Path) -> None:

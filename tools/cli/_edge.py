@@ -423,10 +423,17 @@ async def _report_healthy(app: EdgeApp) -> None:
     if not os.environ.get(HEALTH_FILE_ENV) or app.dialer is None:
         return
     await app.dialer.connected.wait()
-    failing = [c.name for c in app.components() if c.state != admin_pb2.COMPONENT_STATE_SERVING]
-    if failing:
-        log.error("health gate: not healthy (%s)", ", ".join(failing))
-        return
+    # Components come up on their own schedule (the HIS check runs after the tunnel is up):
+    # look until all serve; the supervisor's deadline bounds the wait, not this loop.
+    waiting: list[str] = []
+    while True:
+        failing = [c.name for c in app.components() if c.state != admin_pb2.COMPONENT_STATE_SERVING]
+        if not failing:
+            break
+        if failing != waiting:
+            log.warning("health gate: waiting for %s to serve", ", ".join(failing))
+            waiting = failing
+        await asyncio.sleep(0.5)
     report_healthy(SOFTWARE_VERSION)
     log.info("health gate: tunnel up and every component serving; reported healthy")
 

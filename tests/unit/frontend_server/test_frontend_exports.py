@@ -142,6 +142,7 @@ EXPECTED = {
         "RunningVersion",
         "SlotsApi",
         "SwitchAttempt",
+        "SwitchRefused",
         "UpdaterConfig",
         "UpgradeAgent",
         "UpgradeUplink",
