@@ -69,7 +69,12 @@ def generate(proto_root: Path, out: Path) -> None:
 
 
 def _tree(root: Path) -> set[str]:
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    # Byte code Python caches beside imported modules (``__pycache__``) is not generated code.
+    return {
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and "__pycache__" not in p.relative_to(root).parts
+    }
 
 
 def stale_files(gen: Path, fresh: Path) -> list[str]:
