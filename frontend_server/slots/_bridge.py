@@ -7,7 +7,7 @@ import datetime as dt
 import logging
 from pathlib import Path
 
-from frontend_server.slots._slots import SlotError, Slots
+from frontend_server.slots._slots import TIME_FORMAT, SlotError, Slots
 from frontend_server.updater import RunningVersion, SwitchAttempt, SwitchRefused
 from mesh.packages import VerifiedPackage
 
@@ -79,4 +79,4 @@ class SlotsBridge:
 
 
 def _parse(text: str) -> dt.datetime:
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    return dt.datetime.strptime(text, TIME_FORMAT).replace(tzinfo=dt.UTC)

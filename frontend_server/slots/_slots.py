@@ -38,6 +38,7 @@ from mesh.packages import PackageError, VerifiedPackage, payload_of
 __all__ = [
     "BASE",
     "SLOT_NAMES",
+    "TIME_FORMAT",
     "PendingSwitch",
     "SlotError",
     "SlotInfo",
@@ -87,8 +88,12 @@ class PendingSwitch:
     requested_at: str
 
 
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+"""How the history writes its times (UTC)."""
+
+
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.datetime.now(dt.UTC).strftime(TIME_FORMAT)
 
 
 class Slots:

@@ -10,12 +10,8 @@ asks for a switch; it runs without its supervisor, so the switch is refused with
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime as dt
-import hashlib
-import io
-import zipfile
 from pathlib import Path
 
 from cloud.config import NodeConfig, UpgradesConfig
@@ -39,29 +35,7 @@ from tests.integration.hospital_env import (
     write_profile,
 )
 from tests.support.waiting import until
-
-
-def _wheel(version: str) -> tuple[str, bytes]:
-    files = {
-        "edgeprobe.py": f"VERSION = {version!r}\n".encode(),
-        f"edgeprobe-{version}.dist-info/METADATA": (
-            f"Metadata-Version: 2.1\nName: edgeprobe\nVersion: {version}\n".encode()
-        ),
-        f"edgeprobe-{version}.dist-info/WHEEL": (
-            b"Wheel-Version: 1.0\nGenerator: t\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-        ),
-    }
-    record = f"edgeprobe-{version}.dist-info/RECORD"
-    lines = []
-    for path, data in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        lines.append(f"{path},sha256={digest},{len(data)}")
-    files[record] = ("\n".join([*lines, f"{record},,"]) + "\n").encode()
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as z:
-        for path, data in files.items():
-            z.writestr(path, data)
-    return f"edgeprobe-{version}-py3-none-any.whl", out.getvalue()
+from tests.support.wheels import wheel
 
 
 async def test_a_rollout_reaches_a_real_edge_which_installs_and_reports(tmp_path: Path) -> None:
@@ -69,12 +43,15 @@ async def test_a_rollout_reaches_a_real_edge_which_installs_and_reports(tmp_path
     cert = certify_signing_key(root, signing.public_key(), valid_for=dt.timedelta(days=1))
     root_pub = tmp_path / "root.pub"
     root_pub.write_bytes(public_pem(root.public_key()))
-    name, wheel = _wheel("50.0.0")
+    name, payload = wheel("edgeprobe", "50.0.0", {"edgeprobe.py": b"VERSION = '50.0.0'\n"})
     package = tmp_path / "edge-50.0.0.hpkg"
     package.write_bytes(
         sign_package(
             build_package(
-                {name: wheel}, version="50.0.0", contract_release="1.2.0", profile_schema_version=1
+                {name: payload},
+                version="50.0.0",
+                contract_release="1.2.0",
+                profile_schema_version=1,
             ),
             signing,
             cert,

@@ -11,16 +11,12 @@ rolled back after its gate, and the node sees the previous version again.
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
-import hashlib
-import io
 import json
 import os
 import signal
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -36,6 +32,7 @@ from mesh.packages import (
 )
 from tests.integration.hospital_env import REPO, cloud_node, his_url, simulator, write_profile
 from tests.support.waiting import until
+from tests.support.wheels import wheel
 
 _TREES = ("mesh", "cloud", "frontend_server", "compat", "tools")
 _NEVER_HEALTHY = (
@@ -48,11 +45,6 @@ def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPLUS_")}
     env["PYTHONPATH"] = f"{REPO / 'gen'}{os.pathsep}{REPO}"
     return env
-
-
-def _record(data: bytes) -> str:
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-    return f"sha256={digest},{len(data)}"
 
 
 def hplus_wheel(version: str, *, edit: tuple[str, str] | None = None) -> bytes:
@@ -70,18 +62,7 @@ def hplus_wheel(version: str, *, edit: tuple[str, str] | None = None) -> bytes:
         source = files["tools/cli/_edge.py"].decode()
         assert edit[0] in source, "the edit no longer applies"
         files["tools/cli/_edge.py"] = source.replace(edit[0], edit[1]).encode()
-    info = f"hplus-{version}.dist-info"
-    files[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: hplus\nVersion: {version}\n".encode()
-    files[f"{info}/WHEEL"] = (
-        b"Wheel-Version: 1.0\nGenerator: hplus-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-    )
-    lines = [f"{p},{_record(d)}" for p, d in files.items()] + [f"{info}/RECORD,,"]
-    files[f"{info}/RECORD"] = ("\n".join(lines) + "\n").encode()
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
-        for path, data in files.items():
-            z.writestr(path, data)
-    return out.getvalue()
+    return wheel("hplus", version, files)[1]
 
 
 async def _cli(*argv: str) -> tuple[int, str, str]:

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
-import hashlib
-import io
 import json
 import os
 import signal
 import sqlite3
 import stat
 import sys
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +32,7 @@ from mesh.packages import (
     verify_package,
 )
 from tests.support.waiting import until
+from tests.support.wheels import wheel
 
 ROOT = generate_key()
 SIGNING = generate_key()
@@ -59,37 +56,16 @@ while True:
 """
 
 
-def _record_hash(data: bytes) -> str:
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-    return f"sha256={digest}"
-
-
 def make_wheel(version: str, behaviour: str) -> tuple[str, bytes]:
-    """A real (minimal) wheel of a module `edgever` that pip installs."""
-    files = {
-        "edgever.py": f"VERSION = {version!r}\nBEHAVIOUR = {behaviour!r}\n".encode(),
-        f"edgever-{version}.dist-info/METADATA": (
-            f"Metadata-Version: 2.1\nName: edgever\nVersion: {version}\n".encode()
-        ),
-        f"edgever-{version}.dist-info/WHEEL": (
-            b"Wheel-Version: 1.0\nGenerator: hplus-tests\nRoot-Is-Purelib: true\n"
-            b"Tag: py3-none-any\n"
-        ),
-    }
-    record = f"edgever-{version}.dist-info/RECORD"
-    lines = [f"{p},{_record_hash(d)},{len(d)}" for p, d in files.items()] + [f"{record},,"]
-    files[record] = ("\n".join(lines) + "\n").encode()
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as z:
-        for path, data in files.items():
-            z.writestr(path, data)
-    return f"edgever-{version}-py3-none-any.whl", out.getvalue()
+    """A wheel of a module `edgever` whose BEHAVIOUR the edge stand-in follows."""
+    module = f"VERSION = {version!r}\nBEHAVIOUR = {behaviour!r}\n".encode()
+    return wheel("edgever", version, {"edgever.py": module})
 
 
 def make_package(tmp: Path, version: str, behaviour: str) -> tuple[Path, object]:
-    name, wheel = make_wheel(version, behaviour)
+    name, data = make_wheel(version, behaviour)
     unsigned = build_package(
-        {name: wheel}, version=version, contract_release="1.2.0", profile_schema_version=1
+        {name: data}, version=version, contract_release="1.2.0", profile_schema_version=1
     )
     path = tmp / f"edge-{version}.hpkg"
     path.write_bytes(sign_package(unsigned, SIGNING, CERT))
