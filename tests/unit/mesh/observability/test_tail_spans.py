@@ -69,7 +69,8 @@ def test_the_sampling_decision_follows_the_trace_id_and_the_obeyed_flag() -> Non
     assert tracing.serve(METHOD, SpanKind.SERVER, flagged).trace_hex == dropped
     for bad in (f"00-{dropped.upper()}-{parent}-00", f"00-{'0' * 32}-{parent}-00", "x"):
         fresh = tracing.serve(METHOD, SpanKind.SERVER, bad)
-        assert fresh.trace_hex != dropped and len(fresh.trace_hex) == 32
+        assert fresh.trace_hex != dropped
+        assert len(fresh.trace_hex) == 32
         assert fresh.parent_hex == ""
     # The share of new traces sampled is the rate (every process decides alike).
     roots = [tracing.begin(METHOD, SpanKind.CLIENT) for _ in range(4000)]
@@ -134,7 +135,8 @@ async def test_a_failing_call_keeps_its_spans_as_one_tree(ring: SpanRing) -> Non
     await tracing.flush()
     spans = await ring.lookup(trace_id)
     by_name = {s.name: s for s in spans}
-    assert set(by_name) == {METHOD[1:], "his.list_appointments"} and len(spans) == 3
+    assert set(by_name) == {METHOD[1:], "his.list_appointments"}
+    assert len(spans) == 3
     cloud = next(s for s in spans if s.kind == "client" and s.name == METHOD[1:])
     served = next(s for s in spans if s.kind == "server")
     # One tree: cloud client -> edge server -> HIS call, each with its status.
@@ -143,7 +145,8 @@ async def test_a_failing_call_keeps_its_spans_as_one_tree(ring: SpanRing) -> Non
     assert by_name["his.list_appointments"].parent_span_id == served.span_id
     assert (cloud.code, served.code) == (14, 14)
     assert served.message == "UNAVAILABLE: HIS unavailable"
-    assert cloud.hospital_id == "h-7" and cloud.attributes == {"tunnel.session": "s-1"}
+    assert cloud.hospital_id == "h-7"
+    assert cloud.attributes == {"tunnel.session": "s-1"}
     assert all(s.duration_ns >= 0 and s.start_ns > 0 for s in spans)
 
 
@@ -157,7 +160,8 @@ async def test_sampled_traces_keep_their_successful_calls(ring: SpanRing) -> Non
     call = _info()
     client.on_start(call)
     CURRENT_SPAN.reset(token)
-    assert call.trace is not None and call.trace.traceparent.endswith("-01")
+    assert call.trace is not None
+    assert call.trace.traceparent.endswith("-01")
     edge = _info(call.trace)
     server.on_start(edge)
     server.on_end(edge, grpc.StatusCode.OK, "")
