@@ -33,6 +33,7 @@ __all__ = ["TunnelClientHook", "TunnelServerHook"]
 _STATE = "hplus.observed"
 _OK = grpc.StatusCode.OK
 _LOW56 = (1 << 56) - 1
+_NONZERO = (1 << 64) | 1
 
 
 class TunnelClientHook(CallHook):
@@ -50,13 +51,16 @@ class TunnelClientHook(CallHook):
         """Sends the span's context with the call; notes what its end needs."""
         parent: CallSpan | None = CURRENT_SPAN.get()
         if parent is None:
-            trace_id = random.getrandbits(128) or 1
-            trace_hex = "%032x" % trace_id  # noqa: UP031  (the fastest way)
-            sampled = (trace_id & _LOW56) < self._tracing.threshold
+            # A new trace: its id and this span's in one draw (the lowest bit of each set,
+            # so neither is ever all zeros).
+            bits = random.getrandbits(192) | _NONZERO
+            ids = "%048x" % bits  # noqa: UP031  (the fastest way)
+            trace_hex, span_hex = ids[:32], ids[32:]
+            sampled = (bits >> 64) & _LOW56 < self._tracing.threshold
         else:
             trace_hex = parent.trace_hex
             sampled = parent.sampled
-        span_hex = "%016x" % (random.getrandbits(64) or 1)
+            span_hex = "%016x" % (random.getrandbits(64) | 1)
         traceparent = f"00-{trace_hex}-{span_hex}-{'01' if sampled else '00'}"
         given = call.trace
         if given is None:
