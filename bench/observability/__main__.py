@@ -20,11 +20,12 @@ Also the span storage under that load: bytes of the span files (SQLite, with ind
 WAL) divided by the observed calls, at the default ``span_sample_rate``. Prints a table
 and, last, one JSON line.
 
-Measured on a shared 2-vCPU machine (load average 4-5) with ``--quick --rounds 6``, CPU per
-call observed vs plain: tunnel +28.7 % (+59.6 % before the tail-style spans), hospital call
-through a node +9.8 % (+10.5 % before), patient API read +9.3 %; span storage 20.5 bytes
-per tunnel call, 41.7 per call through the node. The 5 % target is not met on the tunnel
-echo (see the README's "Observability cost").
+Measured on a shared 2-vCPU machine (load average 9-12) with ``--quick --rounds 8``, CPU
+per call observed vs plain: tunnel +27.6 % (+61.1 % before the tail-style spans, same
+conditions), hospital call through a node -0.9 % (+13.7 % before), patient API read
+-0.2 % (+7.7 % in another run: the node figures scatter by more than 5 %); span storage
+4.2 bytes per tunnel call, 10.1 per call through the node, at the default 1 % sample rate.
+The 5 % target is not met on the tunnel echo (see the README's "Observability cost").
 """
 
 from __future__ import annotations
