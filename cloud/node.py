@@ -352,14 +352,14 @@ class CloudNode:
             else lambda address: client_interceptors(tracing, peer=address),
         )
         stack.push_async_callback(self.router.close)
-        self.readstore = await ReadStore.open(
+        self.readstore = readstore = await ReadStore.open(
             cfg.readstore_url,
             replica_urls=cfg.readstore_replica_urls,
             max_replica_lag=cfg.sync.max_replica_lag,
             replica_check_interval=cfg.sync.replica_check_interval,
             online=self._online,
         )
-        stack.push_async_callback(self.readstore.close)
+        stack.push_async_callback(readstore.close)
         if cfg.sync.enabled:
             self.directory_sync = SyncEngine(
                 self.readstore,
@@ -411,6 +411,7 @@ class CloudNode:
             patients=self.accounts.patients.at_hospital,
             config=cfg.orders,
             node_id=cfg.node_id,
+            fees=readstore.queries.slot_fee,
         )
         self.orders = self.order_parts.api
         # Reconciliation's platform side, and where its exact resolutions go.

@@ -3,7 +3,8 @@
 The patient API's write side (`cloud.orders.OrderApi`) is called as the servicer calls it,
 with the `Caller` the real authentication gives a signed-in account that bound a patient
 through the hospital. Payments go through the in-memory channel (a seam we own) with its
-fault switches; the hospital is the REST simulator behind a real edge.
+fault switches; the hospital is the REST simulator behind a real edge (the database
+dialect's hospital, which cannot hold places, for the pay-first journey).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from cloud.orders import (
     key_for,
 )
 from cloud.orders.testing import InMemoryChannel
+from cloud.readstore import HospitalRecord
 from hplus.cloud.v1 import account_pb2, patient_pb2
 from hplus.hospital.v1 import appointment_pb2, common_pb2, directory_pb2
 from mesh import errors
@@ -128,8 +130,10 @@ class Journey:
 
 
 @contextlib.asynccontextmanager
-async def journey(tmp_path: Path, *, config: OrdersConfig | None = None) -> AsyncIterator[Journey]:
-    async with hospital("rest", tmp_path) as env:
+async def journey(
+    tmp_path: Path, *, config: OrdersConfig | None = None, dialect: str = "rest"
+) -> AsyncIterator[Journey]:
+    async with hospital(dialect, tmp_path) as env:
         node = env.node
         assert node.order_parts is not None
         assert node.orders is not None
@@ -533,3 +537,78 @@ async def test_bad_input_is_named_and_lists_page_newest_first(tmp_path: Path) ->
                 j.caller,
             )
         assert amount.value.reason == "AMOUNT_MISMATCH"
+
+
+async def _directory_synced(j: Journey) -> None:
+    """The node's public read store holds the hospital's slots (the fees patients see)."""
+    node = j.env.node
+    assert node.readstore is not None
+    assert node.directory_sync is not None
+    await node.readstore.put_hospitals(
+        [HospitalRecord(hospital_id=j.env.hospital_id, name="Lakeside")]
+    )
+    await node.directory_sync.run_round(wait=True)
+
+
+async def test_a_hospital_that_cannot_hold_is_paid_first_then_booked_by_slot(
+    tmp_path: Path,
+) -> None:
+    async with journey(tmp_path, dialect="db") as j:
+        assert not j.env.can_hold
+        await _directory_synced(j)
+        slot = await j.slot()
+        fee = await j.env.node.readstore.queries.slot_fee(j.env.hospital_id, slot)  # type: ignore[union-attr]
+        assert fee is not None
+        assert fee > 0
+        order = await j.book(slot)
+        # Nothing is held at the HIS: the patient is asked for the fee the directory shows.
+        assert order.status == patient_pb2.ORDER_STATUS_AWAITING_PAYMENT
+        assert order.amount_due.units * 100 + order.amount_due.nanos // 10_000_000 == fee
+        assert booked_at_his(j, slot) == 0
+        history = await j.coordinator.store.history(order.order_id)
+        assert any("cannot hold" in h.detail for h in history)
+        await j.pay(order)
+        row = await j.until(order.order_id, lambda r: r.step is Step.CONFIRMED)
+        assert row.hold_id == ""
+        assert row.appointment_id
+        assert row.receipt_number
+        assert booked_at_his(j, slot) == 1
+        assert row.paid_fen == fee
+        assert not j.channel.refunds
+        # Cancelled after the booking: the hospital cancels it and the money is returned.
+        await j.api.cancel_appointment(
+            patient_pb2.CancelAppointmentRequest(request_id=rid(), order_id=order.order_id),
+            j.caller,
+        )
+        row = await j.until(order.order_id, lambda r: r.step is Step.CANCELLED)
+        assert booked_at_his(j, slot) == 0
+        assert row.refunded_fen == fee
+        assert len(j.channel.refunds) == 1
+
+
+async def test_cannot_hold_cancel_before_paying_and_unknown_fee(tmp_path: Path) -> None:
+    async with journey(tmp_path, dialect="db") as j:
+        # The directory not synced yet: the slot's fee is unknown, so nothing is booked or
+        # charged and the order fails with the reason.
+        slot = await j.slot()
+        order = await j.book(slot)
+        row = await j.until(order.order_id, lambda r: r.settled)
+        assert row.step is Step.FAILED
+        assert "fee" in row.status_message
+        assert booked_at_his(j, slot) == 0
+        assert not j.channel.trades
+        # Synced: booked, then cancelled before paying: nothing to give up at the hospital.
+        await _directory_synced(j)
+        order = await j.book(await j.slot(skip=1))
+        assert order.status == patient_pb2.ORDER_STATUS_AWAITING_PAYMENT
+        await j.api.cancel_appointment(
+            patient_pb2.CancelAppointmentRequest(request_id=rid(), order_id=order.order_id),
+            j.caller,
+        )
+        row = await j.until(order.order_id, lambda r: r.step is Step.CANCELLED)
+        history = await j.coordinator.store.history(order.order_id)
+        assert any("nothing is held" in h.detail for h in history), "; ".join(
+            f"{h.kind}: {h.detail}" for h in history
+        )
+        assert not j.env.his.core.bookings(patient_id=PATIENT)
+        assert not j.channel.refunds
