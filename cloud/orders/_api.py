@@ -386,9 +386,11 @@ class OrderApi:
                 reason="PAYMENTS_UNAVAILABLE",
                 domain=ERROR_DOMAIN,
             )
-        row = await self._own(session, request.order_id)
         digest = fingerprint(request)
-        earlier = await self._recall(session, request.request_id, "PayOrder", digest)
+        row, earlier = await asyncio.gather(
+            self._own(session, request.order_id),
+            self._recall(session, request.request_id, "PayOrder", digest),
+        )
         if earlier is None:
             if row.out_trade_no:
                 raise errors.FailedPrecondition(
@@ -478,8 +480,9 @@ class OrderApi:
                 ) from None
             raise
         self.coordinator.wake()
-        fresh = await self.store.get(row.order_id) or row
-        order = to_order(fresh)
+        # ``row`` is the order as the intent wrote it (or as a retry read it): the app pays
+        # only with what this answer carries, so nothing newer can have happened meanwhile.
+        order = to_order(row)
         payment = order.payments[0] if order.payments else patient_pb2.Payment()
         return patient_pb2.PayOrderResponse(
             payment=payment, channel_parameters=dict(prepay.app_parameters), order=order
