@@ -287,6 +287,15 @@ class OrderApi:
             problems.append(("patient.phone", "at most 20 characters"))
         if len(request.symptom_description) > 500:
             problems.append(("symptom_description", "at most 500 characters"))
+        expected: int | None = None
+        if request.HasField("expected_fee"):
+            fee = request.expected_fee
+            if fee.currency_code not in ("", "CNY"):
+                problems.append(("expected_fee.currency_code", "must be CNY"))
+            elif fee.units < 0 or fee.nanos < 0 or fee.nanos >= 1_000_000_000:
+                problems.append(("expected_fee", "must be a non-negative amount"))
+            else:
+                expected = fen_of(fee)
         if problems:
             raise _bad(*problems)
         digest = fingerprint(request)
@@ -310,6 +319,19 @@ class OrderApi:
             await self.coordinator.hospital.reachable(request.hospital_id)
         except NotSent as err:
             raise err.error from None
+        if expected is not None:
+            # The fee the directory shows now; the hospital's own quote is checked again
+            # when it holds the place (the coordinator gives the place up if it differs).
+            shown = await self.coordinator.slot_fee(request.hospital_id, request.slot_id)
+            if shown is not None and shown != expected:
+                raise errors.FailedPrecondition(
+                    f"the slot's fee is now {shown / 100:.2f} CNY, not {expected / 100:.2f}",
+                    reason="FEE_CHANGED",
+                    domain=ERROR_DOMAIN,
+                    precondition_violations=[
+                        ("SLOT", f"{request.hospital_id}/{request.slot_id}", "fee changed")
+                    ],
+                )
         now = dt.datetime.now(dt.UTC)
         order_id = f"{session.region}-{secrets.token_hex(8)}"
         identity = patient_pb2.PatientIdentity()
@@ -332,6 +354,7 @@ class OrderApi:
             "in_flight": True,  # the intent: HoldSlot under this key is sent right after
             "step_key": key_for(order_id, Step.HOLDING),
             "appointment": appointment_pb2.Appointment(slot_id=request.slot_id).SerializeToString(),
+            "expected_fee_fen": expected,
             "created_at": now,
             "updated_at": now,
             "status_changed_at": now,

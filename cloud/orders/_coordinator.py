@@ -77,6 +77,10 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _fee_changed(fee: int, expected: int) -> str:
+    return f"the hospital's fee is {fee / 100:.2f} CNY, not the {expected / 100:.2f} the app showed"
+
+
 def key_for(order_id: str, step: Step) -> str:
     """The idempotency key of an order's hospital write at ``step`` (``<order id>:<step>``)."""
     return f"{order_id}:{step.value}"
@@ -136,6 +140,10 @@ class OrderCoordinator:
         """Notified after every change an order's work made (tests and benchmarks wait on it)."""
         if channel is not None:
             channel.add_listener(self._listen)
+
+    async def slot_fee(self, hospital_id: str, slot_id: str) -> int | None:
+        """The fee (fen) patients are shown for the slot, ``None`` when unknown."""
+        return None if self._fees is None else await self._fees(hospital_id, slot_id)
 
     def attach(self, channel: PaymentChannel) -> None:
         """Use ``channel`` for payments from now on (and hear its notifications)."""
@@ -401,7 +409,18 @@ class OrderCoordinator:
         """
         changes = self._settle_changes()
         refusal = describe_error(error)
-        fee = await self._fees(row.hospital_id, row.slot_id) if self._fees is not None else None
+        fee = await self.slot_fee(row.hospital_id, row.slot_id)
+        if fee is not None and row.expected_fee_fen is not None and fee != row.expected_fee_fen:
+            changes.update(
+                status_code=errors.FailedPrecondition.code.value[0],
+                status_message=_fee_changed(fee, row.expected_fee_fen),
+            )
+            return await self._move(
+                row,
+                Event.REFUSED,
+                changes,
+                [("refused", f"{refusal}; {_fee_changed(fee, row.expected_fee_fen)}")],
+            )
         if fee is None:
             changes.update(
                 status_code=error.code.value[0],
@@ -599,6 +618,21 @@ class OrderCoordinator:
                 next_attempt_at=deadline if fee > 0 else None,
             )
             event = Event.HELD if fee > 0 else Event.HELD_FREE
+            if row.expected_fee_fen is not None and fee != row.expected_fee_fen:
+                # Not the fee the patient was shown: nothing is charged, the place is given
+                # back (the hold cancelled) and the order says why.
+                held = await self._move(row, event, changes, [line])
+                why = _fee_changed(fee, row.expected_fee_fen)
+                return await self._move(
+                    held,
+                    Event.CANCEL,
+                    {
+                        "status_code": errors.FailedPrecondition.code.value[0],
+                        "status_message": why,
+                        "cancel_from": held.step.value,
+                    },
+                    [("cancel", f"{why}: giving the place back")],
+                )
         elif row.step is Step.CONFIRMING:
             changes.update(
                 appointment_id=appointment.appointment_id,

@@ -110,6 +110,8 @@ class OrderRow:
     receipt_number: str
     appointment: bytes
     amount_due_fen: int
+    expected_fee_fen: int | None
+    """The fee the app showed when booking (``None``: none was given)."""
     payment_deadline: dt.datetime | None
     pay_request_id: str
     pay_channel: int

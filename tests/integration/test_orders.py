@@ -27,7 +27,9 @@ from cloud.orders import (
     OrderCoordinator,
     OrderRow,
     Step,
+    fen_of,
     key_for,
+    money,
 )
 from cloud.orders.testing import InMemoryChannel
 from cloud.readstore import HospitalRecord
@@ -66,16 +68,13 @@ class Journey:
         )
         return str(slot.slot_id)
 
-    async def book(self, slot_id: str) -> patient_pb2.Order:
-        reply = await self.api.book_appointment(
-            patient_pb2.BookAppointmentRequest(
-                request_id=rid(),
-                hospital_id=self.env.hospital_id,
-                slot_id=slot_id,
-                patient=self.who,
-            ),
-            self.caller,
+    async def book(self, slot_id: str, expected_fen: int | None = None) -> patient_pb2.Order:
+        request = patient_pb2.BookAppointmentRequest(
+            request_id=rid(), hospital_id=self.env.hospital_id, slot_id=slot_id, patient=self.who
         )
+        if expected_fen is not None:
+            request.expected_fee.CopyFrom(money(expected_fen))
+        reply = await self.api.book_appointment(request, self.caller)
         return reply.order
 
     async def pay(self, order: patient_pb2.Order, *, notify: bool = True) -> str:
@@ -612,3 +611,42 @@ async def test_cannot_hold_cancel_before_paying_and_unknown_fee(tmp_path: Path) 
         )
         assert not j.env.his.core.bookings(patient_id=PATIENT)
         assert not j.channel.refunds
+
+
+async def test_a_booking_at_another_fee_than_the_app_showed_charges_nothing(
+    tmp_path: Path,
+) -> None:
+    async with journey(tmp_path) as j:
+        # The directory not synced: the hospital's quote at the hold is the only check.
+        slot = await j.slot()
+        order = await j.book(slot, expected_fen=1)
+        row = await j.until(order.order_id, lambda r: r.settled)
+        assert row.step is Step.CANCELLED
+        assert "not the 0.01 the app showed" in row.status_message
+        held = [a for a in j.env.his.core.appointments.values() if a.slot_id == slot]
+        assert [a.status for a in held] == ["RELEASED"]  # the place was given back
+        assert not j.channel.trades
+        got = await j.api.get_order(patient_pb2.GetOrderRequest(order_id=order.order_id), j.caller)
+        assert got.order.status == patient_pb2.ORDER_STATUS_CANCELLED
+        assert got.order.status_reason.code == errors.FailedPrecondition.code.value[0]
+        # Synced: the fee the directory shows is checked before anything reaches the hospital.
+        await _directory_synced(j)
+        slot = await j.slot(skip=1)
+        fee = await j.env.node.readstore.queries.slot_fee(j.env.hospital_id, slot)  # type: ignore[union-attr]
+        assert fee is not None
+        with pytest.raises(errors.FailedPrecondition) as refused:
+            await j.book(slot, expected_fen=fee + 100)
+        assert refused.value.reason == "FEE_CHANGED"
+        assert not [a for a in j.env.his.core.appointments.values() if a.slot_id == slot]
+        # The fee it showed: booked as usual.
+        order = await j.book(slot, expected_fen=fee)
+        assert order.status == patient_pb2.ORDER_STATUS_AWAITING_PAYMENT
+        assert fen_of(order.amount_due) == fee
+        # A fee in another currency is named.
+        bad = patient_pb2.BookAppointmentRequest(
+            request_id=rid(), hospital_id=j.env.hospital_id, slot_id=slot, patient=j.who
+        )
+        bad.expected_fee.currency_code = "USD"
+        with pytest.raises(errors.InvalidArgument) as invalid:
+            await j.api.book_appointment(bad, j.caller)
+        assert "expected_fee.currency_code" in str(invalid.value.field_violations)
