@@ -29,6 +29,7 @@ from sqlalchemy import event
 from cloud.config import NodeConfig
 from cloud.gateway import INTERNAL_AUTH_KEY, ROUTE_KEY
 from cloud.node import CloudNode
+from cloud.traces import failing_span
 from frontend_server.app import EdgeApp
 from frontend_server.profile import load_profile
 from hplus.cloud.v1 import operations_pb2, operations_pb2_grpc
@@ -42,7 +43,7 @@ from tests.integration.hospital_env import (
     write_profile,
 )
 from tests.support.waiting import until
-from tools.cli._trace import failing_span, render_trace
+from tools.cli._trace import render_trace
 from tools.his_sim import DbHis, Outage
 
 PATIENT = "P00000010"
