@@ -49,7 +49,8 @@ from tools.his_sim import DbHis, Outage
 PATIENT = "P00000010"
 
 
-def _node_config(data_dir: Path, node_id: str, redis_url: str, ns: str) -> NodeConfig:
+def _node_config(data_dir: Path, node_id: str, redis_url: str, ns: str, **extra: Any) -> NodeConfig:
+    observability = extra.pop("observability", {})
     return NodeConfig(
         listen="127.0.0.1:0",
         internal_listen="127.0.0.1:0",
@@ -62,8 +63,10 @@ def _node_config(data_dir: Path, node_id: str, redis_url: str, ns: str) -> NodeC
         # One data directory (dev TLS material and the cluster secret shared), one span
         # store per node: B's spans reach A only through B's LookupTrace.
         observability=ObservabilityConfig(
-            traces_database_url=f"sqlite+aiosqlite:///{data_dir / f'traces-{node_id}.db'}"
+            traces_database_url=f"sqlite+aiosqlite:///{data_dir / f'traces-{node_id}.db'}",
+            **observability,
         ),
+        **extra,
     )
 
 
@@ -88,12 +91,18 @@ class Cluster:
 
 
 @asynccontextmanager
-async def cluster(tmp_path: Path, redis_url: str, dialect: str) -> AsyncIterator[Cluster]:
+async def cluster(
+    tmp_path: Path, redis_url: str, dialect: str, **a_extra: Any
+) -> AsyncIterator[Cluster]:
+    """Nodes A and B and the hospital's edge on B; ``a_extra``: more of A's NodeConfig
+    (``observability``: a dict of more of its ObservabilityConfig)."""
     ns = f"test-{uuid.uuid4().hex}:"
     cloud_dir = tmp_path / "cloud"
     async with (
         simulator(dialect) as his,
-        CloudNode(_node_config(cloud_dir, "node-a", redis_url, ns), tunnel_config=FAST) as a,
+        CloudNode(
+            _node_config(cloud_dir, "node-a", redis_url, ns, **a_extra), tunnel_config=FAST
+        ) as a,
         CloudNode(_node_config(cloud_dir, "node-b", redis_url, ns), tunnel_config=FAST) as b,
     ):
         try:
