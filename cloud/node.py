@@ -32,7 +32,7 @@ from cloud.census import (
     migrate_census,
 )
 from cloud.config import NodeConfig, TlsMode, parse_listen
-from cloud.dashboard import Dashboard, Overview
+from cloud.dashboard import Column, Dashboard, Overview
 from cloud.db import create_engine
 from cloud.edge_api import (
     EdgeApiServicer,
@@ -520,12 +520,21 @@ class CloudNode:
             self._started_servers.add(id(started))
         await self.partitions.start()
         if cfg.dashboard_listen is not None:
+            overview = Overview(
+                presence=self.presence,
+                readstore=self.readstore,
+                credentials=self.credentials,
+            )
+            if self.health is not None:
+                # An edge that is up but reports its HIS unreachable turns its row degraded,
+                # the alert naming why.
+                overview.add_source(
+                    "edge health",
+                    self.health.dashboard_fields,
+                    [Column("edge_health", "edge health"), Column("edge_alerts", "edge alerts")],
+                )
             self.dashboard = Dashboard(
-                Overview(
-                    presence=self.presence,
-                    readstore=self.readstore,
-                    credentials=self.credentials,
-                ),
+                overview,
                 data_dir=cfg.data_dir,
                 refresh_seconds=cfg.dashboard_refresh_seconds,
                 node_id=cfg.node_id,

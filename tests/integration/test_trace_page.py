@@ -23,6 +23,8 @@ import aiohttp
 import grpc
 import pytest
 
+from cloud.edgeconfig import EdgeApiConfig
+from frontend_server.uplink import UplinkConfig
 from hplus.cloud.v1 import account_pb2, account_pb2_grpc, patient_pb2
 from mesh.observability import REQUEST_ID_KEY
 from tests.integration.test_accounts import App, connect
@@ -80,14 +82,19 @@ async def _app_calls(c: Cluster) -> tuple[str, str]:
     return ok_id, bad_id
 
 
-@pytest.mark.slow
-async def test_a_request_id_from_an_app_is_traced_across_two_nodes_in_the_browser(
-    tmp_path: Path, redis_url: str
-) -> None:
+def _browser() -> str:
     if CHROMIUM is None or not _playwright_available():
         if os.environ.get("CI"):
             pytest.fail("CI must run the browser test: install chromium and playwright")
         pytest.skip("Chromium or Playwright is not installed (CI installs both)")
+    return CHROMIUM
+
+
+@pytest.mark.slow
+async def test_a_request_id_from_an_app_is_traced_across_two_nodes_in_the_browser(
+    tmp_path: Path, redis_url: str
+) -> None:
+    chromium = _browser()
     from playwright.async_api import async_playwright, expect
 
     shots = tmp_path / "screenshots"
@@ -96,10 +103,12 @@ async def test_a_request_id_from_an_app_is_traced_across_two_nodes_in_the_browse
         tmp_path,
         redis_url,
         "rest",
-        dashboard_listen="127.0.0.1:0",
-        dashboard_refresh_seconds=0.5,
-        # The successful call's spans are kept (failed calls' always are).
-        observability={"span_sample_rate": 1.0},
+        a_config={
+            "dashboard_listen": "127.0.0.1:0",
+            "dashboard_refresh_seconds": 0.5,
+            # The successful call's spans are kept (failed calls' always are).
+            "observability": {"span_sample_rate": 1.0},
+        },
     ) as c:
         ok_id, bad_id = await _app_calls(c)
         dashboard = c.a.dashboard
@@ -140,7 +149,7 @@ async def test_a_request_id_from_an_app_is_traced_across_two_nodes_in_the_browse
         assert culprit[0]["span_id"] == failed["failing_span_id"]
 
         async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            browser = await pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             try:
                 # The node's certificate is from its development CA, unknown to this profile
                 # (the JSON requests above check it against the CA).
@@ -206,6 +215,67 @@ async def test_a_request_id_from_an_app_is_traced_across_two_nodes_in_the_browse
                 await expect(page.locator("#trace-id")).to_have_text("<script>alert(1)</script>")
                 await expect(page.locator("#trace-error")).to_be_visible()
                 assert dialogs == []
+            finally:
+                await browser.close()
+    assert len(list(shots.iterdir())) == 4
+
+
+@pytest.mark.slow
+async def test_an_his_stopped_then_an_edge_stopped_on_a_two_node_cluster_in_the_browser(
+    tmp_path: Path, redis_url: str
+) -> None:
+    chromium = _browser()
+    from playwright.async_api import async_playwright, expect
+
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    async with cluster(
+        tmp_path,
+        redis_url,
+        "rest",
+        a_config={"dashboard_listen": "127.0.0.1:0", "dashboard_refresh_seconds": 0.5},
+        # The edge (its tunnel on B) checks its HIS every second (the least it accepts),
+        # before and after B answers its first report with B's interval.
+        b_config={"edge_api": EdgeApiConfig(report_interval=1.0)},
+        edge={"uplink": UplinkConfig(report_interval=1.0)},
+    ) as c:
+        dashboard = c.a.dashboard
+        assert dashboard is not None
+        url = f"https://localhost:{dashboard.port}"
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            try:
+                context = await browser.new_context(ignore_https_errors=True)
+                page = await context.new_page()
+                await page.goto(url + "/")
+                await page.fill("#password", dashboard.password_file.read_text().strip())
+                await page.click("#sign-in")
+                row = page.locator(f'tr[data-hospital="{c.hospital_id}"]')
+                await expect(row).to_have_class("state-up", timeout=15_000)
+                await expect(row).to_contain_text("OK")  # the edge's health report arrived
+                await page.screenshot(path=str(shots / "1-up.png"), full_page=True)
+
+                # The HIS stops (its socket closed); the edge stays up and connected: the
+                # hospital turns degraded, the alert naming why, without reloading the page.
+                await c.his.inject(Outage(mode="refuse"))
+                await expect(row).to_have_class("state-degraded", timeout=15_000)
+                await expect(row.locator("td.state")).to_have_text("degraded")
+                await expect(row).to_contain_text("HIS_UNREACHABLE")
+                await expect(page.locator("#summary")).to_have_text("0 of 1 hospitals up")
+                await page.screenshot(path=str(shots / "2-his-stopped.png"), full_page=True)
+                await page.click(f'a[href="/hospital/{c.hospital_id}"]')
+                await expect(page.locator("#hospital td.state")).to_have_text("degraded")
+                await expect(page.locator("#hospital")).to_contain_text("HIS_UNREACHABLE")
+                await page.screenshot(
+                    path=str(shots / "3-his-stopped-hospital.png"), full_page=True
+                )
+
+                # Then its edge stops (its tunnel was on B; this is A's dashboard): red.
+                await page.goto(url + "/")
+                await c.app.shutdown()
+                await expect(row).to_have_class("state-down", timeout=15_000)
+                await expect(row.locator("td.state")).to_have_text("down")
+                await page.screenshot(path=str(shots / "4-edge-stopped.png"), full_page=True)
             finally:
                 await browser.close()
     assert len(list(shots.iterdir())) == 4

@@ -92,24 +92,37 @@ class Cluster:
 
 @asynccontextmanager
 async def cluster(
-    tmp_path: Path, redis_url: str, dialect: str, **a_extra: Any
+    tmp_path: Path,
+    redis_url: str,
+    dialect: str,
+    *,
+    a_config: dict[str, Any] | None = None,
+    b_config: dict[str, Any] | None = None,
+    edge: dict[str, Any] | None = None,
 ) -> AsyncIterator[Cluster]:
-    """Nodes A and B and the hospital's edge on B; ``a_extra``: more of A's NodeConfig
-    (``observability``: a dict of more of its ObservabilityConfig)."""
+    """Nodes A and B and the hospital's edge on B; ``a_config``, ``b_config``: more of each node's
+    NodeConfig (``observability``: a dict of more of its ObservabilityConfig); ``edge``: more
+    of the edge's EdgeConfig."""
     ns = f"test-{uuid.uuid4().hex}:"
     cloud_dir = tmp_path / "cloud"
     async with (
         simulator(dialect) as his,
         CloudNode(
-            _node_config(cloud_dir, "node-a", redis_url, ns, **a_extra), tunnel_config=FAST
+            _node_config(cloud_dir, "node-a", redis_url, ns, **(a_config or {})), tunnel_config=FAST
         ) as a,
-        CloudNode(_node_config(cloud_dir, "node-b", redis_url, ns), tunnel_config=FAST) as b,
+        CloudNode(
+            _node_config(cloud_dir, "node-b", redis_url, ns, **(b_config or {})), tunnel_config=FAST
+        ) as b,
     ):
         try:
             profile = load_profile(write_profile(tmp_path, dialect, his_url(his)))
             assert b.credentials is not None
             token = (await b.credentials.issue(profile.hospital_id)).token
-            app = EdgeApp(edge_config(b, profile, token, tmp_path / "edge", his))
+            app = EdgeApp(
+                dataclasses.replace(
+                    edge_config(b, profile, token, tmp_path / "edge", his), **(edge or {})
+                )
+            )
             async with app:
                 assert app.dialer is not None
                 await asyncio.wait_for(app.dialer.connected.wait(), 10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -110,3 +111,17 @@ def test_a_single_span_is_its_own_tree(code: int) -> None:
     assert len(tree.hops) == 1
     assert tree.total_ms == 0
     assert (tree.culprit is not None) == (code != 0)
+
+
+def test_hplus_trace_names_the_expected_format_before_asking_any_node(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from tools.cli import main
+    from tools.cli._base import EXIT_BAD_INPUT
+
+    # No node is configured here: the id is refused before anything is asked.
+    code = main(["trace", "not-a-request-id", "--data-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == EXIT_BAD_INPUT
+    assert "REQUEST_ID: 'not-a-request-id' is not a request id" in err
+    assert "32 hexadecimal digits" in err
