@@ -157,7 +157,7 @@ class NodeSpanStore:
             )
             .where(
                 SPANS.c.hospital_id == hospital_id,
-                SPANS.c.code != 0,
+                SPANS.c.code != sa.literal_column("0"),  # as the partial index says
                 SPANS.c.start_ns >= cutoff,
             )
             .order_by(SPANS.c.start_ns.desc(), SPANS.c.id.desc())
