@@ -411,9 +411,20 @@ async def _throughput(
     return done, done / (time.perf_counter() - started)
 
 
-async def _main(journeys: int, seconds: float, concurrency: int, patients: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="bench-orders-") as tmp:
-        async with platform(Path(tmp), patients, SITES) as bench:
+async def _main(
+    journeys: int, seconds: float, concurrency: int, patients: int, postgres: str | None
+) -> dict[str, Any]:
+    from tools.scratchdb import postgres_databases
+
+    async with contextlib.AsyncExitStack() as stack:
+        urls = None
+        if postgres is not None:
+            made = postgres_databases(
+                postgres, ("control", "south", "north"), prefix="bench_orders"
+            )
+            urls = await stack.enter_async_context(made)
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-orders-"))
+        async with platform(Path(tmp), patients, SITES, partition_urls=urls) as bench:
             for h in bench.hospitals:
                 for _ in range(3):  # warm up both paths
                     await bench.order(h)
@@ -437,6 +448,7 @@ async def _main(journeys: int, seconds: float, concurrency: int, patients: int) 
     every_order = [x for v in orders.values() for x in v]
     every_direct = [x for v in direct.values() for x in v]
     result: dict[str, Any] = {
+        "partitions": "postgresql" if postgres else "sqlite",
         "journeys_per_hospital": journeys,
         "orders_p50_ms": round(statistics.median(every_order) * 1000, 2),
         "orders_p95_ms": round(_pct(every_order, 0.95) * 1000, 2),
@@ -461,9 +473,11 @@ async def _main(journeys: int, seconds: float, concurrency: int, patients: int) 
     return result
 
 
-def run(*, journeys: int, seconds: float, concurrency: int, patients: int) -> None:
+def run(
+    *, journeys: int, seconds: float, concurrency: int, patients: int, postgres: str | None = None
+) -> None:
     """Run the benchmark and print the table, then the figures as JSON on the last line."""
-    result = asyncio.run(_main(journeys, seconds, concurrency, patients))
+    result = asyncio.run(_main(journeys, seconds, concurrency, patients, postgres))
     print(f"{'p50 latency, one at a time (ms)':<34}{'orders API':>14}{'direct':>12}{'ratio':>9}")
     for dialect, figures in result["by_dialect"].items():
         print(
