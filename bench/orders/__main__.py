@@ -28,6 +28,14 @@ def main() -> None:
         help="a PostgreSQL server's admin URL: the node's partitions in databases made there "
         "for the run (default: the node's SQLite files)",
     )
+    parser.add_argument(
+        "--his-latency",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="every HIS request answers MS later, on both paths (default 0: the simulators "
+        "answer at once, so the platform's own cost is all the difference)",
+    )
     parser.add_argument("--quick", action="store_true", help="15 journeys, 3 s throughput")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -39,6 +47,7 @@ def main() -> None:
         concurrency=args.concurrency,
         patients=args.patients,
         postgres=args.postgres,
+        his_latency=args.his_latency,
     )
 
 

@@ -412,8 +412,14 @@ async def _throughput(
 
 
 async def _main(
-    journeys: int, seconds: float, concurrency: int, patients: int, postgres: str | None
+    journeys: int,
+    seconds: float,
+    concurrency: int,
+    patients: int,
+    postgres: str | None,
+    his_latency: float,
 ) -> dict[str, Any]:
+    from tools.his_sim import Latency
     from tools.scratchdb import postgres_databases
 
     async with contextlib.AsyncExitStack() as stack:
@@ -425,6 +431,9 @@ async def _main(
             urls = await stack.enter_async_context(made)
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-orders-"))
         async with platform(Path(tmp), patients, SITES, partition_urls=urls) as bench:
+            if his_latency > 0:  # every HIS request answers that much later, on both paths
+                for h in bench.hospitals:
+                    await h.his.inject(Latency(his_latency / 1000))
             for h in bench.hospitals:
                 for _ in range(3):  # warm up both paths
                     await bench.order(h)
@@ -449,6 +458,7 @@ async def _main(
     every_direct = [x for v in direct.values() for x in v]
     result: dict[str, Any] = {
         "partitions": "postgresql" if postgres else "sqlite",
+        "his_latency_ms": his_latency,
         "journeys_per_hospital": journeys,
         "orders_p50_ms": round(statistics.median(every_order) * 1000, 2),
         "orders_p95_ms": round(_pct(every_order, 0.95) * 1000, 2),
@@ -474,10 +484,16 @@ async def _main(
 
 
 def run(
-    *, journeys: int, seconds: float, concurrency: int, patients: int, postgres: str | None = None
+    *,
+    journeys: int,
+    seconds: float,
+    concurrency: int,
+    patients: int,
+    postgres: str | None = None,
+    his_latency: float = 0.0,
 ) -> None:
     """Run the benchmark and print the table, then the figures as JSON on the last line."""
-    result = asyncio.run(_main(journeys, seconds, concurrency, patients, postgres))
+    result = asyncio.run(_main(journeys, seconds, concurrency, patients, postgres, his_latency))
     print(f"{'p50 latency, one at a time (ms)':<34}{'orders API':>14}{'direct':>12}{'ratio':>9}")
     for dialect, figures in result["by_dialect"].items():
         print(
