@@ -33,6 +33,8 @@ __all__ = [
 ]
 
 REQUEST_ID_KEY = "x-request-id"
+_HOSPITAL_KEY = "x-hplus-hospital"
+"""Metadata naming the hospital a call concerns (the router's route key)."""
 """Initial-metadata key of the request id returned to apps (the W3C trace id)."""
 
 _FORWARDED = counter(
@@ -56,6 +58,13 @@ def code_of(value: Any) -> grpc.StatusCode:
     if isinstance(value, int):
         return _BY_VALUE.get(value, grpc.StatusCode.UNKNOWN)
     return grpc.StatusCode.UNKNOWN
+
+
+def _header(metadata: Sequence[tuple[str, Any]] | None, key: str) -> str | None:
+    for k, v in metadata or ():
+        if k == key:
+            return v if isinstance(v, str) else None
+    return None
 
 
 def with_traceparent(
@@ -109,7 +118,7 @@ class ServerObservability(grpc.aio.ServerInterceptor):
         tracing: Tracing,
         *,
         return_request_id: bool = False,
-        hospital_key: str = "x-hplus-hospital",
+        hospital_key: str = _HOSPITAL_KEY,
         skip_request_id: Sequence[str] = ("/hplus.tunnel.",),
     ) -> None:
         self._tracing = tracing
@@ -263,8 +272,12 @@ class _ClientBase:
 
     def _begin(self, details: Any, kind: str) -> tuple[Any, Callable[[Any], None]]:
         method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        attributes = {"net.peer.name": self._peer}
+        # A call forwarded to the node holding a hospital's tunnel names the hospital: its
+        # span is then among the hospital's (the dashboard's recent failures).
+        hospital = _header(details.metadata, _HOSPITAL_KEY)
         span = self._tracing.begin(
-            method, SpanKind.CLIENT, attributes={"net.peer.name": self._peer}
+            method, SpanKind.CLIENT, hospital_id=hospital or "", attributes=attributes
         )
         metric = RPC_METRICS.counts("client", kind, method)
         metric.started += 1
