@@ -12,6 +12,7 @@ in ``traceparent``, and ``grpc_client_*``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -225,7 +226,10 @@ class ServerObservability(grpc.aio.ServerInterceptor):
                     failed = exc
                     raise
                 finally:
-                    CURRENT_SPAN.reset(token)
+                    # An abandoned generator is closed by asyncio in a task of its own,
+                    # where the token does not belong (that context ends anyway).
+                    with contextlib.suppress(ValueError):
+                        CURRENT_SPAN.reset(token)
                     end(span, context, failed)
 
             behavior = streaming

@@ -174,3 +174,48 @@ async def test_sampled_traces_keep_their_successful_calls(ring: SpanRing) -> Non
     roots = [s for s in spans if s.parent_span_id not in ids]
     assert [r.parent_span_id for r in roots] == [parent]
     assert all(s.code == 0 for s in spans)
+
+
+async def test_the_server_interceptor_keeps_failures_and_returns_the_request_id(
+    ring: SpanRing,
+) -> None:
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    from mesh.observability import REQUEST_ID_KEY, ServerObservability
+
+    tracing = Tracing(service="t", node="n", sink=ring, sample_rate=0.0)
+    server = grpc.aio.server(
+        interceptors=[ServerObservability(tracing, return_request_id=True)],
+        options=[("grpc.so_reuseport", 0)],
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            ok_ids = []
+            for _ in range(20):
+                call = stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+                await call
+                ok_ids.append(dict(await call.initial_metadata())[REQUEST_ID_KEY])
+            # An app's sampled flag is not obeyed at the public endpoint: still nothing kept.
+            trace_id = secrets.token_hex(16)
+            flagged = (("traceparent", f"00-{trace_id}-{secrets.token_hex(8)}-01"),)
+            call = stub.Check(health_pb2.HealthCheckRequest(), metadata=flagged, timeout=5)
+            await call
+            assert dict(await call.initial_metadata())[REQUEST_ID_KEY] == trace_id
+            failing = stub.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=5)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await failing
+            failed_id = dict(await failing.initial_metadata())[REQUEST_ID_KEY]
+    finally:
+        await server.stop(None)
+    await tracing.flush()
+    assert len(set(ok_ids)) == 20
+    assert ring.count() == 1  # the failure only
+    (kept,) = await ring.lookup(failed_id)
+    assert kept.name == "grpc.health.v1.Health/Check"
+    assert kept.kind == "server"
+    assert kept.code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert kept.message.startswith("NOT_FOUND")
