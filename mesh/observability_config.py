@@ -43,10 +43,12 @@ class ObservabilityConfig:
     traces_database_url: str | None = None
     """Node: SQLAlchemy URL of the span table; default ``<data_dir>/traces.db``. Nodes that
     share one database see each other's spans directly."""
-    span_sample_rate: float = 0.05
+    span_sample_rate: float = 0.01
     """Fraction of traces whose successful calls keep their spans (decided from the trace
     id, so every process keeps the same traces; a sampled ``traceparent`` from a peer or
-    an operator is obeyed). Failed calls always keep theirs."""
+    an operator is obeyed: ``hplus cloud call`` sends one). Failed calls always keep
+    theirs. The one default of node and edge: 1 %, because storing a span costs about as
+    much CPU as the call it describes on a light call (``bench.observability``)."""
     max_spans: int = 200_000
     """Spans kept locally at most (the oldest go first)."""
     span_retention_seconds: float = 7 * 24 * 3600.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import statistics
@@ -19,14 +20,17 @@ import grpc
 from google.protobuf import wrappers_pb2
 
 from bench.tunnel import SERVICE
+from cloud.accounts import Channel, Rate
 from cloud.config import NodeConfig
 from cloud.db import create_engine
 from cloud.gateway import INTERNAL_AUTH_KEY, ROUTE_KEY
 from cloud.node import CloudNode
+from cloud.readstore import HospitalRecord
 from cloud.traces import NodeSpanStore, migrate_traces
 from frontend_server.app import EdgeApp, EdgeConfig
 from frontend_server.dialer import DialerConfig
 from frontend_server.profile import load_profile
+from hplus.cloud.v1 import patient_pb2, patient_pb2_grpc
 from hplus.hospital.v1 import appointment_pb2, appointment_pb2_grpc, common_pb2
 from hplus.tunnel.v1 import tunnel_pb2_grpc
 from mesh.observability import ObservabilityConfig, Tracing, TunnelClientHook
@@ -225,8 +229,8 @@ def _profile(directory: Path, url: str) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def _hospital_stack(work: Path, *, observed: bool) -> AsyncIterator[Call]:
-    """A node, an edge and a REST HIS; yields one hospital call through the node."""
+async def _hospital_stack(work: Path, *, observed: bool) -> AsyncIterator[Stack]:
+    """A node, an edge and a REST HIS; yields a hospital call and a patient API read."""
     fast = TunnelConfig(ping_interval=2.0, handshake_timeout=5.0, drain_grace=1.0)
     obs = ObservabilityConfig(enabled=observed)
     async with RestHis(seed=11) as his:
@@ -242,8 +246,18 @@ async def _hospital_stack(work: Path, *, observed: bool) -> AsyncIterator[Call]:
         async with CloudNode(node_cfg, tunnel_config=fast) as node:
             assert node.credentials is not None
             assert node.tls is not None
+            assert node.readstore is not None
+            assert node.accounts is not None
             profile = load_profile(_profile(work, his.base_url))
             token = (await node.credentials.issue(profile.hospital_id)).token
+            await node.readstore.put_hospitals(
+                [HospitalRecord(hospital_id=profile.hospital_id, name="City First Hospital")]
+            )
+            app_key = (
+                await node.accounts.apps.issue(
+                    f"bench-{observed}", Channel.WEB, Rate(10_000_000, 1.0)
+                )
+            ).key
             app = EdgeApp(
                 EdgeConfig(
                     profile=profile,
@@ -264,29 +278,73 @@ async def _hospital_stack(work: Path, *, observed: bool) -> AsyncIterator[Call]:
                 await asyncio.wait_for(app.dialer.connected.wait(), 30)
                 secret = (work / "cloud" / "cluster-secret").read_text().strip()
                 creds = grpc.ssl_channel_credentials(node.tls.ca_cert.read_bytes())
-                async with grpc.aio.secure_channel(
-                    f"localhost:{node.internal_port}", creds
-                ) as channel:
-                    stub = appointment_pb2_grpc.AppointmentServiceStub(channel)
+                async with (
+                    grpc.aio.secure_channel(f"localhost:{node.internal_port}", creds) as internal,
+                    grpc.aio.secure_channel(f"localhost:{node.port}", creds) as public,
+                ):
+                    stub = appointment_pb2_grpc.AppointmentServiceStub(internal)
                     request = appointment_pb2.ListPatientAppointmentsRequest(
                         patient=common_pb2.PatientRef(patient_id="P00000010")
                     )
                     metadata = ((INTERNAL_AUTH_KEY, secret), (ROUTE_KEY, profile.hospital_id))
-                    yield lambda: stub.ListPatientAppointments(
-                        request, metadata=metadata, timeout=30
+                    api = patient_pb2_grpc.PatientApiServiceStub(public)
+                    read = patient_pb2.ListDepartmentsRequest(hospital_id=profile.hospital_id)
+                    key = (("x-hplus-app-key", app_key),)
+                    yield Stack(
+                        hospital_call=lambda: stub.ListPatientAppointments(
+                            request, metadata=metadata, timeout=30
+                        ),
+                        patient_read=lambda: api.ListDepartments(read, metadata=key, timeout=30),
+                        tracings=(node.tracing, app.tracing),
                     )
 
 
-async def node_figure(work: Path, *, seconds: float, rounds: int) -> dict[str, Any]:
-    """A hospital call through a node (internal endpoint → tunnel → edge → REST HIS)."""
+@dataclasses.dataclass
+class Stack:
+    """The calls of one `_hospital_stack`, and its tracings (None when unobserved)."""
+
+    hospital_call: Call
+    patient_read: Call
+    tracings: tuple[Tracing | None, ...]
+
+
+async def node_figures(work: Path, *, seconds: float, rounds: int) -> dict[str, Any]:
+    """Through a node: a hospital call (internal endpoint → tunnel → edge → REST HIS) and
+    the patient API's read (public endpoint, app key, read store), each with and without
+    observability; then the span files' bytes per observed call of both."""
     (work / "plain").mkdir()
     (work / "observed").mkdir()
     async with (
         _hospital_stack(work / "plain", observed=False) as plain,
         _hospital_stack(work / "observed", observed=True) as observed,
     ):
-        result = await _alternate(plain, observed, seconds=seconds, rounds=rounds, concurrency=16)
-    return result
+        hospital = await _alternate(
+            plain.hospital_call,
+            observed.hospital_call,
+            seconds=seconds,
+            rounds=rounds,
+            concurrency=16,
+        )
+        patient = await _alternate(
+            plain.patient_read,
+            observed.patient_read,
+            seconds=seconds,
+            rounds=rounds,
+            concurrency=16,
+        )
+        kept = sum(t.kept for t in observed.tracings if t is not None)
+    calls = hospital["observed_calls"] + patient["observed_calls"]
+    span_bytes = _bytes(work / "observed" / "cloud", "traces.db") + _bytes(
+        work / "observed" / "edge", "traces.db"
+    )
+    storage = {
+        "kept_spans": kept,
+        "span_bytes": span_bytes,
+        "span_bytes_per_call": round(span_bytes / max(1, calls), 1),
+        "span_bytes_note": "SQLite span files (rows, indexes, WAL) of the observed node and "
+        "edge over the observed calls of both figures",
+    }
+    return {"hospital_call": hospital, "patient_read": patient, "storage": storage}
 
 
 def _row(name: str, r: dict[str, Any]) -> str:
@@ -300,29 +358,33 @@ def _row(name: str, r: dict[str, Any]) -> str:
 
 
 async def run(*, seconds: float, rounds: int) -> None:
-    """Runs both figures and prints them."""
+    """Runs the three figures and prints them."""
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="hplus-bench-obs-") as tmp:
         work = Path(tmp)
         (work / "tunnel").mkdir()
         (work / "node").mkdir()
-        results: dict[str, Any] = {
-            "seconds_per_round": seconds,
-            "rounds": rounds,
-            "tunnel_unary_c64": await tunnel_figure(
-                work / "tunnel", seconds=seconds, rounds=rounds
-            ),
-            "node_hospital_call_c16": await node_figure(
-                work / "node", seconds=seconds, rounds=rounds
-            ),
-        }
-    results["wall_seconds"] = round(time.monotonic() - started, 1)
-    print(_row("tunnel unary c=64", results["tunnel_unary_c64"]))
-    print(_row("hospital call through a node c=16", results["node_hospital_call_c16"]))
-    t = results["tunnel_unary_c64"]
+        tunnel = await tunnel_figure(work / "tunnel", seconds=seconds, rounds=rounds)
+        node = await node_figures(work / "node", seconds=seconds, rounds=rounds)
+    results: dict[str, Any] = {
+        "seconds_per_round": seconds,
+        "rounds": rounds,
+        "span_sample_rate": ObservabilityConfig().span_sample_rate,
+        "tunnel_unary_c64": tunnel,
+        "node_hospital_call_c16": node["hospital_call"],
+        "patient_api_read_c16": node["patient_read"],
+        "node_span_storage": node["storage"],
+        "wall_seconds": round(time.monotonic() - started, 1),
+    }
+    print(_row("tunnel unary c=64", tunnel))
+    print(_row("hospital call through a node c=16", node["hospital_call"]))
+    print(_row("patient API read c=16", node["patient_read"]))
     print(
-        f"span storage: {t['span_bytes_per_call']} bytes per call at the default sample rate, "
-        f"{t['span_bytes_per_kept_call']} bytes per kept call "
-        f"({t['node_spans']} node + {t['edge_spans']} edge spans of {t['observed_calls']} calls)"
+        f"span storage at the default sample rate ({results['span_sample_rate']}): tunnel "
+        f"{tunnel['span_bytes_per_call']} bytes per call ({tunnel['node_spans']} node + "
+        f"{tunnel['edge_spans']} edge spans of {tunnel['observed_calls']} calls, "
+        f"{tunnel['span_bytes_per_kept_call']} bytes per kept call); through the node "
+        f"{node['storage']['span_bytes_per_call']} bytes per call "
+        f"({node['storage']['kept_spans']} spans kept)"
     )
     print(json.dumps(results))

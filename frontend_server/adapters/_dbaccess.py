@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from opentelemetry import trace
 from sqlalchemy import BindParameter, Date, DateTime, bindparam, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -30,7 +29,7 @@ from frontend_server.adapters._base import WRITE_OPERATIONS, BaseAdapter
 from frontend_server.adapters._codec import Record
 from frontend_server.adapters._errors import HisError, HisProtocolError, HisTimeout, HisUnavailable
 from frontend_server.adapters._settings import DialectSettings
-from mesh.observability import traceparent_of
+from mesh.observability import current_traceparent
 from mesh.retry import RetryPolicy
 
 __all__ = ["DbAccess"]
@@ -287,10 +286,10 @@ def _trace_comment() -> str:
 
     The value is our own hex and dashes only: nothing from a request reaches the SQL text.
     """
-    span = trace.get_current_span()
-    if not span.get_span_context().is_valid:
+    traceparent = current_traceparent()
+    if not traceparent:
         return ""
-    return f" /*traceparent='{traceparent_of(span)}'*/"
+    return f" /*traceparent='{traceparent}'*/"
 
 
 def _refused(row: Any) -> str:

@@ -6,11 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
-from opentelemetry import trace
 
 from frontend_server.adapters._errors import HisTimeout, HisUnavailable
 from frontend_server.adapters._settings import DialectSettings
-from mesh.observability import traceparent_of
+from mesh.observability import current_traceparent
 
 __all__ = ["HttpAnswer", "HttpTransport"]
 
@@ -90,9 +89,9 @@ class HttpTransport:
                 dropped after sending (the write may have happened).
         """
         # The call's W3C trace context, so the HIS's own logs can be joined with ours.
-        span = trace.get_current_span()
-        if span.get_span_context().is_valid:
-            headers = {**(headers or {}), "traceparent": traceparent_of(span)}
+        traceparent = current_traceparent()
+        if traceparent:
+            headers = {**(headers or {}), "traceparent": traceparent}
         timeout = aiohttp.ClientTimeout(
             total=deadline, sock_connect=min(self._settings.connect_timeout_seconds, deadline)
         )

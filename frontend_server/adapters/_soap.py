@@ -9,7 +9,6 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
-from opentelemetry import trace
 from typing_extensions import override
 
 from frontend_server.adapters import _entities as E
@@ -45,7 +44,7 @@ from frontend_server.adapters._errors import (
 from frontend_server.adapters._fieldmaps import DOCUMENTED_FIELDS
 from frontend_server.adapters._http import HttpTransport
 from frontend_server.adapters._settings import DialectSettings
-from mesh.observability import traceparent_of
+from mesh.observability import current_traceparent
 
 __all__ = ["SoapHisAdapter"]
 
@@ -144,13 +143,13 @@ class SoapHisAdapter(BaseAdapter):
     def _envelope(self, trade_code: str, params: Mapping[str, Any]) -> bytes:
         ns = self.settings.soap_namespace
         env = Element(f"{{{SOAP_ENV}}}Envelope")
-        span = trace.get_current_span()
-        if span.get_span_context().is_valid:
+        traceparent = current_traceparent()
+        if traceparent:
             # The W3C trace context as a SOAP header (ignored by an HIS that does not know
             # it: no mustUnderstand), so the HIS's logs can be joined with ours.
             header = SubElement(env, f"{{{SOAP_ENV}}}Header")
             context = SubElement(header, f"{{{TRACE_NS}}}TraceContext")
-            SubElement(context, f"{{{TRACE_NS}}}traceparent").text = traceparent_of(span)
+            SubElement(context, f"{{{TRACE_NS}}}traceparent").text = traceparent
         body = SubElement(env, f"{{{SOAP_ENV}}}Body")
         call = SubElement(body, f"{{{ns}}}{self.settings.soap_method}")
         SubElement(call, f"{{{ns}}}{self._n('TradeCode')}").text = trade_code

@@ -13,7 +13,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Self, cast
 
-from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind
 
 from frontend_server.adapters import (
@@ -25,6 +24,7 @@ from frontend_server.adapters import (
     HisTimeout,
     HisUnavailable,
 )
+from mesh.logs import CURRENT_SPAN
 from mesh.observability import Tracing, counter, histogram
 
 __all__ = ["ObservedAdapter", "observed"]
@@ -109,13 +109,13 @@ class ObservedAdapter:
                 SpanKind.CLIENT,
                 attributes={"his.dialect": dialect, "his.operation": name, "edge.id": edge_id},
             )
-            token = otel_context.attach(span.current())
+            token = CURRENT_SPAN.set(span)
             try:
                 result = await call(*args, **kwargs)
             except HisError as exc:
                 kind = _kind(exc)
                 _ERRORS.labels(dialect, name, kind).inc()
-                span.attributes["his.error"] = kind
+                span.set_attribute("his.error", kind)
                 # A refusal is the HIS's answer (FAILED_PRECONDITION); anything else means
                 # the HIS did not serve the call (UNAVAILABLE).
                 span.end(9 if kind == "rejected" else 14, f"{kind}: {exc}")
@@ -135,7 +135,7 @@ class ObservedAdapter:
                 log.warning("HIS %s call %s failed (%s)", dialect, name, type(exc).__name__)
                 raise
             finally:
-                otel_context.detach(token)
+                CURRENT_SPAN.reset(token)
                 seconds.observe(time.perf_counter() - started)
             span.end(0)
             return result

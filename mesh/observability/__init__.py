@@ -1,7 +1,9 @@
 """Observability of every process: request ids, spans, RPC metrics, the /metrics endpoint.
 
-* `Tracing`: the OpenTelemetry SDK tracer of a process, spans kept in a bounded local
-  `SpanSink` (and exported over OTLP when configured);
+* `Tracing`: a process's spans: `CallSpan`s that cost next to nothing unless kept (their
+  trace sampled, or the call failed), kept ones in a bounded local `SpanSink` (and
+  exported over OTLP when configured); `current_span` / `current_traceparent`: the span
+  of the call being served (``mesh.logs.CURRENT_SPAN``);
 * `ServerObservability` / `client_interceptors`: ``grpc.aio`` interceptors (W3C
   ``traceparent`` in and out, ``x-request-id`` to apps, ``grpc_server_*`` /
   ``grpc_client_*`` metrics);
@@ -27,6 +29,7 @@ from mesh.observability._http import MetricsServer
 from mesh.observability._metrics import (
     LATENCY_BUCKETS,
     RPC_METRICS,
+    RpcCounts,
     RpcMetrics,
     collect_with,
     counter,
@@ -35,10 +38,13 @@ from mesh.observability._metrics import (
     registry,
 )
 from mesh.observability._tracing import (
+    CallSpan,
     SpanRecord,
     SpanSink,
     Tracing,
     context_from_traceparent,
+    current_span,
+    current_traceparent,
     traceparent_of,
     valid_trace_id,
 )
@@ -49,8 +55,10 @@ __all__ = [
     "LATENCY_BUCKETS",
     "REQUEST_ID_KEY",
     "RPC_METRICS",
+    "CallSpan",
     "MetricsServer",
     "ObservabilityConfig",
+    "RpcCounts",
     "RpcMetrics",
     "ServerObservability",
     "SpanRecord",
@@ -63,6 +71,8 @@ __all__ = [
     "collect_with",
     "context_from_traceparent",
     "counter",
+    "current_span",
+    "current_traceparent",
     "gauge",
     "histogram",
     "is_loopback",

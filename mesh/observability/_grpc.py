@@ -1,27 +1,29 @@
 """Tracing and RPC metrics for ``grpc.aio`` servers and clients, as interceptors.
 
 `ServerObservability` goes on every ``grpc.aio`` server of a process: it takes the
-caller's W3C ``traceparent`` (or starts a trace), opens a SERVER span that is current while
-the servicer runs (so log lines, router, tunnel and forwarding calls join it), counts the
-RPC (``grpc_server_*``), and on the public endpoint returns the trace id to the app as
-``x-request-id`` in the initial metadata. `client_interceptors` go on channels to peer
-nodes: a CLIENT span whose context travels in ``traceparent``, and ``grpc_client_*``.
+caller's W3C ``traceparent`` (or starts a trace), opens a SERVER span that is current
+(``mesh.logs.CURRENT_SPAN``) while the servicer runs (so log lines, router, tunnel and
+forwarding calls join it), counts the RPC (``grpc_server_*``), and on the public
+endpoint returns the trace id to the app as ``x-request-id`` in the initial metadata.
+`client_interceptors` go on channels to peer nodes: a CLIENT span whose context travels
+in ``traceparent``, and ``grpc_client_*``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
-from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind
 
+from mesh.logs import CURRENT_SPAN
 from mesh.observability._metrics import RPC_METRICS, counter
-from mesh.observability._tracing import CallSpan, Tracing, parse_traceparent
+from mesh.observability._tracing import CallSpan, Tracing
 
 __all__ = [
     "REQUEST_ID_KEY",
@@ -83,8 +85,26 @@ _KIND = {
 }
 
 
+_MAKE = {
+    "unary": grpc.unary_unary_rpc_method_handler,
+    "server_stream": grpc.unary_stream_rpc_method_handler,
+    "client_stream": grpc.stream_unary_rpc_method_handler,
+    "bidi_stream": grpc.stream_stream_rpc_method_handler,
+}
+
+_WRAPPED_METHODS = 4096
+"""Methods whose wrapped handler a `ServerObservability` keeps (a server has a few dozen;
+the bound holds against handlers made per call for names a peer chose)."""
+
+_OK = grpc.StatusCode.OK
+
+
 class ServerObservability(grpc.aio.ServerInterceptor):
     """Server interceptor: trace context, SERVER span, ``grpc_server_*`` metrics.
+
+    The wrapper of a method's handler is made once and kept (while the server hands out
+    the same handler object), so a call costs its span, a context variable and the
+    counters, not a new handler and closures.
 
     Args:
         tracing: the process's tracing.
@@ -106,6 +126,9 @@ class ServerObservability(grpc.aio.ServerInterceptor):
         self._return_id = return_request_id
         self._hospital_key = hospital_key
         self._skip = tuple(skip_request_id)
+        self._wrapped: dict[
+            str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
+        ] = {}
 
     async def intercept_service(
         self,
@@ -114,12 +137,22 @@ class ServerObservability(grpc.aio.ServerInterceptor):
         ],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        """Wraps the handler of each call."""
+        """Wraps the handler of each call (once per method)."""
         handler = await continuation(details)
         if handler is None:
             return None
         method: str = details.method or ""
-        metadata = tuple(details.invocation_metadata or ())
+        found = self._wrapped.get(method)
+        if found is not None and found[0] is handler:
+            return found[1]
+        wrapped = self._wrap(method, handler)
+        if found is not None or len(self._wrapped) < _WRAPPED_METHODS:
+            self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         kind = _KIND[(bool(handler.request_streaming), bool(handler.response_streaming))]
         send_id = self._return_id and not method.startswith(self._skip)
         tracing = self._tracing
@@ -127,45 +160,49 @@ class ServerObservability(grpc.aio.ServerInterceptor):
         # An app's sampled flag is not obeyed (it could make us keep every trace); a peer
         # node's or an operator's is.
         honor = not self._return_id
+        rpc = RPC_METRICS.counts("server", kind, method)
 
-        def begin() -> tuple[CallSpan, object, Any, float]:
-            parent = parse_traceparent(_header(metadata, "traceparent"))
-            attributes: dict[str, Any] = {}
-            hospital = _header(metadata, hospital_key)
-            if hospital:
-                attributes["hplus.hospital_id"] = hospital
-            span = tracing.begin(
-                method[1:],
+        def begin(context: grpc.aio.ServicerContext[Any, Any]) -> CallSpan:
+            header = hospital = None
+            for key, value in context.invocation_metadata() or ():
+                if key == "traceparent":
+                    header = value
+                elif key == hospital_key:
+                    hospital = value
+            span = tracing.serve(
+                method,
                 SpanKind.SERVER,
-                parent=parent,
-                attributes=attributes,
+                header if isinstance(header, str) else None,
+                hospital_id=hospital if isinstance(hospital, str) else "",
                 honor_sampled=honor,
             )
-            token = otel_context.attach(span.current())
-            return span, token, RPC_METRICS.started("server", kind, method), time.perf_counter()
+            rpc.started += 1
+            return span
 
         def end(
-            state: tuple[CallSpan, object, Any, float],
+            span: CallSpan,
             context: grpc.aio.ServicerContext[Any, Any],
             failed: BaseException | None,
         ) -> None:
-            span, token, metric, started = state
-            code = code_of(context.code())
-            if failed is not None and code is grpc.StatusCode.OK:
+            code: Any = context.code()
+            if code is None or code is _OK or code == 0:
+                if failed is None:
+                    rpc.handled(_OK, time.monotonic() - span.started)
+                    if span.sampled:
+                        span.end(0)
+                    return
                 code = grpc.StatusCode.UNKNOWN
-            RPC_METRICS.handled(metric, code.name, time.perf_counter() - started)
+            code = code_of(code)
+            if failed is not None and code is _OK:
+                code = grpc.StatusCode.UNKNOWN
+            rpc.handled(code, time.monotonic() - span.started)
             message = ""
-            if code is not grpc.StatusCode.OK:
+            if code is not _OK:
                 details = context.details() if hasattr(context, "details") else ""
                 if isinstance(details, bytes):
                     details = details.decode("utf-8", "replace")
                 message = f"{code.name}: {details or ''}"
             span.end(code.value[0], message)
-            otel_context.detach(token)  # type: ignore[arg-type]
-
-        async def announce(context: grpc.aio.ServicerContext[Any, Any], span: CallSpan) -> None:
-            if send_id:
-                await context.send_initial_metadata(((REQUEST_ID_KEY, span.trace_hex),))
 
         inner: Any = (
             handler.unary_unary
@@ -177,42 +214,45 @@ class ServerObservability(grpc.aio.ServerInterceptor):
         if inspect.isasyncgenfunction(inner):
 
             async def streaming(request: Any, context: Any) -> AsyncIterator[Any]:
-                state = begin()
+                span = begin(context)
+                token = CURRENT_SPAN.set(span)
                 failed: BaseException | None = None
                 try:
-                    await announce(context, state[0])
+                    if send_id:
+                        await context.send_initial_metadata(((REQUEST_ID_KEY, span.trace_hex),))
                     async for item in inner(request, context):
                         yield item
                 except BaseException as exc:
                     failed = exc
                     raise
                 finally:
-                    end(state, context, failed)
+                    # An abandoned generator is closed by asyncio in a task of its own,
+                    # where the token does not belong (that context ends anyway).
+                    with contextlib.suppress(ValueError):
+                        CURRENT_SPAN.reset(token)
+                    end(span, context, failed)
 
             behavior = streaming
         else:
             # A coroutine: a unary answer, or a streaming one written with context.write.
 
             async def unary(request: Any, context: Any) -> Any:
-                state = begin()
+                span = begin(context)
+                token = CURRENT_SPAN.set(span)
                 failed: BaseException | None = None
                 try:
-                    await announce(context, state[0])
+                    if send_id:
+                        await context.send_initial_metadata(((REQUEST_ID_KEY, span.trace_hex),))
                     return await inner(request, context)
                 except BaseException as exc:
                     failed = exc
                     raise
                 finally:
-                    end(state, context, failed)
+                    CURRENT_SPAN.reset(token)
+                    end(span, context, failed)
 
             behavior = unary
-        make = {
-            "unary": grpc.unary_unary_rpc_method_handler,
-            "server_stream": grpc.unary_stream_rpc_method_handler,
-            "client_stream": grpc.stream_unary_rpc_method_handler,
-            "bidi_stream": grpc.stream_stream_rpc_method_handler,
-        }[kind]
-        wrapped: grpc.RpcMethodHandler[Any, Any] = make(
+        wrapped: grpc.RpcMethodHandler[Any, Any] = _MAKE[kind](
             behavior,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
@@ -240,11 +280,11 @@ class _ClientBase:
         # A call forwarded to the node holding a hospital's tunnel names the hospital: its
         # span is then among the hospital's (the dashboard's recent failures).
         hospital = _header(details.metadata, _HOSPITAL_KEY)
-        if hospital:
-            attributes["hplus.hospital_id"] = hospital
-        span = self._tracing.begin(method[1:], SpanKind.CLIENT, attributes=attributes)
-        metric = RPC_METRICS.started("client", kind, method)
-        started = time.perf_counter()
+        span = self._tracing.begin(
+            method, SpanKind.CLIENT, hospital_id=hospital or "", attributes=attributes
+        )
+        metric = RPC_METRICS.counts("client", kind, method)
+        metric.started += 1
         peer = self._peer
         new = _Details(
             details.method,
@@ -263,7 +303,7 @@ class _ClientBase:
                 )
             except Exception:  # a call that cannot tell
                 code = grpc.StatusCode.UNKNOWN
-            RPC_METRICS.handled(metric, code.name, time.perf_counter() - started)
+            metric.handled(code, time.monotonic() - span.started)
             _FORWARDED.labels(peer, code.name).inc()
             span.end(code.value[0], "" if code is grpc.StatusCode.OK else code.name)
 

@@ -18,6 +18,7 @@ import bisect
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+import grpc
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -29,6 +30,7 @@ from prometheus_client.registry import Collector
 __all__ = [
     "LATENCY_BUCKETS",
     "RPC_METRICS",
+    "RpcCounts",
     "RpcMetrics",
     "collect_with",
     "counter",
@@ -96,18 +98,41 @@ def collect_with(collect: Callable[[], Iterable[Metric]]) -> Callable[[], None]:
     return lambda: REGISTRY.unregister(collector)
 
 
-class _Rpc:
+_OK = grpc.StatusCode.OK
+
+
+class RpcCounts:
     """Counts of one (side, type, method): plain integers, read at scrape time."""
 
-    __slots__ = ("buckets", "codes", "count", "labels", "started", "total")
+    __slots__ = ("buckets", "codes", "count", "labels", "ok", "started", "total")
 
     def __init__(self, labels: tuple[str, str, str]) -> None:
         self.labels = labels
         self.started = 0
+        """RPCs started (callers bump it directly: it is the hot path)."""
+        self.ok = 0
         self.codes: dict[str, int] = {}
         self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self.count = 0
         self.total = 0.0
+
+    def handled(self, code: grpc.StatusCode, seconds: float) -> None:
+        """Counts a completed RPC with its status and latency."""
+        if code is _OK:
+            self.ok += 1
+        else:
+            name = code.name
+            self.codes[name] = self.codes.get(name, 0) + 1
+        self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.count += 1
+        self.total += seconds
+
+    def by_code(self) -> dict[str, int]:
+        """Completed RPCs by status code name."""
+        out = dict(self.codes)
+        if self.ok:
+            out["OK"] = out.get("OK", 0) + self.ok
+        return out
 
 
 class RpcMetrics:
@@ -118,11 +143,13 @@ class RpcMetrics:
     ``grpc_type``, ``grpc_service``, ``grpc_method``. Counted in plain integers on the
     call path (every call of a process passes here: a locked metric object per increment
     would cost more than the rest of the observability) and turned into Prometheus
-    families when scraped.
+    families when scraped. A hook keeps the `table` of its side and type and finds a
+    method's `RpcCounts` there with one dictionary lookup.
     """
 
     def __init__(self) -> None:
-        self._rpcs: dict[tuple[str, str, str], _Rpc] = {}
+        self._rpcs: dict[tuple[str, str, str], RpcCounts] = {}
+        self._tables: dict[tuple[str, str], dict[str, RpcCounts]] = {}
         collect_with(self._collect)
 
     @staticmethod
@@ -132,16 +159,29 @@ class RpcMetrics:
         service, _, name = rest.partition("/")
         return service or "unknown", name or "unknown"
 
-    def started(self, side: str, kind: str, method: str) -> _Rpc:
-        """Counts a started RPC; returns what `handled` needs."""
+    def table(self, side: str, kind: str) -> dict[str, RpcCounts]:
+        """The counts of one side and type by method (filled by `counts`)."""
+        found = self._tables.get((side, kind))
+        if found is None:
+            found = self._tables[(side, kind)] = {}
+        return found
+
+    def counts(self, side: str, kind: str, method: str) -> RpcCounts:
+        """The counts of one (side, type, method), made on first use."""
         key = (side, kind, method)
         rpc = self._rpcs.get(key)
         if rpc is None:
-            rpc = self._rpcs[key] = _Rpc(key)
+            rpc = self._rpcs[key] = RpcCounts(key)
+            self.table(side, kind)[method] = rpc
+        return rpc
+
+    def started(self, side: str, kind: str, method: str) -> RpcCounts:
+        """Counts a started RPC; returns what `handled` needs."""
+        rpc = self.counts(side, kind, method)
         rpc.started += 1
         return rpc
 
-    def handled(self, rpc: _Rpc, code: str, seconds: float) -> None:
+    def handled(self, rpc: RpcCounts, code: str, seconds: float) -> None:
         """Counts a completed RPC with its status code name and latency."""
         rpc.codes[code] = rpc.codes.get(code, 0) + 1
         rpc.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
@@ -169,7 +209,7 @@ class RpcMetrics:
                 service, name = self.split(method)
                 values = [kind, service, name]
                 started.add_metric(values, rpc.started)
-                for code, count in list(rpc.codes.items()):
+                for code, count in rpc.by_code().items():
                     handled.add_metric([*values, code], count)
                 cumulative, buckets = 0, []
                 for bound, n in zip(

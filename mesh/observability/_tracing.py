@@ -1,12 +1,18 @@
-"""Spans with the OpenTelemetry SDK, kept in a local store by default.
+"""Spans of the call path, kept in a local store by default (and exported over OTLP).
 
 Each process builds one `Tracing` (its own ``TracerProvider``: several nodes may share a
-test process). Ended spans become `SpanRecord` rows in a bounded in-memory queue that a
-background task flushes to the process's `SpanSink` (the node's database table, the
-edge's SQLite ring buffer) once a second; when the queue is full the oldest waiting spans
-are dropped and counted (``hplus_spans_dropped_total``), so a flood of calls cannot make
-the process hold more. With an OTLP endpoint configured, spans are exported there too
-(the ``otlp`` extra: ``opentelemetry-exporter-otlp-proto-grpc``).
+test process). A call's span is a `CallSpan`: it costs a trace id, a context variable and
+a clock read unless it is kept (its trace sampled, or the call failed), and only kept
+spans become `SpanRecord` rows in a bounded in-memory queue that a background task
+flushes to the process's `SpanSink` (the node's database table, the edge's SQLite ring
+buffer) once a second; when the queue is full the oldest waiting spans are dropped and
+counted (``hplus_spans_dropped_total``), so a flood of calls cannot make the process hold
+more. With an OTLP endpoint configured, kept spans go through the OpenTelemetry SDK and
+are exported there too (the ``otlp`` extra: ``opentelemetry-exporter-otlp-proto-grpc``).
+
+The span of the call being served is ``mesh.logs.CURRENT_SPAN`` (a context variable the
+hooks set and reset): log lines take the request id from it, children their parent, the
+HIS dialects the ``traceparent`` they send (`current_traceparent`).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import dataclasses
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -30,7 +37,7 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from mesh.logs import mask_identifiers
+from mesh.logs import CURRENT_SPAN, mask_identifiers
 from mesh.observability._metrics import counter
 
 __all__ = [
@@ -39,6 +46,8 @@ __all__ = [
     "SpanSink",
     "Tracing",
     "context_from_traceparent",
+    "current_span",
+    "current_traceparent",
     "parse_traceparent",
     "span_context_from_traceparent",
     "traceparent_of",
@@ -223,10 +232,14 @@ class _QueueProcessor(SpanProcessor):
         pass
 
     def on_end(self, span: ReadableSpan) -> None:
+        self.put(_record(span, self.node))
+
+    def put(self, record: SpanRecord) -> None:
+        """Queues a record, dropping the oldest waiting one when full."""
         if len(self.queue) >= self.capacity:
             self.queue.popleft()
             _DROPPED.inc()
-        self.queue.append(_record(span, self.node))
+        self.queue.append(record)
 
     def shutdown(self) -> None:
         pass
@@ -236,7 +249,7 @@ class _QueueProcessor(SpanProcessor):
 
 
 class _PresetIds(RandomIdGenerator):
-    """Ids the SDK gives a span: the ones a `CallSpan` already sent downstream, if set."""
+    """Ids the SDK gives a span: the ones a `CallSpan` already has, if set."""
 
     def __init__(self) -> None:
         self.trace_id = 0
@@ -251,20 +264,32 @@ class _PresetIds(RandomIdGenerator):
         return found or super().generate_trace_id()
 
 
-class CallSpan:
-    """A span of the call path whose SDK span is made only if it is kept.
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+_LOW56 = (1 << 56) - 1
+_HEADER = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+"""The common form of a ``traceparent`` (others go through `parse_traceparent`)."""
 
-    Its ids exist from the start (they travel downstream in ``traceparent`` and name the
-    current span for log lines and children); when it ends, the SDK records it (start and
-    end times, parent, attributes, status) if the trace is sampled or the call failed, so
-    a failure is always traced and a success costs no span object unless sampled. Ids are
-    kept as plain integers and hex text: OpenTelemetry's ``SpanContext`` is made only when
-    the span becomes current or is recorded.
+
+def _new_span_hex() -> str:
+    return "%016x" % (random.getrandbits(64) or 1)
+
+
+class CallSpan:
+    """A span of the call path that costs almost nothing unless it is kept.
+
+    Tail-style: at its start only the trace id (the request id every log line and hop
+    carries), the parent, the sampling decision and a monotonic start time are noted. Its
+    own span id is drawn when something needs it: a child's ``traceparent`` sent
+    downstream, or the span being kept. When it ends, it becomes a `SpanRecord` if its
+    trace is sampled or the call failed; otherwise nothing is made or stored at all.
+    A client span (one whose ``traceparent`` goes downstream) draws its id at once, so a
+    failing trace keeps its exact parent/child tree.
     """
 
     __slots__ = (
-        "_tracing", "attributes", "kind", "name", "parent_id", "sampled", "span_id",
-        "start_ns", "trace_hex", "trace_id",
+        "_header", "_parent", "_span_hex", "attributes", "hospital_id", "kind", "name",
+        "sampled", "started", "trace_hex", "tracing",
     )  # fmt: skip
 
     def __init__(
@@ -272,46 +297,88 @@ class CallSpan:
         tracing: Tracing,
         name: str,
         kind: SpanKind,
-        trace_id: int,
-        parent_id: int,
-        attributes: dict[str, Any],
+        trace_hex: str,
+        parent: CallSpan | str | None,
         sampled: bool,
+        hospital_id: str = "",
+        attributes: dict[str, Any] | None = None,
     ) -> None:
-        self._tracing = tracing
+        self.tracing = tracing
         self.name = name
+        """The span's name (a leading ``/`` of a gRPC method is dropped when kept)."""
         self.kind = kind
-        self.trace_id = trace_id
-        self.trace_hex = "%032x" % trace_id  # noqa: UP031  (the fastest way to hex it)
-        self.span_id = random.getrandbits(64) or 1
-        self.parent_id = parent_id
-        self.attributes = attributes
+        self.trace_hex = trace_hex
+        """The trace id, 32 lower-case hex digits: the request id."""
+        self._parent = parent
         self.sampled = sampled
-        self.start_ns = time.time_ns()
-
-    def traceparent(self) -> str:
-        """The ``traceparent`` naming this span as the parent."""
-        return f"00-{self.trace_hex}-{self.span_id:016x}-{'01' if self.sampled else '00'}"
+        """Whether the trace is sampled (then the span is kept whatever its outcome)."""
+        self.hospital_id = hospital_id
+        self.attributes = attributes
+        """Further attributes (made on demand; masked when kept)."""
+        self.started = time.monotonic()
+        """``time.monotonic()`` at the start (also the RPC metrics' latency origin)."""
+        self._span_hex = ""
+        self._header = ""
 
     @property
-    def context(self) -> trace.SpanContext:
-        """This span's OpenTelemetry span context."""
-        return trace.SpanContext(
-            self.trace_id, self.span_id, False, _SAMPLED if self.sampled else _NOT_SAMPLED
-        )
+    def span_hex(self) -> str:
+        """This span's id, 16 hex digits (drawn on first use)."""
+        found = self._span_hex
+        if not found:
+            found = self._span_hex = _new_span_hex()
+        return found
 
-    def current(self) -> otel_context.Context:
-        """An OpenTelemetry context in which this span is the current one."""
-        return trace.set_span_in_context(trace.NonRecordingSpan(self.context))
+    @span_hex.setter
+    def span_hex(self, value: str) -> None:
+        self._span_hex = value
+
+    @property
+    def parent_hex(self) -> str:
+        """The parent span's id, or "" for a root."""
+        parent = self._parent
+        if parent is None:
+            return ""
+        if isinstance(parent, str):
+            return parent
+        return parent.span_hex
+
+    def traceparent(self) -> str:
+        """The ``traceparent`` naming this span as the parent (made once)."""
+        found = self._header
+        if not found:
+            flags = "01" if self.sampled else "00"
+            found = self._header = f"00-{self.trace_hex}-{self.span_hex}-{flags}"
+        return found
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        """Sets an attribute (kept only with the span)."""
+        if self.attributes is None:
+            self.attributes = {}
+        self.attributes[key] = value
 
     def end(self, code: int, message: str = "") -> None:
-        """Ends the span with a gRPC status code; records it if sampled or failed."""
-        if not self.sampled and code == 0:
-            return
-        self._tracing.record(self, code, message)
+        """Ends the span with a gRPC status code; kept if sampled or failed."""
+        if code or self.sampled:
+            self.tracing.record(self, code, message)
+
+
+def current_span() -> CallSpan | None:
+    """The `CallSpan` of the call being served, if any."""
+    span: CallSpan | None = CURRENT_SPAN.get()
+    return span
+
+
+def current_traceparent() -> str:
+    """The ``traceparent`` of the current span ("" outside a call): what a hop sends on."""
+    span: CallSpan | None = CURRENT_SPAN.get()
+    if span is not None:
+        return span.traceparent()
+    found = trace.get_current_span()
+    return traceparent_of(found) if found.get_span_context().is_valid else ""
 
 
 class Tracing:
-    """One process's tracer, span queue and flusher.
+    """One process's spans: the sampling decision, the bounded queue and its flusher.
 
     Args:
         service: the OpenTelemetry ``service.name`` (``hplus-node``, ``hplus-edge``).
@@ -339,7 +406,13 @@ class Tracing:
             raise ValueError(f"sample_rate: must be within [0, 1], got {sample_rate}")
         self.node = node
         self.sample_rate = sample_rate
-        self._threshold = int(sample_rate * (1 << 56))
+        self.threshold = int(sample_rate * (1 << 56))
+        """Traces whose low 56 bits are below this are sampled."""
+        # The same bound as 14 hex digits: the low 56 bits of a trace id in hex compare
+        # as text like the numbers they spell (no int parse per call).
+        self._threshold_hex = (
+            "%014x" % self.threshold if self.threshold < (1 << 56) else "g"  # noqa: UP031
+        )
         self._ids = _PresetIds()
         self.sink = sink
         self._interval = flush_interval
@@ -347,13 +420,14 @@ class Tracing:
             resource=Resource.create({"service.name": service, "service.instance.id": node}),
             shutdown_on_exit=False,
             id_generator=self._ids,
-            # Which spans are kept is decided by `begin` / `CallSpan.end` (failures always):
-            # whatever reaches the SDK is recorded.
+            # Which spans are kept is decided by `CallSpan.end` (failures always): whatever
+            # reaches the SDK is recorded.
             sampler=ALWAYS_ON,
         )
         self._queue = _QueueProcessor(node, queue_capacity)
         if sink is not None:
             self.provider.add_span_processor(self._queue)
+        self._exported = bool(otlp_endpoint)
         if otlp_endpoint:
             self.provider.add_span_processor(_otlp_processor(otlp_endpoint))
         self.tracer = self.provider.get_tracer("hplus")
@@ -361,63 +435,136 @@ class Tracing:
         self._stop = asyncio.Event()
         self.stored = 0
         """Spans written to the sink so far."""
+        self.kept = 0
+        """Spans recorded (sampled or failed) so far."""
 
     def sampled(self, trace_id: int) -> bool:
         """Whether the successful calls of a trace are kept (from its low 56 bits)."""
-        return (trace_id & 0xFFFFFFFFFFFFFF) < self._threshold
+        return (trace_id & _LOW56) < self.threshold
+
+    def _sampled_hex(self, trace_hex: str) -> bool:
+        return trace_hex[18:] < self._threshold_hex
 
     def begin(
         self,
         name: str,
         kind: SpanKind,
         *,
-        parent: tuple[int, int, bool] | None = None,
+        hospital_id: str = "",
+        attributes: dict[str, Any] | None = None,
+    ) -> CallSpan:
+        """Starts a `CallSpan`, child of the current span, or the root of a new trace."""
+        parent: CallSpan | None = CURRENT_SPAN.get()
+        if parent is not None:
+            return CallSpan(
+                self, name, kind, parent.trace_hex, parent, parent.sampled, hospital_id,
+                attributes,
+            )  # fmt: skip
+        return self._root(name, kind, hospital_id, attributes)
+
+    def serve(
+        self,
+        name: str,
+        kind: SpanKind,
+        header: str | None,
+        *,
+        hospital_id: str = "",
         attributes: dict[str, Any] | None = None,
         honor_sampled: bool = True,
     ) -> CallSpan:
-        """Starts a `CallSpan`, child of ``parent`` (or of the current span), or a root.
+        """Starts the `CallSpan` of a call received with ``traceparent`` ``header``.
+
+        A valid header makes it the caller's child (its trace id is the request id), else
+        it is the root of a new trace.
 
         Args:
             name: the span's name.
             kind: its kind.
-            parent: the remote parent (`parse_traceparent` of a caller's header); default:
-                the current span.
-            attributes: span attributes.
-            honor_sampled: keep the trace when the parent says it is sampled (false at the
+            header: the caller's ``traceparent`` (None or malformed: a new trace).
+            hospital_id: the hospital the call concerns, or "".
+            attributes: further attributes.
+            honor_sampled: keep the trace when the caller says it is sampled (false at the
                 public endpoint: an app must not make us keep every trace).
         """
-        if parent is None:
-            found = trace.get_current_span().get_span_context()
-            if found.is_valid:
-                parent = (found.trace_id, found.span_id, found.trace_flags.sampled)
-        if parent is not None:
-            trace_id, parent_id, flagged = parent
-            sampled = (honor_sampled and flagged) or self.sampled(trace_id)
-            return CallSpan(self, name, kind, trace_id, parent_id, attributes or {}, sampled)
+        if header:
+            if len(header) == 55 and _HEADER.fullmatch(header) is not None:
+                trace_hex, parent_hex, flags = header[3:35], header[36:52], header[53:]
+            else:
+                parsed = parse_traceparent(header)
+                if parsed is None:
+                    return self._root(name, kind, hospital_id, attributes)
+                tid, sid, sampled = parsed
+                trace_hex, parent_hex = _hex(tid, 32), _hex(sid, 16)
+                flags = "01" if sampled else "00"
+            if trace_hex != _ZERO_TRACE and parent_hex != _ZERO_SPAN:
+                sampled = (honor_sampled and flags[1] in "13579bdf") or trace_hex[
+                    18:
+                ] < self._threshold_hex
+                return CallSpan(
+                    self, name, kind, trace_hex, parent_hex, sampled, hospital_id, attributes
+                )
+        return self._root(name, kind, hospital_id, attributes)
+
+    def _root(
+        self, name: str, kind: SpanKind, hospital_id: str, attributes: dict[str, Any] | None
+    ) -> CallSpan:
         trace_id = random.getrandbits(128) or 1
-        return CallSpan(self, name, kind, trace_id, 0, attributes or {}, self.sampled(trace_id))
+        return CallSpan(
+            self, name, kind, "%032x" % trace_id,  # noqa: UP031  (the fastest way)
+            None, (trace_id & _LOW56) < self.threshold, hospital_id, attributes,
+        )  # fmt: skip
 
     def record(self, span: CallSpan, code: int, message: str) -> None:
-        """Makes the SDK span of a `CallSpan` that ended (the processors then keep it)."""
-        self._ids.trace_id = span.trace_id
-        self._ids.span_id = span.span_id
+        """Keeps a `CallSpan` that ended: a `SpanRecord` in the queue (and to OTLP)."""
+        self.kept += 1
+        duration = max(0, int((time.monotonic() - span.started) * 1e9))
+        start_ns = time.time_ns() - duration
+        name = span.name[1:] if span.name.startswith("/") else span.name
+        if self._exported:
+            self._record_sdk(span, name, start_ns, code, message)
+            return
+        if self.sink is None:
+            return
+        attributes = span.attributes or {}
+        self._queue.put(
+            SpanRecord(
+                trace_id=span.trace_hex,
+                span_id=span.span_hex,
+                parent_span_id=span.parent_hex,
+                name=name,
+                kind=_KINDS.get(span.kind, "internal"),
+                node=self.node,
+                hospital_id=span.hospital_id,
+                start_ns=start_ns,
+                duration_ns=duration,
+                code=code,
+                message=mask_identifiers(message),
+                attributes={k: mask_identifiers(str(v)) for k, v in attributes.items()},
+            )
+        )
+
+    def _record_sdk(
+        self, span: CallSpan, name: str, start_ns: int, code: int, message: str
+    ) -> None:
+        """The SDK span of a kept `CallSpan` (its processors store and export it)."""
+        self._ids.trace_id = int(span.trace_hex, 16)
+        self._ids.span_id = int(span.span_hex, 16)
+        parent_hex = span.parent_hex
         parent = (
             trace.set_span_in_context(
                 trace.NonRecordingSpan(
-                    trace.SpanContext(span.trace_id, span.parent_id, True, _NOT_SAMPLED)
+                    trace.SpanContext(self._ids.trace_id, int(parent_hex, 16), True, _NOT_SAMPLED)
                 )
             )
-            if span.parent_id
+            if parent_hex
             else otel_context.Context()
         )
-        attributes = dict(span.attributes)
+        attributes = dict(span.attributes or {})
+        if span.hospital_id:
+            attributes["hplus.hospital_id"] = span.hospital_id
         attributes["rpc.grpc.status_code"] = code
         sdk_span = self.tracer.start_span(
-            span.name,
-            context=parent,
-            kind=span.kind,
-            attributes=attributes,
-            start_time=span.start_ns,
+            name, context=parent, kind=span.kind, attributes=attributes, start_time=start_ns
         )
         self._ids.trace_id = self._ids.span_id = 0
         if code != 0:

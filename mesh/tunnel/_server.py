@@ -141,14 +141,14 @@ class TunnelServer(grpc.aio.Server):
         loop = asyncio.get_running_loop()
         metadata = list(stream.metadata)
         trace = stream.trace
-        if (
-            trace is not None
-            and trace.traceparent
-            and not any(key == "traceparent" for key, _ in metadata)
-        ):
-            metadata.append(("traceparent", trace.traceparent))
-            if trace.tracestate:
-                metadata.append(("tracestate", trace.tracestate))
+        if trace is not None and trace.traceparent:
+            for key, _ in metadata:
+                if key == "traceparent":
+                    break
+            else:
+                metadata.append(("traceparent", trace.traceparent))
+                if trace.tracestate:
+                    metadata.append(("tracestate", trace.tracestate))
         info = CallInfo(
             method=stream.method,
             metadata=metadata,

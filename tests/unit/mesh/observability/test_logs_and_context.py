@@ -26,6 +26,7 @@ from mesh.observability import Tracing, context_from_traceparent, traceparent_of
 
 def test_public_surfaces_are_pinned() -> None:
     assert mesh.logs.__all__ == [
+        "CURRENT_SPAN",
         "LOG_FORMATS",
         "JsonFormatter",
         "MaskingFilter",
