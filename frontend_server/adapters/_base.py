@@ -111,7 +111,12 @@ class BaseAdapter(HisAdapter):
 
     def _check_open(self, operation: str) -> None:
         if self._closed:
-            raise HisUnavailable("adapter is closed", operation=operation, dialect=self.DIALECT)
+            raise HisUnavailable(
+                "adapter is closed",
+                operation=operation,
+                dialect=self.DIALECT,
+                cause="adapter_closed",
+            )
 
     @staticmethod
     def _check_find_args(id_number: str, card_number: str, phone: str, name: str) -> None:
@@ -152,6 +157,7 @@ class BaseAdapter(HisAdapter):
                 f"{operation}: HIS unavailable (vendor code {vendor_code})",
                 operation=operation,
                 dialect=self.DIALECT,
+                cause="vendor_outage",
             )
         return HisRejected(
             RejectReason(reason),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Mapping
 from typing import Any
 
@@ -113,6 +114,7 @@ class HttpTransport:
                 f"{operation}: could not connect within {self._settings.connect_timeout_seconds}s",
                 operation=operation,
                 dialect=dialect,
+                cause="connect_timeout",
             ) from err
         except TimeoutError as err:
             raise HisTimeout(
@@ -121,12 +123,14 @@ class HttpTransport:
                 operation=operation,
                 dialect=dialect,
                 write=write,
+                cause="read_timeout",
             ) from err
         except aiohttp.ClientConnectorError as err:
             raise HisUnavailable(
                 f"{operation}: connection failed ({type(err).__name__})",
                 operation=operation,
                 dialect=dialect,
+                cause=connect_cause(err),
             ) from err
         except (
             aiohttp.ServerDisconnectedError,
@@ -139,15 +143,45 @@ class HttpTransport:
                     operation=operation,
                     dialect=dialect,
                     write=True,
+                    cause="connection_lost",
                 ) from err
             raise HisUnavailable(
                 f"{operation}: connection lost ({type(err).__name__})",
                 operation=operation,
                 dialect=dialect,
+                cause="connection_lost",
             ) from err
         except aiohttp.ClientError as err:
             raise HisUnavailable(
                 f"{operation}: HTTP client error ({type(err).__name__})",
                 operation=operation,
                 dialect=dialect,
+                cause="connection_lost",
             ) from err
+
+
+_UNREACHABLE = frozenset(
+    {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN, errno.ETIMEDOUT}
+)
+
+
+def connect_cause(err: aiohttp.ClientConnectorError) -> str:
+    """The cause of a failed connect.
+
+    ``refused`` when the HIS host answered with a reset (nothing listens: the HIS is down),
+    ``unreachable`` for no route, no name or no answer (the hospital's network).
+
+    Args:
+        err: aiohttp's connect error.
+
+    Returns:
+        A cause of ``CAUSES``.
+    """
+    if isinstance(err, aiohttp.ClientConnectorDNSError):
+        return "unreachable"
+    number = err.os_error.errno if err.os_error is not None else None
+    if number == errno.ECONNREFUSED:
+        return "refused"
+    if number in _UNREACHABLE:
+        return "unreachable"
+    return "refused" if isinstance(err.os_error, ConnectionRefusedError) else "unreachable"
