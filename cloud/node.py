@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cloud.accounts import Accounts, InProcessBuckets, LogCodeSender, RedisBuckets
+from cloud.attribution import FailureRecorder, FailureStore, migrate_attribution
 from cloud.census import (
     CensusFlusher,
     CensusStore,
@@ -187,6 +188,8 @@ class CloudNode:
         self._stopped = asyncio.Event()
         self.tracing: Tracing | None = None
         self.spans: NodeSpanStore | None = None
+        self.failures: FailureRecorder | None = None
+        """Failed calls, attributed to their owners (``hplus cloud errors``)."""
         self.metrics: MetricsServer | None = None
         """The ``/metrics`` endpoint, when ``observability.metrics_listen`` is set."""
 
@@ -283,6 +286,11 @@ class CloudNode:
         # Observability (spans in the node's database, RPC metrics, /metrics): built before
         # the servers, whose interceptors and the gateway's hooks use it.
         tracing = await self._observe(stack)
+        # Every failed call (served, or made to an edge) attributed to its owner, in the
+        # fleet database that every node shares (hplus cloud errors reads it there).
+        await migrate_attribution(fleet_engine)
+        self.failures = FailureRecorder(FailureStore(fleet_engine), node=cfg.node_id)
+        failures = self.failures
 
         def observing(**kw: Any) -> list[grpc.aio.ServerInterceptor]:
             return [ServerObservability(tracing, **kw)] if tracing is not None else []
@@ -315,6 +323,7 @@ class CloudNode:
             hooks=[
                 *([TunnelClientHook(tracing)] if tracing is not None else []),
                 *([self.census] if cfg.census_rate > 0 else []),
+                failures.hook(),
             ],
             check_hello=self._check_release,
             max_tunnels_per_credential=cfg.max_tunnels_per_credential,
@@ -445,7 +454,7 @@ class CloudNode:
         # outer message cannot make the node parse (and hold) more than that.
         tunnel_limit = self._tunnel_config.max_inbound_outer_message_bytes
         server = self._server_for(
-            interceptors=observing(return_request_id=True),
+            interceptors=[*observing(return_request_id=True), failures.interceptor()],
             options=[
                 ("grpc.so_reuseport", 0),
                 *_KEEPALIVE,
@@ -531,6 +540,7 @@ class CloudNode:
             ("presence-heartbeat", self._sync.run),
             ("revocations", self.revocations.run),
             ("census-flush", self._census_flusher.run),
+            ("failures", failures.run),
         ]
         if self.directory_sync is not None:
             loops.append(("readstore-sync", self.directory_sync.run))
@@ -647,6 +657,7 @@ class CloudNode:
             self.reports,
             self.probes,
             self.reconciler,
+            self.failures,
         ):
             if part is not None:
                 await part.shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,6 +45,7 @@ class HttpTransport:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._settings.max_connections),
                 headers=dict(self._settings.http_headers),
+                trace_configs=[_connection_trace()],
             )
         return self._session
 
@@ -97,6 +99,7 @@ class HttpTransport:
         timeout = aiohttp.ClientTimeout(
             total=deadline, sock_connect=min(self._settings.connect_timeout_seconds, deadline)
         )
+        progress = _Progress()
         try:
             async with self._client().request(
                 method,
@@ -106,6 +109,7 @@ class HttpTransport:
                 data=data,
                 headers=headers,
                 timeout=timeout,
+                trace_request_ctx=progress,
             ) as response:
                 body = await response.read()
                 return HttpAnswer(response.status, response.content_type, body)
@@ -117,6 +121,16 @@ class HttpTransport:
                 cause="connect_timeout",
             ) from err
         except TimeoutError as err:
+            if not progress.connected:
+                # The whole-call deadline passed before any connection was made (it can
+                # end before the connect timeout does): nothing was sent, and the HIS host
+                # never answered at TCP level.
+                raise HisUnavailable(
+                    f"{operation}: could not connect within {deadline}s",
+                    operation=operation,
+                    dialect=dialect,
+                    cause="connect_timeout",
+                ) from err
             raise HisTimeout(
                 f"{operation}: no answer within {deadline}s"
                 + (" (the write may have happened)" if write else ""),
@@ -185,3 +199,28 @@ def connect_cause(err: aiohttp.ClientConnectorError) -> str:
     if number in _UNREACHABLE:
         return "unreachable"
     return "refused" if isinstance(err.os_error, ConnectionRefusedError) else "unreachable"
+
+
+class _Progress:
+    """How far one request got (set by `_connection_trace`)."""
+
+    __slots__ = ("connected",)
+
+    def __init__(self) -> None:
+        self.connected = False
+
+
+def _connection_trace() -> aiohttp.TraceConfig:
+    """Marks a request's `_Progress` once it has a connection (new or reused)."""
+
+    async def connected(
+        session: aiohttp.ClientSession, context: types.SimpleNamespace, params: object
+    ) -> None:
+        progress = context.trace_request_ctx
+        if isinstance(progress, _Progress):
+            progress.connected = True
+
+    config = aiohttp.TraceConfig()
+    config.on_connection_create_end.append(connected)
+    config.on_connection_reuseconn.append(connected)
+    return config

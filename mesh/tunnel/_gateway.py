@@ -356,9 +356,11 @@ class TunnelGateway(tunnel_pb2_grpc.TunnelServiceServicer):
         session.on_ready.append(lambda s: self._session_ready(hospital, s))
         try:
             status = await session.run()
-            if session.ready.is_set():
-                self._note_end(hospital, status)
         finally:
+            # Also when grpc cancels this handler (the edge's connection broke): the
+            # session has set its status ("tunnel lost") before the cancellation went on.
+            if session.ready.is_set() and session.status is not None:
+                self._note_end(hospital, session.status)
             self._forget(hospital, session)
             if self._on_session is not None and session.ready.is_set():
                 self._on_session(session, True)
