@@ -24,7 +24,13 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cloud.accounts import Accounts, InProcessBuckets, LogCodeSender, RedisBuckets
-from cloud.attribution import FailureRecorder, FailureStore, migrate_attribution
+from cloud.attribution import (
+    ERRORS_FIELD,
+    FailureRecorder,
+    FailureStore,
+    errors_by_owner,
+    migrate_attribution,
+)
 from cloud.census import (
     CensusFlusher,
     CensusStore,
@@ -33,7 +39,7 @@ from cloud.census import (
     migrate_census,
 )
 from cloud.config import NodeConfig, TlsMode, parse_listen
-from cloud.dashboard import Dashboard, Overview
+from cloud.dashboard import Column, Dashboard, Overview
 from cloud.db import create_engine
 from cloud.edge_api import (
     EdgeApiServicer,
@@ -523,12 +529,14 @@ class CloudNode:
             self._started_servers.add(id(started))
         await self.partitions.start()
         if cfg.dashboard_listen is not None:
+            overview = Overview(
+                presence=self.presence,
+                readstore=self.readstore,
+                credentials=self.credentials,
+            )
+            self._add_error_columns(overview)
             self.dashboard = Dashboard(
-                Overview(
-                    presence=self.presence,
-                    readstore=self.readstore,
-                    credentials=self.credentials,
-                ),
+                overview,
                 data_dir=cfg.data_dir,
                 refresh_seconds=cfg.dashboard_refresh_seconds,
                 node_id=cfg.node_id,
@@ -566,6 +574,15 @@ class CloudNode:
             cfg.registry_address,
             node_address,
         )
+
+    def _add_error_columns(self, overview: Overview) -> None:
+        """The overview's (and hospital page's) "errors by owner" column."""
+        if self.failures is not None:
+            overview.add_source(
+                "errors by owner",
+                errors_by_owner(self.failures.store),
+                [Column(ERRORS_FIELD, "errors by owner (1 h)")],
+            )
 
     def _https(self) -> ssl.SSLContext | None:
         """The server TLS context of the node's HTTP listeners (None: plaintext)."""

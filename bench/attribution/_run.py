@@ -116,7 +116,7 @@ class Report:
         return out
 
 
-async def _main(seed: int, per_kind: int) -> Report:
+async def _main(seed: int, per_kind: int, *, redis_url: str = "redis://127.0.0.1:6379/0") -> Report:
     from bench.attribution._platform import platform
 
     sets = {
@@ -126,7 +126,7 @@ async def _main(seed: int, per_kind: int) -> Report:
     outcomes: dict[str, list[Outcome]] = {name: [] for name in sets}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-attribution-") as tmp:
-        async with platform(Path(tmp)) as plat:
+        async with platform(Path(tmp), redis_url=redis_url) as plat:
             for name, cases in sets.items():
                 for case in cases:
                     outcomes[name].append(await run_case(plat, case))

@@ -8,6 +8,7 @@ writes them to the `FailureStore` in the fleet database, bounded by age and coun
 
 from __future__ import annotations
 
+from cloud.attribution._dashboard import ERRORS_FIELD, errors_by_owner
 from cloud.attribution._recorder import FailureRecorder, decode
 from cloud.attribution._store import (
     DEFAULT_MAX_ROWS,
@@ -21,10 +22,12 @@ from cloud.attribution._store import (
 __all__ = [
     "DEFAULT_MAX_ROWS",
     "DEFAULT_RETENTION_SECONDS",
+    "ERRORS_FIELD",
     "FailureRecorder",
     "FailureRow",
     "FailureStore",
     "Group",
     "decode",
+    "errors_by_owner",
     "migrate_attribution",
 ]

@@ -320,30 +320,34 @@ RULES: tuple[Rule, ...] = (
        error_reason=_CHANNEL_BAD),
     # -- the tunnel and the edge ---------------------------------------------------------
     _r(F, "EDGE_STOPPED", EDGE,
-       "the hospital is not connected and its last tunnel here was closed by the edge "
-       "itself (drained or closed on purpose): the edge was stopped",
-       error_reason="HOSPITAL_NOT_CONNECTED", meta=("last_end", ("DRAINED", "PEER_CLOSED"))),
+       "the hospital is not connected and its last tunnel here was drained by the edge "
+       "(an edge that stops says goodbye first): the edge was stopped",
+       error_reason="HOSPITAL_NOT_CONNECTED", meta=("last_end", "DRAINED")),
     _r(F, "EDGE_PROTOCOL_VIOLATION", EDGE,
        "the hospital's last tunnel broke the tunnel protocol: a misbehaving edge",
        error_reason="HOSPITAL_NOT_CONNECTED",
        meta=("last_end", ("PROTOCOL_VIOLATION", "LIMIT_EXCEEDED"))),
     _r(T, "TUNNEL_LOST", TUNNEL,
-       "the hospital is not connected and its last tunnel here was lost under it (the "
-       "connection broke or went silent)",
-       error_reason="HOSPITAL_NOT_CONNECTED", meta=("last_end", ("TUNNEL_LOST", "PEER_SILENT"))),
+       "the hospital is not connected and its last tunnel here was lost under it: the "
+       "connection broke, went silent, or ended without the edge's goodbye (a cut "
+       "connection can reach the node as a bare end of stream)",
+       error_reason="HOSPITAL_NOT_CONNECTED",
+       meta=("last_end", ("TUNNEL_LOST", "PEER_SILENT", "PEER_CLOSED"))),
     _r(T, "HOSPITAL_OFFLINE", TUNNEL,
        "no tunnel of the hospital is up and this node saw none end: the way from the "
        "hospital to the cloud is the likelier owner",
        error_reason="HOSPITAL_NOT_CONNECTED"),
     _r(F, "EDGE_STOPPED", EDGE,
-       "the edge closed or drained the tunnel while the call was on it",
-       domain=TUNNEL_DOMAIN, error_reason=("PEER_CLOSED", "DRAINING")),
+       "the edge drained the tunnel while the call was on it (it is stopping)",
+       domain=TUNNEL_DOMAIN, error_reason="DRAINING"),
     _r(F, "EDGE_PROTOCOL_VIOLATION", EDGE,
        "the edge broke the tunnel protocol or its bounds (a misbehaving peer)",
        domain=TUNNEL_DOMAIN, error_reason=("PROTOCOL_VIOLATION", "LIMIT_EXCEEDED")),
     _r(T, "TUNNEL_LOST", TUNNEL,
-       "the tunnel's connection broke or went silent while the call was on it",
-       domain=TUNNEL_DOMAIN, error_reason=("TUNNEL_LOST", "PEER_SILENT", "NO_TUNNEL")),
+       "the tunnel's connection broke, went silent or ended without a goodbye while the "
+       "call was on it",
+       domain=TUNNEL_DOMAIN,
+       error_reason=("TUNNEL_LOST", "PEER_SILENT", "PEER_CLOSED", "NO_TUNNEL")),
     _r(T, "NO_ANSWER_IN_TIME", TUNNEL,
        "a call to the edge passed its deadline without any status from the edge (a HIS "
        "timeout would have come back as HIS_TIMEOUT first): the way there",

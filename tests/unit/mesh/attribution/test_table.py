@@ -119,6 +119,17 @@ CASES: list[tuple[Failure, Owner, str]] = [
         "TUNNEL_LOST",
     ),
     (
+        # A connection cut under the tunnel can reach the node as a bare end of stream.
+        Failure(
+            code="UNAVAILABLE",
+            reason="HOSPITAL_NOT_CONNECTED",
+            domain=CLOUD,
+            metadata={"last_end": "PEER_CLOSED"},
+        ),
+        Owner.TUNNEL_NETWORK,
+        "TUNNEL_LOST",
+    ),
+    (
         Failure(code="UNAVAILABLE", reason="HOSPITAL_NOT_CONNECTED", domain=CLOUD),
         Owner.TUNNEL_NETWORK,
         "HOSPITAL_OFFLINE",
@@ -132,6 +143,11 @@ CASES: list[tuple[Failure, Owner, str]] = [
         Failure(code="INVALID_ARGUMENT", reason="PROTOCOL_VIOLATION", domain=TUNNEL),
         Owner.FRONTEND_SERVER,
         "EDGE_PROTOCOL_VIOLATION",
+    ),
+    (
+        Failure(code="UNAVAILABLE", reason="PEER_CLOSED", domain=TUNNEL, side="hospital"),
+        Owner.TUNNEL_NETWORK,
+        "TUNNEL_LOST",
     ),
     (
         Failure(code="UNAVAILABLE", reason="TUNNEL_LOST", domain=TUNNEL, side="hospital"),
