@@ -323,8 +323,7 @@ async def edge_stopped(p: Platform, h: Hospital, rng: random.Random) -> Call:
 async def hostile_edge(p: Platform, h: Hospital, rng: random.Random) -> Call:
     """A misbehaving edge holds the hospital's tunnel and breaks the protocol on a call."""
     from hplus.tunnel.v1 import tunnel_pb2
-    from tools.hostile import dial
-    from tools.hostile._peer import hello
+    from tools.hostile import dial, hello
 
     sessions = p.node.gateway.sessions(h.hospital_id)
     real = sessions[0].hello
