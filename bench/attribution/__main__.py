@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from bench.attribution import run
 
@@ -21,11 +22,25 @@ def main() -> int:
     parser.add_argument("--per-kind", type=int, default=7, help="cases per kind and set")
     parser.add_argument("--seed", type=int, default=1, help="seed of the tuning set")
     parser.add_argument("--json", action="store_true", help="only the JSON line")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="keep the platform's data in DIR (an empty or new directory): then "
+        "hplus cloud errors --data-dir DIR/cloud shows what the node recorded",
+    )
     args = parser.parse_args()
+    if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
+        parser.error(f"--keep: {args.keep} is not empty")
     # Faults make the parts log errors by design (the node's INTERNAL with its correlation
     # id, the edge's lost HIS): the report is the output.
     logging.basicConfig(level=logging.CRITICAL)
-    report = run(seed=args.seed, per_kind=1 if args.quick else args.per_kind, as_json=args.json)
+    report = run(
+        seed=args.seed,
+        per_kind=1 if args.quick else args.per_kind,
+        as_json=args.json,
+        keep=args.keep,
+    )
     return 0 if report.all else 1
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import json
 import tempfile
@@ -116,7 +117,13 @@ class Report:
         return out
 
 
-async def _main(seed: int, per_kind: int, *, redis_url: str = "redis://127.0.0.1:6379/0") -> Report:
+async def _main(
+    seed: int,
+    per_kind: int,
+    *,
+    redis_url: str = "redis://127.0.0.1:6379/0",
+    keep: Path | None = None,
+) -> Report:
     from bench.attribution._platform import platform
 
     sets = {
@@ -125,17 +132,26 @@ async def _main(seed: int, per_kind: int, *, redis_url: str = "redis://127.0.0.1
     }
     outcomes: dict[str, list[Outcome]] = {name: [] for name in sets}
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench-attribution-") as tmp:
-        async with platform(Path(tmp), redis_url=redis_url) as plat:
+    with contextlib.ExitStack() as stack:
+        if keep is None:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-attr-")))
+        else:
+            root = keep
+            root.mkdir(parents=True, exist_ok=True)
+        async with platform(root, redis_url=redis_url) as plat:
             for name, cases in sets.items():
                 for case in cases:
                     outcomes[name].append(await run_case(plat, case))
     return Report(outcomes, time.perf_counter() - started)
 
 
-def run(*, seed: int, per_kind: int, as_json: bool = False) -> Report:
-    """Runs both sets and prints the report (and the figures as JSON on the last line)."""
-    report = asyncio.run(_main(seed, per_kind))
+def run(*, seed: int, per_kind: int, as_json: bool = False, keep: Path | None = None) -> Report:
+    """Runs both sets and prints the report (and the figures as JSON on the last line).
+
+    With ``keep``, the node's data directory stays in ``keep/cloud`` afterwards, so
+    ``hplus cloud errors --data-dir keep/cloud`` shows what the node recorded.
+    """
+    report = asyncio.run(_main(seed, per_kind, keep=keep))
     if not as_json:
         for line in report.lines():
             print(line)

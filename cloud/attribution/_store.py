@@ -81,7 +81,12 @@ class Group:
     owner: str
     hospital_id: str
     count: int
+    """Failed requests: an app's call and the node's call to the edge it made share one
+    request id and count once."""
+    calls: int
+    """Failed calls (rows), both sides."""
     reasons: dict[str, int]
+    """Failed requests per reason code."""
     vendor: str
     last_at: float
     last_request_id: str
@@ -175,13 +180,20 @@ class FailureStore:
     ) -> list[Group]:
         """Failures since ``since`` grouped by owner and hospital, most first."""
         out: dict[tuple[str, str], Group] = {}
-        for row in await self.rows(since=since, owner=owner, hospital_id=hospital_id):
+        seen: set[tuple[str, str, str]] = set()
+        for n, row in enumerate(await self.rows(since=since, owner=owner, hospital_id=hospital_id)):
             key = (row.owner, row.hospital_id)
             group = out.get(key)
             if group is None:
                 group = out[key] = Group(
-                    row.owner, row.hospital_id, 0, {}, row.vendor, row.at, row.request_id
+                    row.owner, row.hospital_id, 0, 0, {}, row.vendor, row.at, row.request_id
                 )
+            group.calls += 1
+            group.vendor = group.vendor or row.vendor
+            request = (*key, row.request_id or f"row-{n}")
+            if request in seen:
+                continue
+            seen.add(request)
             group.count += 1
             group.reasons[row.reason] = group.reasons.get(row.reason, 0) + 1
         return sorted(out.values(), key=lambda g: (-g.count, g.owner, g.hospital_id))

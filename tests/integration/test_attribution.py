@@ -142,13 +142,13 @@ async def test_failed_calls_are_recorded_grouped_by_the_cli_and_shown_on_the_das
         code, out, err = await cli(tmp_path, "--since", "1h", "--format", "json")
         assert code == 0, err
         data = json.loads(out)
-        assert data["total"] == 2
+        assert (data["total"], data["calls"]) == (2, 2)
         assert data["by_owner"] == {"app": 1, "his_vendor": 1}
         groups = {(g["owner"], g["hospital_id"]): g for g in data["groups"]}
         assert groups[("his_vendor", hospital)]["reasons"] == {"HIS_ERROR": 1}
         code, out, err = await cli(tmp_path, "--owner", "his_vendor", "--rows")
         assert code == 0, err
-        assert "1 failed calls in the last 1h" in out
+        assert "1 failed requests (1 failed calls, the node's calls to edges included)" in out
         assert f"his_vendor        {hospital:<16}      1  rest       HIS_ERROR 1" in out
         assert his_row.request_id in out
         assert "BAD_CREDENTIAL" not in out

@@ -105,6 +105,7 @@ def _errors(args: argparse.Namespace) -> int:
         out: dict[str, Any] = {
             "since": dt.datetime.fromtimestamp(since, dt.UTC).isoformat(timespec="seconds"),
             "total": sum(g.count for g in groups),
+            "calls": sum(g.calls for g in groups),
             "by_owner": _totals(groups),
             "groups": [g.as_dict() for g in groups],
         }
@@ -116,10 +117,14 @@ def _errors(args: argparse.Namespace) -> int:
         print(f"no failed calls in the last {args.since}")
         return 0
     total = sum(g.count for g in groups)
-    print(f"{total} failed calls in the last {args.since}")
+    calls = sum(g.calls for g in groups)
+    print(
+        f"{total} failed requests ({calls} failed calls, the node's calls to edges included) "
+        f"in the last {args.since}"
+    )
     print("by owner: " + ", ".join(f"{o} {n}" for o, n in _totals(groups).items()))
     print()
-    print(f"{'OWNER':<17} {'HOSPITAL':<16} {'FAILS':>6}  {'VENDOR':<10} REASONS")
+    print(f"{'OWNER':<17} {'HOSPITAL':<16} {'FAILED':>6}  {'VENDOR':<10} REASONS")
     for g in groups:
         reasons = ", ".join(
             f"{r} {n}" for r, n in sorted(g.reasons.items(), key=lambda kv: (-kv[1], kv[0]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 import grpc
 from google.rpc import status_pb2
@@ -22,13 +23,19 @@ from mesh import errors
 
 
 def row(
-    owner: str, hospital: str = "h1", *, at: float | None = None, reason: str = "R"
+    owner: str,
+    hospital: str = "h1",
+    *,
+    at: float | None = None,
+    reason: str = "R",
+    request_id: str = "",
+    side: str = "api",
 ) -> FailureRow:
     return FailureRow(
         at=time.time() if at is None else at,
         node="n1",
         hospital_id=hospital,
-        side="api",
+        side=side,
         method="/x.Y/Z",
         code="UNAVAILABLE",
         error_reason="",
@@ -38,7 +45,7 @@ def row(
         reason=reason,
         hop="his",
         vendor="",
-        request_id="ab" * 16,
+        request_id=request_id or uuid.uuid4().hex,
     )
 
 
@@ -57,7 +64,9 @@ async def test_groups_by_owner_and_hospital(db_engine: AsyncEngine) -> None:
         [
             row("his_vendor", "h1", reason="HIS_DOWN"),
             row("his_vendor", "h1", reason="HIS_SLOW"),
-            row("his_vendor", "h1", reason="HIS_DOWN"),
+            # An app's call and the node's call to the edge it made: one failed request.
+            row("his_vendor", "h1", reason="HIS_DOWN", request_id="r1"),
+            row("his_vendor", "h1", reason="HIS_DOWN", request_id="r1", side="hospital"),
             row("app", "h2", reason="BAD_CREDENTIAL"),
             row("app", "", reason="BAD_CREDENTIAL"),
             row("app", "h2", at=time.time() - 7200),
@@ -71,10 +80,12 @@ async def test_groups_by_owner_and_hospital(db_engine: AsyncEngine) -> None:
         ("app", "h2", 1),
     ]
     assert groups[0].reasons == {"HIS_DOWN": 2, "HIS_SLOW": 1}
+    assert groups[0].calls == 4
     only = await store.groups(since=since, owner="app", hospital_id="h2")
     assert [(g.owner, g.hospital_id, g.count) for g in only] == [("app", "h2", 1)]
     column = await errors_by_owner(store)()
-    assert column == {"h1": {ERRORS_FIELD: "his_vendor 3"}, "h2": {ERRORS_FIELD: "app 1"}}
+    # The column counts calls (rows), like the node's RPC metrics.
+    assert column == {"h1": {ERRORS_FIELD: "his_vendor 4"}, "h2": {ERRORS_FIELD: "app 1"}}
 
 
 async def test_the_recorder_attributes_and_writes_in_batches(db_engine: AsyncEngine) -> None:
