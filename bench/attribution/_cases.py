@@ -46,6 +46,11 @@ class Outcome:
     def correct(self) -> bool:
         return self.predicted == self.case.owner
 
+    @property
+    def reason_named(self) -> bool:
+        """Whether the recorded reason code is one that names the injected fault."""
+        return self.reason in KINDS[self.case.kind].reasons
+
 
 @dataclasses.dataclass(frozen=True)
 class Call:
@@ -66,6 +71,8 @@ class Kind:
     owner: str
     dialects: tuple[str, ...]
     action: Action
+    reasons: tuple[str, ...] = ()
+    """The table's reason codes that name this fault (reported beside the owner)."""
     background: bool = False
     """The fault breaks a call the node makes on its own (after the app's call returned):
     the case waits for the node's failed call to that hospital."""
@@ -321,7 +328,8 @@ async def edge_stopped(p: Platform, h: Hospital, rng: random.Random) -> Call:
 
 
 async def hostile_edge(p: Platform, h: Hospital, rng: random.Random) -> Call:
-    """A misbehaving edge holds the hospital's tunnel and breaks the protocol on a call."""
+    """A misbehaving edge holds the hospital's tunnel and breaks the protocol on a call
+    (a stream's credit overflowed, or bytes that are not a tunnel message)."""
     from hplus.tunnel.v1 import tunnel_pb2
     from tools.hostile import dial, hello
 
@@ -347,13 +355,16 @@ async def hostile_edge(p: Platform, h: Hospital, rng: random.Random) -> Call:
         await p.wait_tunnel(h, up=True, limit=10)
         call = asyncio.ensure_future(_bind(p, h))
         opened = await peer.next_frame("open", timeout=10)
-        overflow = tunnel_pb2.WindowUpdate(increment=2**31 - 1)
-        await peer.send(
-            [
-                tunnel_pb2.Frame(stream_id=opened.stream_id, window_update=overflow),
-                tunnel_pb2.Frame(stream_id=opened.stream_id, window_update=overflow),
-            ]
-        )
+        if rng.random() < 0.5:  # the stream's credit overflows
+            overflow = tunnel_pb2.WindowUpdate(increment=2**31 - 1)
+            await peer.send(
+                [
+                    tunnel_pb2.Frame(stream_id=opened.stream_id, window_update=overflow),
+                    tunnel_pb2.Frame(stream_id=opened.stream_id, window_update=overflow),
+                ]
+            )
+        else:  # bytes that are not a tunnel message
+            await peer.send_raw(b"\xff\xff\xff\xff\x0f not a tunnel message " * 40)
         return await call
     finally:
         await peer.stop()
@@ -418,25 +429,33 @@ async def cloud_store_down(p: Platform, h: Hospital, rng: random.Random) -> Call
 
 
 KINDS: dict[str, Kind] = {
-    "bad_field": Kind("patient_input", ALL, bad_field),
-    "no_such_order": Kind("patient_input", ("rest",), no_such_order),
-    "unknown_patient": Kind("patient_input", ALL, unknown_patient),
-    "bad_app_key": Kind("app", ALL, bad_app_key),
-    "bad_token": Kind("app", ALL, bad_token),
+    "bad_field": Kind("patient_input", ALL, bad_field, reasons=("INVALID_FIELD",)),
+    "no_such_order": Kind("patient_input", ("rest",), no_such_order, reasons=("NO_SUCH_RECORD",)),
+    "unknown_patient": Kind("patient_input", ALL, unknown_patient, reasons=("NO_SUCH_RECORD",)),
+    "bad_app_key": Kind("app", ALL, bad_app_key, reasons=("BAD_CREDENTIAL",)),
+    "bad_token": Kind("app", ALL, bad_token, reasons=("BAD_CREDENTIAL",)),
     # The database HIS serves patient reads from its views, which its simulator's faults
     # (request-table outages and delays) do not reach: these run against the HTTP dialects,
     # and the database HIS's own is an outage answer to a registration.
-    "his_503": Kind("his_vendor", HTTP, his_503),
-    "his_down": Kind("his_vendor", HTTP, his_down),
-    "his_slow": Kind("his_vendor", HTTP, his_slow),
-    "his_register_outage": Kind("his_vendor", ("db",), his_register_outage),
-    "his_lost_answer": Kind("his_vendor", ("rest",), his_lost_answer, background=True),
-    "network_down": Kind("hospital_network", HTTP, network_down),
-    "edge_stopped": Kind("frontend_server", ALL, edge_stopped),
-    "hostile_edge": Kind("frontend_server", ALL, hostile_edge),
-    "tunnel_cut": Kind("tunnel_network", ALL, tunnel_cut),
-    "channel_down": Kind("payment_channel", ("rest",), channel_down),
-    "cloud_store_down": Kind("cloud_platform", ALL, cloud_store_down),
+    "his_503": Kind("his_vendor", HTTP, his_503, reasons=("HIS_ERROR",)),
+    "his_down": Kind("his_vendor", HTTP, his_down, reasons=("HIS_DOWN",)),
+    "his_slow": Kind("his_vendor", HTTP, his_slow, reasons=("HIS_SLOW",)),
+    "his_register_outage": Kind("his_vendor", ("db",), his_register_outage, reasons=("HIS_ERROR",)),
+    "his_lost_answer": Kind(
+        "his_vendor", ("rest",), his_lost_answer, reasons=("HIS_ANSWER_LOST",), background=True
+    ),
+    "network_down": Kind("hospital_network", HTTP, network_down, reasons=("HIS_UNREACHABLE",)),
+    "edge_stopped": Kind("frontend_server", ALL, edge_stopped, reasons=("EDGE_STOPPED",)),
+    "hostile_edge": Kind(
+        "frontend_server", ALL, hostile_edge, reasons=("EDGE_PROTOCOL_VIOLATION",)
+    ),
+    "tunnel_cut": Kind("tunnel_network", ALL, tunnel_cut, reasons=("TUNNEL_LOST",)),
+    "channel_down": Kind(
+        "payment_channel", ("rest",), channel_down, reasons=("CHANNEL_DOWN", "CHANNEL_ANSWER_LOST")
+    ),
+    "cloud_store_down": Kind(
+        "cloud_platform", ALL, cloud_store_down, reasons=("NODE_BUG", "NODE_DEPENDENCY_DOWN")
+    ),
 }
 """Every kind of fault the set injects, by name."""
 

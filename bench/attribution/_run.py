@@ -73,6 +73,7 @@ class Report:
                 owner: {"correct": c, "cases": n} for owner, (c, n) in self.per_owner().items()
             },
             "owners_present": sorted({o.case.owner for o in self.all}),
+            "reason_named": sum(o.reason_named for o in self.all),
             "misattributed": [
                 {
                     "kind": o.case.kind,
@@ -94,6 +95,8 @@ class Report:
         for name, group in self.outcomes.items():
             out.append(f"  {name:<9} {len(group):>4} cases  accuracy {self.accuracy(group):.1%}")
         out.append(f"  overall   {len(self.all):>4} cases  accuracy {self.accuracy(self.all):.1%}")
+        named = sum(o.reason_named for o in self.all)
+        out.append(f"  reason code naming the injected fault: {named}/{len(self.all)}")
         out.append("")
         out.append(f"{'OWNER':<17} {'CORRECT':>8} {'CASES':>6} {'ACCURACY':>9}")
         for owner, (c, n) in self.per_owner().items():
@@ -105,6 +108,15 @@ class Report:
         out.append(f"{'':<17}" + "".join(f"{short[h]:>9}" for h in heads))
         for owner, row in self.confusion().items():
             out.append(f"{owner:<17}" + "".join(f"{row.get(h, 0):>9}" for h in heads))
+        out.append("")
+        out.append("reason codes recorded, per kind of fault")
+        for kind in KINDS:
+            reasons = collections.Counter(
+                o.reason or "(none)" for o in self.all if o.case.kind == kind
+            )
+            if reasons:
+                listed = ", ".join(f"{r} {n}" for r, n in reasons.most_common())
+                out.append(f"  {kind:<20} {listed}")
         misses = [o for o in self.all if not o.correct]
         out.append("")
         out.append(f"misattributed: {len(misses)}")

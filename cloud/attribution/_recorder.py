@@ -118,7 +118,7 @@ class FailureRecorder:
         Returns:
             The row queued.
         """
-        found = attribute(failure_of(error, side=side))
+        found = attribute(failure_of(error, side=side, method=method))
         metadata = error.metadata
         row = FailureRow(
             at=time.time(),

@@ -93,6 +93,8 @@ class Failure:
     the node made to an edge through its tunnel)."""
     vendor: str = ""
     """The hospital's HIS vendor (profile template or dialect), when the caller knows it."""
+    method: str = ""
+    """The full method name (``/hplus.cloud.v1.EdgeService/ReportHealth``), when known."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,7 @@ class Rule:
     meta_values: Values = None
     field_prefix: str = ""
     side: Values = None
+    method_prefix: str = ""
 
     def matches(self, f: Failure) -> bool:
         """Whether ``f`` fits every condition of the row."""
@@ -154,6 +157,8 @@ class Rule:
                 return False
         if self.field_prefix and not any(x.startswith(self.field_prefix) for x in f.fields):
             return False
+        if self.method_prefix and not f.method.startswith(self.method_prefix):
+            return False
         return self.side is None or f.side in self.side
 
 
@@ -169,6 +174,7 @@ def _r(
     meta: tuple[str, str | Iterable[str] | None] | None = None,
     field_prefix: str = "",
     side: str | None = None,
+    method_prefix: str = "",
 ) -> Rule:
     return Rule(
         owner=owner,
@@ -182,6 +188,7 @@ def _r(
         meta_values=_set(meta[1]) if meta else None,
         field_prefix=field_prefix,
         side=_set(side),
+        method_prefix=method_prefix,
     )
 
 
@@ -287,6 +294,14 @@ RULES: tuple[Rule, ...] = (
     _r(P, "NO_SUCH_RECORD", NODE,
        "what the patient named does not exist (order, report, patient, hospital)",
        error_reason=_NOT_FOUND),
+    # -- the edges' own calls to the cloud -----------------------------------------------
+    _r(F, "EDGE_CALL_REFUSED", EDGE,
+       "an edge's own call to the node (health, task results, upgrades) was refused as "
+       "asked: its credential, its rate or its request is the edge's",
+       method_prefix="/hplus.cloud.v1.EdgeService/", side="api",
+       code=("INVALID_ARGUMENT", "UNAUTHENTICATED", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+             "FAILED_PRECONDITION", "NOT_FOUND", "OUT_OF_RANGE", "ALREADY_EXISTS",
+             "CANCELLED")),
     # -- the app -----------------------------------------------------------------------
     _r(A, "BAD_PAGE_TOKEN", APP_HOP,
        "a page token the app altered or reused with another query",
@@ -420,7 +435,11 @@ def attribute(failure: Failure) -> Attribution:
 
 
 def failure_of(
-    error: StatusError | grpc.StatusCode | str, *, side: str = "api", vendor: str = ""
+    error: StatusError | grpc.StatusCode | str,
+    *,
+    side: str = "api",
+    vendor: str = "",
+    method: str = "",
 ) -> Failure:
     """The `Failure` of a tree error (or of a bare status code).
 
@@ -428,14 +447,15 @@ def failure_of(
         error: the decoded error, or a code (enum or name) when no details came.
         side: ``api`` or ``hospital`` (see `Failure.side`).
         vendor: the hospital's HIS vendor, if known.
+        method: the full method name, if known.
 
     Returns:
         The failure, ready for `attribute`.
     """
     if isinstance(error, grpc.StatusCode):
-        return Failure(code=error.name, side=side, vendor=vendor)
+        return Failure(code=error.name, side=side, vendor=vendor, method=method)
     if isinstance(error, str):
-        return Failure(code=error, side=side, vendor=vendor)
+        return Failure(code=error, side=side, vendor=vendor, method=method)
     return Failure(
         code=error.code.name,
         reason=error.reason,
@@ -444,4 +464,5 @@ def failure_of(
         fields=tuple(v.field for v in error.field_violations),
         side=side,
         vendor=vendor,
+        method=method,
     )

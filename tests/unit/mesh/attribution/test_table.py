@@ -55,6 +55,16 @@ CASES: list[tuple[Failure, Owner, str]] = [
         "NO_SUCH_RECORD",
     ),
     (
+        Failure(
+            code="UNAUTHENTICATED",
+            reason="CREDENTIAL_INVALID",
+            domain=CLOUD,
+            method="/hplus.cloud.v1.EdgeService/ReportHealth",
+        ),
+        Owner.FRONTEND_SERVER,
+        "EDGE_CALL_REFUSED",
+    ),
+    (
         Failure(code="INVALID_ARGUMENT", fields=("page_token",)),
         Owner.APP,
         "BAD_PAGE_TOKEN",
