@@ -22,7 +22,7 @@ from frontend_server.adapters._errors import (
     RejectReason,
 )
 from frontend_server.adapters._protocol import HisAdapter
-from frontend_server.adapters._settings import DialectSettings
+from frontend_server.adapters._settings import DialectSettings, within_caller
 from frontend_server.adapters._vendors import UNAVAILABLE_CODE
 
 __all__ = ["WRITE_OPERATIONS", "BaseAdapter", "converted"]
@@ -132,8 +132,8 @@ class BaseAdapter(HisAdapter):
 
     def _deadline(self, operation: str) -> float:
         if operation in WRITE_OPERATIONS:
-            return self.settings.write_timeout_seconds
-        return self.settings.read_timeout_seconds
+            return within_caller(self.settings.write_timeout_seconds)
+        return within_caller(self.settings.read_timeout_seconds)
 
     def _refusal(
         self, vendor_code: str, message: str, operation: str, *, parameter: str = ""

@@ -30,7 +30,7 @@ from typing_extensions import override
 from frontend_server.adapters._base import WRITE_OPERATIONS, BaseAdapter
 from frontend_server.adapters._codec import Record
 from frontend_server.adapters._errors import HisError, HisProtocolError, HisTimeout, HisUnavailable
-from frontend_server.adapters._settings import DialectSettings
+from frontend_server.adapters._settings import DialectSettings, within_caller
 from mesh.observability import traceparent_of
 from mesh.retry import RetryPolicy
 
@@ -191,7 +191,7 @@ class DbAccess(BaseAdapter):
             sql += f" ORDER BY {order_by}"
         sql += _trace_comment()
         statement = text(sql).bindparams(*binds) if binds else text(sql)
-        deadline = self.settings.read_timeout_seconds
+        deadline = within_caller(self.settings.read_timeout_seconds)
         try:
             async with asyncio.timeout(deadline), self._engine.connect() as conn:
                 rows = (await conn.execute(statement, params)).mappings().all()

@@ -33,7 +33,7 @@ from frontend_server.profile import load_profile
 from hplus.cloud.v1 import account_pb2, account_pb2_grpc
 from hplus.hospital.v1 import common_pb2, patient_pb2, patient_pb2_grpc
 from tests.integration.hospital_env import FAST, edge_config, his_url, simulator, write_profile
-from tools.his_sim import Outage
+from tools.his_sim import Latency, Outage
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -177,3 +177,33 @@ async def test_failed_calls_are_recorded_grouped_by_the_cli_and_shown_on_the_das
                 page = await res.text()
             assert "errors by owner (1 h)" in page
             assert "his_vendor 1" in page
+
+
+async def test_a_his_slower_than_the_nodes_deadline_is_the_his_not_the_tunnel(
+    tmp_path: Path,
+) -> None:
+    # The profile gives the HIS 5 s; the node's call gives the edge 2 s. The edge ends its
+    # HIS call before the node's deadline, so the node hears HIS_TIMEOUT (the HIS's)
+    # rather than a DEADLINE_EXCEEDED it could not tell from a tunnel that lost the answer.
+    async with hospital_with_dashboard(tmp_path) as (node, app, his):
+        assert node.router is not None
+        assert node.failures is not None
+        hospital = app.config.profile.hospital_id if app.config.profile else ""
+        edge = patient_pb2_grpc.PatientServiceStub(await node.router.channel_for(hospital))
+        find = patient_pb2.FindPatientRequest(
+            id_card_type=common_pb2.ID_CARD_TYPE_RESIDENT_ID_CARD,
+            id_card_number="110101199003074514",
+        )
+        await his.inject(Latency(seconds=4.0))
+        with pytest.raises(grpc.aio.AioRpcError) as slow:
+            await edge.FindPatient(find, timeout=2.0)
+        await his.clear_faults()
+        assert slow.value.code() is grpc.StatusCode.UNAVAILABLE
+        await node.failures.flush()
+        [recorded] = await node.failures.store.rows(since=0)
+        assert (recorded.owner, recorded.reason, recorded.cause, recorded.vendor) == (
+            "his_vendor",
+            "HIS_SLOW",
+            "read_timeout",
+            "rest",
+        )
