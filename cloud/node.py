@@ -194,6 +194,7 @@ class CloudNode:
         self._stopped = asyncio.Event()
         self.tracing: Tracing | None = None
         self.spans: NodeSpanStore | None = None
+        self.trace_lookup: TraceLookup | None = None
         self.failures: FailureRecorder | None = None
         """Failed calls, attributed to their owners (``hplus cloud errors``)."""
         self.metrics: MetricsServer | None = None
@@ -367,14 +368,14 @@ class CloudNode:
             else lambda address: client_interceptors(tracing, peer=address),
         )
         stack.push_async_callback(self.router.close)
-        self.readstore = await ReadStore.open(
+        self.readstore = readstore = await ReadStore.open(
             cfg.readstore_url,
             replica_urls=cfg.readstore_replica_urls,
             max_replica_lag=cfg.sync.max_replica_lag,
             replica_check_interval=cfg.sync.replica_check_interval,
             online=self._online,
         )
-        stack.push_async_callback(self.readstore.close)
+        stack.push_async_callback(readstore.close)
         if cfg.sync.enabled:
             self.directory_sync = SyncEngine(
                 self.readstore,
@@ -426,6 +427,7 @@ class CloudNode:
             patients=self.accounts.patients.at_hospital,
             config=cfg.orders,
             node_id=cfg.node_id,
+            fees=readstore.queries.slot_fee,
         )
         self.orders = self.order_parts.api
         # Reconciliation's platform side, and where its exact resolutions go.
@@ -434,21 +436,25 @@ class CloudNode:
         self.resolutions = ledger
 
         health_pb2_grpc.add_HealthServicer_to_server(self._health, internal)
+        # One trace lookup: LookupTrace (hplus trace) and the dashboard's trace page.
+        self.trace_lookup = (
+            None
+            if self.spans is None
+            else TraceLookup(
+                self.spans,
+                presence=self.presence,
+                router=self.router,
+                node_id=cfg.node_id,
+                secret=secret,
+            )
+        )
         operations_pb2_grpc.add_OperationsServiceServicer_to_server(
             OperationsServicer(
                 self.presence,
                 credentials=store,
                 revocations=self.revocations,
                 gateway=self.gateway,
-                traces=None
-                if self.spans is None
-                else TraceLookup(
-                    self.spans,
-                    presence=self.presence,
-                    router=self.router,
-                    node_id=cfg.node_id,
-                    secret=secret,
-                ),
+                traces=self.trace_lookup,
                 reconcile=self.reconciler.answer,
             ),
             internal,
@@ -534,12 +540,21 @@ class CloudNode:
                 readstore=self.readstore,
                 credentials=self.credentials,
             )
+            if self.health is not None:
+                # An edge that is up but reports its HIS unreachable turns its row degraded,
+                # the alert naming why.
+                overview.add_source(
+                    "edge health",
+                    self.health.dashboard_fields,
+                    [Column("edge_health", "edge health"), Column("edge_alerts", "edge alerts")],
+                )
             self._add_error_columns(overview)
             self.dashboard = Dashboard(
                 overview,
                 data_dir=cfg.data_dir,
                 refresh_seconds=cfg.dashboard_refresh_seconds,
                 node_id=cfg.node_id,
+                traces=self.trace_lookup,
             )
             stack.push_async_callback(self.dashboard.close)
             host, port = parse_listen(cfg.dashboard_listen)

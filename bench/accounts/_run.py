@@ -21,11 +21,13 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
+
+from tools.scratchdb import postgres_databases
 
 _NOOP = "/bench.Noop/"
 _CODES = "/bench.Codes/Get"
@@ -143,36 +145,17 @@ async def _drive(
     }
 
 
-@contextlib.asynccontextmanager
-async def _databases(admin_url: str) -> AsyncIterator[dict[str, str]]:
-    """Fresh PostgreSQL databases (control, south, north) for one run, dropped after it."""
-    from sqlalchemy import text
-    from sqlalchemy.engine import make_url
-
-    from cloud.db import create_engine
-
-    admin = create_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
-    made = {n: f"bench_accounts_{uuid.uuid4().hex[:8]}_{n}" for n in ("control", "south", "north")}
-    try:
-        async with admin.connect() as conn:
-            for name in made.values():
-                await conn.execute(text(f'CREATE DATABASE "{name}"'))
-        base = make_url(admin_url)
-        yield {
-            k: base.set(database=v).render_as_string(hide_password=False) for k, v in made.items()
-        }
-    finally:
-        async with admin.connect() as conn:
-            for name in made.values():
-                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
-
-
 async def _bench(
     *, seconds: float, concurrency: int, rounds: int, postgres: str | None
 ) -> dict[str, Any]:
     async with contextlib.AsyncExitStack() as stack:
-        urls = None if postgres is None else await stack.enter_async_context(_databases(postgres))
+        urls = (
+            None
+            if postgres is None
+            else await stack.enter_async_context(
+                postgres_databases(postgres, ("control", "south", "north"), prefix="bench_accounts")
+            )
+        )
         return await _bench_on(seconds=seconds, concurrency=concurrency, rounds=rounds, urls=urls)
 
 

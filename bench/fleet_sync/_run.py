@@ -22,31 +22,17 @@ import json
 import os
 import statistics
 import time
-import uuid
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.stack import Stack, rss_mib
 from cloud.readstore import ReadStore
 from hplus.hospital.v1 import directory_pb2
+from tools.scratchdb import DEFAULT_POSTGRES, postgres_databases
 
-DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+DEFAULT_URL = DEFAULT_POSTGRES
 _SLOT = directory_pb2.ENTITY_KIND_SLOT
-
-
-async def _database(url: str, name: str, *, create: bool) -> None:
-    admin = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            if create:
-                await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-            else:
-                await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -64,57 +50,57 @@ async def run(
     url: str,
 ) -> dict[str, Any]:
     """Run the three measurements and print the table; returns the JSON summary."""
-    name = f"bench_fleet_{uuid.uuid4().hex[:8]}"
-    await _database(url, name, create=True)
-    store_url = make_url(url).set(database=name).render_as_string(hide_password=False)
-    toml = (
-        f'[databases]\nreadstore = "{store_url}"\n\n'
-        f"[sync]\nslot_interval = {slot_interval}\ndirectory_interval = 60.0\n"
-    )
-    stack = Stack(
-        hospitals=hospitals, node_toml=toml, fleet_args=("--change-rate", str(change_rate))
-    )
-    store: ReadStore | None = None
-    try:
-        t0 = time.perf_counter()
-        await stack.start()
-        connected = time.perf_counter()
-        store = await ReadStore.open(store_url)
-        ids = set(stack.hospital_ids)
-        async with asyncio.timeout(1800):
-            while True:
-                states = await store.status()
-                done = {s.hospital_id for s in states if s.last_success is not None} & ids
-                if len(done) == len(ids):
-                    break
-                await asyncio.sleep(1.0)  # the store exposes no event to another process
-        full_s = time.perf_counter() - stack.fleet_started
-        async with store.primary.connect() as conn:
-            rows = 0
-            for name_ in ("rs_departments", "rs_doctors", "rs_schedules", "rs_slots"):
-                rows += (await conn.execute(sa.text(f"SELECT count(*) FROM {name_}"))).scalar_one()
-        print(f"full sync of {hospitals} hospitals: {full_s:.1f} s, {rows:,} rows")
+    async with postgres_databases(url, ("readstore",), prefix="bench_fleet") as made:
+        store_url = made["readstore"]
+        toml = (
+            f'[databases]\nreadstore = "{store_url}"\n\n'
+            f"[sync]\nslot_interval = {slot_interval}\ndirectory_interval = 60.0\n"
+        )
+        stack = Stack(
+            hospitals=hospitals, node_toml=toml, fleet_args=("--change-rate", str(change_rate))
+        )
+        store: ReadStore | None = None
+        try:
+            t0 = time.perf_counter()
+            await stack.start()
+            connected = time.perf_counter()
+            store = await ReadStore.open(store_url)
+            ids = set(stack.hospital_ids)
+            async with asyncio.timeout(1800):
+                while True:
+                    states = await store.status()
+                    done = {s.hospital_id for s in states if s.last_success is not None} & ids
+                    if len(done) == len(ids):
+                        break
+                    await asyncio.sleep(1.0)  # the store exposes no event to another process
+            full_s = time.perf_counter() - stack.fleet_started
+            async with store.primary.connect() as conn:
+                rows = 0
+                for name_ in ("rs_departments", "rs_doctors", "rs_schedules", "rs_slots"):
+                    rows += (
+                        await conn.execute(sa.text(f"SELECT count(*) FROM {name_}"))
+                    ).scalar_one()
+            print(f"full sync of {hospitals} hospitals: {full_s:.1f} s, {rows:,} rows")
 
-        # Settle: the hospitals synced first waited for the last snapshots before their
-        # first incremental pass; their backlog is the full sync's, not the steady lag.
-        await asyncio.sleep(settle)  # a measurement window, not a synchronisation
-        lags: list[float] = []
-        rss: list[float] = []
-        end = time.monotonic() + observe
-        while time.monotonic() < end:
-            now = dt.datetime.now(dt.UTC)
-            for s in await store.status():
-                kind = s.kinds.get(_SLOT)
-                if kind is not None and kind.data_time is not None:
-                    lags.append((now - kind.data_time).total_seconds())
-            rss.append(rss_mib(stack.node.pid))
-            await asyncio.sleep(2.0)  # a sampling period, not a synchronisation
-        fleet_line = next((x for x in stack.fleet.lines if "ready:" in x), "")
-    finally:
-        if store is not None:
-            await store.close()
-        await stack.close()
-        await _database(url, name, create=False)
+            # Settle: the hospitals synced first waited for the last snapshots before their
+            # first incremental pass; their backlog is the full sync's, not the steady lag.
+            await asyncio.sleep(settle)  # a measurement window, not a synchronisation
+            lags: list[float] = []
+            rss: list[float] = []
+            end = time.monotonic() + observe
+            while time.monotonic() < end:
+                now = dt.datetime.now(dt.UTC)
+                for s in await store.status():
+                    kind = s.kinds.get(_SLOT)
+                    if kind is not None and kind.data_time is not None:
+                        lags.append((now - kind.data_time).total_seconds())
+                rss.append(rss_mib(stack.node.pid))
+                await asyncio.sleep(2.0)  # a sampling period, not a synchronisation
+            fleet_line = next((x for x in stack.fleet.lines if "ready:" in x), "")
+        finally:
+            if store is not None:
+                await store.close()
+            await stack.close()
 
     summary = {
         "hospitals": hospitals,

@@ -8,13 +8,17 @@ cookie (HttpOnly, SameSite=Strict, Secure over HTTPS) that expires after 12 hour
 attempts are rate-limited per address, and request bodies are bounded.
 
 Pages: ``/`` all hospitals at a glance (hospitals that are down first, in red), refreshed
-from ``/api/overview`` every ``refresh_seconds`` without reloading the page, and
-``/hospital/{id}``. Templates are Jinja2 with autoescaping on.
+from ``/api/overview`` every ``refresh_seconds`` without reloading the page,
+``/hospital/{id}`` (with its recent failed calls, each linking to its trace), and
+``/trace/{request id}`` (``/api/trace/{id}`` in JSON): one request's hops across nodes, the
+edge and the HIS, as the node's ``LookupTrace`` joins them — the tree ``hplus trace``
+prints. Every page has the request-id search box. Templates are Jinja2 with autoescaping on.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -25,16 +29,19 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jinja2
 from aiohttp import web
 
 from cloud.dashboard._overview import Overview
 from cloud.dashboard._templates import TEMPLATES
+from cloud.traces import REQUEST_ID_FORMAT, FailedCall, TraceTree, parse_request_id, trace_tree
+from hplus.cloud.v1 import operations_pb2
+from mesh import errors
 from mesh.files import create_private_file
 
-__all__ = ["COOKIE", "SESSION_SECONDS", "Dashboard"]
+__all__ = ["COOKIE", "SESSION_SECONDS", "Dashboard", "Traces"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,20 @@ _TRACKED_ADDRESSES = 10_000
 _USER = "operator"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Traces(Protocol):
+    """Where the trace page's spans come from (`cloud.traces.TraceLookup`)."""
+
+    async def lookup(
+        self, trace_id: str, *, local_only: bool
+    ) -> operations_pb2.LookupTraceResponse:
+        """The whole trace; raises ``errors.NotFound`` / ``errors.InvalidArgument``."""
+        ...
+
+    async def recent_failures(self, hospital_id: str, *, limit: int = 20) -> list[FailedCall]:
+        """The newest failed calls concerning a hospital."""
+        ...
 
 
 def _secret_file(path: Path, make: Callable[[], bytes]) -> bytes:
@@ -88,8 +109,8 @@ class Dashboard:
         data_dir: where the password and the session key live.
         password_file: the password's file (default ``DATA_DIR/dashboard-password``).
         refresh_seconds: how often the pages refresh themselves.
-        hospital_detail: an optional async callable giving extra sections of a hospital's
-            page (title → rows of (label, value)).
+        node_id: this node (shown in the pages).
+        traces: the trace lookup (``None``: the node keeps no spans; the trace page says so).
     """
 
     def __init__(
@@ -100,8 +121,10 @@ class Dashboard:
         password_file: Path | None = None,
         refresh_seconds: float = 5.0,
         node_id: str = "",
+        traces: Traces | None = None,
     ) -> None:
         self.overview = overview
+        self.traces = traces
         self.refresh_seconds = refresh_seconds
         self.node_id = node_id
         self.password_file = password_file or data_dir / "dashboard-password"
@@ -167,6 +190,9 @@ class Dashboard:
         app.router.add_get("/", self._index)
         app.router.add_get("/api/overview", self._api_overview)
         app.router.add_get("/hospital/{hospital_id}", self._hospital)
+        app.router.add_get("/trace", self._trace_search)
+        app.router.add_get("/trace/{request_id}", self._trace)
+        app.router.add_get("/api/trace/{request_id}", self._api_trace)
         return app
 
     @web.middleware
@@ -242,8 +268,120 @@ class Dashboard:
         found = [r for r in rows if r.hospital_id == hospital_id]
         if not found:
             return self._render("missing.html", status=404, hospital_id=hospital_id)
+        failures: list[FailedCall] = []
+        if self.traces is not None:
+            try:
+                failures = await self.traces.recent_failures(hospital_id)
+            except Exception:
+                log.exception("dashboard: recent failures of %s failed", hospital_id)
+                failed = [*failed, "recent failures"]
         return self._render(
-            "hospital.html", row=found[0], columns=self.overview.columns, failed=failed
+            "hospital.html",
+            row=found[0],
+            columns=self.overview.columns,
+            failed=failed,
+            failures=[
+                {
+                    "trace_id": f.trace_id,
+                    "name": f.name,
+                    "node": f.node,
+                    "at": dt.datetime.fromtimestamp(f.start_ns / 1e9, dt.UTC).isoformat(
+                        sep=" ", timespec="milliseconds"
+                    ),
+                    "message": f.message,
+                }
+                for f in failures
+            ],
+        )
+
+    # -- traces ------------------------------------------------------------------------
+
+    async def _find_trace(self, raw: str) -> tuple[int, TraceTree | None, str]:
+        """(HTTP status, the tree or None, the message shown instead)."""
+        trace_id = parse_request_id(raw)
+        if trace_id is None:
+            return 400, None, f"Not a request id: expected {REQUEST_ID_FORMAT}."
+        if self.traces is None:
+            return 503, None, "This node keeps no spans: trace lookup is not available here."
+        try:
+            answer = await self.traces.lookup(trace_id, local_only=False)
+        except errors.NotFound:
+            return (
+                404,
+                None,
+                f"No span of request {trace_id} is known. Failed calls keep their spans; "
+                "successful ones only when sampled (span_sample_rate), and every span only "
+                "for span_retention_seconds.",
+            )
+        except errors.InvalidArgument:
+            return 400, None, f"Not a request id: expected {REQUEST_ID_FORMAT}."
+        except Exception as err:
+            log.exception("dashboard: trace %s failed", trace_id)
+            return 503, None, f"The trace lookup failed ({type(err).__name__}); see the node's log."
+        return 200, trace_tree(answer), ""
+
+    async def _trace_search(self, request: web.Request) -> web.Response:
+        raw = request.query.get("id", "")
+        trace_id = parse_request_id(raw)
+        if trace_id is None:
+            return self._render(
+                "trace.html",
+                status=400,
+                request_id=raw,
+                tree=None,
+                error=f"Not a request id: expected {REQUEST_ID_FORMAT}.",
+            )
+        raise web.HTTPSeeOther(f"/trace/{trace_id}")
+
+    async def _trace(self, request: web.Request) -> web.Response:
+        raw = request.match_info["request_id"]
+        status, tree, error = await self._find_trace(raw)
+        return self._render(
+            "trace.html",
+            status=status,
+            request_id=raw,
+            tree=tree,
+            error=error,
+            hospitals=sorted({h.span.hospital_id for h in tree.hops if h.span.hospital_id})
+            if tree is not None
+            else [],
+        )
+
+    async def _api_trace(self, request: web.Request) -> web.Response:
+        status, tree, error = await self._find_trace(request.match_info["request_id"])
+        if tree is None:
+            return web.json_response({"error": error}, status=status)
+        culprit = tree.culprit
+        return web.json_response(
+            {
+                "trace_id": tree.trace_id,
+                "started": tree.started.isoformat(timespec="milliseconds"),
+                "total_ms": round(tree.total_ms, 3),
+                "complete": tree.complete,
+                "incomplete": tree.incomplete,
+                "pending_hospital_ids": tree.pending_hospital_ids,
+                "failing_span_id": culprit.span.span_id if culprit is not None else "",
+                "hops": [
+                    {
+                        "span_id": h.span.span_id,
+                        "parent_span_id": h.span.parent_span_id,
+                        "depth": h.depth,
+                        "name": h.name,
+                        "kind": h.kind,
+                        "tier": h.tier,
+                        "node": h.node,
+                        "hospital_id": h.span.hospital_id,
+                        "offset_ms": round(h.offset_ms, 3),
+                        "duration_ms": round(h.duration_ms, 3),
+                        "code": h.code,
+                        "message": h.message,
+                        "owner": h.span.owner,
+                        "failed_here": h.culprit,
+                        "attributes": dict(h.span.attributes),
+                    }
+                    for h in tree.hops
+                ],
+            }
         )
 
     # -- server ------------------------------------------------------------------------

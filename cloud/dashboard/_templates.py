@@ -16,9 +16,23 @@ th, td { padding: .3em .7em; border-bottom: 1px solid #ddd; text-align: left; }
 tr.state-down td { background: #fbd5d5; } tr.state-down td.state { color: #a00; font-weight: bold; }
 tr.state-degraded td { background: #fdf0c8; } tr.state-up td.state { color: #070; }
 .muted { color: #777; } .error { color: #a00; } form.inline { display: inline; }
+form.search { float: right; } form.search input { width: 24em; font-family: monospace; }
+table.trace td { vertical-align: top; } table.trace td.hop, td.num { white-space: nowrap; }
+tr.culprit td { background: #fbd5d5; } tr.culprit td.status { color: #a00; font-weight: bold; }
+td.bar { width: 30%; min-width: 12em; } td.bar div { position: relative; height: 1em; }
+td.bar span { position: absolute; height: 100%; background: #8ab; min-width: 2px; }
+tr.culprit td.bar span { background: #c33; } .tier { font-size: .85em; color: #555; }
+code { font-size: .95em; }
 </style>
 </head>
 <body>
+{% block search %}
+<form class="search" method="get" action="/trace" role="search">
+<label>Request id <input name="id" id="trace-search" placeholder="x-request-id (32 hex digits)"
+ autocomplete="off" spellcheck="false"></label>
+<button type="submit" id="trace-go">Trace</button>
+</form>
+{% endblock %}
 {% block body %}{% endblock %}
 </body>
 </html>
@@ -26,6 +40,7 @@ tr.state-degraded td { background: #fdf0c8; } tr.state-up td.state { color: #070
 
 _LOGIN = """{% extends "base.html" %}
 {% block title %}Sign in{% endblock %}
+{% block search %}{% endblock %}
 {% block body %}
 <h1>hplus operations — sign in</h1>
 {% if error %}<p class="error" id="error">{{ error }}</p>{% endif %}
@@ -138,6 +153,77 @@ _HOSPITAL = """{% extends "base.html" %}
 {% endfor %}
 </table>
 {% if failed %}<p class="error">Not available: {{ failed|join(", ") }}</p>{% endif %}
+<h2>Recent failed calls</h2>
+{% if failures %}
+<table id="failures">
+<thead><tr><th>when</th><th>call</th><th>node</th><th>error</th><th>request id</th></tr></thead>
+<tbody>
+{% for f in failures %}
+<tr><td>{{ f.at }}</td><td>{{ f.name }}</td><td>{{ f.node }}</td><td>{{ f.message }}</td>
+<td><a href="/trace/{{ f.trace_id|urlencode }}"><code>{{ f.trace_id }}</code></a></td></tr>
+{% endfor %}
+</tbody>
+</table>
+{% else %}
+<p class="muted" id="no-failures">None kept in this node's span store.</p>
+{% endif %}
+<p class="muted">Failed calls this node made or served for the hospital, newest first, from its
+span store (kept span_retention_seconds); any request id can be pasted in the search box.</p>
+{% endblock %}
+"""
+
+_TRACE = """{% extends "base.html" %}
+{% block title %}Trace {{ request_id }}{% endblock %}
+{% block body %}
+<p><a href="/">All hospitals</a></p>
+<h1>Request <code id="trace-id">{{ tree.trace_id if tree else request_id }}</code></h1>
+{% if error %}
+<p class="error" id="trace-error">{{ error }}</p>
+{% else %}
+<p id="trace-summary">Started {{ tree.started.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] }}Z,
+{{ "%.1f"|format(tree.total_ms) }} ms, {{ tree.hops|length }} hops
+{% if hospitals %}— hospital{{ "s" if hospitals|length > 1 }}
+{% for h in hospitals %}<a href="/hospital/{{ h|urlencode }}">{{ h }}</a>{{ ", " if not loop.last }}
+{% endfor %}{% endif %}</p>
+{% if tree.culprit %}
+<p class="error" id="trace-failed">Failed at <b>{{ tree.culprit.name }}</b>
+on <b>{{ tree.culprit.node }}</b> ({{ tree.culprit.tier }}): {{ tree.culprit.code }}
+{%- if tree.culprit.detail %}: {{ tree.culprit.detail }}{% endif %}</p>
+{% else %}
+<p id="trace-ok">Every hop succeeded.</p>
+{% endif %}
+{% if tree.incomplete %}
+<p class="error" id="trace-incomplete">Incomplete: {{ tree.incomplete }}.</p>
+{% endif %}
+<table class="trace" id="trace">
+<thead><tr><th>hop</th><th>kind</th><th>where</th><th>start</th><th>took</th><th>status</th>
+<th>timeline</th></tr></thead>
+<tbody>
+{% for h in tree.hops %}
+<tr class="hop{{ ' culprit' if h.culprit }}" data-span="{{ h.span.span_id }}"
+ data-tier="{{ h.tier }}" data-node="{{ h.node }}" data-depth="{{ h.depth }}">
+<td class="hop" style="padding-left: {{ 0.7 + h.depth * 1.2 }}em">{{ h.name }}
+{% if h.span.attributes %}<details><summary class="muted">{{ h.span.attributes|length }}
+attribute{{ "s" if h.span.attributes|length != 1 }}</summary>
+{% for k, v in h.span.attributes|dictsort %}<div><code>{{ k }}</code> = {{ v }}</div>{% endfor %}
+</details>{% endif %}</td>
+<td>{{ h.kind }}</td>
+<td class="where"><span class="tier">{{ h.tier }}</span> {{ h.node }}</td>
+<td class="num">+{{ "%.1f"|format(h.offset_ms) }} ms</td>
+<td class="num">{{ "%.1f"|format(h.duration_ms) }} ms</td>
+<td class="status">{{ h.code }}{% if h.detail %}: {{ h.detail }}{% endif %}
+{% if h.span.owner %}<span class="muted">(owner {{ h.span.owner }})</span>{% endif %}
+{% if h.culprit %}<b class="failed-here">⟸ failed here</b>{% endif %}</td>
+<td class="bar"><div><span style="left: {{ '%.2f'|format(100 * h.offset_ms / tree.total_ms
+ if tree.total_ms else 0) }}%; width: {{ '%.2f'|format(100 * h.duration_ms / tree.total_ms
+ if tree.total_ms else 100) }}%"></span></div></td>
+</tr>
+{% endfor %}
+</tbody>
+</table>
+<p class="muted">The same tree as <code>hplus trace {{ tree.trace_id }}</code>;
+JSON at <a href="/api/trace/{{ tree.trace_id }}">/api/trace/{{ tree.trace_id }}</a>.</p>
+{% endif %}
 {% endblock %}
 """
 
@@ -155,4 +241,5 @@ TEMPLATES = {
     "overview.html": _OVERVIEW,
     "hospital.html": _HOSPITAL,
     "missing.html": _MISSING,
+    "trace.html": _TRACE,
 }

@@ -279,6 +279,21 @@ class HealthMonitor:
         """The latest health of every edge (of one hospital), with its open alerts."""
         return await read_health(self._engine, self._config, hospital_id, now=self._clock())
 
+    async def dashboard_fields(self) -> dict[str, dict[str, str]]:
+        """Per hospital, the dashboard's edge-health columns (``Overview.add_source``).
+
+        ``edge_health``: ``ALERT`` while any of its edges has an open alert (the row turns
+        degraded), else ``OK``; ``edge_alerts``: each open alert's kind and detail.
+        """
+        fields: dict[str, dict[str, str]] = {}
+        for edge in await self.latest():
+            row = fields.setdefault(edge.hospital_id, {"edge_health": "OK", "edge_alerts": ""})
+            if edge.alerts:
+                row["edge_health"] = "ALERT"
+                reasons = [f"{a.kind}: {a.detail}" for a in edge.alerts]
+                row["edge_alerts"] = "; ".join(filter(None, [row["edge_alerts"], *reasons]))
+        return fields
+
     async def alerts(
         self, hospital_id: str | None = None, *, include_cleared: bool = False
     ) -> list[Alert]:

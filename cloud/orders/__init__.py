@@ -16,8 +16,16 @@ PayOrder, GetOrder and ListOrders to; `Orders` builds the parts for the node.
 from __future__ import annotations
 
 from cloud.orders._api import BoundPatientLookup, OrderApi, to_order
-from cloud.orders._coordinator import OrderCoordinator, key_for
-from cloud.orders._hospital import Evidence, HospitalAppointments, Lost, NotSent, Refused
+from cloud.orders._coordinator import OrderCoordinator, SlotFees, key_for
+from cloud.orders._hospital import (
+    Evidence,
+    HospitalAppointments,
+    Lost,
+    NotSent,
+    Refused,
+    fen_of,
+    money,
+)
 from cloud.orders._ledger import OrdersLedger
 from cloud.orders._machine import (
     FINAL,
@@ -61,9 +69,12 @@ __all__ = [
     "Orders",
     "OrdersLedger",
     "Refused",
+    "SlotFees",
     "Step",
     "advance",
+    "fen_of",
     "key_for",
+    "money",
     "public_status",
     "to_order",
     "unresolved_operation",

@@ -287,6 +287,15 @@ class OrderApi:
             problems.append(("patient.phone", "at most 20 characters"))
         if len(request.symptom_description) > 500:
             problems.append(("symptom_description", "at most 500 characters"))
+        expected: int | None = None
+        if request.HasField("expected_fee"):
+            fee = request.expected_fee
+            if fee.currency_code not in ("", "CNY"):
+                problems.append(("expected_fee.currency_code", "must be CNY"))
+            elif fee.units < 0 or fee.nanos < 0 or fee.nanos >= 1_000_000_000:
+                problems.append(("expected_fee", "must be a non-negative amount"))
+            else:
+                expected = fen_of(fee)
         if problems:
             raise _bad(*problems)
         digest = fingerprint(request)
@@ -310,6 +319,19 @@ class OrderApi:
             await self.coordinator.hospital.reachable(request.hospital_id)
         except NotSent as err:
             raise err.error from None
+        if expected is not None:
+            # The fee the directory shows now; the hospital's own quote is checked again
+            # when it holds the place (the coordinator gives the place up if it differs).
+            shown = await self.coordinator.slot_fee(request.hospital_id, request.slot_id)
+            if shown is not None and shown != expected:
+                raise errors.FailedPrecondition(
+                    f"the slot's fee is now {shown / 100:.2f} CNY, not {expected / 100:.2f}",
+                    reason="FEE_CHANGED",
+                    domain=ERROR_DOMAIN,
+                    precondition_violations=[
+                        ("SLOT", f"{request.hospital_id}/{request.slot_id}", "fee changed")
+                    ],
+                )
         now = dt.datetime.now(dt.UTC)
         order_id = f"{session.region}-{secrets.token_hex(8)}"
         identity = patient_pb2.PatientIdentity()
@@ -332,6 +354,7 @@ class OrderApi:
             "in_flight": True,  # the intent: HoldSlot under this key is sent right after
             "step_key": key_for(order_id, Step.HOLDING),
             "appointment": appointment_pb2.Appointment(slot_id=request.slot_id).SerializeToString(),
+            "expected_fee_fen": expected,
             "created_at": now,
             "updated_at": now,
             "status_changed_at": now,
@@ -386,9 +409,11 @@ class OrderApi:
                 reason="PAYMENTS_UNAVAILABLE",
                 domain=ERROR_DOMAIN,
             )
-        row = await self._own(session, request.order_id)
         digest = fingerprint(request)
-        earlier = await self._recall(session, request.request_id, "PayOrder", digest)
+        row, earlier = await asyncio.gather(
+            self._own(session, request.order_id),
+            self._recall(session, request.request_id, "PayOrder", digest),
+        )
         if earlier is None:
             if row.out_trade_no:
                 raise errors.FailedPrecondition(
@@ -478,8 +503,9 @@ class OrderApi:
                 ) from None
             raise
         self.coordinator.wake()
-        fresh = await self.store.get(row.order_id) or row
-        order = to_order(fresh)
+        # ``row`` is the order as the intent wrote it (or as a retry read it): the app pays
+        # only with what this answer carries, so nothing newer can have happened meanwhile.
+        order = to_order(row)
         payment = order.payments[0] if order.payments else patient_pb2.Payment()
         return patient_pb2.PayOrderResponse(
             payment=payment, channel_parameters=dict(prepay.app_parameters), order=order

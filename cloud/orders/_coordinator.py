@@ -20,6 +20,11 @@ Evidence, read by key (``AppointmentService/GetAppointment``, the edge's ledger)
 
 The payment channel's notifications and queries are the same evidence (`on_payment`,
 `on_refund`), applied once: a duplicate changes nothing.
+
+A hospital that cannot hold places (its edge answers HoldSlot with UNIMPLEMENTED, before any
+HIS call) gets the other journey: the patient pays the fee the public directory shows, then
+the slot is booked directly (BookAppointment by ``slot_id``); a refusal then (the place was
+taken, the fee changed) is confirmed and refunded like any other.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from cloud.orders._hospital import (
     Refused,
     describe_error,
     fen_of,
+    money,
 )
 from cloud.orders._machine import FINAL, Event, Step, advance
 from cloud.orders._store import Conflict, OrderRow, OrderStore
@@ -62,9 +68,17 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
 
+SlotFees = Callable[[str, str], Awaitable[int | None]]
+"""The fee (fen) patients are shown for ``(hospital_id, slot_id)``, ``None`` if unknown
+(``cloud.readstore.ReadQueries.slot_fee``)."""
+
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def _fee_changed(fee: int, expected: int) -> str:
+    return f"the hospital's fee is {fee / 100:.2f} CNY, not the {expected / 100:.2f} the app showed"
 
 
 def key_for(order_id: str, step: Step) -> str:
@@ -85,6 +99,8 @@ class OrderCoordinator:
         config: timings and thresholds.
         clock: the current time (tests pass their own).
         rng: the random source of the backoff's jitter.
+        fees: the slot fees patients are shown, for hospitals that cannot hold places
+            (``None``: orders at such hospitals fail, nothing booked or charged).
     """
 
     def __init__(
@@ -96,8 +112,10 @@ class OrderCoordinator:
         config: OrdersConfig | None = None,
         clock: Clock = _utcnow,
         rng: random.Random | None = None,
+        fees: SlotFees | None = None,
     ) -> None:
         self.store = store
+        self._fees = fees
         self.hospital = hospital
         self.channel = channel
         self.config = config or OrdersConfig()
@@ -122,6 +140,10 @@ class OrderCoordinator:
         """Notified after every change an order's work made (tests and benchmarks wait on it)."""
         if channel is not None:
             channel.add_listener(self._listen)
+
+    async def slot_fee(self, hospital_id: str, slot_id: str) -> int | None:
+        """The fee (fen) patients are shown for the slot, ``None`` when unknown."""
+        return None if self._fees is None else await self._fees(hospital_id, slot_id)
 
     def attach(self, channel: PaymentChannel) -> None:
         """Use ``channel`` for payments from now on (and hear its notifications)."""
@@ -289,6 +311,7 @@ class OrderCoordinator:
                 row.hospital_id,
                 key,
                 hold_id=row.hold_id,
+                slot_id=row.slot_id,
                 patient_id=row.hospital_patient_id,
                 paid_fen=row.paid_fen,
                 transaction_id=row.transaction_id,
@@ -307,6 +330,11 @@ class OrderCoordinator:
         return await h.release(row.hospital_id, key, hold_id=row.hold_id)
 
     async def _hospital_step(self, row: OrderRow) -> OrderRow | None:
+        if row.step in (Step.CANCELLING, Step.EXPIRING) and not (row.hold_id or row.appointment_id):
+            # A hospital that cannot hold, before the booking: nothing there to give up.
+            return await self._succeeded(
+                row, appointment_pb2.Appointment(), "nothing is held at the hospital"
+            )
         if row.in_flight and not row.unknown:
             if (row.order_id, row.version) in self._fresh:
                 # Our own intent, written with the move into this step: send now.
@@ -338,6 +366,8 @@ class OrderCoordinator:
                 sending, {"in_flight": False}, ("not_sent", describe_error(err.error))
             )
         except Refused as err:
+            if sending.step is Step.HOLDING and isinstance(err.error, errors.Unimplemented):
+                return await self._cannot_hold(sending, err.error)
             return await self.store.update(
                 sending,
                 {
@@ -365,6 +395,59 @@ class OrderCoordinator:
                 [("lost", f"answer lost ({describe_error(err.error)}): outcome unknown")],
             )
         return await self._succeeded(sending, answer, "answer")
+
+    async def _cannot_hold(self, row: OrderRow, error: errors.StatusError) -> OrderRow:
+        """HoldSlot is not offered by this hospital: pay first, then book the slot.
+
+        The slot is booked directly (BookAppointment by ``slot_id``) once the patient has
+        paid; a refusal then is confirmed and refunded like any other.
+
+        UNIMPLEMENTED comes from the edge before any HIS call (the profile offers no
+        ``hold_slot``), so nothing happened at the hospital and no probe is needed. The
+        amount due is the fee the patient was shown (the public read store); a slot whose
+        fee is not known there fails the order (nothing was booked or charged).
+        """
+        changes = self._settle_changes()
+        refusal = describe_error(error)
+        fee = await self.slot_fee(row.hospital_id, row.slot_id)
+        if fee is not None and row.expected_fee_fen is not None and fee != row.expected_fee_fen:
+            changes.update(
+                status_code=errors.FailedPrecondition.code.value[0],
+                status_message=_fee_changed(fee, row.expected_fee_fen),
+            )
+            return await self._move(
+                row,
+                Event.REFUSED,
+                changes,
+                [("refused", f"{refusal}; {_fee_changed(fee, row.expected_fee_fen)}")],
+            )
+        if fee is None:
+            changes.update(
+                status_code=error.code.value[0],
+                status_message="the hospital cannot hold places and the slot's fee is not in "
+                "the public directory",
+            )
+            return await self._move(
+                row,
+                Event.REFUSED,
+                changes,
+                [("refused", f"{refusal}; the slot's fee is unknown: nothing was booked")],
+            )
+        deadline = self._clock() + dt.timedelta(minutes=self.config.payment_minutes)
+        shown = appointment_pb2.Appointment(slot_id=row.slot_id)
+        shown.fee.cash_amount.CopyFrom(money(fee))
+        changes.update(
+            hold_id="",
+            appointment=shown.SerializeToString(),
+            amount_due_fen=fee,
+            payment_deadline=deadline if fee > 0 else None,
+            next_attempt_at=deadline if fee > 0 else None,
+        )
+        line = (
+            "answer",
+            f"{refusal}: the hospital cannot hold places; pay first, then the slot is booked",
+        )
+        return await self._move(row, Event.HELD if fee > 0 else Event.HELD_FREE, changes, [line])
 
     async def _probe(self, row: OrderRow) -> OrderRow | None:
         refresh = row.failures >= 1  # the last read found no evidence: ask the HIS
@@ -493,7 +576,11 @@ class OrderCoordinator:
             )
             # A pending payment is closed at the channel before the place is given up.
             changes["step_key"] = "" if closing else key_for(row.order_id, target)
-            if not closing:
+            # Nothing held or booked (a hospital that cannot hold): no write to send.
+            nothing_there = target in (Step.CANCELLING, Step.EXPIRING) and not (
+                row.hold_id or row.appointment_id
+            )
+            if not closing and not nothing_there:
                 # The intent of the step's write goes with the move: sent right after it.
                 changes["in_flight"] = True
         elif target is not row.step:
@@ -515,7 +602,9 @@ class OrderCoordinator:
         self, row: OrderRow, appointment: appointment_pb2.Appointment, how: str
     ) -> OrderRow:
         changes = self._settle_changes()
-        line = ("probe", how) if how.startswith("probe") else ("answer", "ok")
+        line = ("probe", how) if how.startswith("probe") else ("answer", how)
+        if how == "answer":
+            line = ("answer", "ok")
         if row.step is Step.HOLDING:
             fee = fen_of(appointment.fee.cash_amount)
             deadline = self._clock() + dt.timedelta(minutes=self.config.payment_minutes)
@@ -529,6 +618,21 @@ class OrderCoordinator:
                 next_attempt_at=deadline if fee > 0 else None,
             )
             event = Event.HELD if fee > 0 else Event.HELD_FREE
+            if row.expected_fee_fen is not None and fee != row.expected_fee_fen:
+                # Not the fee the patient was shown: nothing is charged, the place is given
+                # back (the hold cancelled) and the order says why.
+                held = await self._move(row, event, changes, [line])
+                why = _fee_changed(fee, row.expected_fee_fen)
+                return await self._move(
+                    held,
+                    Event.CANCEL,
+                    {
+                        "status_code": errors.FailedPrecondition.code.value[0],
+                        "status_message": why,
+                        "cancel_from": held.step.value,
+                    },
+                    [("cancel", f"{why}: giving the place back")],
+                )
         elif row.step is Step.CONFIRMING:
             changes.update(
                 appointment_id=appointment.appointment_id,

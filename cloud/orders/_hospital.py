@@ -196,19 +196,26 @@ class HospitalAppointments:
         key: str,
         *,
         hold_id: str,
+        slot_id: str = "",
         patient_id: str,
         paid_fen: int,
         transaction_id: str,
         out_trade_no: str,
         paid_at: dt.datetime | None,
     ) -> appointment_pb2.Appointment:
-        """Book the held place, recording the payment (BookAppointment)."""
+        """Book the held place, recording the payment (BookAppointment).
+
+        With no ``hold_id`` (a hospital that cannot hold) ``slot_id`` is booked directly.
+        """
         request = appointment_pb2.BookAppointmentRequest(
             idempotency_key=key,
-            hold_id=hold_id,
             patient=common_pb2.PatientRef(patient_id=patient_id),
             payer_type=common_pb2.PAYER_TYPE_SELF_PAY,
         )
+        if hold_id:
+            request.hold_id = hold_id
+        else:
+            request.slot_id = slot_id
         if paid_fen > 0:
             payment = common_pb2.Payment(
                 method=common_pb2.PAYMENT_METHOD_WECHAT_PAY,

@@ -48,6 +48,8 @@ ORDERS = sa.Table(
     sa.Column("receipt_number", sa.String(64), nullable=False, server_default=""),
     sa.Column("appointment", sa.LargeBinary, nullable=False),
     sa.Column("amount_due_fen", sa.BigInteger, nullable=False, server_default="0"),
+    # The fee the app showed (BookAppointmentRequest.expected_fee); NULL: none.
+    sa.Column("expected_fee_fen", sa.BigInteger, nullable=True),
     sa.Column("payment_deadline", sa.DateTime(timezone=True), nullable=True),
     sa.Column("pay_request_id", sa.String(36), nullable=False, server_default=""),
     sa.Column("pay_channel", sa.Integer, nullable=False, server_default="0"),

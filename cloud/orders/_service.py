@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cloud.config import OrdersConfig
 from cloud.orders._api import BoundPatientLookup, OrderApi
-from cloud.orders._coordinator import OrderCoordinator
+from cloud.orders._coordinator import OrderCoordinator, SlotFees
 from cloud.orders._hospital import ChannelFor, HospitalAppointments
 from cloud.orders._schema import PARTITIONED
 from cloud.orders._store import OrderStore
@@ -35,6 +35,8 @@ class Orders:
             (``cloud.accounts.Patients.at_hospital``).
         config: timings and thresholds.
         node_id: written on every history line.
+        fees: the slot fees patients are shown (the public read store), for hospitals that
+            cannot hold places.
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class Orders:
         patients: BoundPatientLookup,
         config: OrdersConfig | None = None,
         node_id: str = "",
+        fees: SlotFees | None = None,
     ) -> None:
         config = config or OrdersConfig()
         self.store = OrderStore(parts, node_id=node_id)
@@ -54,6 +57,7 @@ class Orders:
             HospitalAppointments(channel_for, timeout=config.hospital_timeout),
             channel,
             config=config,
+            fees=fees,
         )
         self.api = OrderApi(self.coordinator, patients)
 

@@ -60,6 +60,18 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
 
 
+def _stored(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with every time in UTC, as they are stored.
+
+    SQLite keeps a timezone-aware column's wall time and drops the offset, so a time in
+    another zone (the payment channel's, UTC+8) would read back eight hours off.
+    """
+    return {
+        k: v.astimezone(dt.UTC) if isinstance(v, dt.datetime) and v.tzinfo is not None else v
+        for k, v in values.items()
+    }
+
+
 class Conflict(Exception):
     """The order changed since it was read; read it again and decide again."""
 
@@ -98,6 +110,8 @@ class OrderRow:
     receipt_number: str
     appointment: bytes
     amount_due_fen: int
+    expected_fee_fen: int | None
+    """The fee the app showed when booking (``None``: none was given)."""
     payment_deadline: dt.datetime | None
     pay_request_id: str
     pay_channel: int
@@ -206,7 +220,7 @@ class OrderStore:
             sqlalchemy.exc.IntegrityError: the request (or order) exists already.
         """
         region = values["region"]
-        values = {**values, "history_count": len(history)}
+        values = _stored({**values, "history_count": len(history)})
 
         async def work(conn: AsyncConnection) -> OrderRow:
             await conn.execute(ORDERS.insert().values(**values))
@@ -327,7 +341,7 @@ class OrderStore:
             sqlalchemy.exc.IntegrityError: ``request`` was recorded already.
         """
         now = dt.datetime.now(dt.UTC)
-        values = dict(changes)
+        values = _stored(changes)
         values["version"] = row.version + 1
         values["updated_at"] = now
         values["history_count"] = row.history_count + len(history)

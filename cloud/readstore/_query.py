@@ -466,6 +466,47 @@ class ReadQueries:
             as_of=as_of,
         )
 
+    async def slot_fee(self, hospital_id: str, slot_id: str) -> int | None:
+        """The fee a patient is shown for one slot, in fen; ``None`` if unknown.
+
+        The slot's own fee, else its schedule's; ``None`` when the slot is not in the store
+        or its fee is not in CNY.
+
+        Orders at a hospital that cannot hold places charge this before booking the slot
+        (the hospital refuses a payment that differs from its fee, and that is refunded).
+        """
+        stmt = (
+            sa.select(
+                SLOTS.c.fee_units,
+                SLOTS.c.fee_nanos,
+                SLOTS.c.fee_currency,
+                SCHEDULES.c.fee_units.label("sched_units"),
+                SCHEDULES.c.fee_nanos.label("sched_nanos"),
+                SCHEDULES.c.fee_currency.label("sched_currency"),
+            )
+            .select_from(
+                SLOTS.join(
+                    SCHEDULES,
+                    sa.and_(
+                        SCHEDULES.c.hospital_id == SLOTS.c.hospital_id,
+                        SCHEDULES.c.schedule_id == SLOTS.c.schedule_id,
+                    ),
+                )
+            )
+            .where(SLOTS.c.hospital_id == hospital_id, SLOTS.c.slot_id == slot_id)
+        )
+        async with self._replicas.read() as conn:
+            row = (await conn.execute(stmt)).first()
+        if row is None:
+            return None
+        if row.fee_units is not None:
+            units, nanos, currency = row.fee_units, row.fee_nanos or 0, row.fee_currency
+        else:
+            units, nanos, currency = row.sched_units, row.sched_nanos, row.sched_currency
+        if (currency or "CNY") != "CNY":
+            return None
+        return int(units) * 100 + round(int(nanos) / 10_000_000)
+
     async def list_slots(
         self,
         hospital_id: str,

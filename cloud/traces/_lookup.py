@@ -19,7 +19,7 @@ from google.rpc import status_pb2
 
 from cloud.gateway import INTERNAL_AUTH_KEY, HospitalRouter, HospitalUnavailable
 from cloud.presence import Presence, PresenceUnavailable
-from cloud.traces._store import NodeSpanStore
+from cloud.traces._store import FailedCall, NodeSpanStore
 from hplus.cloud.v1 import operations_pb2, operations_pb2_grpc
 from hplus.hospital.v1 import admin_pb2, admin_pb2_grpc
 from mesh import errors
@@ -142,6 +142,10 @@ class TraceLookup:
     async def local(self, trace_id: str) -> list[operations_pb2.Span]:
         """This node's (store's) spans of the trace."""
         return [span_of_record(r) for r in await self._store.lookup(trace_id)]
+
+    async def recent_failures(self, hospital_id: str, *, limit: int = 20) -> list[FailedCall]:
+        """The newest failed calls concerning a hospital in this node's store."""
+        return await self._store.recent_failures(hospital_id, limit=limit)
 
     async def _peer(self, address: str, trace_id: str) -> list[operations_pb2.Span]:
         stub = operations_pb2_grpc.OperationsServiceStub(self._router.peer_channel(address))

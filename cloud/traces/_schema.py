@@ -28,4 +28,12 @@ SPANS = sa.Table(
     sa.Column("attributes", sa.Text, nullable=False),
     sa.Index("ix_trace_spans_trace_id", "trace_id"),
     sa.Index("ix_trace_spans_start_ns", "start_ns"),
+    # Failed spans only (partial): the dashboard's recent failures of one hospital.
+    sa.Index(
+        "ix_trace_spans_failed_hospital",
+        "hospital_id",
+        "start_ns",
+        sqlite_where=sa.text("code != 0"),
+        postgresql_where=sa.text("code != 0"),
+    ),
 )

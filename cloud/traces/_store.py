@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ from cloud.db import migrate
 from cloud.traces._schema import SPANS
 from mesh.observability import SpanRecord
 
-__all__ = ["NodeSpanStore", "migrate_traces"]
+__all__ = ["FailedCall", "NodeSpanStore", "migrate_traces"]
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -22,6 +23,18 @@ _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 async def migrate_traces(engine: AsyncEngine) -> None:
     """Bring the span table to the newest schema (own version table)."""
     await migrate(engine, _MIGRATIONS, version_table="alembic_version_traces")
+
+
+@dataclasses.dataclass(frozen=True)
+class FailedCall:
+    """A failed span concerning a hospital: its trace is the one to look up."""
+
+    trace_id: str
+    name: str
+    node: str
+    start_ns: int
+    code: int
+    message: str
 
 
 class NodeSpanStore:
@@ -129,3 +142,40 @@ class NodeSpanStore:
             )
             for r in rows
         ]
+
+    async def recent_failures(self, hospital_id: str, *, limit: int = 20) -> list[FailedCall]:
+        """The newest failed calls concerning ``hospital_id``, one per trace, newest first."""
+        cutoff = time.time_ns() - int(self.retention * 1e9)
+        query = (
+            sa.select(
+                SPANS.c.trace_id,
+                SPANS.c.name,
+                SPANS.c.node,
+                SPANS.c.start_ns,
+                SPANS.c.code,
+                SPANS.c.message,
+            )
+            .where(
+                SPANS.c.hospital_id == hospital_id,
+                SPANS.c.code != sa.literal_column("0"),  # as the partial index says
+                SPANS.c.start_ns >= cutoff,
+            )
+            .order_by(SPANS.c.start_ns.desc(), SPANS.c.id.desc())
+            # A failed call leaves a few failed spans (server, client, retries): read a few
+            # per trace, keep the newest of each.
+            .limit(limit * 8)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        calls: dict[str, FailedCall] = {}
+        for r in rows:
+            if r["trace_id"] not in calls and len(calls) < limit:
+                calls[r["trace_id"]] = FailedCall(
+                    trace_id=r["trace_id"],
+                    name=r["name"],
+                    node=r["node"],
+                    start_ns=r["start_ns"],
+                    code=r["code"],
+                    message=r["message"],
+                )
+        return list(calls.values())

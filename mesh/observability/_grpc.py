@@ -32,6 +32,8 @@ __all__ = [
 ]
 
 REQUEST_ID_KEY = "x-request-id"
+_HOSPITAL_KEY = "x-hplus-hospital"
+"""Metadata naming the hospital a call concerns (the router's route key)."""
 """Initial-metadata key of the request id returned to apps (the W3C trace id)."""
 
 _FORWARDED = counter(
@@ -97,7 +99,7 @@ class ServerObservability(grpc.aio.ServerInterceptor):
         tracing: Tracing,
         *,
         return_request_id: bool = False,
-        hospital_key: str = "x-hplus-hospital",
+        hospital_key: str = _HOSPITAL_KEY,
         skip_request_id: Sequence[str] = ("/hplus.tunnel.",),
     ) -> None:
         self._tracing = tracing
@@ -234,9 +236,13 @@ class _ClientBase:
 
     def _begin(self, details: Any, kind: str) -> tuple[Any, Callable[[Any], None]]:
         method = details.method.decode() if isinstance(details.method, bytes) else details.method
-        span = self._tracing.begin(
-            method[1:], SpanKind.CLIENT, attributes={"net.peer.name": self._peer}
-        )
+        attributes = {"net.peer.name": self._peer}
+        # A call forwarded to the node holding a hospital's tunnel names the hospital: its
+        # span is then among the hospital's (the dashboard's recent failures).
+        hospital = _header(details.metadata, _HOSPITAL_KEY)
+        if hospital:
+            attributes["hplus.hospital_id"] = hospital
+        span = self._tracing.begin(method[1:], SpanKind.CLIENT, attributes=attributes)
         metric = RPC_METRICS.started("client", kind, method)
         started = time.perf_counter()
         peer = self._peer

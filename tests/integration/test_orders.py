@@ -3,7 +3,8 @@
 The patient API's write side (`cloud.orders.OrderApi`) is called as the servicer calls it,
 with the `Caller` the real authentication gives a signed-in account that bound a patient
 through the hospital. Payments go through the in-memory channel (a seam we own) with its
-fault switches; the hospital is the REST simulator behind a real edge.
+fault switches; the hospital is the REST simulator behind a real edge (the database
+dialect's hospital, which cannot hold places, for the pay-first journey).
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ from cloud.orders import (
     OrderCoordinator,
     OrderRow,
     Step,
+    fen_of,
     key_for,
+    money,
 )
 from cloud.orders.testing import InMemoryChannel
+from cloud.readstore import HospitalRecord
 from hplus.cloud.v1 import account_pb2, patient_pb2
 from hplus.hospital.v1 import appointment_pb2, common_pb2, directory_pb2
 from mesh import errors
@@ -64,16 +68,13 @@ class Journey:
         )
         return str(slot.slot_id)
 
-    async def book(self, slot_id: str) -> patient_pb2.Order:
-        reply = await self.api.book_appointment(
-            patient_pb2.BookAppointmentRequest(
-                request_id=rid(),
-                hospital_id=self.env.hospital_id,
-                slot_id=slot_id,
-                patient=self.who,
-            ),
-            self.caller,
+    async def book(self, slot_id: str, expected_fen: int | None = None) -> patient_pb2.Order:
+        request = patient_pb2.BookAppointmentRequest(
+            request_id=rid(), hospital_id=self.env.hospital_id, slot_id=slot_id, patient=self.who
         )
+        if expected_fen is not None:
+            request.expected_fee.CopyFrom(money(expected_fen))
+        reply = await self.api.book_appointment(request, self.caller)
         return reply.order
 
     async def pay(self, order: patient_pb2.Order, *, notify: bool = True) -> str:
@@ -128,8 +129,10 @@ class Journey:
 
 
 @contextlib.asynccontextmanager
-async def journey(tmp_path: Path, *, config: OrdersConfig | None = None) -> AsyncIterator[Journey]:
-    async with hospital("rest", tmp_path) as env:
+async def journey(
+    tmp_path: Path, *, config: OrdersConfig | None = None, dialect: str = "rest"
+) -> AsyncIterator[Journey]:
+    async with hospital(dialect, tmp_path) as env:
         node = env.node
         assert node.order_parts is not None
         assert node.orders is not None
@@ -533,3 +536,117 @@ async def test_bad_input_is_named_and_lists_page_newest_first(tmp_path: Path) ->
                 j.caller,
             )
         assert amount.value.reason == "AMOUNT_MISMATCH"
+
+
+async def _directory_synced(j: Journey) -> None:
+    """The node's public read store holds the hospital's slots (the fees patients see)."""
+    node = j.env.node
+    assert node.readstore is not None
+    assert node.directory_sync is not None
+    await node.readstore.put_hospitals(
+        [HospitalRecord(hospital_id=j.env.hospital_id, name="Lakeside")]
+    )
+    await node.directory_sync.run_round(wait=True)
+
+
+async def test_a_hospital_that_cannot_hold_is_paid_first_then_booked_by_slot(
+    tmp_path: Path,
+) -> None:
+    async with journey(tmp_path, dialect="db") as j:
+        assert not j.env.can_hold
+        await _directory_synced(j)
+        slot = await j.slot()
+        fee = await j.env.node.readstore.queries.slot_fee(j.env.hospital_id, slot)  # type: ignore[union-attr]
+        assert fee is not None
+        assert fee > 0
+        order = await j.book(slot)
+        # Nothing is held at the HIS: the patient is asked for the fee the directory shows.
+        assert order.status == patient_pb2.ORDER_STATUS_AWAITING_PAYMENT
+        assert order.amount_due.units * 100 + order.amount_due.nanos // 10_000_000 == fee
+        assert booked_at_his(j, slot) == 0
+        history = await j.coordinator.store.history(order.order_id)
+        assert any("cannot hold" in h.detail for h in history)
+        await j.pay(order)
+        row = await j.until(order.order_id, lambda r: r.step is Step.CONFIRMED)
+        assert row.hold_id == ""
+        assert row.appointment_id
+        assert row.receipt_number
+        assert booked_at_his(j, slot) == 1
+        assert row.paid_fen == fee
+        assert not j.channel.refunds
+        # Cancelled after the booking: the hospital cancels it and the money is returned.
+        await j.api.cancel_appointment(
+            patient_pb2.CancelAppointmentRequest(request_id=rid(), order_id=order.order_id),
+            j.caller,
+        )
+        row = await j.until(order.order_id, lambda r: r.step is Step.CANCELLED)
+        assert booked_at_his(j, slot) == 0
+        assert row.refunded_fen == fee
+        assert len(j.channel.refunds) == 1
+
+
+async def test_cannot_hold_cancel_before_paying_and_unknown_fee(tmp_path: Path) -> None:
+    async with journey(tmp_path, dialect="db") as j:
+        # The directory not synced yet: the slot's fee is unknown, so nothing is booked or
+        # charged and the order fails with the reason.
+        slot = await j.slot()
+        order = await j.book(slot)
+        row = await j.until(order.order_id, lambda r: r.settled)
+        assert row.step is Step.FAILED
+        assert "fee" in row.status_message
+        assert booked_at_his(j, slot) == 0
+        assert not j.channel.trades
+        # Synced: booked, then cancelled before paying: nothing to give up at the hospital.
+        await _directory_synced(j)
+        order = await j.book(await j.slot(skip=1))
+        assert order.status == patient_pb2.ORDER_STATUS_AWAITING_PAYMENT
+        await j.api.cancel_appointment(
+            patient_pb2.CancelAppointmentRequest(request_id=rid(), order_id=order.order_id),
+            j.caller,
+        )
+        row = await j.until(order.order_id, lambda r: r.step is Step.CANCELLED)
+        history = await j.coordinator.store.history(order.order_id)
+        assert any("nothing is held" in h.detail for h in history), "; ".join(
+            f"{h.kind}: {h.detail}" for h in history
+        )
+        assert not j.env.his.core.bookings(patient_id=PATIENT)
+        assert not j.channel.refunds
+
+
+async def test_a_booking_at_another_fee_than_the_app_showed_charges_nothing(
+    tmp_path: Path,
+) -> None:
+    async with journey(tmp_path) as j:
+        # The directory not synced: the hospital's quote at the hold is the only check.
+        slot = await j.slot()
+        order = await j.book(slot, expected_fen=1)
+        row = await j.until(order.order_id, lambda r: r.settled)
+        assert row.step is Step.CANCELLED
+        assert "not the 0.01 the app showed" in row.status_message
+        held = [a for a in j.env.his.core.appointments.values() if a.slot_id == slot]
+        assert [a.status for a in held] == ["RELEASED"]  # the place was given back
+        assert not j.channel.trades
+        got = await j.api.get_order(patient_pb2.GetOrderRequest(order_id=order.order_id), j.caller)
+        assert got.order.status == patient_pb2.ORDER_STATUS_CANCELLED
+        assert got.order.status_reason.code == errors.FailedPrecondition.code.value[0]
+        # Synced: the fee the directory shows is checked before anything reaches the hospital.
+        await _directory_synced(j)
+        slot = await j.slot(skip=1)
+        fee = await j.env.node.readstore.queries.slot_fee(j.env.hospital_id, slot)  # type: ignore[union-attr]
+        assert fee is not None
+        with pytest.raises(errors.FailedPrecondition) as refused:
+            await j.book(slot, expected_fen=fee + 100)
+        assert refused.value.reason == "FEE_CHANGED"
+        assert not [a for a in j.env.his.core.appointments.values() if a.slot_id == slot]
+        # The fee it showed: booked as usual.
+        order = await j.book(slot, expected_fen=fee)
+        assert order.status == patient_pb2.ORDER_STATUS_AWAITING_PAYMENT
+        assert fen_of(order.amount_due) == fee
+        # A fee in another currency is named.
+        bad = patient_pb2.BookAppointmentRequest(
+            request_id=rid(), hospital_id=j.env.hospital_id, slot_id=slot, patient=j.who
+        )
+        bad.expected_fee.currency_code = "USD"
+        with pytest.raises(errors.InvalidArgument) as invalid:
+            await j.api.book_appointment(bad, j.caller)
+        assert "expected_fee.currency_code" in str(invalid.value.field_violations)

@@ -29,6 +29,7 @@ from sqlalchemy import event
 from cloud.config import NodeConfig
 from cloud.gateway import INTERNAL_AUTH_KEY, ROUTE_KEY
 from cloud.node import CloudNode
+from cloud.traces import failing_span
 from frontend_server.app import EdgeApp
 from frontend_server.profile import load_profile
 from hplus.cloud.v1 import operations_pb2, operations_pb2_grpc
@@ -42,13 +43,14 @@ from tests.integration.hospital_env import (
     write_profile,
 )
 from tests.support.waiting import until
-from tools.cli._trace import failing_span, render_trace
+from tools.cli._trace import render_trace
 from tools.his_sim import DbHis, Outage
 
 PATIENT = "P00000010"
 
 
-def _node_config(data_dir: Path, node_id: str, redis_url: str, ns: str) -> NodeConfig:
+def _node_config(data_dir: Path, node_id: str, redis_url: str, ns: str, **extra: Any) -> NodeConfig:
+    observability = extra.pop("observability", {})
     return NodeConfig(
         listen="127.0.0.1:0",
         internal_listen="127.0.0.1:0",
@@ -61,8 +63,10 @@ def _node_config(data_dir: Path, node_id: str, redis_url: str, ns: str) -> NodeC
         # One data directory (dev TLS material and the cluster secret shared), one span
         # store per node: B's spans reach A only through B's LookupTrace.
         observability=ObservabilityConfig(
-            traces_database_url=f"sqlite+aiosqlite:///{data_dir / f'traces-{node_id}.db'}"
+            traces_database_url=f"sqlite+aiosqlite:///{data_dir / f'traces-{node_id}.db'}",
+            **observability,
         ),
+        **extra,
     )
 
 
@@ -87,19 +91,38 @@ class Cluster:
 
 
 @asynccontextmanager
-async def cluster(tmp_path: Path, redis_url: str, dialect: str) -> AsyncIterator[Cluster]:
+async def cluster(
+    tmp_path: Path,
+    redis_url: str,
+    dialect: str,
+    *,
+    a_config: dict[str, Any] | None = None,
+    b_config: dict[str, Any] | None = None,
+    edge: dict[str, Any] | None = None,
+) -> AsyncIterator[Cluster]:
+    """Nodes A and B and the hospital's edge on B; ``a_config``, ``b_config``: more of each node's
+    NodeConfig (``observability``: a dict of more of its ObservabilityConfig); ``edge``: more
+    of the edge's EdgeConfig."""
     ns = f"test-{uuid.uuid4().hex}:"
     cloud_dir = tmp_path / "cloud"
     async with (
         simulator(dialect) as his,
-        CloudNode(_node_config(cloud_dir, "node-a", redis_url, ns), tunnel_config=FAST) as a,
-        CloudNode(_node_config(cloud_dir, "node-b", redis_url, ns), tunnel_config=FAST) as b,
+        CloudNode(
+            _node_config(cloud_dir, "node-a", redis_url, ns, **(a_config or {})), tunnel_config=FAST
+        ) as a,
+        CloudNode(
+            _node_config(cloud_dir, "node-b", redis_url, ns, **(b_config or {})), tunnel_config=FAST
+        ) as b,
     ):
         try:
             profile = load_profile(write_profile(tmp_path, dialect, his_url(his)))
             assert b.credentials is not None
             token = (await b.credentials.issue(profile.hospital_id)).token
-            app = EdgeApp(edge_config(b, profile, token, tmp_path / "edge", his))
+            app = EdgeApp(
+                dataclasses.replace(
+                    edge_config(b, profile, token, tmp_path / "edge", his), **(edge or {})
+                )
+            )
             async with app:
                 assert app.dialer is not None
                 await asyncio.wait_for(app.dialer.connected.wait(), 10)

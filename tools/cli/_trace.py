@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-from collections.abc import Sequence
 from typing import Any
 
-from tools.cli._base import Parser
+from tools.cli._base import EXIT_BAD_INPUT, CliError, Parser
 from tools.cli._cloud import _NODE_HINT, _internal
 from tools.cli._node import config_flags, failure, run_on_node
 
 __all__ = ["register", "render_trace"]
-
-_TIERS = {0: "?", 1: "cloud", 2: "edge", 3: "his"}
 
 
 def register(sub: argparse._SubParsersAction[Parser]) -> None:
@@ -27,78 +23,51 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         "prints them as a tree with timings, marking the hop where the call failed.",
     )
     config_flags(p)
-    p.add_argument("request_id", metavar="REQUEST_ID", help="32 hex digits (W3C trace id)")
+    p.add_argument(
+        "request_id",
+        metavar="REQUEST_ID",
+        help="32 hex digits (the x-request-id an app received; a traceparent works too)",
+    )
     p.add_argument("--node", metavar="HOST:PORT", help="internal endpoint (default: config)")
     p.set_defaults(func=_trace)
 
 
-def _ms(duration: Any) -> str:
-    return f"{duration.ToNanoseconds() / 1e6:.1f}ms"
-
-
-def failing_span(spans: Sequence[Any]) -> str:
-    """The span id of the hop where the call failed.
-
-    The earliest failed span none of whose children failed (``""`` when all are OK).
-    """
-    failed = {s.span_id for s in spans if s.status.code != 0}
-    if not failed:
-        return ""
-    parents = {s.parent_span_id for s in spans if s.span_id in failed}
-    leaves = [s for s in spans if s.span_id in failed and s.span_id not in parents]
-    return min(leaves, key=lambda s: s.start_time.ToNanoseconds()).span_id if leaves else ""
-
-
 def render_trace(answer: Any) -> list[str]:
     """The lines ``hplus trace`` prints for a ``LookupTraceResponse``."""
-    spans = list(answer.spans)
-    ids = {s.span_id for s in spans}
-    children: dict[str, list[Any]] = {}
-    roots = []
-    for s in spans:
-        if s.parent_span_id and s.parent_span_id in ids:
-            children.setdefault(s.parent_span_id, []).append(s)
-        else:
-            roots.append(s)
-    start = min(s.start_time.ToNanoseconds() for s in spans)
-    culprit = failing_span(spans)
-    first = dt.datetime.fromtimestamp(start / 1e9, dt.UTC).isoformat(timespec="milliseconds")
-    lines = [f"trace {answer.trace_id}  started {first}  {len(spans)} span(s)"]
+    from cloud.traces import trace_tree
 
-    def walk(span: Any, depth: int) -> None:
-        offset = (span.start_time.ToNanoseconds() - start) / 1e6
-        name = f"{span.service}/{span.method}" if span.method else span.service
-        where = f"{_TIERS.get(span.tier, '?')}:{span.node or '-'}"
-        code = "OK" if span.status.code == 0 else f"code {span.status.code}"
-        line = f"{'  ' * depth}{name}  [{where}]  +{offset:.1f}ms  {_ms(span.duration)}  {code}"
-        if span.status.code != 0 and span.status.message:
-            line += f": {span.status.message}"
-        if span.span_id == culprit:
+    tree = trace_tree(answer)
+    first = tree.started.isoformat(timespec="milliseconds")
+    lines = [f"trace {tree.trace_id}  started {first}  {len(tree.hops)} span(s)"]
+    for hop in tree.hops:
+        code = "OK" if hop.ok else f"code {hop.span.status.code}"
+        line = (
+            f"{'  ' * (hop.depth + 1)}{hop.name}  [{hop.tier}:{hop.node}]"
+            f"  +{hop.offset_ms:.1f}ms  {hop.duration_ms:.1f}ms  {code}"
+        )
+        if hop.message:
+            line += f": {hop.message}"
+        if hop.culprit:
             line += "   <== failed here"
         lines.append(line)
-        for child in sorted(
-            children.get(span.span_id, []), key=lambda c: c.start_time.ToNanoseconds()
-        ):
-            walk(child, depth + 1)
-
-    for root in roots:
-        walk(root, 1)
-    if not answer.complete:
-        pending = ", ".join(answer.pending_hospital_ids)
-        lines.append(
-            "incomplete: "
-            + (f"no answer from the edge of {pending}" if pending else "some parents are missing")
-        )
+    if tree.incomplete:
+        lines.append(f"incomplete: {tree.incomplete}")
     return lines
 
 
 def _trace(args: argparse.Namespace) -> int:
     from cloud.gateway import INTERNAL_AUTH_KEY
+    from cloud.traces import REQUEST_ID_FORMAT, parse_request_id
     from hplus.cloud.v1 import operations_pb2, operations_pb2_grpc
     from mesh import errors
 
+    request_id = parse_request_id(args.request_id)
+    if request_id is None:
+        raise CliError(
+            f"REQUEST_ID: {args.request_id!r} is not a request id; expected {REQUEST_ID_FORMAT}",
+            exit_code=EXIT_BAD_INPUT,
+        )
     target, creds, secret = _internal(args)
-    request_id = args.request_id.strip().lower()
 
     async def fetch(channel: Any) -> operations_pb2.LookupTraceResponse:
         stub = errors.wrap(operations_pb2_grpc.OperationsServiceStub(channel))

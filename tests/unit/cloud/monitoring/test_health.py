@@ -151,3 +151,17 @@ async def test_latest_and_a_bounded_history_per_edge(engine: AsyncEngine) -> Non
     assert stale[0].as_dict()["alerts"][0]["kind"] == "SILENT"
     async with engine.connect() as conn:
         assert (await conn.execute(sa.select(sa.func.count()).select_from(ALERTS))).scalar() == 0
+
+
+async def test_the_dashboard_sees_each_hospitals_open_alerts(engine: AsyncEngine) -> None:
+    monitor = HealthMonitor(engine, HealthConfig(), report_interval=30.0, clock=Clock())
+    assert await monitor.dashboard_fields() == {}
+    await monitor.report(Edge("h1", "e1"), report())
+    await monitor.report(Edge("h2", "e2"), report(his=edge_pb2.HIS_REACHABILITY_UNREACHABLE))
+    fields = await monitor.dashboard_fields()
+    assert fields["h1"] == {"edge_health": "OK", "edge_alerts": ""}
+    assert fields["h2"]["edge_health"] == "ALERT"
+    assert fields["h2"]["edge_alerts"].startswith("HIS_UNREACHABLE: directory (rest)")
+    # The HIS answers again: the alert clears, and so does the column.
+    await monitor.report(Edge("h2", "e2"), report())
+    assert (await monitor.dashboard_fields())["h2"] == {"edge_health": "OK", "edge_alerts": ""}

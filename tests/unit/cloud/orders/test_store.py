@@ -180,3 +180,25 @@ async def test_payments_of_a_business_day_in_utc_plus_8(
         ]
         due = await store.due(T0 + dt.timedelta(days=1))
         assert [r.order_id for r in due] == ["44-00000000000000b4"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_time_in_the_channels_zone_is_kept_as_the_same_instant(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # The channel says when the money was taken in UTC+8; SQLite keeps a column's wall time
+    # and drops its offset, so the store writes every time in UTC.
+    cst = dt.timezone(dt.timedelta(hours=8))
+    async with partitions(kind, tmp_path, request) as parts:
+        store = OrderStore(parts)
+        created = await store.create(
+            values("44-00000000000000c1"), method="BookAppointment", digest="d", history=[]
+        )
+        paid_at = dt.datetime(2026, 12, 6, 0, 10, tzinfo=cst)  # 16:10 on the 5th, UTC
+        await store.update(created, {"paid_at": paid_at, "paid_fen": 500}, [("payment", "paid")])
+        row = await store.get("44-00000000000000c1")
+        assert row is not None
+        assert row.paid_at == paid_at
+        day6 = await store.payments_for(dt.date(2026, 12, 6), None)
+        assert [p.order_id for p in day6] == ["44-00000000000000c1"]
+        assert not await store.payments_for(dt.date(2026, 12, 5), None)
