@@ -388,8 +388,9 @@ async def tunnel_cut(p: Platform, h: Hospital, rng: random.Random) -> Call:
 
 
 async def channel_down(p: Platform, h: Hospital, rng: random.Random) -> Call:
-    """The payment channel takes the prepay and its answer is lost."""
+    """The payment channel takes the prepay and loses its answer, or cannot be reached."""
     from hplus.cloud.v1 import patient_pb2
+    from tools.pay_sim import TimeoutAfterCommit as PayTimeoutAfterCommit
 
     order = await _awaiting_payment(p, h, rng)
     async with asyncio.timeout(30):
@@ -405,18 +406,27 @@ async def channel_down(p: Platform, h: Hospital, rng: random.Random) -> Call:
             ):
                 raise RuntimeError(f"order {order.order_id} ended {got.order.status}")
             await asyncio.sleep(0.02)
-    p.pay.lose("prepay")
-    call = p.patient_stub.PayOrder(
-        patient_pb2.PayOrderRequest(
-            request_id=rid(),
-            order_id=order.order_id,
-            channel=patient_pb2.PAYMENT_CHANNEL_WECHAT_PAY,
-            amount=got.order.amount_due,
-        ),
-        metadata=p.md(),
-        timeout=15,
-    )
-    return await _public(call, h.hospital_id)
+    lost = rng.random() < 0.5
+    if lost:
+        # More than the channel client retries: the answer stays lost.
+        await p.pay.inject(PayTimeoutAfterCommit(frozenset({"prepay"}), mode="drop", times=20))
+    else:
+        await p.pay_relay.refuse()
+    try:
+        call = p.patient_stub.PayOrder(
+            patient_pb2.PayOrderRequest(
+                request_id=rid(),
+                order_id=order.order_id,
+                channel=patient_pb2.PAYMENT_CHANNEL_WECHAT_PAY,
+                amount=got.order.amount_due,
+            ),
+            metadata=p.md(),
+            timeout=15,
+        )
+        return await _public(call, h.hospital_id)
+    finally:
+        await p.pay_relay.restore()
+        await p.pay.clear_faults()
 
 
 async def cloud_store_down(p: Platform, h: Hospital, rng: random.Random) -> Call:

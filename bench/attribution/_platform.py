@@ -1,7 +1,8 @@
 """The fault set's platform: one node, three hospitals (REST, SOAP, database HIS), relays.
 
 Everything is real and in one event loop: a cloud node over TLS whose rate buckets live in
-the shared Redis (through a relay, under a namespace of its own), and per hospital a HIS
+the shared Redis (through a relay, under a namespace of its own), whose payment channel is
+the WeChat-Pay-like simulator (``tools.pay_sim``, through a relay), and per hospital a HIS
 simulator of its dialect, an edge (``EdgeApp``) whose tunnel to the node runs through a
 relay, and — for the HTTP dialects — a relay between the edge and its HIS. An app key is
 issued, one account signs in, and the patient API and account service are called over gRPC
@@ -65,6 +66,8 @@ class Platform:
     hospitals: dict[str, Hospital]
     redis: Relay
     pay: Any
+    """The payment simulator (``PaySim``)."""
+    pay_relay: Relay
     app_key: str
     token: str
     patient_stub: Any
@@ -148,16 +151,16 @@ async def platform(
     from redis.asyncio import Redis
 
     from cloud.accounts import Channel, Rate
-    from cloud.config import NodeConfig, SyncConfig
+    from cloud.config import NodeConfig, PaymentsConfig, SyncConfig
     from cloud.edgeconfig import ProbesConfig
     from cloud.node import CloudNode
-    from cloud.orders.testing import InMemoryChannel
     from frontend_server.app import EdgeApp, EdgeConfig
     from frontend_server.dialer import DialerConfig
     from frontend_server.profile import load_profile
     from hplus.cloud.v1 import account_pb2_grpc, patient_pb2_grpc
     from mesh.tunnel import TunnelConfig
     from tools.his_sim import DbHis, RestHis, SoapHis
+    from tools.pay_sim import PaySim
 
     fast = TunnelConfig(ping_interval=2.0, handshake_timeout=5.0, drain_grace=1.0)
     redis_host, _, rest = redis_url.removeprefix("redis://").partition(":")
@@ -174,6 +177,11 @@ async def platform(
         }
         for sim in sims.values():
             await stack.enter_async_context(sim)
+        pay = await stack.enter_async_context(PaySim(path=root / "pay.db"))
+        pay_relay = Relay("127.0.0.1", pay.port)
+        await pay_relay.start()
+        stack.push_async_callback(pay_relay.close)
+        merchant_key, platform_key = pay.write_keys(root / "pay-keys")
         config = NodeConfig(
             listen="127.0.0.1:0",
             internal_listen="127.0.0.1:0",
@@ -184,6 +192,17 @@ async def platform(
             redis_namespace=namespace,
             sync=SyncConfig(enabled=False),
             probes=ProbesConfig(enabled=False),
+            payments=PaymentsConfig(
+                channel_url=f"http://127.0.0.1:{pay_relay.port}",
+                merchant_id=pay.merchant_id,
+                app_id=pay.app_id,
+                merchant_key_file=merchant_key,
+                platform_public_key_file=platform_key,
+                notify_plaintext=True,
+                # The channel client retries a lost answer for this long before the app's
+                # PayOrder hears CHANNEL_UNAVAILABLE (10 s by default: shorter here).
+                retry_deadline=2.0,
+            ),
         )
         node = await stack.enter_async_context(CloudNode(config, tunnel_config=fast))
         assert node.credentials is not None
@@ -239,8 +258,6 @@ async def platform(
                 )
             )
 
-        pay = InMemoryChannel()
-        node.order_parts.coordinator.attach(pay)
         issued = await node.accounts.apps.issue("attr-bench", Channel.WEB, Rate(100000, 1.0))
         creds = grpc.ssl_channel_credentials(ca)
         channel = grpc.aio.secure_channel(f"localhost:{node.port}", creds)
@@ -252,6 +269,7 @@ async def platform(
             hospitals=hospitals,
             redis=redis,
             pay=pay,
+            pay_relay=pay_relay,
             app_key=issued.key,
             token=token,
             patient_stub=patient_pb2_grpc.PatientApiServiceStub(channel),
