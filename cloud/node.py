@@ -24,6 +24,13 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cloud.accounts import Accounts, InProcessBuckets, LogCodeSender, RedisBuckets
+from cloud.attribution import (
+    ERRORS_FIELD,
+    FailureRecorder,
+    FailureStore,
+    errors_by_owner,
+    migrate_attribution,
+)
 from cloud.census import (
     CensusFlusher,
     CensusStore,
@@ -188,6 +195,8 @@ class CloudNode:
         self.tracing: Tracing | None = None
         self.spans: NodeSpanStore | None = None
         self.trace_lookup: TraceLookup | None = None
+        self.failures: FailureRecorder | None = None
+        """Failed calls, attributed to their owners (``hplus cloud errors``)."""
         self.metrics: MetricsServer | None = None
         """The ``/metrics`` endpoint, when ``observability.metrics_listen`` is set."""
 
@@ -284,6 +293,11 @@ class CloudNode:
         # Observability (spans in the node's database, RPC metrics, /metrics): built before
         # the servers, whose interceptors and the gateway's hooks use it.
         tracing = await self._observe(stack)
+        # Every failed call (served, or made to an edge) attributed to its owner, in the
+        # fleet database that every node shares (hplus cloud errors reads it there).
+        await migrate_attribution(fleet_engine)
+        self.failures = FailureRecorder(FailureStore(fleet_engine), node=cfg.node_id)
+        failures = self.failures
 
         def observing(**kw: Any) -> list[grpc.aio.ServerInterceptor]:
             return [ServerObservability(tracing, **kw)] if tracing is not None else []
@@ -316,6 +330,7 @@ class CloudNode:
             hooks=[
                 *([TunnelClientHook(tracing)] if tracing is not None else []),
                 *([self.census] if cfg.census_rate > 0 else []),
+                failures.hook(),
             ],
             check_hello=self._check_release,
             max_tunnels_per_credential=cfg.max_tunnels_per_credential,
@@ -451,7 +466,7 @@ class CloudNode:
         # outer message cannot make the node parse (and hold) more than that.
         tunnel_limit = self._tunnel_config.max_inbound_outer_message_bytes
         server = self._server_for(
-            interceptors=observing(return_request_id=True),
+            interceptors=[*observing(return_request_id=True), failures.interceptor()],
             options=[
                 ("grpc.so_reuseport", 0),
                 *_KEEPALIVE,
@@ -533,6 +548,7 @@ class CloudNode:
                     self.health.dashboard_fields,
                     [Column("edge_health", "edge health"), Column("edge_alerts", "edge alerts")],
                 )
+            self._add_error_columns(overview)
             self.dashboard = Dashboard(
                 overview,
                 data_dir=cfg.data_dir,
@@ -547,6 +563,7 @@ class CloudNode:
             ("presence-heartbeat", self._sync.run),
             ("revocations", self.revocations.run),
             ("census-flush", self._census_flusher.run),
+            ("failures", failures.run),
         ]
         if self.directory_sync is not None:
             loops.append(("readstore-sync", self.directory_sync.run))
@@ -572,6 +589,15 @@ class CloudNode:
             cfg.registry_address,
             node_address,
         )
+
+    def _add_error_columns(self, overview: Overview) -> None:
+        """The overview's (and hospital page's) "errors by owner" column."""
+        if self.failures is not None:
+            overview.add_source(
+                "errors by owner",
+                errors_by_owner(self.failures.store),
+                [Column(ERRORS_FIELD, "errors by owner (1 h)")],
+            )
 
     def _https(self) -> ssl.SSLContext | None:
         """The server TLS context of the node's HTTP listeners (None: plaintext)."""
@@ -663,6 +689,7 @@ class CloudNode:
             self.reports,
             self.probes,
             self.reconciler,
+            self.failures,
         ):
             if part is not None:
                 await part.shutdown()

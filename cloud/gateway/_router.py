@@ -31,24 +31,35 @@ class HospitalUnavailable(errors.Unavailable):
     """No tunnel of the hospital is reachable (UNAVAILABLE, ``HOSPITAL_NOT_CONNECTED``).
 
     Details: ``ResourceInfo{hospital, <id>}`` and ``ErrorInfo.metadata["last_seen"]`` (ISO
-    8601, when known).
+    8601, when known) and ``["last_end"]``: how its last tunnel on this node ended
+    (``TunnelGateway.last_end``: ``DRAINED``, ``TUNNEL_LOST``, ``PEER_SILENT`` …), which
+    tells an edge that was stopped from a tunnel that was cut.
 
     Args:
         hospital_id: the hospital.
         last_seen: when it was last connected anywhere, if known.
         why: what failed, for the message (never an internal error's text).
+        last_end: how its last tunnel on this node ended, if one did.
     """
 
     def __init__(
-        self, hospital_id: str, *, last_seen: dt.datetime | None = None, why: str = ""
+        self,
+        hospital_id: str,
+        *,
+        last_seen: dt.datetime | None = None,
+        why: str = "",
+        last_end: str = "",
     ) -> None:
         seen = last_seen.isoformat(timespec="seconds") if last_seen else "never"
         because = f": {why}" if why else f" (last seen {seen})"
+        metadata = {"last_seen": seen} if last_seen else {}
+        if last_end:
+            metadata["last_end"] = last_end
         super().__init__(
             f"hospital {hospital_id} is not connected{because}",
             reason="HOSPITAL_NOT_CONNECTED",
             domain=ERROR_DOMAIN,
-            metadata={"last_seen": seen} if last_seen else {},
+            metadata=metadata,
             resource=errors.Resource("hospital", hospital_id),
         )
         self.hospital_id = hospital_id
@@ -159,7 +170,9 @@ class HospitalRouter:
             ]
             if not records:
                 last = await self._presence.last_seen(hospital_id)
-                raise HospitalUnavailable(hospital_id, last_seen=last)
+                raise HospitalUnavailable(
+                    hospital_id, last_seen=last, last_end=self._gateway.last_end(hospital_id)
+                )
         except PresenceUnavailable as err:
             log.warning("routing %s: %s", hospital_id, err)
             raise HospitalUnavailable(hospital_id, why="tunnel presence is unavailable") from None

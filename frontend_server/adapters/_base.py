@@ -22,7 +22,7 @@ from frontend_server.adapters._errors import (
     RejectReason,
 )
 from frontend_server.adapters._protocol import HisAdapter
-from frontend_server.adapters._settings import DialectSettings
+from frontend_server.adapters._settings import DialectSettings, within_caller
 from frontend_server.adapters._vendors import UNAVAILABLE_CODE
 
 __all__ = ["WRITE_OPERATIONS", "BaseAdapter", "converted"]
@@ -111,7 +111,12 @@ class BaseAdapter(HisAdapter):
 
     def _check_open(self, operation: str) -> None:
         if self._closed:
-            raise HisUnavailable("adapter is closed", operation=operation, dialect=self.DIALECT)
+            raise HisUnavailable(
+                "adapter is closed",
+                operation=operation,
+                dialect=self.DIALECT,
+                cause="adapter_closed",
+            )
 
     @staticmethod
     def _check_find_args(id_number: str, card_number: str, phone: str, name: str) -> None:
@@ -127,8 +132,8 @@ class BaseAdapter(HisAdapter):
 
     def _deadline(self, operation: str) -> float:
         if operation in WRITE_OPERATIONS:
-            return self.settings.write_timeout_seconds
-        return self.settings.read_timeout_seconds
+            return within_caller(self.settings.write_timeout_seconds)
+        return within_caller(self.settings.read_timeout_seconds)
 
     def _refusal(
         self, vendor_code: str, message: str, operation: str, *, parameter: str = ""
@@ -152,6 +157,7 @@ class BaseAdapter(HisAdapter):
                 f"{operation}: HIS unavailable (vendor code {vendor_code})",
                 operation=operation,
                 dialect=self.DIALECT,
+                cause="vendor_outage",
             )
         return HisRejected(
             RejectReason(reason),

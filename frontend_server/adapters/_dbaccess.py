@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import errno
 import json
 import logging
 import re
@@ -28,7 +29,7 @@ from typing_extensions import override
 from frontend_server.adapters._base import WRITE_OPERATIONS, BaseAdapter
 from frontend_server.adapters._codec import Record
 from frontend_server.adapters._errors import HisError, HisProtocolError, HisTimeout, HisUnavailable
-from frontend_server.adapters._settings import DialectSettings
+from frontend_server.adapters._settings import DialectSettings, within_caller
 from mesh.observability import current_traceparent
 from mesh.retry import RetryPolicy
 
@@ -143,11 +144,13 @@ class DbAccess(BaseAdapter):
                 operation=op,
                 dialect=self.DIALECT,
                 write=True,
+                cause="connection_lost",
             )
         return HisUnavailable(
             f"{op}: database unavailable ({type(err).__name__})",
             operation=op,
             dialect=self.DIALECT,
+            cause=_db_cause(err),
         )
 
     async def _select(
@@ -187,7 +190,7 @@ class DbAccess(BaseAdapter):
             sql += f" ORDER BY {order_by}"
         sql += _trace_comment()
         statement = text(sql).bindparams(*binds) if binds else text(sql)
-        deadline = self.settings.read_timeout_seconds
+        deadline = within_caller(self.settings.read_timeout_seconds)
         try:
             async with asyncio.timeout(deadline), self._engine.connect() as conn:
                 rows = (await conn.execute(statement, params)).mappings().all()
@@ -299,3 +302,31 @@ def _refused(row: Any) -> str:
     except ValueError:
         return ""
     return str(out.get("ERR_PARAM", "")) if isinstance(out, dict) else ""
+
+
+def _db_cause(err: BaseException) -> str:
+    """The ``cause`` of a database HIS failure (see ``CAUSES``), from the error's chain."""
+    seen: BaseException | None = err
+    text = ""
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, ConnectionRefusedError):
+            return "refused"
+        if isinstance(seen, OSError) and seen.errno in (
+            errno.ENETUNREACH,
+            errno.EHOSTUNREACH,
+            errno.ENETDOWN,
+            errno.EHOSTDOWN,
+        ):
+            return "unreachable"
+        text += f" {seen}"
+        seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
+    lowered = text.lower()
+    if "connection refused" in lowered:
+        return "refused"
+    if "timeout" in lowered or "timed out" in lowered:
+        return "connect_timeout"
+    if "no route" in lowered or "could not translate host" in lowered:
+        return "unreachable"
+    return "connection_lost"

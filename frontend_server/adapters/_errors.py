@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "CAUSES",
     "HisCapabilityError",
     "HisError",
     "HisProtocolError",
@@ -56,12 +57,37 @@ class HisError(Exception):
     Attributes:
         operation: Canonical operation name (``"book"``, ``"list_departments"`` …).
         dialect: ``"rest"``, ``"soap"`` or ``"db"``.
+        cause: How the call failed, for attributing it (see `CAUSES`); "" when not said.
     """
 
-    def __init__(self, message: str, *, operation: str = "", dialect: str = "") -> None:
+    def __init__(
+        self, message: str, *, operation: str = "", dialect: str = "", cause: str = ""
+    ) -> None:
         super().__init__(message)
         self.operation = operation
         self.dialect = dialect
+        self.cause = cause
+
+
+CAUSES = frozenset(
+    {
+        "refused",
+        "connect_timeout",
+        "unreachable",
+        "http_5xx",
+        "vendor_outage",
+        "read_timeout",
+        "connection_lost",
+        "adapter_closed",
+    }
+)
+"""How a HIS call failed, as far as the edge can tell (``ErrorInfo.metadata["cause"]``).
+
+``refused``: nothing listens on the HIS port (the host answered: the HIS is down).
+``connect_timeout`` / ``unreachable``: no TCP answer at all, or no route or name: the
+hospital's network. ``http_5xx`` / ``vendor_outage``: the HIS answered that it fails.
+``read_timeout``: connected, no answer in time. ``connection_lost``: the HIS dropped an
+accepted connection. ``adapter_closed``: the edge closed its adapter (stopping)."""
 
 
 class HisUnavailable(HisError):
@@ -80,9 +106,15 @@ class HisTimeout(HisError):
     """
 
     def __init__(
-        self, message: str, *, operation: str = "", dialect: str = "", write: bool = False
+        self,
+        message: str,
+        *,
+        operation: str = "",
+        dialect: str = "",
+        write: bool = False,
+        cause: str = "read_timeout",
     ) -> None:
-        super().__init__(message, operation=operation, dialect=dialect)
+        super().__init__(message, operation=operation, dialect=dialect, cause=cause)
         self.write = write
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,6 +44,7 @@ class HttpTransport:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._settings.max_connections),
                 headers=dict(self._settings.http_headers),
+                trace_configs=[_connection_trace()],
             )
         return self._session
 
@@ -95,6 +98,7 @@ class HttpTransport:
         timeout = aiohttp.ClientTimeout(
             total=deadline, sock_connect=min(self._settings.connect_timeout_seconds, deadline)
         )
+        progress = _Progress()
         try:
             async with self._client().request(
                 method,
@@ -104,6 +108,7 @@ class HttpTransport:
                 data=data,
                 headers=headers,
                 timeout=timeout,
+                trace_request_ctx=progress,
             ) as response:
                 body = await response.read()
                 return HttpAnswer(response.status, response.content_type, body)
@@ -112,20 +117,33 @@ class HttpTransport:
                 f"{operation}: could not connect within {self._settings.connect_timeout_seconds}s",
                 operation=operation,
                 dialect=dialect,
+                cause="connect_timeout",
             ) from err
         except TimeoutError as err:
+            if not progress.connected:
+                # The whole-call deadline passed before any connection was made (it can
+                # end before the connect timeout does): nothing was sent, and the HIS host
+                # never answered at TCP level.
+                raise HisUnavailable(
+                    f"{operation}: could not connect within {deadline}s",
+                    operation=operation,
+                    dialect=dialect,
+                    cause="connect_timeout",
+                ) from err
             raise HisTimeout(
                 f"{operation}: no answer within {deadline}s"
                 + (" (the write may have happened)" if write else ""),
                 operation=operation,
                 dialect=dialect,
                 write=write,
+                cause="read_timeout",
             ) from err
         except aiohttp.ClientConnectorError as err:
             raise HisUnavailable(
                 f"{operation}: connection failed ({type(err).__name__})",
                 operation=operation,
                 dialect=dialect,
+                cause=connect_cause(err),
             ) from err
         except (
             aiohttp.ServerDisconnectedError,
@@ -138,15 +156,70 @@ class HttpTransport:
                     operation=operation,
                     dialect=dialect,
                     write=True,
+                    cause="connection_lost",
                 ) from err
             raise HisUnavailable(
                 f"{operation}: connection lost ({type(err).__name__})",
                 operation=operation,
                 dialect=dialect,
+                cause="connection_lost",
             ) from err
         except aiohttp.ClientError as err:
             raise HisUnavailable(
                 f"{operation}: HTTP client error ({type(err).__name__})",
                 operation=operation,
                 dialect=dialect,
+                cause="connection_lost",
             ) from err
+
+
+_UNREACHABLE = frozenset(
+    {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN, errno.ETIMEDOUT}
+)
+
+
+def connect_cause(err: aiohttp.ClientConnectorError) -> str:
+    """The cause of a failed connect.
+
+    ``refused`` when the HIS host answered with a reset (nothing listens: the HIS is down),
+    ``unreachable`` for no route, no name or no answer (the hospital's network).
+
+    Args:
+        err: aiohttp's connect error.
+
+    Returns:
+        A cause of ``CAUSES``.
+    """
+    if isinstance(err, aiohttp.ClientConnectorDNSError):
+        return "unreachable"
+    number = err.os_error.errno if err.os_error is not None else None
+    if number == errno.ECONNREFUSED:
+        return "refused"
+    if number in _UNREACHABLE:
+        return "unreachable"
+    return "refused" if isinstance(err.os_error, ConnectionRefusedError) else "unreachable"
+
+
+class _Progress:
+    """How far one request got (set by `_connection_trace`)."""
+
+    __slots__ = ("connected",)
+
+    def __init__(self) -> None:
+        self.connected = False
+
+
+def _connection_trace() -> aiohttp.TraceConfig:
+    """Marks a request's `_Progress` once it has a connection (new or reused)."""
+
+    async def connected(
+        session: aiohttp.ClientSession, context: types.SimpleNamespace, params: object
+    ) -> None:
+        progress = context.trace_request_ctx
+        if isinstance(progress, _Progress):
+            progress.connected = True
+
+    config = aiohttp.TraceConfig()
+    config.on_connection_create_end.append(connected)
+    config.on_connection_reuseconn.append(connected)
+    return config

@@ -165,7 +165,10 @@ class RestHisAdapter(BaseAdapter):
         if not isinstance(envelope, dict) or code_key not in envelope:
             if answer.status >= 500:
                 raise HisUnavailable(
-                    f"{operation}: HTTP {answer.status}", operation=operation, dialect=self.DIALECT
+                    f"{operation}: HTTP {answer.status}",
+                    operation=operation,
+                    dialect=self.DIALECT,
+                    cause="http_5xx",
                 )
             raise HisProtocolError(
                 f"{operation}: HTTP {answer.status} answer is not a JSON envelope with "
@@ -181,6 +184,7 @@ class RestHisAdapter(BaseAdapter):
                     f"{operation}: HTTP {answer.status} (vendor code {code})",
                     operation=operation,
                     dialect=self.DIALECT,
+                    cause="http_5xx",
                 )
             refused = envelope.get(data_key)
             parameter = refused.get(self._n("param"), "") if isinstance(refused, dict) else ""

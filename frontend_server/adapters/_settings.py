@@ -16,8 +16,9 @@ from frontend_server.adapters._vendors import (
     DEFAULT_SOAP_TRADE_CODES,
     NEUTRAL_CODES,
 )
+from mesh.tunnel import call_time_left
 
-__all__ = ["CAPABILITY_NAMES", "DialectName", "DialectSettings"]
+__all__ = ["CAPABILITY_NAMES", "DialectName", "DialectSettings", "within_caller"]
 
 DialectName = Literal["rest", "soap", "db"]
 
@@ -249,3 +250,29 @@ class DialectSettings:
             The trade code.
         """
         return self.soap_trade_codes.get(operation, DEFAULT_SOAP_TRADE_CODES[operation])
+
+
+_MAX_MARGIN_SECONDS = 0.5
+"""Time kept, at most, for a HIS failure's answer to travel back before the caller's deadline."""
+
+
+def within_caller(timeout: float) -> float:
+    """``timeout`` (a HIS call's, from the profile), ended before the caller's deadline.
+
+    Inside a tunnel call with a deadline, a HIS call may not outlast it: it gets what is
+    left less a margin for the answer's way back (a tenth of it, at most
+    `_MAX_MARGIN_SECONDS`). So a HIS slower than the node's deadline comes back as the
+    edge's ``HIS_TIMEOUT`` (the HIS's, with its dialect), not as a ``DEADLINE_EXCEEDED``
+    the node could not tell from a tunnel that lost the answer. Outside a call (background
+    work) the timeout is unchanged.
+
+    Args:
+        timeout: the configured seconds.
+
+    Returns:
+        The seconds the HIS call may take.
+    """
+    left = call_time_left()
+    if left is None:
+        return timeout
+    return max(min(timeout, left - min(_MAX_MARGIN_SECONDS, left / 10)), 0.001)

@@ -195,7 +195,10 @@ class SoapHisAdapter(BaseAdapter):
         except (SafeET.ParseError, DefusedXmlException, ValueError):
             if answer.status >= 500:
                 raise HisUnavailable(
-                    f"{operation}: HTTP {answer.status}", operation=operation, dialect=self.DIALECT
+                    f"{operation}: HTTP {answer.status}",
+                    operation=operation,
+                    dialect=self.DIALECT,
+                    cause="http_5xx",
                 ) from None
             raise HisProtocolError(
                 f"{operation}: the answer is not XML",
@@ -219,6 +222,7 @@ class SoapHisAdapter(BaseAdapter):
                     f"{operation}: SOAP fault {fault_code} (HTTP {answer.status})",
                     operation=operation,
                     dialect=self.DIALECT,
+                    cause="http_5xx",
                 )
             raise HisProtocolError(
                 f"{operation}: the HIS refused our request as malformed ({fault_code})",
@@ -227,7 +231,10 @@ class SoapHisAdapter(BaseAdapter):
             )
         if answer.status >= 500:
             raise HisUnavailable(
-                f"{operation}: HTTP {answer.status}", operation=operation, dialect=self.DIALECT
+                f"{operation}: HTTP {answer.status}",
+                operation=operation,
+                dialect=self.DIALECT,
+                cause="http_5xx",
             )
         response_name = self.settings.soap_method + "Response"
         call = _child(body, response_name)

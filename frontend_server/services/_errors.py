@@ -15,15 +15,21 @@ error                               code                  details
                                                           and ``rule_text`` (also in the
                                                           message)
 a replayed failure (ledger)         the recorded code     as recorded (:func:`replayed`)
-``HisUnavailable``                  UNAVAILABLE           ``HIS_UNAVAILABLE``
-``HisTimeout`` (a read)             UNAVAILABLE           ``HIS_TIMEOUT``
-``HisProtocolError``                UNAVAILABLE           ``HIS_PROTOCOL_ERROR``
+``HisUnavailable``                  UNAVAILABLE           ``HIS_UNAVAILABLE``, metadata
+                                                          ``cause``, ``dialect`` (below)
+``HisTimeout`` (a read)             UNAVAILABLE           ``HIS_TIMEOUT``, same metadata
+``HisProtocolError``                UNAVAILABLE           ``HIS_PROTOCOL_ERROR``, same
 ``HisCapabilityError``              UNIMPLEMENTED         ``OPERATION_UNSUPPORTED``
 ledger errors                       their ``code``        their ``reason`` (+ ``RetryInfo``)
 queue errors                        their ``code``        their ``reason`` (+ ``RetryInfo``)
 anything else                       INTERNAL              correlation id; logged with its
                                                           traceback
 ==================================  ====================  ====================================
+
+The ``cause`` metadata (``refused``, ``connect_timeout``, ``unreachable``, ``http_5xx``,
+``vendor_outage``, ``read_timeout``, ``connection_lost``, ``adapter_closed``) says how the
+adapter failed, so the cloud can tell a HIS that is down from a hospital network that does
+not reach it (``mesh.attribution``).
 
 A write whose HIS answer was lost reaches the table as the ledger's ``OperationUnknown``
 (UNAVAILABLE, ``OPERATION_OUTCOME_UNKNOWN``): the key is UNKNOWN and a retry with it is
@@ -37,6 +43,7 @@ from collections.abc import Sequence
 
 from frontend_server.adapters import (
     HisCapabilityError,
+    HisError,
     HisProtocolError,
     HisRejected,
     HisTimeout,
@@ -61,6 +68,7 @@ __all__ = [
     "InvalidRequest",
     "PatientMismatch",
     "Unsupported",
+    "his_failure",
     "rejection",
     "replayed",
     "rule_refusal",
@@ -211,6 +219,23 @@ def replayed(error: OperationError) -> errors.StatusError:
     )
 
 
+def his_failure(err: HisError) -> dict[str, str]:
+    """``ErrorInfo.metadata`` of a HIS failure: how it failed and which dialect.
+
+    ``cause`` (one of ``frontend_server.adapters.CAUSES``) is what tells the HIS's own
+    failures from the hospital network's when the cloud attributes a failed call;
+    ``dialect`` names the vendor dialect; ``operation`` the canonical HIS operation.
+
+    Args:
+        err: the adapter's error.
+
+    Returns:
+        The metadata (keys only for what is known).
+    """
+    found = {"cause": err.cause, "dialect": err.dialect, "operation": err.operation}
+    return {k: v for k, v in found.items() if v}
+
+
 def translate(err: Exception) -> errors.StatusError | None:
     """The edge's table: a domain error → the tree error it is reported as.
 
@@ -225,12 +250,20 @@ def translate(err: Exception) -> errors.StatusError | None:
     if isinstance(err, RuleRefusal):
         return replayed(rule_refusal(err))
     if isinstance(err, HisUnavailable):
-        return errors.Unavailable("the HIS is unavailable", reason="HIS_UNAVAILABLE")
+        return errors.Unavailable(
+            "the HIS is unavailable", reason="HIS_UNAVAILABLE", metadata=his_failure(err)
+        )
     if isinstance(err, HisTimeout):
-        return errors.Unavailable("the HIS did not answer in time", reason="HIS_TIMEOUT")
+        return errors.Unavailable(
+            "the HIS did not answer in time", reason="HIS_TIMEOUT", metadata=his_failure(err)
+        )
     if isinstance(err, HisProtocolError):
         log.warning("%s: unreadable HIS answer: %s", err.operation or "HIS call", err)
-        return errors.Unavailable("the HIS answer could not be read", reason="HIS_PROTOCOL_ERROR")
+        return errors.Unavailable(
+            "the HIS answer could not be read",
+            reason="HIS_PROTOCOL_ERROR",
+            metadata=his_failure(err),
+        )
     if isinstance(err, HisCapabilityError):
         return Unsupported("this hospital's HIS cannot do this")
     if isinstance(err, LedgerError):

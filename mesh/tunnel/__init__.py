@@ -39,7 +39,7 @@ if TYPE_CHECKING:
         bearer_token,
     )
     from mesh.tunnel._hooks import CallHook, CallInfo, HookRejection
-    from mesh.tunnel._server import TunnelServer, TunnelServicerContext
+    from mesh.tunnel._server import TunnelServer, TunnelServicerContext, call_time_left
     from mesh.tunnel._session import Role, Session
     from mesh.tunnel._transport import (
         CloudGrpcTransport,
@@ -81,6 +81,7 @@ __all__ = [
     "TunnelServer",
     "TunnelServicerContext",
     "bearer_token",
+    "call_time_left",
     "memory_transport_pair",
 ]
 
@@ -117,6 +118,7 @@ _WHERE = {
     "TunnelServer": "mesh.tunnel._server",
     "TunnelServicerContext": "mesh.tunnel._server",
     "bearer_token": "mesh.tunnel._gateway",
+    "call_time_left": "mesh.tunnel._server",
     "memory_transport_pair": "mesh.tunnel._transport",
 }
 

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 
 from hplus.tunnel.v1 import tunnel_pb2
-from mesh.tunnel._errors import TunnelClosed, make_status
+from mesh.tunnel._errors import TunnelClosed, make_status, reason_of
 from mesh.tunnel._hooks import CallHook, CallInfo, HookRejection
 from mesh.tunnel._metadata import MetadataPairs, entries_from_pairs
 from mesh.tunnel._session import Session
@@ -282,7 +282,9 @@ class _Call:
         if data is not None and self._message_hooks:
             self._observe(True, data)
         if session is None or not session.accepting_calls:
-            self._fail(grpc.StatusCode.UNAVAILABLE, "no tunnel to the edge is accepting calls")
+            self._fail(
+                grpc.StatusCode.UNAVAILABLE, "no tunnel to the edge is accepting calls", "NO_TUNNEL"
+            )
             return
         if data is not None and len(data) > session.peer_max_message:
             self._fail(
@@ -300,7 +302,7 @@ class _Call:
                 half_close=unary_request,
             )
         except TunnelClosed as closed:
-            self._fail(grpc.StatusCode.UNAVAILABLE, closed.status.message)
+            self._fail(grpc.StatusCode.UNAVAILABLE, closed.status.message, reason_of(closed.status))
             return
         self._session = session
         self._stream = stream
@@ -315,8 +317,8 @@ class _Call:
 
     # -- completion ------------------------------------------------------------------------
 
-    def _fail(self, code: grpc.StatusCode, details: str) -> None:
-        self._final = Final(make_status(code, details), [])
+    def _fail(self, code: grpc.StatusCode, details: str, reason: str = "") -> None:
+        self._final = Final(make_status(code, details, reason), [])
         self._loop.call_soon(self._on_done)
 
     def _on_done(self) -> None:
@@ -325,6 +327,8 @@ class _Call:
         for hook in reversed(self._hooks):
             try:
                 hook.on_end(self._info, final.code, final.details)
+                if final.code is not _OK:
+                    hook.on_failed(self._info, final.code, final.details, final.trailers)
             except Exception:  # a hook must not break the tunnel's reader
                 _log.exception("call hook failed")
         callbacks, self._callbacks = self._callbacks, []

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import google.rpc.status_pb2 as status_pb2
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2
 
 __all__ = [
+    "ERROR_DOMAIN",
     "EndSession",
     "LimitExceeded",
     "ProtocolViolation",
@@ -15,17 +18,41 @@ __all__ = [
 ]
 
 
-def make_status(code: grpc.StatusCode, message: str = "") -> status_pb2.Status:
-    """Builds a ``google.rpc.Status`` without details.
+ERROR_DOMAIN = "tunnel.hplus"
+"""``ErrorInfo.domain`` of the statuses the tunnel engine itself ends calls and tunnels with.
+
+Reasons: ``TUNNEL_LOST`` (the outer connection broke), ``PEER_SILENT`` (no frame within the
+liveness bound), ``PEER_CLOSED`` (the peer ended the outer stream without draining),
+``DRAINING`` (a side is draining or shutting down), ``PROTOCOL_VIOLATION``,
+``LIMIT_EXCEEDED`` (a tunnel-wide bound), ``NO_TUNNEL`` (no session accepts calls)."""
+
+
+def make_status(code: grpc.StatusCode, message: str = "", reason: str = "") -> status_pb2.Status:
+    """Builds a ``google.rpc.Status``, with an ``ErrorInfo`` when ``reason`` is given.
 
     Args:
         code: The gRPC status code.
         message: The developer-facing message.
+        reason: ``ErrorInfo.reason`` (domain `ERROR_DOMAIN`); "" for no details.
 
     Returns:
         The status message.
     """
-    return status_pb2.Status(code=code.value[0], message=message)
+    status = status_pb2.Status(code=code.value[0], message=message)
+    if reason:
+        packed = any_pb2.Any()
+        packed.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN))
+        status.details.append(packed)
+    return status
+
+
+def reason_of(status: status_pb2.Status) -> str:
+    """The ``ErrorInfo.reason`` of a status the tunnel made ("" when it has none)."""
+    info = error_details_pb2.ErrorInfo()
+    for packed in status.details:
+        if packed.Unpack(info):
+            return info.reason
+    return ""
 
 
 class TunnelClosed(Exception):

@@ -18,6 +18,7 @@ Besides running sessions, the gateway keeps the rules about *who* may hold tunne
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -36,11 +37,14 @@ from hplus.tunnel.v1 import tunnel_pb2, tunnel_pb2_grpc
 from mesh.logs import PeerLimitedLog
 from mesh.tunnel._channel import TunnelChannel
 from mesh.tunnel._config import TunnelConfig
-from mesh.tunnel._errors import make_status
+from mesh.tunnel._errors import make_status, reason_of
 from mesh.tunnel._hooks import CallHook
 from mesh.tunnel._metadata import MetadataPairs
 from mesh.tunnel._session import Role, Session
 from mesh.tunnel._transport import CloudGrpcTransport
+
+_MAX_LAST_ENDS = 65536
+"""Hospitals whose last tunnel end a gateway remembers (far above a fleet's size)."""
 
 __all__ = [
     "Authenticator",
@@ -264,6 +268,8 @@ class TunnelGateway(tunnel_pb2_grpc.TunnelServiceServicer):
         self._cluster = cluster
         self._on_conflict = on_conflict
         self._sessions: dict[str, list[Session]] = {}
+        # How each hospital's last tunnel here ended (bounded: oldest hospitals dropped).
+        self._last_end: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._entries: dict[Session, _Entry] = {}
         self._by_credential: dict[str, set[Session]] = {}
         self._holders: dict[_EdgeKey, Session] = {}
@@ -351,6 +357,10 @@ class TunnelGateway(tunnel_pb2_grpc.TunnelServiceServicer):
         try:
             status = await session.run()
         finally:
+            # Also when grpc cancels this handler (the edge's connection broke): the
+            # session has set its status ("tunnel lost") before the cancellation went on.
+            if session.ready.is_set() and session.status is not None:
+                self._note_end(hospital, session.status)
             self._forget(hospital, session)
             if self._on_session is not None and session.ready.is_set():
                 self._on_session(session, True)
@@ -624,6 +634,22 @@ class TunnelGateway(tunnel_pb2_grpc.TunnelServiceServicer):
             return None
 
     # -- sessions and channels -------------------------------------------------------------
+
+    def _note_end(self, hospital_id: str, status: status_pb2.Status) -> None:
+        self._last_end[hospital_id] = reason_of(status) or (
+            "DRAINED" if status.code == 0 else f"CODE_{status.code}"
+        )
+        self._last_end.move_to_end(hospital_id)
+        while len(self._last_end) > _MAX_LAST_ENDS:
+            self._last_end.popitem(last=False)
+
+    def last_end(self, hospital_id: str) -> str:
+        """How the hospital's last tunnel on this node ended.
+
+        The tunnel's ``ErrorInfo`` reason (``TUNNEL_LOST``, ``PEER_SILENT``, ``PEER_CLOSED``,
+        ``PROTOCOL_VIOLATION`` …), ``DRAINED`` for a clean drain, "" when none ended here.
+        """
+        return self._last_end.get(hospital_id, "")
 
     def sessions(self, hospital_id: str | None = None) -> list[Session]:
         """Live sessions, of one hospital or of all."""

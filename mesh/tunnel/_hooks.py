@@ -63,6 +63,15 @@ class CallHook:
     def on_end(self, call: CallInfo, code: grpc.StatusCode, details: str) -> None:
         """Runs once the call has ended, with its final status."""
 
+    def on_failed(
+        self, call: CallInfo, code: grpc.StatusCode, details: str, trailers: MetadataPairs
+    ) -> None:
+        """Runs after `on_end` for a call that did not end OK (cloud side).
+
+        It gets the call's trailers (``grpc-status-details-bin`` among them when the
+        status had details), so a hook can read why it failed at no cost to calls that succeed.
+        """
+
     def on_message(self, call: CallInfo, outgoing: bool, data: bytes) -> None:
         """Sees each serialized message of the call (cloud side).
 

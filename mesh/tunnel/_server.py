@@ -8,6 +8,7 @@ in a task owned by the tunnel session, with a `TunnelServicerContext`.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -25,9 +26,30 @@ from mesh.tunnel._metadata import (
 from mesh.tunnel._session import Session
 from mesh.tunnel._stream import ServerStream, StreamEnded
 
-__all__ = ["TunnelServer", "TunnelServicerContext"]
+__all__ = ["TunnelServer", "TunnelServicerContext", "call_time_left"]
 
 _log = logging.getLogger("mesh.tunnel")
+
+_CALL_DEADLINE: contextvars.ContextVar[tuple[asyncio.Task[Any] | None, float] | None] = (
+    contextvars.ContextVar("hplus_tunnel_call_deadline", default=None)
+)
+"""The task serving a tunnel call, and the call's deadline (event-loop time)."""
+
+
+def call_time_left() -> float | None:
+    """Seconds left before the deadline of the tunnel call the current task serves.
+
+    ``None`` when the task serves no call or the caller set no deadline. A task started
+    from within a call (a background refresh) inherits the context but not the deadline:
+    only the call's own task sees it.
+    """
+    found = _CALL_DEADLINE.get()
+    if found is None:
+        return None
+    task, deadline = found
+    if task is not asyncio.current_task():
+        return None
+    return max(deadline - asyncio.get_running_loop().time(), 0.0)
 
 
 class _HandlerCallDetails(grpc.HandlerCallDetails):
@@ -159,6 +181,9 @@ class TunnelServer(grpc.aio.Server):
             timeout=None if stream.deadline is None else stream.deadline - loop.time(),
         )
         context = TunnelServicerContext(stream, metadata)
+        if stream.deadline is not None:
+            # What the servicer's work below may use (call_time_left): this task only.
+            _CALL_DEADLINE.set((asyncio.current_task(), stream.deadline))
         started: list[CallHook] = []
         try:
             if not stream.method.startswith("/") or stream.method.count("/") != 2:

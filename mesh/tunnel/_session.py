@@ -42,6 +42,7 @@ from mesh.tunnel._errors import (
     ProtocolViolation,
     TunnelClosed,
     make_status,
+    reason_of,
 )
 from mesh.tunnel._handshake import (
     HelloCheck,
@@ -239,14 +240,14 @@ class Session:
         except EndSession as end:
             status = end.status
         except TransportError as err:
-            status = make_status(err.code, err.details)
+            status = make_status(err.code, err.details, "TUNNEL_LOST")
         except ProtocolViolation as err:
             status = self._violation_status(str(err))
             await send_quietly(self.transport, [self._go_away(status)])
         except asyncio.CancelledError:
             # The owner cancelled us (e.g. grpc cancels the Connect handler when the edge's
             # stream breaks): still fail every call and stop every task before leaving.
-            status = make_status(grpc.StatusCode.UNAVAILABLE, "tunnel lost")
+            status = make_status(grpc.StatusCode.UNAVAILABLE, "tunnel lost", "TUNNEL_LOST")
             self._mark_closing()
             self.status = status
             self._teardown(status)
@@ -304,12 +305,14 @@ class Session:
         if self._closing:
             return
         if not self.ready.is_set():
-            self.close(make_status(grpc.StatusCode.UNAVAILABLE, "shutting down"))
+            self.close(make_status(grpc.StatusCode.UNAVAILABLE, "shutting down", "DRAINING"))
             return
         if not self._draining:
             self._draining = True
             last = self._last_peer_id if self.role is Role.EDGE else 0
-            frame = self._go_away(make_status(grpc.StatusCode.UNAVAILABLE, "draining"), last)
+            frame = self._go_away(
+                make_status(grpc.StatusCode.UNAVAILABLE, "draining", "DRAINING"), last
+            )
             if self.role is Role.CLOUD:
                 # A random share of the spread window: a node's edges come back spread out.
                 wait = random.uniform(0.0, self.config.drain_reconnect_spread)
@@ -321,7 +324,9 @@ class Session:
         # Calls still running after the grace period end with UNAVAILABLE, visibly.
         for stream in list(self._streams.values()):
             if isinstance(stream, ServerStream):
-                stream.close(make_status(grpc.StatusCode.UNAVAILABLE, "drain grace expired"), [])
+                stream.close(
+                    make_status(grpc.StatusCode.UNAVAILABLE, "drain grace expired", "DRAINING"), []
+                )
                 if stream.task is not None and not stream.task.done():
                     stream.task.cancel()
             else:
@@ -341,9 +346,11 @@ class Session:
 
     def _teardown(self, status: status_pb2.Status) -> None:
         reason = f"tunnel closed: {status.message}" if status.message else "tunnel closed"
+        # The calls still open end with how the tunnel ended (a clean end: it drained).
+        why = reason_of(status) or ("DRAINING" if status.code == _OK else "")
         for stream in list(self._streams.values()):
             if isinstance(stream, CallerStream):
-                stream.finish(Final(make_status(grpc.StatusCode.UNAVAILABLE, reason), []))
+                stream.finish(Final(make_status(grpc.StatusCode.UNAVAILABLE, reason, why), []))
             else:
                 stream.cancel_handler(reason)
         self._streams.clear()
@@ -462,11 +469,13 @@ class Session:
             self.name,
             message,
         )
-        return make_status(grpc.StatusCode.INVALID_ARGUMENT, f"protocol violation: {message}")
+        return make_status(
+            grpc.StatusCode.INVALID_ARGUMENT, f"protocol violation: {message}", "PROTOCOL_VIOLATION"
+        )
 
     def _exhausted_status(self, message: str) -> status_pb2.Status:
         _log.warning("%s: closing the tunnel with RESOURCE_EXHAUSTED: %s", self.name, message)
-        return make_status(_EXHAUSTED, message)
+        return make_status(_EXHAUSTED, message, "LIMIT_EXCEEDED")
 
     def _log_once(self, kind: str, message: str, *args: object) -> None:
         # One line per kind of offence and tunnel: a flood must not become a log flood.
@@ -512,7 +521,9 @@ class Session:
                         self._finish(make_status(grpc.StatusCode.OK, "peer drained the tunnel"))
                     else:
                         self._finish(
-                            make_status(grpc.StatusCode.UNAVAILABLE, "peer closed the tunnel")
+                            make_status(
+                                grpc.StatusCode.UNAVAILABLE, "peer closed the tunnel", "PEER_CLOSED"
+                            )
                         )
                     return
                 self._last_rx = loop.time()
@@ -545,7 +556,7 @@ class Session:
             if err.code is _EXHAUSTED:  # gRPC's own limit, e.g. an oversized outer message
                 self._finish(self._exhausted_status(err.details))
             else:
-                self._finish(make_status(err.code, err.details))
+                self._finish(make_status(err.code, err.details, "TUNNEL_LOST"))
         except Exception:
             _log.exception("%s: reader failed", self.name)
             self._finish(make_status(grpc.StatusCode.INTERNAL, "tunnel reader failed"))
@@ -614,7 +625,12 @@ class Session:
             for stream in list(self._streams.values()):
                 if stream.id > go_away.last_stream_id and isinstance(stream, CallerStream):
                     stream.finish(
-                        Final(make_status(grpc.StatusCode.UNAVAILABLE, "edge is draining"), [])
+                        Final(
+                            make_status(
+                                grpc.StatusCode.UNAVAILABLE, "edge is draining", "DRAINING"
+                            ),
+                            [],
+                        )
                     )
 
     def _on_server_frame(self, stream_id: int, kind: str, frame: tunnel_pb2.Frame) -> None:
@@ -836,7 +852,7 @@ class Session:
         assert self._loop is not None
         if not self.accepting_calls:
             raise TunnelClosed(
-                make_status(grpc.StatusCode.UNAVAILABLE, "tunnel not accepting calls")
+                make_status(grpc.StatusCode.UNAVAILABLE, "tunnel not accepting calls", "NO_TUNNEL")
             )
         stream_id = self._next_id
         self._next_id += 2
@@ -975,7 +991,9 @@ class Session:
             silent = now - self._last_rx
             if silent > 3 * interval:
                 self._finish(
-                    make_status(grpc.StatusCode.UNAVAILABLE, f"peer silent for {silent:.1f}s")
+                    make_status(
+                        grpc.StatusCode.UNAVAILABLE, f"peer silent for {silent:.1f}s", "PEER_SILENT"
+                    )
                 )
                 return
             self.ping()

@@ -47,10 +47,15 @@ class Final:
     ) -> None:
         self.code = _code_of(status.code)
         self.details = status.message
+        if status.details and not any(k == _DETAILS_KEY for k, _ in trailers):
+            # The tunnel's own statuses carry an ErrorInfo: callers decode it like any
+            # server's (mesh.errors.from_call reads this trailer).
+            trailers = [*trailers, (_DETAILS_KEY, status.SerializeToString())]
         self.trailers = trailers
 
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+_DETAILS_KEY = "grpc-status-details-bin"
 
 
 def _code_of(value: int) -> grpc.StatusCode:

@@ -133,11 +133,12 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     config_flags(ls)
     ls.set_defaults(func=_list)
 
-    from tools.cli import _accounts, _monitoring, _readstore
+    from tools.cli import _accounts, _errors, _monitoring, _readstore
 
     _readstore.register(csub)
     _accounts.register(csub)
     _monitoring.register(csub)
+    _errors.register(csub)
 
 
 def _with_fleet(config: NodeConfig, action: Callable[..., Awaitable[T]]) -> T:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from tools.hostile._arena import EdgeArena, Measurement, NodeArena, rss_kib
 from tools.hostile._attacks import ATTACKS, Attack, AttackResult, Options, run_attack
-from tools.hostile._peer import HostileGateway, Peer, dial
+from tools.hostile._peer import HostileGateway, Peer, dial, hello
 
 __all__ = [
     "ATTACKS",
@@ -25,6 +25,7 @@ __all__ = [
     "Options",
     "Peer",
     "dial",
+    "hello",
     "rss_kib",
     "run_attack",
 ]

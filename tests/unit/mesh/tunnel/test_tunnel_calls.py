@@ -48,7 +48,8 @@ def test_public_surface_is_pinned():
             "ProtocolViolation", "Role", "Session", "SessionPicker", "Transport", "TransportError",
             "TunnelChannel", "TunnelClosed", "TunnelConfig", "TunnelGateway", "TunnelRefused",
             "TunnelServer", "TunnelServicerContext", "bearer_token", "memory_transport_pair",
-            "Claim", "ClusterView", "EdgeConflict", "Holder", "Principal", "TunnelOrigin",
+            "call_time_left", "Claim", "ClusterView", "EdgeConflict", "Holder", "Principal",
+            "TunnelOrigin",
         ]
     )  # fmt: skip
 
