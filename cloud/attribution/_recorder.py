@@ -23,6 +23,7 @@ from opentelemetry import trace
 from cloud.attribution._store import FailureRow, FailureStore
 from mesh import errors
 from mesh.attribution import attribute, failure_of
+from mesh.observability import current_span, valid_trace_id
 from mesh.tunnel import CallHook, CallInfo
 
 __all__ = ["FailureRecorder"]
@@ -62,8 +63,21 @@ def decode(
 
 
 def _request_id() -> str:
+    """The request id of the call being served (its trace id), "" outside one."""
+    span = current_span()
+    if span is not None:
+        return span.trace_hex
     context = trace.get_current_span().get_span_context()
     return f"{context.trace_id:032x}" if context.is_valid else ""
+
+
+def _call_request_id(call: CallInfo) -> str:
+    """The request id a tunnel call carried to the edge (its open frame's traceparent)."""
+    given = call.trace
+    if given is None:
+        return ""
+    parts = given.traceparent.split("-")
+    return parts[1] if len(parts) == 4 and valid_trace_id(parts[1]) else ""
 
 
 class FailureRecorder:
@@ -232,14 +246,12 @@ class _Hook(CallHook):
         details: str,
         trailers: Sequence[tuple[str, Any]],
     ) -> None:
-        span = call.extra.get("hplus.span")
-        trace_hex = getattr(span, "trace_hex", "") if span is not None else ""
         self._recorder.note(
             side="hospital",
             method=call.method,
             hospital_id=call.hospital_id,
             error=decode(code, details, trailers),
-            request_id=trace_hex if isinstance(trace_hex, str) else "",
+            request_id=_call_request_id(call),
         )
 
 
