@@ -26,7 +26,7 @@ from mesh.tunnel import (
     TunnelServer,
     bearer_token,
 )
-from tests.support.proxy import Proxy
+from tools.proxy import Proxy
 from tests.support.waiting import until
 from tests.unit.mesh.tunnel.tunnel_harness import HOSPITAL, EchoServicer, EchoStub, S
 
