@@ -77,11 +77,17 @@ class SlotIndex:
 
     def __init__(self) -> None:
         self._slots: dict[str, tuple[str, dt.date]] = {}
+        self._schedules: set[str] = set()
 
     def note(self, slots: Iterable[Slot]) -> None:
         """Remembers the sessions of ``slots``."""
         for slot in slots:
             self._slots[slot.slot_id] = (slot.schedule_id, slot.start.date())
+            self._schedules.add(slot.schedule_id)
+
+    def indexed(self, schedule_id: str) -> bool:
+        """Whether slots of this session were seen."""
+        return schedule_id in self._schedules
 
     def get(self, slot_id: str) -> tuple[str, dt.date] | None:
         """The schedule id and day of a slot, if seen."""
@@ -215,7 +221,11 @@ class RuleGate:
         end = today + dt.timedelta(days=self._engine.rules.booking_window_days)
         schedules = await self._adapter.list_schedules(start=today, end=end)
         # Session by session is one HIS read each: run them side by side, bounded, so a
-        # cold edge finds an unlisted slot within a call's deadline.
+        # cold edge finds an unlisted slot within a call's deadline. Sessions not indexed
+        # yet go first: a discovery cut short by the call's deadline is continued by the
+        # next one instead of reading the same first sessions again (found by the chaos
+        # run: a SOAP hospital's holds timed out forever on a cold, busy edge).
+        schedules = sorted(schedules, key=lambda s: self._index.indexed(s.schedule_id))
         gate = asyncio.Semaphore(_DISCOVERY_CONCURRENCY)
 
         async def index(schedule_id: str) -> None:
