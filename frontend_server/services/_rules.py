@@ -126,6 +126,7 @@ class RuleGate:
         self._zone = zoneinfo.ZoneInfo(timezone)
         self._clock = clock
         self._index = index
+        self._discovery: asyncio.Task[None] | None = None
 
     def now(self) -> dt.datetime:
         """The hospital's local wall-clock time (naive), as the engine takes it."""
@@ -192,7 +193,13 @@ class RuleGate:
     async def _target(self, slot_id: str) -> _Target | None:
         found = self._index.get(slot_id)
         if found is None:
-            await self._discover()
+            # One discovery at a time, shared by every call that waits for it; a call cut
+            # short by its deadline leaves it running, so the next call finds the slot
+            # (found by the chaos run: concurrent holds on a cold edge each read every
+            # session of a SOAP HIS, and each was cut short before the end).
+            if self._discovery is None or self._discovery.done():
+                self._discovery = asyncio.ensure_future(self._discover())
+            await asyncio.shield(self._discovery)
             found = self._index.get(slot_id)
             if found is None:
                 return None
@@ -222,9 +229,7 @@ class RuleGate:
         schedules = await self._adapter.list_schedules(start=today, end=end)
         # Session by session is one HIS read each: run them side by side, bounded, so a
         # cold edge finds an unlisted slot within a call's deadline. Sessions not indexed
-        # yet go first: a discovery cut short by the call's deadline is continued by the
-        # next one instead of reading the same first sessions again (found by the chaos
-        # run: a SOAP hospital's holds timed out forever on a cold, busy edge).
+        # yet go first: the next discovery reads what the last one did not reach.
         schedules = sorted(schedules, key=lambda s: self._index.indexed(s.schedule_id))
         gate = asyncio.Semaphore(_DISCOVERY_CONCURRENCY)
 
