@@ -70,8 +70,7 @@ async def test_concurrent_holds_share_one_discovery_that_outlives_their_deadline
     index = SlotIndex()
     gate = _gate(his, index)
     holds = [
-        asyncio.ensure_future(gate.check_hold(slot_id=f"X{n}", patient_id="P1"))
-        for n in (9, 8, 7)
+        asyncio.ensure_future(gate.check_hold(slot_id=f"X{n}", patient_id="P1")) for n in (9, 8, 7)
     ]
     await his.stalled.wait()
     for hold in holds:  # every call's deadline passes before the HIS answers
