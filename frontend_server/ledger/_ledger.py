@@ -52,9 +52,9 @@ from frontend_server.ledger._errors import (
     IdempotencyKeyReused,
     InvalidIdempotencyKey,
     LedgerDamaged,
-    LedgerError,
     NoEffect,
     OperationError,
+    OperationNotOpen,
     OperationUnknown,
     Refused,
 )
@@ -560,5 +560,5 @@ class Ledger:
                 await conn.execute(select(_operations).where(_operations.c.idempotency_key == key))
             ).one_or_none()
         if updated.rowcount != 1 or row is None:
-            raise LedgerError(key, f"cannot record {state.value}: the operation is not open")
+            raise OperationNotOpen(key, f"cannot record {state.value}: the operation is not open")
         return _record(row)
