@@ -190,6 +190,7 @@ class Journeys:
         self.order_ids: list[str] = []
         self.refused_cancels = 0
         self.owed: set[str] = set()
+        self.strike_failures: list[str] = []
 
     async def bind(self, per_hospital: int) -> None:
         """Sign in accounts and bind ``per_hospital`` adult patients of each hospital."""
@@ -623,23 +624,32 @@ async def main(
                 journeys.owed = set(kinds & JOURNEY_FAULTS)
                 journeys.rate = rate
                 await journeys.bind(per_hospital=max(4, min(27, orders // 6 + 2)))
-                report = await _drive(world, journeys, orders, seed, concurrency, progress)
-                if progress:
-                    print("journeys done; waiting for every order to settle", flush=True)
-                await _clear_faults(world, http)
-                rows, unsettled = await _settle(world, journeys.order_ids, settle_seconds)
+                supervisor = asyncio.ensure_future(world.supervise())
+                try:
+                    report = await _drive(world, journeys, orders, seed, concurrency, progress)
+                    if progress:
+                        print("journeys done; waiting for every order to settle", flush=True)
+                    await _clear_faults(world, http)
+                    rows, unsettled = await _settle(world, journeys.order_ids, settle_seconds)
+                finally:
+                    supervisor.cancel()
+                    await asyncio.gather(supervisor, return_exceptions=True)
                 invariants, culprits = await _check(world, http, rows)
                 if culprits:
                     found = await _histories(world, culprits)
                     (world.logs / "violations.txt").write_text("\n".join(found) + "\n")
                     unsettled.append(f"violations, with histories: {world.logs / 'violations.txt'}")
                 reconciliation = await _reconcile(world)
+                crashes = list(world.crashes)
+                unsettled += [f"exited unasked: {c}" for c in crashes]
     states: collections.Counter[str] = collections.Counter(
         ("review:" if r.review else "") + r.step.value for r in rows.values()
     )
     invariants["money differences in reconciliation"] = sum(reconciliation.values())
     invariants["orders not settled in time"] = sum(1 for r in rows.values() if not r.settled)
     invariants["journeys that failed"] = report
+    invariants["processes that exited unasked"] = len(crashes)
+    invariants["faults the run could not inject"] = len(journeys.strike_failures)
     return Report(
         orders=len(rows),
         faults=journeys.faults,
@@ -709,8 +719,9 @@ async def _drive(
             try:
                 await _strike(world, blow, journeys.faults)
             except Exception as err:
+                # Reported (an invariant of the run's own validity); the run goes on.
+                journeys.strike_failures.append(f"{blow.kind}: {type(err).__name__}: {err}")
                 print(f"fault {blow.kind} failed: {type(err).__name__}: {err}", file=sys.stderr)
-                raise
 
     workers = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
     strikes = asyncio.ensure_future(striker())

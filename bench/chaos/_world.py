@@ -102,6 +102,9 @@ class World:
     namespace: str
     app_key: str
     restarts: int = 0
+    crashes: list[str] = dataclasses.field(default_factory=list)
+    """Processes that exited without being killed by the run (each started again)."""
+    _turn: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
 
     @property
     def logs(self) -> Path:
@@ -110,6 +113,10 @@ class World:
 
     async def kill_node(self) -> None:
         """SIGKILL the node, then start it again on the same ports and wait for the tunnels."""
+        async with self._turn:
+            await self._restart_node()
+
+    async def _restart_node(self) -> None:
         from tools.demo import HOSPITALS, Child, wait_tunnels
 
         await self.stack.node.kill()
@@ -120,6 +127,10 @@ class World:
 
     async def kill_edge(self, hospital_id: str) -> None:
         """SIGKILL a hospital's edge, then start it again (it dials the node again)."""
+        async with self._turn:
+            await self._restart_edge(hospital_id)
+
+    async def _restart_edge(self, hospital_id: str) -> None:
         from tools.demo import Child, wait_tunnels
 
         await self.stack.edges[hospital_id].kill()
@@ -127,6 +138,26 @@ class World:
         child = Child(f"edge-{hospital_id}-{self.restarts}", "edge", self.logs)
         await self.stack.start_edge(hospital_id, child)
         await wait_tunnels(self.var, self.at.internal, {hospital_id})
+
+    async def supervise(self) -> None:
+        """As a service manager does: start again a node or edge that exited on its own.
+
+        Each such exit is a finding (``crashes``), reported with its exit code and the
+        last line of its log. Runs until cancelled.
+        """
+        while True:
+            await asyncio.sleep(1.0)  # the processes are not ours to await while they run
+            async with self._turn:
+                node = self.stack.node
+                if node.proc is not None and node.proc.returncode is not None:
+                    self.crashes.append(f"node exited {node.proc.returncode}: {_last(node)}")
+                    await self._restart_node()
+                for hospital_id, edge in list(self.stack.edges.items()):
+                    if edge.proc is not None and edge.proc.returncode is not None:
+                        self.crashes.append(
+                            f"edge {hospital_id} exited {edge.proc.returncode}: {_last(edge)}"
+                        )
+                        await self._restart_edge(hospital_id)
 
     async def drop_tunnel(self, hospital_id: str) -> None:
         """Close the edge's connections to the node (calls in flight fail), then reopen."""
@@ -148,6 +179,11 @@ class World:
 
         names = [str(make_url(u).database) for u in self.databases.values()]
         return await drop_postgres_connections(self.postgres_admin, names)
+
+
+def _last(child: Any) -> str:
+    lines = [x.strip() for x in child.lines if x.strip()]
+    return lines[-1][:300] if lines else "(no output)"
 
 
 @contextlib.asynccontextmanager
