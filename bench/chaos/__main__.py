@@ -76,6 +76,11 @@ def cli() -> None:
     )
     parser.add_argument("--redis-url", default=DEFAULT_REDIS)
     parser.add_argument(
+        "--max-seconds",
+        type=float,
+        help="start no journey after this many seconds (the table says how many ran)",
+    )
+    parser.add_argument(
         "--keep", type=Path, help="state directory to keep (logs), default a temporary one"
     )
     parser.add_argument(
@@ -103,6 +108,7 @@ def cli() -> None:
             redis_url=args.redis_url,
             keep=args.keep.resolve() if args.keep else None,
             progress=True,
+            max_seconds=args.max_seconds,
         )
     )
     for line in result.lines():

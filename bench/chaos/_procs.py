@@ -608,6 +608,7 @@ async def main(
     redis_url: str = DEFAULT_REDIS,
     keep: Path | None = None,
     progress: bool = False,
+    max_seconds: float | None = None,
 ) -> Report:
     """Launch, drive ``orders`` journeys under the seeded faults, settle, check."""
     import aiohttp
@@ -626,7 +627,9 @@ async def main(
                 await journeys.bind(per_hospital=max(4, min(27, orders // 6 + 2)))
                 supervisor = asyncio.ensure_future(world.supervise())
                 try:
-                    report = await _drive(world, journeys, orders, seed, concurrency, progress)
+                    report = await _drive(
+                        world, journeys, orders, seed, concurrency, progress, max_seconds
+                    )
                     if progress:
                         print("journeys done; waiting for every order to settle", flush=True)
                     await _clear_faults(world, http)
@@ -672,7 +675,13 @@ async def _clear_faults(world: World, http: Any) -> None:
 
 
 async def _drive(
-    world: World, journeys: Journeys, orders: int, seed: int, concurrency: int, progress: bool
+    world: World,
+    journeys: Journeys,
+    orders: int,
+    seed: int,
+    concurrency: int,
+    progress: bool,
+    max_seconds: float | None = None,
 ) -> int:
     """Run the journeys, ``concurrency`` at once, and the platform faults among them.
 
@@ -686,6 +695,7 @@ async def _drive(
     for i in range(orders):
         queue.put_nowait(i)
     started = 0
+    stopped = False
     failed = 0
     strike_now = asyncio.Event()
     done_count = 0
@@ -694,6 +704,8 @@ async def _drive(
         nonlocal started, failed, done_count
         while True:
             try:
+                if max_seconds is not None and time.monotonic() - began > max_seconds:
+                    return  # out of time: no new journey (the report says how many ran)
                 i = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
@@ -713,9 +725,11 @@ async def _drive(
 
     async def striker() -> None:
         for blow in blows:
-            while started < blow.after:
+            while started < blow.after and not stopped:
                 strike_now.clear()
                 await strike_now.wait()
+            if stopped:
+                return
             try:
                 await _strike(world, blow, journeys.faults)
             except Exception as err:
@@ -723,9 +737,11 @@ async def _drive(
                 journeys.strike_failures.append(f"{blow.kind}: {type(err).__name__}: {err}")
                 print(f"fault {blow.kind} failed: {type(err).__name__}: {err}", file=sys.stderr)
 
+    began = time.monotonic()
     workers = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
     strikes = asyncio.ensure_future(striker())
     await asyncio.gather(*workers)
+    stopped = True
     strike_now.set()
     await strikes
     return failed

@@ -79,7 +79,10 @@ def _node_toml(urls: dict[str, str], redis_url: str, namespace: str) -> str:
         f'[databases]\npartitions = "{urls["control"]}"\n\n'
         f'[partitions]\nsouth = "{urls["south"]}"\nnorth = "{urls["north"]}"\n\n'
         f'[redis]\nurl = "{redis_url}"\nnamespace = "{namespace}"\n\n'
-        "[probes]\nenabled = false\n"
+        "[probes]\nenabled = false\n\n"
+        "# An order without evidence waits for a person after 2 minutes (default 10): long\n"
+        "# enough for every injected outage, short enough to settle within the run.\n"
+        "[orders]\nreview_after = 120.0\n"
     )
 
 
