@@ -20,6 +20,7 @@ from bench.chaos import FAULTS, main
 # Ten processes, one node restart and one edge restart: ~90 s measured on this 2-core
 # machine shared with other sessions.
 @pytest.mark.integration
+@pytest.mark.slow
 @pytest.mark.timeout(420)
 async def test_a_small_seeded_chaos_run_over_processes_keeps_every_invariant(
     tmp_path: Path, postgres_url: str, redis_url: str
