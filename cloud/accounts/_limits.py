@@ -157,15 +157,13 @@ class RedisBuckets:
         self._degraded = False
 
     @classmethod
-    def from_url(
-        cls, url: str, *, namespace: str = "hplus:", timeout: float = 2.0
-    ) -> RedisBuckets:
+    def from_url(cls, url: str, *, namespace: str = "hplus:", timeout: float = 2.0) -> RedisBuckets:
         """Buckets on the Redis at ``url``; a call fails over to this node after ``timeout``."""
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
         from redis.backoff import ExponentialBackoff
         from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import TimeoutError as RedisTimeoutError
-        from redis.asyncio.retry import Retry
 
         # As presence's client: a pooled connection broken by a Redis restart is retried
         # once on a fresh one; an unreachable Redis fails fast.

@@ -405,9 +405,7 @@ class OrderCoordinator:
                 # offer, a request it cannot take), so nothing happened and sending the same
                 # write again gets the same refusal. The refusal stands (found by the chaos
                 # run: such orders were resent in a loop until manual review).
-                return await self._refused(
-                    row, {}, line
-                )
+                return await self._refused(row, {}, line)
             # Not received, twice: send the write again under the same key (after a backoff,
             # so a write the edge keeps refusing to record is not sent in a tight loop), until
             # the review deadline.

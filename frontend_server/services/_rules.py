@@ -230,14 +230,14 @@ class RuleGate:
         # Session by session is one HIS read each: run them side by side, bounded, so a
         # cold edge finds an unlisted slot within a call's deadline. Sessions not indexed
         # yet go first: the next discovery reads what the last one did not reach.
-        schedules = sorted(schedules, key=lambda s: self._index.indexed(s.schedule_id))
+        ordered = sorted(schedules, key=lambda s: self._index.indexed(s.schedule_id))
         gate = asyncio.Semaphore(_DISCOVERY_CONCURRENCY)
 
         async def index(schedule_id: str) -> None:
             async with gate:
                 self._index.note(await self._adapter.list_slots(schedule_id))
 
-        await asyncio.gather(*(index(s.schedule_id) for s in schedules))
+        await asyncio.gather(*(index(s.schedule_id) for s in ordered))
 
     async def _inputs(
         self, target: _Target, patient_id: str

@@ -21,8 +21,8 @@ from cloud.gateway import HospitalUnavailable
 from cloud.node import CloudNode
 from frontend_server.dialer import Dialer, DialerConfig
 from mesh.tunnel import TunnelConfig, TunnelServer
-from tools.proxy import Proxy
 from tests.support.waiting import until
+from tools.proxy import Proxy
 
 PING = 0.3
 FAST = TunnelConfig(ping_interval=PING, handshake_timeout=5.0, drain_grace=1.0)
