@@ -6,6 +6,6 @@ names the fault kinds.
 
 from __future__ import annotations
 
-from bench.chaos._procs import FAULTS, Report, main
+from bench.chaos._procs import FAULTS, JOURNEY_FAULTS, Report, main, schedule
 
-__all__ = ["FAULTS", "Report", "main"]
+__all__ = ["FAULTS", "JOURNEY_FAULTS", "Report", "main", "schedule"]

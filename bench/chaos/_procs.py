@@ -20,6 +20,7 @@ import collections
 import dataclasses
 import datetime as dt
 import json
+import os
 import random
 import sys
 import tempfile
@@ -483,8 +484,6 @@ async def _reconcile(world: World) -> dict[str, int]:
     from tools.demo import HPLUS, REPO
 
     today = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date().isoformat()
-    import os
-
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "gen"), str(REPO)])
     config = world.stack.node_argv[world.stack.node_argv.index("--config") + 1]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.chaos import FAULTS, main
+from bench.chaos import FAULTS, JOURNEY_FAULTS, main, schedule
 
 
 # Ten processes, one node restart and one edge restart: ~90 s measured on this 2-core
@@ -42,3 +42,15 @@ async def test_a_small_seeded_chaos_run_over_processes_keeps_every_invariant(
     assert report.invariants == dict.fromkeys(report.invariants, 0), lines
     assert sum(report.states.values()) == 12
     assert report.states["confirmed"] + report.states["cancelled"] >= 6, lines
+
+
+def test_the_seed_decides_the_fault_schedule() -> None:
+    kinds = frozenset(FAULTS) - {"redis_cut"}
+    one = schedule(7, 1000, kinds, 1.2)
+    assert one == schedule(7, 1000, kinds, 1.2)
+    assert one != schedule(8, 1000, kinds, 1.2)
+    platform = {b.kind for b in one}
+    assert platform == kinds - JOURNEY_FAULTS  # each chosen platform kind, no other
+    assert len(one) == 120
+    assert [b.after for b in one] == sorted(b.after for b in one)
+    assert schedule(7, 12, frozenset({"node_killed"}), 0.5)[0].kind == "node_killed"
