@@ -33,7 +33,7 @@ from typing import TypeVar
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf import message as pb_message
 
-from frontend_server.adapters import HisRejected, HisUnavailable
+from frontend_server.adapters import HisRejected, HisUnavailable, RejectReason
 from frontend_server.ledger import (
     HisOutcome,
     IdempotencyKeyInProgress,
@@ -68,6 +68,10 @@ class _NoEffectCause(NoEffect):
     def __init__(self, cause: Exception) -> None:
         super().__init__(str(cause))
         self.cause = cause
+
+
+class _DuplicateKey(Exception):
+    """The HIS says our key already holds a write: the outcome is to be read, not assumed."""
 
 
 class WriteRunner:
@@ -156,6 +160,12 @@ class WriteRunner:
             try:
                 response = await call()
             except HisRejected as err:
+                if err.reason is RejectReason.DUPLICATE_KEY:
+                    # The HIS holds a write with our key: evidence that an earlier attempt
+                    # happened, not a refusal. Left UNKNOWN, the probe reads what it holds
+                    # (found by the chaos run: recorded as FAILED, it made the cloud refund
+                    # a booking the hospital kept).
+                    raise _DuplicateKey(str(err)) from err
                 raise Refused(rejection(err)) from err
             except (HisUnavailable, errors.StatusError) as err:
                 raise _NoEffectCause(err) from err

@@ -73,3 +73,31 @@ async def test_a_ledger_of_the_last_release_gains_the_request_column(tmp_path: P
         record = await ledger.get("old")
         assert record is not None
         assert (record.receipt, record.request) == ("R", None)
+
+
+async def test_a_duplicate_key_answer_is_evidence_to_read_not_a_refusal(tmp_path: Path) -> None:
+    # Found by the chaos run: a resent BookAppointment met "this key already holds a write"
+    # at the SOAP HIS; recorded as FAILED, it made the cloud refund a booking the hospital
+    # kept. Now the key stays UNKNOWN and the probe finds the booking.
+    from frontend_server.adapters import HisRejected, RejectReason
+
+    request = appointment_pb2.HoldSlotRequest(idempotency_key="k2", slot_id="H1")
+
+    async def duplicate() -> appointment_pb2.HoldSlotResponse:
+        raise HisRejected(RejectReason.DUPLICATE_KEY, "1003", "duplicate")
+
+    async def probe(key: str, asked: object) -> HisOutcome | OperationError | None:
+        return HisOutcome(receipt="SD2", result=b"")
+
+    async with Ledger.open(tmp_path / "ledger.db") as ledger:
+        runner = WriteRunner(ledger)
+        runner.register_probe(HOLD, probe)
+        with pytest.raises(OperationUnknown):
+            await runner.run(HOLD, request, appointment_pb2.HoldSlotResponse, duplicate, str)
+        record = await ledger.get("k2")
+        assert record is not None
+        assert record.state is OperationState.UNKNOWN
+        assert await runner.settle("k2")
+        settled = await ledger.get("k2")
+        assert settled is not None
+        assert (settled.state, settled.receipt) == (OperationState.SUCCEEDED, "SD2")
