@@ -15,12 +15,25 @@ error                     code         details
 (``cloud.readstore``)     ARGUMENT     store filter or cursor)
 ``UnknownHospital``       NOT_FOUND    ``ResourceInfo`` (``hospital``, the id)
 (``cloud.readstore``)
+a database connection     UNAVAILABLE  ``DATABASE_UNAVAILABLE``, ``RetryInfo``; the
+lost or refused                        driver's error is logged, never sent
+(SQLAlchemy ``DBAPIError``
+invalidating it,
+``OperationalError``,
+``InterfaceError``)
 ========================  ===========  ============================================
+
+A lost database connection is a retry, not a bug: the pool's pre-ping replaces a dead
+connection at checkout, but one terminated during a statement fails that statement (found by
+the chaos run's ``pg_terminate_backend``: GetOrder answered INTERNAL). Every write the
+patient API takes is idempotent by its request id, so the caller's retry is safe.
 """
 
 from __future__ import annotations
 
 import logging
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from cloud.presence import PresenceUnavailable
 from cloud.readstore import QueryError, UnknownHospital
@@ -34,6 +47,7 @@ ERROR_DOMAIN = "cloud.hplus"
 """``ErrorInfo.domain`` of the cloud node's own errors (the registry names its own)."""
 
 _PRESENCE_RETRY_SECONDS = 1.0
+_DATABASE_RETRY_SECONDS = 1.0
 
 
 def translate(err: Exception) -> errors.StatusError | None:
@@ -51,6 +65,15 @@ def translate(err: Exception) -> errors.StatusError | None:
             "tunnel presence is unavailable; retry shortly",
             reason="PRESENCE_UNAVAILABLE",
             retry_delay=_PRESENCE_RETRY_SECONDS,
+        )
+    if isinstance(err, DBAPIError) and (
+        err.connection_invalidated or isinstance(err, OperationalError | InterfaceError)
+    ):
+        log.warning("database unavailable: %s", str(err).splitlines()[0])
+        return errors.Unavailable(
+            "a database is unavailable; retry shortly",
+            reason="DATABASE_UNAVAILABLE",
+            retry_delay=_DATABASE_RETRY_SECONDS,
         )
     if isinstance(err, QueryError):
         return errors.InvalidArgument(field_violations=[(err.field, err.message)])

@@ -32,7 +32,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["HOSPITALS", "main"]
+__all__ = ["HOSPITALS", "Addresses", "Child", "DemoHospital", "Stack", "main", "wait_tunnels"]
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = REPO / "frontend_server" / "profiles"
@@ -127,6 +127,18 @@ class Child:
         async with asyncio.timeout(_STARTUP_SECONDS):
             return await self.ready
 
+    async def kill(self) -> None:
+        """SIGKILL (a crash: nothing drains); returns once the process is gone."""
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        if self._pump is not None:
+            with contextlib.suppress(Exception):
+                await self._pump
+
     async def stop(self, grace: float = 15.0) -> int | None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; returns the exit code."""
         proc = self.proc
@@ -176,7 +188,7 @@ async def _run_cli(*argv: str) -> str:
     return out.decode()
 
 
-async def _wait_tunnels(var: Path, internal: str, expected: set[str]) -> None:
+async def wait_tunnels(var: Path, internal: str, expected: set[str]) -> None:
     """Returns once the node lists a tunnel for every expected hospital."""
     import grpc
 
@@ -270,9 +282,34 @@ def _patient_api_hint(var: Path, public: str, key: Path) -> list[str]:
     ]
 
 
+@dataclasses.dataclass(frozen=True)
+class Addresses:
+    """Where a launched stack answers."""
+
+    public: str
+    """The node's public endpoint (tunnels, the patient API), ``127.0.0.1:PORT``."""
+    internal: str
+    """The node's internal endpoint (operations, ``hplus reconcile``)."""
+    registry: str
+    """The node's registry endpoint."""
+    dashboard: re.Match[str] | None
+    """The dashboard line's match (URL, password file), if it serves one."""
+    his: dict[str, str]
+    """Each hospital's HIS simulator: the URL its edge is given."""
+    his_admin: dict[str, str]
+    """Each hospital's HIS simulator: the base URL of its admin API (``/_admin/...``)."""
+    notify: str
+    """The node's payment notification URL ("" without payments)."""
+
+
 @dataclasses.dataclass
-class _Demo:
-    """The demo's processes and where its files go."""
+class Stack:
+    """The processes of a node, three simulated hospitals and the payment simulator.
+
+    ``make run`` launches it as is; ``bench.chaos`` launches it with the node's databases
+    on PostgreSQL and Redis (``node_toml``), each edge dialing through a proxy
+    (``gateways``), and kills and restarts its processes (``start_node``, ``start_edge``).
+    """
 
     var: Path
     node: Child
@@ -281,19 +318,30 @@ class _Demo:
     pay: Child | None = None
     """The payment channel simulator (``tools.pay_sim``), the node's ``[payments]``."""
     pay_url: str = ""
+    node_toml: str = _NODE_TOML
+    """TOML appended to the generated ``node.toml`` after ``[payments]``."""
+    gateways: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Per hospital, the address its edge dials (default: the node's public endpoint)."""
+    node_argv: list[str] = dataclasses.field(default_factory=list)
+    """How the node was started (``start_node`` starts it again so)."""
+    edge_argv: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    """How each edge was started."""
+    profile_extra: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Per hospital, TOML appended to its generated profile."""
 
     @property
     def demo(self) -> Path:
+        """Where the launcher's generated files and logs go."""
         return self.var / "demo"
 
-    async def start(
+    async def launch(
         self,
         listen: str,
         internal_listen: str,
         registry_listen: str | None = None,
-        dashboard_listen: str = "127.0.0.1:50080",
-    ) -> None:
-        """Starts everything and prints where to look once every tunnel is up."""
+        dashboard_listen: str | None = "127.0.0.1:50080",
+    ) -> Addresses:
+        """Starts everything; returns once every tunnel is up and the app key is issued."""
         var, demo = self.var, self.demo
         profiles = demo / "profiles"
         profiles.mkdir(parents=True, exist_ok=True)
@@ -302,16 +350,17 @@ class _Demo:
         # Before the node starts, so its sync engine finds the hospitals on its first round.
         await _run_cli("cloud", "hospitals", "import", str(DEMO_HOSPITALS), "--data-dir", str(var))
         node_config = await self._pay_config(demo)
-        await self.node.start(
+        self.node_argv = [
             *HPLUS, "cloud", "run",
             "--config", str(node_config),
             "--data-dir", str(var),
             "--listen", listen,
             "--internal-listen", internal_listen,
             *(("--registry-listen", registry_listen) if registry_listen else ()),
-            "--dashboard-listen", dashboard_listen,
+            *(("--dashboard-listen", dashboard_listen) if dashboard_listen else ()),
             "--node-id", "demo",
-        )  # fmt: skip
+        ]  # fmt: skip
+        await self.node.start(*self.node_argv)
         for h in HOSPITALS:
             argv = [PYTHON, "-m", "tools.his_sim", "--dialect", h.dialect, "--seed", str(h.seed)]
             if h.dialect == "db":
@@ -324,14 +373,18 @@ class _Demo:
         public = re.search(r"hplus cloud node \S+ listening on (\S+)", printed)
         internal_match = re.search(r"internal endpoint: (\S+)", printed)
         dashboard = re.search(r"dashboard: (\S+) \(password in (\S+)\)", printed)
+        notify = re.search(r"payment notifications: (\S+)", printed)
         if public is None or internal_match is None:
             raise RuntimeError(f"the cloud node printed no address; see {self.node.log}")
         internal = internal_match.group(1)
         gateway = public.group(1).replace("127.0.0.1", "localhost")  # the dev cert's name
-        urls = {}
+        urls: dict[str, str] = {}
+        admin: dict[str, str] = {}
         for h in HOSPITALS:
-            urls[h.hospital_id] = (await self.sims[h.hospital_id].wait_ready()).group(1)
-            print(f"HIS {h.dialect:<4} for {h.hospital_id:<13} at {urls[h.hospital_id]}")
+            sim = self.sims[h.hospital_id]
+            urls[h.hospital_id] = (await sim.wait_ready()).group(1)
+            db_admin = re.search(r"\(admin API (\S+)\)", "".join(sim.lines))
+            admin[h.hospital_id] = db_admin.group(1) if db_admin else urls[h.hospital_id]
         for h in HOSPITALS:
             credential = demo / f"{h.hospital_id}.credential"
             credential.unlink(missing_ok=True)
@@ -340,50 +393,92 @@ class _Demo:
                 "--out", str(credential), "--data-dir", str(var),
             )  # fmt: skip
             profile = profiles / f"{h.hospital_id}.toml"
-            profile.write_text(_profile_override(PROFILES / h.profile, urls[h.hospital_id]))
-            await self.edges[h.hospital_id].start(
+            profile.write_text(
+                _profile_override(PROFILES / h.profile, urls[h.hospital_id])
+                + self.profile_extra.get(h.hospital_id, "")
+            )
+            self.edge_argv[h.hospital_id] = [
                 *HPLUS, "edge", "run",
-                "--cloud", gateway,
+                "--cloud", self.gateways.get(h.hospital_id, gateway),
                 "--credential", str(credential),
                 "--ca", str(var / "tls" / "ca.pem"),
                 "--profile", str(profile),
                 "--data-dir", str(demo / f"edge-{h.hospital_id}"),
                 "--edge-id", f"demo-{h.hospital_id}",
-            )  # fmt: skip
+            ]  # fmt: skip
+            await self.edges[h.hospital_id].start(*self.edge_argv[h.hospital_id])
         for h in HOSPITALS:
             await self.edges[h.hospital_id].wait_ready()
-        await _wait_tunnels(var, internal, {h.hospital_id for h in HOSPITALS})
+        await wait_tunnels(var, internal, {h.hospital_id for h in HOSPITALS})
         key = demo / "app.key"
         key.unlink(missing_ok=True)
         await _run_cli(
             "cloud", "apps", "issue", f"demo-{time.strftime('%Y%m%d-%H%M%S')}",
             "--channel", "web", "--out", str(key), "--data-dir", str(var),
+            "--config", str(node_config),
         )  # fmt: skip
+        return Addresses(
+            public=public.group(1),
+            internal=internal,
+            registry=registry,
+            dashboard=dashboard,
+            his=urls,
+            his_admin=admin,
+            notify=notify.group(1) if notify else "",
+        )
+
+    async def start_node(self, node: Child, argv: Sequence[str]) -> None:
+        """Starts the node (again) as ``node`` with ``argv``; returns once it is ready."""
+        self.node = node
+        self.node_argv = list(argv)
+        await node.start(*argv)
+        await node.wait_ready()
+
+    async def start_edge(self, hospital_id: str, edge: Child) -> None:
+        """Starts a hospital's edge (again) as it was first started; returns once it dials."""
+        self.edges[hospital_id] = edge
+        await edge.start(*self.edge_argv[hospital_id])
+        await edge.wait_ready()
+
+    async def start(
+        self,
+        listen: str,
+        internal_listen: str,
+        registry_listen: str | None = None,
+        dashboard_listen: str = "127.0.0.1:50080",
+    ) -> None:
+        """Starts everything and prints where to look once every tunnel is up."""
+        var, demo = self.var, self.demo
+        at = await self.launch(listen, internal_listen, registry_listen, dashboard_listen)
+        for h in HOSPITALS:
+            print(f"HIS {h.dialect:<4} for {h.hospital_id:<13} at {at.his[h.hospital_id]}")
+        key = demo / "app.key"
         print(
-            f"cloud node: public {public.group(1)}, registry {registry}, internal {internal}, "
+            f"cloud node: public {at.public}, registry {at.registry}, internal {at.internal}, "
             f"state in {var}"
         )
-        print(f"logs: {demo / 'logs'}; generated profiles: {profiles}")
-        if dashboard is not None:
+        print(f"logs: {demo / 'logs'}; generated profiles: {demo / 'profiles'}")
+        if at.dashboard is not None:
             print(
-                f"dashboard: {dashboard.group(1)} (sign in with the password in "
-                f"{dashboard.group(2)}; the browser will warn about the development CA)"
+                f"dashboard: {at.dashboard.group(1)} (sign in with the password in "
+                f"{at.dashboard.group(2)}; the browser will warn about the development CA)"
             )
         print("three hospitals are connected. Try:")
-        for line in _examples(var, internal, "<a slotId from DirectoryService/ListSlots>"):
+        for line in _examples(var, at.internal, "<a slotId from DirectoryService/ListSlots>"):
             print(line)
         today = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 8 * 3600))
         print(f"payment channel simulator at {self.pay_url}; reconcile today's payments:")
         print(
-            f"  {_command()} reconcile {today} --data-dir {shlex.quote(str(var))} --node {internal}"
+            f"  {_command()} reconcile {today} --data-dir {shlex.quote(str(var))} "
+            f"--node {at.internal}"
         )
         print("sign in to the patient API by hand (README: Sign in and read):")
-        for line in _sign_in_hint(var, public.group(1), key):
+        for line in _sign_in_hint(var, at.public, key):
             print(line)
         print(
             "read hospitals and slots from the read store (README: Find a hospital and its slots):"
         )
-        for line in _patient_api_hint(var, public.group(1), key):
+        for line in _patient_api_hint(var, at.public, key):
             print(line)
         print("stop with Ctrl-C")
         sys.stdout.flush()
@@ -413,15 +508,16 @@ class _Demo:
             f'merchant_key_file = "{(keys / "merchant.key").absolute().as_posix()}"\n'
             f'platform_public_key_file = "{(keys / "platform_public.pem").absolute().as_posix()}"\n'
             'notify_listen = "127.0.0.1:0"\n'
-            "notify_plaintext = true\n\n" + _NODE_TOML,
+            "notify_plaintext = true\n\n" + self.node_toml,
             encoding="utf-8",
         )
         return config
 
-    async def stop(self) -> None:
+    async def stop(self, *, quiet: bool = False) -> None:
         """Stops the edges (they drain), then the simulators, then the node."""
-        print("stopping: edges, simulators, cloud node")
-        sys.stdout.flush()
+        if not quiet:
+            print("stopping: edges, simulators, cloud node")
+            sys.stdout.flush()
         await asyncio.gather(*(e.stop() for e in self.edges.values()))
         await asyncio.gather(*(s.stop() for s in self.sims.values()))
         await self.node.stop()
@@ -442,7 +538,7 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    demo = _Demo(
+    demo = Stack(
         var=var,
         node=Child("cloud-node", "node", logs),
         sims={h.hospital_id: Child(f"his-{h.hospital_id}", "sim", logs) for h in HOSPITALS},

@@ -6,13 +6,17 @@ one is there. Two implementations: `InProcessBuckets` for one node (a least-rece
 table of at most ``max_keys`` buckets, so a flood of new keys costs bounded memory: an
 evicted bucket comes back full, which only ever lets through what a fresh key would get),
 and `RedisBuckets`, shared by every node (one Lua script per take, keys expiring once
-full again, so Redis holds only buckets in use).
+full again, so Redis holds only buckets in use). While Redis cannot be reached,
+`RedisBuckets` counts in this node's own `InProcessBuckets` instead (the limits hold per
+node, not cloud-wide), so an outage of Redis does not become an outage of sign-in and the
+patient API (found by the chaos run: every call failed INTERNAL while Redis was cut).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import time
 from collections import OrderedDict
 from typing import Any, Protocol
@@ -20,6 +24,8 @@ from typing import Any, Protocol
 from cloud.config import parse_rate
 
 __all__ = ["Buckets", "InProcessBuckets", "Rate", "RedisBuckets", "bucket_key"]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,17 +153,45 @@ class RedisBuckets:
         self._client = client
         self._prefix = f"{namespace}bucket:"
         self._take = client.register_script(_TAKE)
+        self._local = InProcessBuckets()
+        self._degraded = False
 
     @classmethod
-    def from_url(cls, url: str, *, namespace: str = "hplus:") -> RedisBuckets:
-        """Buckets on the Redis at ``url``."""
+    def from_url(cls, url: str, *, namespace: str = "hplus:", timeout: float = 2.0) -> RedisBuckets:
+        """Buckets on the Redis at ``url``; a call fails over to this node after ``timeout``."""
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import ExponentialBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
 
-        return cls(aioredis.Redis.from_url(url), namespace=namespace)
+        # As presence's client: a pooled connection broken by a Redis restart is retried
+        # once on a fresh one; an unreachable Redis fails fast.
+        client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
+        return cls(client, namespace=namespace)
 
     async def take(self, key: str, rate: Rate) -> float | None:
-        """See `Buckets.take`."""
-        wait = float(await self._take(keys=[self._prefix + key], args=[rate.burst, rate.refill]))
+        """See `Buckets.take`; in this node's own buckets while Redis cannot be reached."""
+        from redis.exceptions import RedisError
+
+        try:
+            wait = float(
+                await self._take(keys=[self._prefix + key], args=[rate.burst, rate.refill])
+            )
+        except RedisError as err:
+            if not self._degraded:
+                self._degraded = True
+                _log.warning("rate limits: Redis unreachable (%s); counting on this node", err)
+            return await self._local.take(key, rate)
+        if self._degraded:
+            self._degraded = False
+            _log.warning("rate limits: Redis reachable again; counting cloud-wide")
         return None if wait <= 0 else max(wait, 0.001)
 
     async def close(self) -> None:

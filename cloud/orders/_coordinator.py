@@ -353,7 +353,11 @@ class OrderCoordinator:
         else:
             # Send (again) under the same key: the intent first.
             sending = await self.store.update(
-                row, {"in_flight": True}, [("intent", f"send {row.step.value} write")]
+                row,
+                # A refusal's code is kept only until the write is sent again: an absence of
+                # the key after a refusal of *this* sending confirms the refusal (below).
+                {"in_flight": True, "status_code": 0, "status_message": ""},
+                [("intent", f"send {row.step.value} write")],
             )
         try:
             answer = await self._send(sending)
@@ -391,6 +395,8 @@ class OrderCoordinator:
                     "unknown": True,
                     "unknown_since": sending.unknown_since or self._clock(),
                     "next_attempt_at": None,
+                    "status_code": 0,
+                    "status_message": "",
                 },
                 [("lost", f"answer lost ({describe_error(err.error)}): outcome unknown")],
             )
@@ -424,8 +430,8 @@ class OrderCoordinator:
         if fee is None:
             changes.update(
                 status_code=error.code.value[0],
-                status_message="the hospital cannot hold places and the slot's fee is not in "
-                "the public directory",
+                status_message=f"{error.message[:300]}; the slot's fee is not in the public "
+                "directory, so it cannot be paid first either",
             )
             return await self._move(
                 row,
@@ -476,6 +482,13 @@ class OrderCoordinator:
                 return await self.store.update(
                     row, {"absences": seen, "refusals": 0, "next_attempt_at": None}, [line]
                 )
+            if row.status_code:
+                # The hospital's answer was a refusal and its edge has no record of the key:
+                # the edge refused before calling the HIS (an operation the hospital does not
+                # offer, a request it cannot take), so nothing happened and sending the same
+                # write again gets the same refusal. The refusal stands (found by the chaos
+                # run: such orders were resent in a loop until manual review).
+                return await self._refused(row, {}, line)
             # Not received, twice: send the write again under the same key (after a backoff,
             # so a write the edge keeps refusing to record is not sent in a tight loop), until
             # the review deadline.

@@ -17,6 +17,7 @@ from frontend_server.ledger._errors import (
     LedgerError,
     NoEffect,
     OperationError,
+    OperationNotOpen,
     OperationUnknown,
     Refused,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "LedgerError",
     "NoEffect",
     "OperationError",
+    "OperationNotOpen",
     "OperationRecord",
     "OperationState",
     "OperationUnknown",

@@ -118,6 +118,15 @@ class OperationUnknown(LedgerError):
     reason = "OPERATION_OUTCOME_UNKNOWN"
 
 
+class OperationNotOpen(LedgerError):
+    """An outcome came for an operation another path settled (or released) meanwhile.
+
+    Still INTERNAL to a caller (as every unexpected ledger state); the resolver skips it.
+    """
+
+    reason = "OPERATION_NOT_OPEN"
+
+
 class LedgerDamaged(LedgerError):
     """SQLite found the ledger's file damaged: no call can use the ledger until it is restored.
 

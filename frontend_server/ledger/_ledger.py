@@ -40,6 +40,7 @@ from sqlalchemy import (
     Text,
     delete,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -52,9 +53,9 @@ from frontend_server.ledger._errors import (
     IdempotencyKeyReused,
     InvalidIdempotencyKey,
     LedgerDamaged,
-    LedgerError,
     NoEffect,
     OperationError,
+    OperationNotOpen,
     OperationUnknown,
     Refused,
 )
@@ -82,6 +83,10 @@ _operations = Table(
     Column("receipt", Text),
     Column("result", LargeBinary),
     Column("error", Text),
+    # The request as first received (serialized), so an UNKNOWN write can be probed by its
+    # parameters after a restart (a HIS that cannot be asked by key). Added without a new
+    # schema version: a nullable column older releases ignore (`Ledger.start` adds it).
+    Column("request", LargeBinary),
 )
 
 LEDGER_STORE = StoreKind(
@@ -135,6 +140,7 @@ def _record(row: Row[Any]) -> OperationRecord:
         receipt=row.receipt,
         result=row.result,
         error=error,
+        request=row.request,
     )
 
 
@@ -190,6 +196,9 @@ class Ledger:
         """
         async with self._engine.begin() as conn:
             await conn.run_sync(_metadata.create_all)
+            columns = await conn.execute(text("PRAGMA table_info(operations)"))
+            if "request" not in {c[1] for c in columns}:
+                await conn.execute(text("ALTER TABLE operations ADD COLUMN request BLOB"))
         return await self.recover()
 
     async def aclose(self) -> None:
@@ -219,6 +228,7 @@ class Ledger:
         fingerprint: str,
         call: Callable[[], Awaitable[HisOutcome]],
         trace_id: str = "",
+        request: bytes | None = None,
     ) -> OperationRecord:
         """Run a HIS write at most once per key (see the module docstring).
 
@@ -230,6 +240,7 @@ class Ledger:
                 :class:`Refused` for a definitive refusal, :class:`NoEffect` when nothing
                 reached the HIS; anything else means "may have happened".
             trace_id: W3C trace id of the request.
+            request: the serialized request, kept with the entry (see ``request``).
 
         Returns:
             The entry in state SUCCEEDED or FAILED, fresh or replayed; the servicer answers
@@ -243,7 +254,12 @@ class Ledger:
                 key is UNKNOWN.
         """
         record, fresh = await self.begin(
-            key, method=method, fingerprint=fingerprint, trace_id=trace_id, his_attempts=1
+            key,
+            method=method,
+            fingerprint=fingerprint,
+            trace_id=trace_id,
+            his_attempts=1,
+            request=request,
         )
         if not fresh:
             return record
@@ -285,6 +301,7 @@ class Ledger:
         fingerprint: str,
         trace_id: str = "",
         his_attempts: int = 0,
+        request: bytes | None = None,
     ) -> tuple[OperationRecord, bool]:
         """Record ``key`` as IN_PROGRESS unless it is known.
 
@@ -311,6 +328,7 @@ class Ledger:
                 update_time=now,
                 his_attempts=his_attempts,
                 trace_id=trace_id,
+                request=request,
             )
             .on_conflict_do_nothing(index_elements=["idempotency_key"])
         )
@@ -560,5 +578,5 @@ class Ledger:
                 await conn.execute(select(_operations).where(_operations.c.idempotency_key == key))
             ).one_or_none()
         if updated.rowcount != 1 or row is None:
-            raise LedgerError(key, f"cannot record {state.value}: the operation is not open")
+            raise OperationNotOpen(key, f"cannot record {state.value}: the operation is not open")
         return _record(row)

@@ -66,6 +66,8 @@ class OperationRecord:
     """Response to replay, once SUCCEEDED."""
     error: OperationError | None
     """Why it FAILED, or the last error while UNKNOWN."""
+    request: bytes | None = None
+    """The request as first received (serialized), when the caller kept it."""
 
     @property
     def is_evidence(self) -> bool:

@@ -77,11 +77,17 @@ class SlotIndex:
 
     def __init__(self) -> None:
         self._slots: dict[str, tuple[str, dt.date]] = {}
+        self._schedules: set[str] = set()
 
     def note(self, slots: Iterable[Slot]) -> None:
         """Remembers the sessions of ``slots``."""
         for slot in slots:
             self._slots[slot.slot_id] = (slot.schedule_id, slot.start.date())
+            self._schedules.add(slot.schedule_id)
+
+    def indexed(self, schedule_id: str) -> bool:
+        """Whether slots of this session were seen."""
+        return schedule_id in self._schedules
 
     def get(self, slot_id: str) -> tuple[str, dt.date] | None:
         """The schedule id and day of a slot, if seen."""
@@ -120,6 +126,7 @@ class RuleGate:
         self._zone = zoneinfo.ZoneInfo(timezone)
         self._clock = clock
         self._index = index
+        self._discovery: asyncio.Task[None] | None = None
 
     def now(self) -> dt.datetime:
         """The hospital's local wall-clock time (naive), as the engine takes it."""
@@ -186,7 +193,13 @@ class RuleGate:
     async def _target(self, slot_id: str) -> _Target | None:
         found = self._index.get(slot_id)
         if found is None:
-            await self._discover()
+            # One discovery at a time, shared by every call that waits for it; a call cut
+            # short by its deadline leaves it running, so the next call finds the slot
+            # (found by the chaos run: concurrent holds on a cold edge each read every
+            # session of a SOAP HIS, and each was cut short before the end).
+            if self._discovery is None or self._discovery.done():
+                self._discovery = asyncio.ensure_future(self._discover())
+            await asyncio.shield(self._discovery)
             found = self._index.get(slot_id)
             if found is None:
                 return None
@@ -215,14 +228,16 @@ class RuleGate:
         end = today + dt.timedelta(days=self._engine.rules.booking_window_days)
         schedules = await self._adapter.list_schedules(start=today, end=end)
         # Session by session is one HIS read each: run them side by side, bounded, so a
-        # cold edge finds an unlisted slot within a call's deadline.
+        # cold edge finds an unlisted slot within a call's deadline. Sessions not indexed
+        # yet go first: the next discovery reads what the last one did not reach.
+        ordered = sorted(schedules, key=lambda s: self._index.indexed(s.schedule_id))
         gate = asyncio.Semaphore(_DISCOVERY_CONCURRENCY)
 
         async def index(schedule_id: str) -> None:
             async with gate:
                 self._index.note(await self._adapter.list_slots(schedule_id))
 
-        await asyncio.gather(*(index(s.schedule_id) for s in schedules))
+        await asyncio.gather(*(index(s.schedule_id) for s in ordered))
 
     async def _inputs(
         self, target: _Target, patient_id: str

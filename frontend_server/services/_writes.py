@@ -30,9 +30,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from google.protobuf import descriptor_pool, message_factory
 from google.protobuf import message as pb_message
 
-from frontend_server.adapters import HisRejected, HisUnavailable
+from frontend_server.adapters import HisRejected, HisUnavailable, RejectReason
 from frontend_server.ledger import (
     HisOutcome,
     IdempotencyKeyInProgress,
@@ -67,6 +68,10 @@ class _NoEffectCause(NoEffect):
     def __init__(self, cause: Exception) -> None:
         super().__init__(str(cause))
         self.cause = cause
+
+
+class _DuplicateKey(Exception):
+    """The HIS says our key already holds a write: the outcome is to be read, not assumed."""
 
 
 class WriteRunner:
@@ -155,6 +160,12 @@ class WriteRunner:
             try:
                 response = await call()
             except HisRejected as err:
+                if err.reason is RejectReason.DUPLICATE_KEY:
+                    # The HIS holds a write with our key: evidence that an earlier attempt
+                    # happened, not a refusal. Left UNKNOWN, the probe reads what it holds
+                    # (found by the chaos run: recorded as FAILED, it made the cloud refund
+                    # a booking the hospital kept).
+                    raise _DuplicateKey(str(err)) from err
                 raise Refused(rejection(err)) from err
             except (HisUnavailable, errors.StatusError) as err:
                 raise _NoEffectCause(err) from err
@@ -165,7 +176,11 @@ class WriteRunner:
             # (a repeat with other parameters is refused by the ledger anyway).
             self._requests.setdefault(key, request)
             return await self._ledger.execute(
-                key, method=method, fingerprint=fingerprint, call=his_call
+                key,
+                method=method,
+                fingerprint=fingerprint,
+                call=his_call,
+                request=request.SerializeToString(),
             )
 
         try:
@@ -236,9 +251,29 @@ class WriteRunner:
         probe = self._probes.get(record.method)
         if probe is None:
             raise LookupError(f"no probe for {record.method}")
+        request = self._requests.get(record.idempotency_key) or _request_of(record)
         try:
-            return await probe(record.idempotency_key, self._requests.get(record.idempotency_key))
+            return await probe(record.idempotency_key, request)
         except HisRejected as err:
             # The probe's own lookup was refused: a definitive answer only when the
             # probe says so by returning; here the HIS could not tell.
             raise LookupError(f"probe refused: {err.reason}") from err
+
+
+def _request_of(record: OperationRecord) -> pb_message.Message | None:
+    """The request kept with the entry, parsed by its method's input type.
+
+    After a restart the in-memory copy is gone; a probe that reads the HIS by the write's
+    parameters (a HIS that cannot be asked by key) needs it (found by the chaos run: an edge
+    killed during a hold at the SOAP hospital left the hold UNKNOWN for good).
+    """
+    if not record.request:
+        return None
+    service, _, name = record.method.rpartition("/")
+    try:
+        method = descriptor_pool.Default().FindServiceByName(service).FindMethodByName(name)
+    except KeyError:
+        return None
+    message = message_factory.GetMessageClass(method.input_type)()
+    message.ParseFromString(record.request)
+    return message

@@ -130,9 +130,13 @@ class Journey:
 
 @contextlib.asynccontextmanager
 async def journey(
-    tmp_path: Path, *, config: OrdersConfig | None = None, dialect: str = "rest"
+    tmp_path: Path,
+    *,
+    config: OrdersConfig | None = None,
+    dialect: str = "rest",
+    extra: str = "",
 ) -> AsyncIterator[Journey]:
-    async with hospital(dialect, tmp_path) as env:
+    async with hospital(dialect, tmp_path, extra=extra) as env:
         node = env.node
         assert node.order_parts is not None
         assert node.orders is not None
@@ -314,6 +318,27 @@ async def test_a_hospital_refusal_is_confirmed_twice_before_the_refund(tmp_path:
         got = await j.api.get_order(patient_pb2.GetOrderRequest(order_id=order.order_id), j.caller)
         assert got.order.status == patient_pb2.ORDER_STATUS_FAILED
         assert got.order.status_reason.code != 0
+
+
+async def test_a_write_the_edge_refuses_before_the_his_fails_the_order_at_once(
+    tmp_path: Path,
+) -> None:
+    # Found by the chaos run: a hospital that does not offer HoldSlot refused it at its
+    # edge (no record of the key), the reads found the key absent, and the coordinator sent
+    # the same write again, in a loop, until manual review 10 minutes later.
+    extra = "[capabilities.appointment]\nhold = false\n"
+    async with journey(tmp_path, extra=extra) as j:
+        order = await j.book(await j.slot())
+        row = await j.until(order.order_id, lambda r: r.settled)
+        assert row.step is Step.FAILED
+        assert not row.review
+        kinds = await j.kinds(order.order_id)
+        assert kinds.count("intent") == 1, kinds
+        assert "resend" not in kinds
+        got = await j.api.get_order(patient_pb2.GetOrderRequest(order_id=order.order_id), j.caller)
+        assert got.order.status == patient_pb2.ORDER_STATUS_FAILED
+        assert got.order.status_reason.code == 12  # UNIMPLEMENTED: not offered
+        assert "hold_slot" in got.order.status_reason.message
 
 
 async def test_no_evidence_goes_to_manual_review_never_to_a_refund(

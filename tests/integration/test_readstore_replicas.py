@@ -19,8 +19,8 @@ from cloud.sync import SLOTS, SyncEngine
 from cloud.sync.testing import FakeHospitals, SyntheticHospital
 from hplus.hospital.v1 import directory_pb2
 from tests.support.pg_standby import PgPair, pg_pair
-from tests.support.proxy import Proxy
 from tests.support.waiting import until
+from tools.proxy import Proxy
 
 pytestmark = pytest.mark.integration
 

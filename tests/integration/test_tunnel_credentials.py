@@ -23,8 +23,8 @@ from cloud.node import CloudNode
 from frontend_server.dialer import Dialer
 from hplus.cloud.v1 import operations_pb2, operations_pb2_grpc
 from tests.integration.test_tunnel_cluster import FAST, edge, node_config
-from tests.support.proxy import Proxy
 from tests.support.waiting import until
+from tools.proxy import Proxy
 
 UNAUTHENTICATED = "UNAUTHENTICATED: credential revoked"
 

@@ -1,6 +1,6 @@
 """Faults between the cloud and an edge, and between nodes and Redis, on real sockets.
 
-The network is faked by one seam, `tests.support.proxy.Proxy`, a TCP proxy in front of a
+The network is faked by one seam, `tools.proxy.Proxy`, a TCP proxy in front of a
 real server that can black-hole or cut traffic.
 """
 
@@ -21,8 +21,8 @@ from cloud.gateway import HospitalUnavailable
 from cloud.node import CloudNode
 from frontend_server.dialer import Dialer, DialerConfig
 from mesh.tunnel import TunnelConfig, TunnelServer
-from tests.support.proxy import Proxy
 from tests.support.waiting import until
+from tools.proxy import Proxy
 
 PING = 0.3
 FAST = TunnelConfig(ping_interval=PING, handshake_timeout=5.0, drain_grace=1.0)

@@ -286,6 +286,9 @@ class SimBase:
             web.delete("/_admin/requests", self._admin_clear_requests),
             web.post("/_admin/bills", self._admin_add_bill),
             web.post("/_admin/schedules/{schedule_id}/suspend", self._admin_suspend),
+            web.get("/_admin/patients", self._admin_patients),
+            web.get("/_admin/appointments", self._admin_appointments),
+            web.get("/_admin/bookable_slot", self._admin_bookable_slot),
         ]
 
     async def _admin_json(self, request: web.Request) -> dict[str, Any]:
@@ -307,6 +310,67 @@ class SimBase:
                 "port": self.port,
                 "sample_patient_ids": patients,
                 **self._extra_info(),
+            }
+        )
+
+    async def _admin_patients(self, request: web.Request) -> web.Response:
+        return _json(
+            {
+                "patients": [
+                    {
+                        "patient_id": p.patient_id,
+                        "name": p.name,
+                        "gender": p.gender,
+                        "birth_date": p.birth_date.isoformat(),
+                        "id_type": p.id_type,
+                        "id_number": p.id_number,
+                        "phone": p.phone,
+                    }
+                    for p in sorted(self.core.patients.values(), key=lambda p: p.patient_id)
+                ]
+            }
+        )
+
+    async def _admin_appointments(self, request: web.Request) -> web.Response:
+        status = request.query.get("status", "")
+        return _json(
+            {
+                "appointments": [
+                    {
+                        "appt_id": a.appt_id,
+                        "hold_id": a.hold_id,
+                        "status": a.status,
+                        "patient_id": a.patient_id,
+                        "slot_id": a.slot_id,
+                        "fee_cash": a.fee_cash,
+                        "receipt_number": a.receipt_number,
+                        "paid": a.payment.amount if a.payment is not None else 0,
+                        "merchant_order_id": a.payment.merchant_order_id
+                        if a.payment is not None
+                        else "",
+                        "refund_receipt": a.refund_receipt,
+                    }
+                    for a in self.core.bookings(status=status)
+                ]
+            }
+        )
+
+    async def _admin_bookable_slot(self, request: web.Request) -> web.Response:
+        try:
+            slot = self.core.bookable_slot(
+                patient_id=request.query.get("patient_id", ""),
+                min_days_ahead=int(request.query.get("min_days_ahead", "1")),
+                skip=int(request.query.get("skip", "0")),
+            )
+        except ValueError as err:
+            return _json({"error": f"min_days_ahead, skip: {err}"}, status=400)
+        except HisError as err:
+            return _json({"error": err.message}, status=404)
+        return _json(
+            {
+                "slot_id": slot.slot_id,
+                "schedule_id": slot.schedule_id,
+                "start": slot.start.isoformat(),
             }
         )
 

@@ -796,6 +796,7 @@ class PaySim:
             web.get("/_sim/notifications", self._c_notifications),
             web.post("/_sim/notifications/release", self._c_release),
             web.post("/_sim/refunds/complete", self._c_complete),
+            web.get("/_sim/ledger", self._c_ledger),
         ]
 
     async def _authenticated(self, request: web.Request) -> str:
@@ -938,6 +939,26 @@ class PaySim:
         except ValueError as err:
             return _error(400, "INVALID_REQUEST", str(err))
         return web.json_response({"trade_state": state})
+
+    async def _c_ledger(self, request: web.Request) -> web.Response:
+        """Every payment and refund the channel holds (the chaos run's money check)."""
+        return web.json_response(
+            {
+                "trades": [
+                    {"out_trade_no": t.out_trade_no, "amount": t.amount, "state": t.state}
+                    for t in self.store.trades()
+                ],
+                "refunds": [
+                    {
+                        "out_refund_no": r.out_refund_no,
+                        "out_trade_no": r.out_trade_no,
+                        "amount": r.amount,
+                        "status": r.status,
+                    }
+                    for r in self.store.refunds()
+                ],
+            }
+        )
 
     async def _c_faults(self, request: web.Request) -> web.Response:
         return web.json_response({"faults": [fault_to_json(f) for f in self.faults()]})

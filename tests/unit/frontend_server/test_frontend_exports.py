@@ -102,6 +102,7 @@ EXPECTED = {
         "LedgerError",
         "NoEffect",
         "OperationError",
+        "OperationNotOpen",
         "OperationRecord",
         "OperationState",
         "OperationUnknown",

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import stat
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from cloud.accounts import (
     mask_id_number,
     mask_phone,
 )
+from tools.proxy import Proxy
 
 
 class Ticks:
@@ -123,3 +125,34 @@ def test_masks() -> None:
     assert client_address("ipv6:[::1]:51234") == "::1"
     assert client_address("unix:/tmp/x") == "unix:/tmp/x"
     assert client_address("") == "unknown"
+
+
+@pytest.mark.integration
+async def test_redis_buckets_count_on_the_node_while_redis_is_cut(
+    namespace: str, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by the chaos run: with Redis cut, every app call failed INTERNAL (the bucket's
+    # ConnectionError). Now the node counts in its own buckets until Redis is back.
+    target = urllib.parse.urlsplit(redis_url)
+    proxy = Proxy(target.hostname or "127.0.0.1", target.port or 6379)
+    await proxy.start()
+    buckets = RedisBuckets.from_url(
+        target._replace(netloc=f"127.0.0.1:{proxy.port}").geturl(), namespace=namespace
+    )
+    try:
+        rate = Rate(2, 600.0)
+        assert await buckets.take("app:a", rate) is None  # in Redis
+        await proxy.cut()
+        with caplog.at_level(logging.WARNING, logger="cloud.accounts"):
+            assert await buckets.take("app:a", rate) is None  # on this node: a fresh bucket
+            assert await buckets.take("app:a", rate) is None
+            wait = await buckets.take("app:a", rate)  # still limited while degraded
+        assert wait == pytest.approx(300.0, abs=1.0)
+        assert "Redis unreachable" in caplog.text
+        await proxy.restore()
+        wait = await buckets.take("app:a", rate)  # Redis again: its bucket has one token left
+        assert wait is None
+        assert await buckets.take("app:a", rate) == pytest.approx(300.0, abs=1.0)
+    finally:
+        await buckets.close()
+        await proxy.close()

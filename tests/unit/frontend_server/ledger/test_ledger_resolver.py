@@ -9,6 +9,7 @@ from frontend_server.ledger import (
     HisOutcome,
     Ledger,
     OperationError,
+    OperationNotOpen,
     OperationRecord,
     OperationState,
     OperationUnknown,
@@ -75,3 +76,27 @@ async def test_runs_in_the_background_until_shut_down(tmp_path: Path) -> None:
         record = await ledger.get("k")
         assert record is not None
         assert record.state is OperationState.SUCCEEDED
+
+
+async def test_an_operation_settled_while_the_his_was_asked_is_skipped(tmp_path: Path) -> None:
+    # Found by the chaos run: the write's own path settled a key while the resolver's probe
+    # was out; recording the probe's outcome failed "not open", which ended the resolver
+    # (and the edge with it). The round now goes on.
+    async with Ledger.open(tmp_path / "l.db") as ledger:
+        await unknown(ledger, "raced")
+        await unknown(ledger, "next")
+
+        async def probe(record: OperationRecord) -> HisOutcome | OperationError | None:
+            if record.idempotency_key == "raced":
+                await ledger.resolve("raced", HisOutcome(receipt="REG1", result=b"r"))
+            return HisOutcome(receipt="REG2", result=b"r")
+
+        assert await Resolver(ledger, probe).resolve_once() == 1
+        raced = await ledger.get("raced")
+        assert raced is not None
+        assert (raced.state, raced.receipt) == (OperationState.SUCCEEDED, "REG1")
+        settled = await ledger.get("next")
+        assert settled is not None
+        assert settled.state is OperationState.SUCCEEDED
+        with pytest.raises(OperationNotOpen):
+            await ledger.resolve("raced", HisOutcome(receipt="REG3", result=b"r"))

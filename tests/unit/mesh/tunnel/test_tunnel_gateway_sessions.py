@@ -26,9 +26,9 @@ from mesh.tunnel import (
     TunnelServer,
     bearer_token,
 )
-from tests.support.proxy import Proxy
 from tests.support.waiting import until
 from tests.unit.mesh.tunnel.tunnel_harness import HOSPITAL, EchoServicer, EchoStub, S
+from tools.proxy import Proxy
 
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED.value[0]
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]

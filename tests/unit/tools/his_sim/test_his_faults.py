@@ -427,3 +427,36 @@ def test_fault_spec_round_trip():
         {"type": "timeout_after_commit", "operations": ["settle"], "mode": "drop", "times": 2}
     )
     assert fault == TimeoutAfterCommit(frozenset({"settle"}), "drop", 30.0, 2)
+
+
+async def test_admin_lists_patients_appointments_and_a_bookable_slot(his_client):
+    # What the chaos run reads out of process: who can book, what is free, what is held.
+    _, client = his_client
+    his = client.his
+    async with aiohttp.ClientSession() as session:
+        async with session.get(his.base_url + "/_admin/patients") as resp:
+            patients = (await resp.json())["patients"]
+        assert len(patients) == len(his.core.patients)
+        pid = patients[9]["patient_id"]
+        assert patients[9]["id_number"] == his.core.patient(pid).id_number
+        async with session.get(
+            his.base_url + "/_admin/bookable_slot", params={"patient_id": pid}
+        ) as resp:
+            slot = await resp.json()
+        assert slot["slot_id"] == his.core.bookable_slot(patient_id=pid).slot_id
+        async with session.get(
+            his.base_url + "/_admin/bookable_slot", params={"patient_id": "P99999999"}
+        ) as resp:
+            assert resp.status == 404
+        held = his.core.hold(slot_id=slot["slot_id"], patient_id=pid)
+        async with session.get(
+            his.base_url + "/_admin/appointments", params={"status": "HELD"}
+        ) as resp:
+            listed = (await resp.json())["appointments"]
+        assert [(a["hold_id"], a["patient_id"], a["slot_id"]) for a in listed] == [
+            (held.hold_id, pid, slot["slot_id"])
+        ]
+        async with session.get(
+            his.base_url + "/_admin/appointments", params={"status": "BOOKED"}
+        ) as resp:
+            assert (await resp.json())["appointments"] == []

@@ -114,6 +114,10 @@ async def test_the_control_api_pays_and_takes_faults(tmp_path: Path) -> None:
             assert resp.status == 400
         async with session.get(sim.base_url + "/_sim/notifications") as resp:
             assert [n["state"] for n in (await resp.json())["notifications"]] == ["held"]
+        async with session.get(sim.base_url + "/_sim/ledger") as resp:
+            ledger = await resp.json()
+        assert {t["out_trade_no"]: t["state"] for t in ledger["trades"]}["ORD0000101"] == "SUCCESS"
+        assert ledger["refunds"] == []
         async with session.get(sim.base_url + "/_sim/info") as resp:
             info = await resp.json()
         assert info["platform_serial"] == sim.platform_serial
