@@ -381,11 +381,18 @@ class Ledger:
             complete_time=self._clock(),
         )
 
-    async def mark_unknown(self, key: str, error: OperationError) -> OperationRecord:
+    async def mark_unknown(
+        self, key: str, error: OperationError, *, attempt: OperationRecord | None = None
+    ) -> OperationRecord:
         """Record that the HIS call's outcome is unknown (``error`` says what went wrong).
 
+        Args:
+            key: the key.
+            error: what went wrong.
+            attempt: only if the key is still this UNKNOWN entry (a resolver's note).
+
         Raises:
-            LedgerError: the key is not IN_PROGRESS or UNKNOWN.
+            LedgerError: the key is not IN_PROGRESS or UNKNOWN (or not ``attempt``).
         """
         return await self._finish(
             key,
@@ -394,10 +401,15 @@ class Ledger:
             result=None,
             error=_error_json(error),
             complete_time=None,
+            attempt=attempt,
         )
 
-    async def release(self, key: str) -> bool:
+    async def release(self, key: str, *, attempt: OperationRecord | None = None) -> bool:
         """Forget an IN_PROGRESS or UNKNOWN operation that provably had no effect.
+
+        Args:
+            key: the key.
+            attempt: only if the key is still this UNKNOWN entry (see `resolve`).
 
         Returns:
             Whether an entry was removed.
@@ -405,13 +417,17 @@ class Ledger:
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 delete(_operations).where(
-                    _operations.c.idempotency_key == key, _operations.c.state.in_(_OPEN)
+                    _operations.c.idempotency_key == key, self._still_open(attempt)
                 )
             )
         return result.rowcount == 1
 
     async def resolve(
-        self, key: str, outcome: HisOutcome | OperationError | None
+        self,
+        key: str,
+        outcome: HisOutcome | OperationError | None,
+        *,
+        attempt: OperationRecord | None = None,
     ) -> OperationRecord | None:
         """Settle an UNKNOWN (or IN_PROGRESS) operation from what the HIS now says.
 
@@ -419,16 +435,49 @@ class Ledger:
             key: the key.
             outcome: the HIS has it (receipt), refused it (error), or has no trace of it
                 (``None``: the key is released and a retry runs afresh).
+            attempt: the UNKNOWN entry the HIS was asked about. The answer settles only
+                that entry: if meanwhile it was settled, released and sent again, the new
+                attempt (which may be reaching the HIS right now) is left alone, since
+                the HIS's "no trace" was about the old one.
 
         Returns:
             The settled entry, or ``None`` when released.
+
+        Raises:
+            OperationNotOpen: the key is not open (or, with ``attempt``, not that entry).
         """
         if outcome is None:
-            await self.release(key)
+            if not await self.release(key, attempt=attempt) and attempt is not None:
+                raise OperationNotOpen(key, "cannot release: the key is no longer that attempt")
             return None
         if isinstance(outcome, HisOutcome):
-            return await self.succeed(key, outcome)
-        return await self.fail(key, outcome)
+            return await self._finish(
+                key,
+                state=OperationState.SUCCEEDED,
+                receipt=outcome.receipt,
+                result=outcome.result,
+                error=None,
+                complete_time=self._clock(),
+                attempt=attempt,
+            )
+        return await self._finish(
+            key,
+            state=OperationState.FAILED,
+            receipt=None,
+            result=None,
+            error=_error_json(outcome),
+            complete_time=self._clock(),
+            attempt=attempt,
+        )
+
+    @staticmethod
+    def _still_open(attempt: OperationRecord | None) -> Any:
+        """The WHERE clause of a change to an open entry (``attempt``: that UNKNOWN one)."""
+        if attempt is None:
+            return _operations.c.state.in_(_OPEN)
+        return (_operations.c.state == OperationState.UNKNOWN.value) & (
+            _operations.c.receive_time == attempt.receive_time
+        )
 
     async def note_attempt(self, key: str) -> None:
         """Count one more HIS call for ``key`` (e.g. a resolution query)."""
@@ -560,11 +609,12 @@ class Ledger:
         result: bytes | None,
         error: str | None,
         complete_time: float | None,
+        attempt: OperationRecord | None = None,
     ) -> OperationRecord:
         async with self._engine.begin() as conn:
             updated = await conn.execute(
                 update(_operations)
-                .where(_operations.c.idempotency_key == key, _operations.c.state.in_(_OPEN))
+                .where(_operations.c.idempotency_key == key, self._still_open(attempt))
                 .values(
                     state=state.value,
                     receipt=receipt,

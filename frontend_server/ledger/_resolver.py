@@ -64,21 +64,26 @@ class Resolver:
                 outcome = await self._probe(record)
             except Exception as err:
                 # Still unknown; keep the latest reason for the evidence read.
-                await self._ledger.mark_unknown(
-                    key,
-                    OperationError(
-                        code="UNAVAILABLE",
-                        reason="",
-                        message=f"resolving failed: {type(err).__name__}",
-                    ),
-                )
+                with contextlib.suppress(OperationNotOpen):  # settled or sent again meanwhile
+                    await self._ledger.mark_unknown(
+                        key,
+                        OperationError(
+                            code="UNAVAILABLE",
+                            reason="",
+                            message=f"resolving failed: {type(err).__name__}",
+                        ),
+                        attempt=record,
+                    )
                 continue
             try:
-                await self._ledger.resolve(key, outcome)
+                await self._ledger.resolve(key, outcome, attempt=record)
             except OperationNotOpen:
                 # The write's own path (its retry, or the settle of a retry that found the
-                # key in progress) settled it while the HIS was asked: nothing left to do.
-                # Found by the chaos run: this race ended the resolver, and the edge with it.
+                # key in progress) settled it while the HIS was asked, or released it and
+                # sent it again: the answer was about an attempt that is no more, and the
+                # new one is left alone. Found by the chaos run: this race ended the
+                # resolver (and the edge with it), and a release here once erased a resent
+                # write the HIS then committed.
                 log.info("resolving %s: already settled meanwhile", key)
                 continue
             settled += 1

@@ -230,10 +230,14 @@ class WriteRunner:
         except Exception as err:  # any failure means "cannot tell yet"
             log.info("resolving %s: still unknown (%s)", record.method, type(err).__name__)
             return False
-        with contextlib.suppress(LedgerError):  # settled meanwhile by the resolver
-            await self._ledger.resolve(key, outcome)
-        if outcome is None:
-            self._requests.pop(key, None)
+        # Settles only the attempt that was probed: settled meanwhile by the resolver, or
+        # released and sent again (the new attempt is not touched), is not an error.
+        with contextlib.suppress(LedgerError):
+            if outcome is None:
+                if await self._ledger.release(key, attempt=record):
+                    self._requests.pop(key, None)
+            else:
+                await self._ledger.resolve(key, outcome, attempt=record)
         return True
 
     async def probe(self, record: OperationRecord) -> HisOutcome | OperationError | None:

@@ -100,3 +100,50 @@ async def test_an_operation_settled_while_the_his_was_asked_is_skipped(tmp_path:
         assert settled.state is OperationState.SUCCEEDED
         with pytest.raises(OperationNotOpen):
             await ledger.resolve("raced", HisOutcome(receipt="REG3", result=b"r"))
+
+
+@pytest.mark.parametrize("his_says", ["no trace", "refused", "cannot tell"])
+async def test_an_answer_about_an_old_attempt_leaves_the_write_sent_again_alone(
+    tmp_path: Path, his_says: str
+) -> None:
+    # Found by the chaos run: while the resolver asked the HIS about an UNKNOWN write, the
+    # write's own path released the key and sent it again; the HIS's "no trace" (about the
+    # first attempt) then released the second one in flight, whose success could no longer
+    # be recorded, and a third sending met "this key already holds a write".
+    resent: list[tuple[OperationRecord, bool]] = []
+
+    async def probe(record: OperationRecord) -> HisOutcome | OperationError | None:
+        assert await ledger.release(record.idempotency_key)  # the retry found no trace
+        resent.append(
+            await ledger.begin(record.idempotency_key, method=BOOK, fingerprint="f")
+        )  # ... and sends again: IN_PROGRESS, on its way to the HIS
+        if his_says == "cannot tell":
+            raise ConnectionRefusedError
+        if his_says == "refused":
+            return OperationError(code="FAILED_PRECONDITION", reason="X", message="no")
+        return None
+
+    async with Ledger.open(tmp_path / "l.db") as ledger:
+        await unknown(ledger, "k")
+        assert await Resolver(ledger, probe).resolve_once() == 0
+        [(second, fresh)] = resent
+        assert fresh
+        now = await ledger.get("k")
+        assert now is not None
+        assert (now.state, now.receive_time) == (OperationState.IN_PROGRESS, second.receive_time)
+        # The second attempt's answer is recorded as it comes.
+        done = await ledger.succeed("k", HisOutcome(receipt="REG9", result=b"r"))
+        assert (done.state, done.receipt) == (OperationState.SUCCEEDED, "REG9")
+
+
+async def test_resolving_the_attempt_it_probed_still_settles_it(tmp_path: Path) -> None:
+    async with Ledger.open(tmp_path / "l.db") as ledger:
+        await unknown(ledger, "k")
+        record = await ledger.get("k")
+        assert record is not None
+        settled = await ledger.resolve("k", HisOutcome(receipt="R", result=b""), attempt=record)
+        assert settled is not None
+        assert settled.state is OperationState.SUCCEEDED
+        with pytest.raises(OperationNotOpen):  # settled: no second answer
+            await ledger.resolve("k", None, attempt=record)
+        assert (await ledger.get("k")) is not None
