@@ -283,13 +283,20 @@ class WechatPayChannel:
                         reason="CHANNEL_ANSWER_TOO_LARGE",
                         domain=_DOMAIN,
                     )
-                data = await resp.content.read(limit + 1)
-                if len(data) > limit:
-                    raise errors.Unavailable(
-                        f"payment channel answer is over the {limit}-byte bound",
-                        reason="CHANNEL_ANSWER_TOO_LARGE",
-                        domain=_DOMAIN,
-                    )
+                # The whole body, bounded: a single read() returns what has arrived so far
+                # (a large statement came back cut at a chunk, its latest rows missing).
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in resp.content.iter_chunked(256 * 1024):
+                    size += len(chunk)
+                    if size > limit:
+                        raise errors.Unavailable(
+                            f"payment channel answer is over the {limit}-byte bound",
+                            reason="CHANNEL_ANSWER_TOO_LARGE",
+                            domain=_DOMAIN,
+                        )
+                    chunks.append(chunk)
+                data = b"".join(chunks)
                 status = resp.status
         except aiohttp.ClientConnectorError as err:
             raise errors.Unavailable(
@@ -442,8 +449,10 @@ def parse_statement(text: str, business_date: dt.date) -> list[StatementRow]:
             domain=_DOMAIN,
         )
     rows: list[StatementRow] = []
+    summary: list[str] | None = None
     for line, record in enumerate(reader, start=2):
         if record and record[0].strip() == "总交易单数":
+            summary = [v.strip().lstrip("`") for v in next(reader, [])]
             break
         if not record:
             continue
@@ -473,4 +482,38 @@ def parse_statement(text: str, business_date: dt.date) -> list[StatementRow]:
                 occurred_at=when,
             )
         )
+    _check_summary(summary, rows)
     return rows
+
+
+def _check_summary(summary: list[str] | None, rows: list[StatementRow]) -> None:
+    """The bill's closing summary (count, payments total, refunds total) against its rows.
+
+    A bill cut short (a lost connection, a partial read) loses its latest rows and its
+    summary; a bill whose rows do not add up is refused, never reconciled as it is.
+
+    Raises:
+        errors.DataLoss: no summary, or one the rows disagree with.
+    """
+    if not summary:
+        raise errors.DataLoss(
+            f"payment channel statement has no summary after {len(rows)} rows: cut short?",
+            domain=_DOMAIN,
+        )
+    try:
+        count, paid, refunded = int(summary[0]), _fen(summary[1]), _fen(summary[2])
+    except (IndexError, ValueError) as err:
+        raise errors.DataLoss(
+            f"payment channel statement summary is malformed: {err}", domain=_DOMAIN
+        ) from None
+    got = (
+        len(rows),
+        sum(r.amount_fen for r in rows if r.kind == "payment"),
+        sum(r.amount_fen for r in rows if r.kind == "refund"),
+    )
+    if got != (count, paid, refunded):
+        raise errors.DataLoss(
+            f"payment channel statement rows ({got[0]}, payments {got[1]} fen, refunds "
+            f"{got[2]} fen) disagree with its summary ({count}, {paid} fen, {refunded} fen)",
+            domain=_DOMAIN,
+        )

@@ -306,3 +306,43 @@ async def test_concurrent_payments_each_notified_once(tmp_path: Path) -> None:
         items = await inbox.wait(20)
         assert sorted(i.out_trade_no for i in items) == numbers  # type: ignore[union-attr]
         assert server.accepted == 20
+
+
+async def test_a_large_statement_is_read_whole_and_a_cut_one_refused(tmp_path: Path) -> None:
+    # Found by the 1,000-journey chaos run: the bill was read with one bounded read(),
+    # which returns what has arrived so far; its latest 105 payments were missing and
+    # reconciliation reported them MISSING_AT_CHANNEL.
+    from cloud.payments import parse_statement
+    from tools.pay_sim._store import TradeRow
+
+    async with channel_and_sim(tmp_path) as (sim, channel, _server, _inbox):
+        now = dt.datetime.now(CST)
+        for n in range(2000):  # about 400 KB of bill: many chunks on the wire
+            sim.store.insert_trade(
+                TradeRow(
+                    out_trade_no=f"ORD{n:07d}",
+                    prepay_id=f"wx{n}",
+                    transaction_id=f"4200{n:010d}",
+                    description="挂号费",
+                    payer="openid",
+                    amount=100 + n,
+                    notify_url="",
+                    state="SUCCESS",
+                    created_at=now,
+                    expires_at=now + dt.timedelta(hours=2),
+                    success_time=now + dt.timedelta(microseconds=n),
+                )
+            )
+        today = now.date()
+        rows = await channel.statement(today)
+        assert [r.out_trade_no for r in rows] == [f"ORD{n:07d}" for n in range(2000)]
+        assert sum(r.amount_fen for r in rows) == sum(100 + n for n in range(2000))
+        text = sim.statement(today)
+        lines = text.splitlines()
+        for cut in (lines[:-2], lines[:-1], lines[:1000]):  # no summary, or the rows cut short
+            with pytest.raises(errors.DataLoss) as lost:
+                parse_statement("\n".join(cut) + "\n", today)
+            assert "summary" in lost.value.message
+        tampered = text.replace("`1.00,", "`1.01,", 1)  # a row that does not add up
+        with pytest.raises(errors.DataLoss, match="disagree with its summary"):
+            parse_statement(tampered, today)
