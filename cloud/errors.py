@@ -20,7 +20,9 @@ lost or refused                        driver's error is logged, never sent
 (SQLAlchemy ``DBAPIError``
 invalidating it,
 ``OperationalError``,
-``InterfaceError``)
+``InterfaceError``, or a
+``ConnectionError`` the
+driver raised connecting)
 ========================  ===========  ============================================
 
 A lost database connection is a retry, not a bug: the pool's pre-ping replaces a dead
@@ -50,6 +52,21 @@ _PRESENCE_RETRY_SECONDS = 1.0
 _DATABASE_RETRY_SECONDS = 1.0
 
 
+def _raised_by_database_driver(err: BaseException) -> bool:
+    """Whether ``err`` came out of SQLAlchemy or a database driver.
+
+    A connection refused or reset while the pool connects is raised as the bare
+    ``OSError`` (asyncpg), not as a DBAPIError.
+    """
+    tb = err.__traceback__
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if module.startswith(("sqlalchemy.", "asyncpg.", "aiosqlite.")):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def translate(err: Exception) -> errors.StatusError | None:
     """The cloud's table: a domain error that is not a tree error → the tree error.
 
@@ -66,9 +83,10 @@ def translate(err: Exception) -> errors.StatusError | None:
             reason="PRESENCE_UNAVAILABLE",
             retry_delay=_PRESENCE_RETRY_SECONDS,
         )
-    if isinstance(err, DBAPIError) and (
-        err.connection_invalidated or isinstance(err, OperationalError | InterfaceError)
-    ):
+    if (
+        isinstance(err, DBAPIError)
+        and (err.connection_invalidated or isinstance(err, OperationalError | InterfaceError))
+    ) or (isinstance(err, ConnectionError) and _raised_by_database_driver(err)):
         log.warning("database unavailable: %s", str(err).splitlines()[0])
         return errors.Unavailable(
             "a database is unavailable; retry shortly",

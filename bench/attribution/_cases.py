@@ -430,12 +430,14 @@ async def channel_down(p: Platform, h: Hospital, rng: random.Random) -> Call:
 
 
 async def cloud_store_down(p: Platform, h: Hospital, rng: random.Random) -> Call:
-    """The cloud's shared Redis (rate buckets, presence) is unreachable from the node."""
-    await p.redis.refuse()
+    """The node's partition database (PostgreSQL) is unreachable: its connections cut and
+    new ones refused. (A Redis cut is no longer a failure: the node counts rate limits
+    itself until Redis is back.)"""
+    await p.postgres.refuse()
     try:
         return await _bind(p, h)
     finally:
-        await p.redis.restore()
+        await p.postgres.restore()
 
 
 KINDS: dict[str, Kind] = {
@@ -464,7 +466,7 @@ KINDS: dict[str, Kind] = {
         "payment_channel", ("rest",), channel_down, reasons=("CHANNEL_DOWN", "CHANNEL_ANSWER_LOST")
     ),
     "cloud_store_down": Kind(
-        "cloud_platform", ALL, cloud_store_down, reasons=("NODE_BUG", "NODE_DEPENDENCY_DOWN")
+        "cloud_platform", ALL, cloud_store_down, reasons=("NODE_DEPENDENCY_DOWN",)
     ),
 }
 """Every kind of fault the set injects, by name."""

@@ -20,7 +20,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
 from bench.attribution._relay import Relay
+from tools.scratchdb import DEFAULT_POSTGRES, postgres_databases
 
 _PROFILES = Path(__file__).resolve().parents[2] / "frontend_server" / "profiles"
 _EXAMPLES = {
@@ -65,6 +68,8 @@ class Platform:
     node: Any
     hospitals: dict[str, Hospital]
     redis: Relay
+    postgres: Relay
+    """The path to the node's control and partition databases."""
     pay: Any
     """The payment simulator (``PaySim``)."""
     pay_relay: Relay
@@ -144,7 +149,10 @@ async def _sign_in(node: Any, stub: Any, app_key: str) -> str:
 
 @contextlib.asynccontextmanager
 async def platform(
-    root: Path, *, redis_url: str = "redis://127.0.0.1:6379/0"
+    root: Path,
+    *,
+    redis_url: str = "redis://127.0.0.1:6379/0",
+    postgres_url: str = DEFAULT_POSTGRES,
 ) -> AsyncIterator[Platform]:
     """Starts the whole platform; stops it on exit."""
     import grpc
@@ -170,6 +178,22 @@ async def platform(
         redis = Relay(redis_host, redis_port)
         await redis.start()
         stack.push_async_callback(redis.close)
+        # The node's control and partition databases on PostgreSQL, through a relay the
+        # cloud-platform cases cut.
+        pg = make_url(postgres_url)
+        postgres = Relay(pg.host or "127.0.0.1", pg.port or 5432)
+        await postgres.start()
+        stack.push_async_callback(postgres.close)
+        names = ("control", "south", "north")
+        made = await stack.enter_async_context(
+            postgres_databases(postgres_url, names, prefix="bench_attr")
+        )
+        relayed = {
+            k: make_url(v)
+            .set(host="127.0.0.1", port=postgres.port)
+            .render_as_string(hide_password=False)
+            for k, v in made.items()
+        }
         sims = {
             "rest": RestHis(seed=SEED),
             "soap": SoapHis(seed=SEED),
@@ -190,6 +214,8 @@ async def platform(
             grace_seconds=1.0,
             redis_url=f"redis://127.0.0.1:{redis.port}/0",
             redis_namespace=namespace,
+            partitions_database_url=relayed["control"],
+            partition_urls={"south": relayed["south"], "north": relayed["north"]},
             sync=SyncConfig(enabled=False),
             probes=ProbesConfig(enabled=False),
             payments=PaymentsConfig(
@@ -268,6 +294,7 @@ async def platform(
             node=node,
             hospitals=hospitals,
             redis=redis,
+            postgres=postgres,
             pay=pay,
             pay_relay=pay_relay,
             app_key=issued.key,

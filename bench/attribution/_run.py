@@ -134,9 +134,11 @@ async def _main(
     per_kind: int,
     *,
     redis_url: str = "redis://127.0.0.1:6379/0",
+    postgres_url: str | None = None,
     keep: Path | None = None,
 ) -> Report:
     from bench.attribution._platform import platform
+    from tools.scratchdb import DEFAULT_POSTGRES
 
     sets = {
         "tuning": build_cases(seed, per_kind),
@@ -150,7 +152,9 @@ async def _main(
         else:
             root = keep
             root.mkdir(parents=True, exist_ok=True)
-        async with platform(root, redis_url=redis_url) as plat:
+        async with platform(
+            root, redis_url=redis_url, postgres_url=postgres_url or DEFAULT_POSTGRES
+        ) as plat:
             for name, cases in sets.items():
                 for case in cases:
                     outcomes[name].append(await run_case(plat, case))

@@ -380,8 +380,8 @@ RULES: tuple[Rule, ...] = (
        domain=EDGE_DOMAIN, code=("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")),
     # -- the cloud -----------------------------------------------------------------------
     _r(C, "NODE_DEPENDENCY_DOWN", NODE,
-       "a store the node needs (presence, a partition) is unavailable or moving",
-       error_reason=("PRESENCE_UNAVAILABLE", "PARTITION_MOVING")),
+       "a store the node needs (presence, a partition's database) is unavailable or moving",
+       error_reason=("PRESENCE_UNAVAILABLE", "PARTITION_MOVING", "DATABASE_UNAVAILABLE")),
     _r(C, "NOT_CONFIGURED", NODE,
        "the node runs without the part this call needs",
        error_reason=("ORDERS_NOT_CONFIGURED", "REPORTS_NOT_CONFIGURED",

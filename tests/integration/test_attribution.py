@@ -38,8 +38,10 @@ from tools.his_sim import Latency, Outage
 REPO = Path(__file__).resolve().parents[2]
 
 
-async def test_the_quick_fault_set_is_attributed_to_the_known_owners(redis_url: str) -> None:
-    report = await _main(seed=1, per_kind=1, redis_url=redis_url)
+async def test_the_quick_fault_set_is_attributed_to_the_known_owners(
+    redis_url: str, postgres_url: str
+) -> None:
+    report = await _main(seed=1, per_kind=1, redis_url=redis_url, postgres_url=postgres_url)
     assert {o.case.owner for o in report.all} == set(OWNERS)
     assert set(report.outcomes) == {"tuning", "held-out"}
     assert report.accuracy(report.all) >= 0.95, "\n".join(report.lines())

@@ -37,3 +37,25 @@ async def test_a_connection_terminated_mid_statement_is_unavailable(postgres_url
 
 async def test_other_errors_are_still_bugs() -> None:
     assert translate(ValueError("x")) is None
+
+
+async def test_a_database_that_refuses_connections_is_unavailable() -> None:
+    # Found by the attribution fault set: a partition database cut off answered INTERNAL
+    # (asyncpg raises the bare ConnectionRefusedError while the pool connects).
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    engine = create_engine(f"postgresql://postgres@127.0.0.1:{port}/test")
+    try:
+        with pytest.raises(ConnectionRefusedError) as refused:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        mapped = translate(refused.value)
+        assert isinstance(mapped, errors.Unavailable)
+        assert mapped.reason == "DATABASE_UNAVAILABLE"
+    finally:
+        await engine.dispose()
+    # The same error from anywhere else is not the database's.
+    assert translate(ConnectionRefusedError(111, "refused")) is None
