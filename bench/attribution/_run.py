@@ -19,17 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.attribution._cases import KINDS, Outcome, build_cases, run_case
+from mesh.attribution import Owner
 
-OWNERS = (
-    "patient_input",
-    "app",
-    "cloud_platform",
-    "tunnel_network",
-    "frontend_server",
-    "his_vendor",
-    "hospital_network",
-    "payment_channel",
-)
+OWNERS = tuple(owner.value for owner in Owner)
+"""Every owner, in the table's order (`mesh.attribution.Owner`)."""
 HOLD_OUT = 1000
 """The held-out set is drawn from ``seed + HOLD_OUT``."""
 

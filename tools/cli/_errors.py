@@ -10,6 +10,7 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
+from mesh.attribution import Owner
 from tools.cli._base import CliError, Parser
 from tools.cli._node import config_flags
 from tools.cli._node import load_node_config as _load
@@ -21,16 +22,7 @@ __all__ = ["parse_since", "register"]
 
 _SINCE = re.compile(r"^(\d+)([smhd])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_OWNERS = (
-    "patient_input",
-    "app",
-    "cloud_platform",
-    "tunnel_network",
-    "frontend_server",
-    "his_vendor",
-    "hospital_network",
-    "payment_channel",
-)
+_OWNERS = tuple(owner.value for owner in Owner)
 
 
 def parse_since(text: str) -> float:
