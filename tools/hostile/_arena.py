@@ -32,6 +32,7 @@ import grpc
 
 from hplus.hospital.v1 import admin_pb2, admin_pb2_grpc
 from hplus.tunnel.v1 import tunnel_pb2_grpc
+from mesh.retry import RetryPolicy
 from mesh.tls import TlsFiles, ensure_dev_pki, load_server_credentials
 from mesh.tunnel import TunnelConfig, TunnelGateway, bearer_token
 from tools.hostile._attacks import ATTACKS
@@ -399,9 +400,25 @@ class NodeArena:
         await self._call(GOOD, b"", 5.0)
 
     async def _calls_to_bad(self, count: int, size: int, timeout: float) -> list[str]:  # noqa: ASYNC109
+        # The hostile edge says "connected" once its handshake is answered; the node may
+        # route to that tunnel a moment later. A call that finds the hospital not connected
+        # yet is made again (until its deadline), so the attack meets the call it waits
+        # for; any other failure (the attacked tunnel closed) is the call's result.
+        policy = RetryPolicy(initial=0.05, maximum=0.5, deadline=timeout)
+
+        def not_yet(err: BaseException) -> bool:
+            return (
+                isinstance(err, grpc.aio.AioRpcError)
+                and err.code() == grpc.StatusCode.UNAVAILABLE
+                and "is not connected" in (err.details() or "")
+            )
+
+        async def call() -> None:
+            await self._call(BAD, b"\x00" * size, timeout)
+
         async def one() -> str:
             try:
-                await self._call(BAD, b"\x00" * size, timeout)
+                await policy.retrying(retry_on=not_yet)(call)
                 return "OK"
             except grpc.aio.AioRpcError as err:
                 return err.code().name
