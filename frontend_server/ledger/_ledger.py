@@ -350,27 +350,35 @@ class Ledger:
             )
         return record, False
 
-    async def succeed(self, key: str, outcome: HisOutcome) -> OperationRecord:
+    async def succeed(
+        self, key: str, outcome: HisOutcome, *, attempt: OperationRecord | None = None
+    ) -> OperationRecord:
         """Record the HIS's confirmation of an IN_PROGRESS or UNKNOWN operation.
 
+        ``attempt``: only if the key is still this UNKNOWN entry (see `resolve`).
+
         Raises:
-            LedgerError: the key is not IN_PROGRESS or UNKNOWN.
+            LedgerError: the key is not IN_PROGRESS or UNKNOWN (or not ``attempt``).
         """
-        now = self._clock()
         return await self._finish(
             key,
             state=OperationState.SUCCEEDED,
             receipt=outcome.receipt,
             result=outcome.result,
             error=None,
-            complete_time=now,
+            complete_time=self._clock(),
+            attempt=attempt,
         )
 
-    async def fail(self, key: str, error: OperationError) -> OperationRecord:
+    async def fail(
+        self, key: str, error: OperationError, *, attempt: OperationRecord | None = None
+    ) -> OperationRecord:
         """Record a definitive refusal of an IN_PROGRESS or UNKNOWN operation.
 
+        ``attempt``: only if the key is still this UNKNOWN entry (see `resolve`).
+
         Raises:
-            LedgerError: the key is not IN_PROGRESS or UNKNOWN.
+            LedgerError: the key is not IN_PROGRESS or UNKNOWN (or not ``attempt``).
         """
         return await self._finish(
             key,
@@ -379,6 +387,7 @@ class Ledger:
             result=None,
             error=_error_json(error),
             complete_time=self._clock(),
+            attempt=attempt,
         )
 
     async def mark_unknown(
@@ -451,24 +460,8 @@ class Ledger:
                 raise OperationNotOpen(key, "cannot release: the key is no longer that attempt")
             return None
         if isinstance(outcome, HisOutcome):
-            return await self._finish(
-                key,
-                state=OperationState.SUCCEEDED,
-                receipt=outcome.receipt,
-                result=outcome.result,
-                error=None,
-                complete_time=self._clock(),
-                attempt=attempt,
-            )
-        return await self._finish(
-            key,
-            state=OperationState.FAILED,
-            receipt=None,
-            result=None,
-            error=_error_json(outcome),
-            complete_time=self._clock(),
-            attempt=attempt,
-        )
+            return await self.succeed(key, outcome, attempt=attempt)
+        return await self.fail(key, outcome, attempt=attempt)
 
     @staticmethod
     def _still_open(attempt: OperationRecord | None) -> Any:
